@@ -1,0 +1,185 @@
+"""Behaviour of the definitions themselves: GUIDs, strings, enums, prototypes."""
+
+from __future__ import annotations
+
+import ctypes
+import pickle
+import subprocess
+import sys
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import nspv2
+from nspv2.errors import WinsockError
+from nspv2.guiddef import GUID
+from nspv2.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as R
+from nspv2.msgrpriv import SESSION_RESULT
+from nspv2.msgrua import MISTATUS, SignoutResult
+from nspv2.winsock2 import LUP, NS, WSAError, error_meaning
+from nspv2.wintypes import LPWSTR, WCHAR, read_wstr, wstr
+from nspv2.ws2spi import HOST_FUNCTIONS, NSPV2_ROUTINE, NSPV2_SLOTS, PROTOTYPES, Returns
+
+
+@given(st.uuids())
+def test_guid_round_trips_through_uuid(value: uuid.UUID) -> None:
+    g = GUID.from_uuid(value)
+    assert g.to_uuid() == value
+    assert GUID.from_uuid(str(value)) == g
+    assert g == value
+    assert bytes(g) == value.bytes_le
+
+
+def test_guid_memory_layout_is_little_endian_fields() -> None:
+    g = GUID.from_uuid("00112233-4455-6677-8899-aabbccddeeff")
+    assert g.Data1 == 0x00112233 and g.Data2 == 0x4455 and g.Data3 == 0x6677
+    assert bytes(g.Data4) == bytes.fromhex("8899aabbccddeeff")
+    assert str(g) == "{00112233-4455-6677-8899-AABBCCDDEEFF}"
+
+
+@given(st.text())
+def test_wstr_is_utf16le_and_reads_back(text: str) -> None:
+    buf = wstr(text)
+    assert ctypes.sizeof(WCHAR) == 2
+    encoded = text.encode("utf-16-le", errors="surrogatepass")
+    assert bytes(buf)[: len(encoded)] == encoded
+    assert bytes(buf)[len(encoded) :] == b"\0\0"
+    if "\0" not in text:
+        try:
+            encoded.decode("utf-16-le")
+        except UnicodeDecodeError:
+            return
+        assert read_wstr(ctypes.cast(buf, LPWSTR)) == text
+
+
+def test_wstr_encodes_non_bmp_as_surrogate_pair() -> None:
+    buf = wstr("a\U0001f600")
+    assert list(buf) == [0x61, 0xD83D, 0xDE00, 0]
+
+
+def test_read_wstr_null_and_unterminated() -> None:
+    assert read_wstr(None) is None
+    assert read_wstr(0) is None
+    units = (WCHAR * 4)(0x41, 0x42, 0x43, 0x44)
+    with pytest.raises(ValueError, match="no terminator"):
+        read_wstr(ctypes.addressof(units), max_chars=3)
+
+
+def test_winsock_error_carries_code_and_name() -> None:
+    e = WinsockError(WSAError.WSAEINVAL, "bad flags")
+    assert e.code == 10022 and e.name == "WSAEINVAL"
+    assert "WSAEINVAL" in str(e) and "bad flags" in str(e)
+    again = pickle.loads(pickle.dumps(e))
+    assert again.code == 10022 and again.message == "bad flags"
+    assert WinsockError(4242).name == "error 4242"
+    assert error_meaning(0).startswith("NO_ERROR")
+
+
+def test_design_values() -> None:
+    assert NS.NS_EMAIL == 37 and NS.NS_DNS == 12 and NS.NS_ALL == 0
+    assert LUP.LUP_RETURN_ALL == 0x0FF0 and LUP.LUP_FLUSHPREVIOUS == 0x2000
+    assert LUP.LUP_RES_SERVICE == 0x8000
+    assert nspv2.SOCKET_ERROR == -1 and nspv2.NO_ERROR == 0
+    assert WSAError.WSA_INVALID_HANDLE == 6 and WSAError.WSA_NOT_ENOUGH_MEMORY == 8
+    assert WSAError.WSAEINVALIDPROVIDER == 10105 and WSAError.WSAEINVALIDPROCTABLE == 10104
+
+
+def test_seed_enumerations_have_their_documented_values() -> None:
+    assert [m.value for m in MISTATUS] == [
+        0x0000, 0x0001, 0x0002, 0x0006, 0x000A, 0x000E, 0x0012, 0x0022,
+        0x0032, 0x0042, 0x0100, 0x0200, 0x0300, 0x0400,
+    ]  # fmt: skip
+    values = [m.value for m in SESSION_RESULT]
+    assert len(values) == 30
+    assert values[:25] == list(range(0x81000601, 0x8100061A))
+    assert values[25:] == list(range(0x81000620, 0x81000625))  # the documented jump
+    assert SESSION_RESULT.SR_INVITED_SELF == 0x81000613
+    assert [int(r) for r in R] == [0, 1, 2, 3, 4]
+    assert R(4).name == "CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_ERROR"
+    assert SignoutResult.MSGR_E_NOT_LOGGED_ON == 0x81000300 + 0x1E
+    assert SignoutResult.E_FAIL == 0x80004005 and SignoutResult.S_OK == 0
+    assert MISTATUS.MISTATUS_AWAY.meaning == "away"
+
+
+def test_prototypes_follow_the_sdk() -> None:
+    expected = {
+        "NSPv2Startup": (2, Returns.INT),
+        "NSPv2Cleanup": (2, Returns.INT),
+        "NSPv2LookupServiceBegin": (5, Returns.INT),
+        "NSPv2LookupServiceNextEx": (5, Returns.VOID),
+        "NSPv2LookupServiceEnd": (1, Returns.INT),
+        "NSPv2SetServiceEx": (6, Returns.VOID),
+        "NSPv2ClientSessionRundown": (2, Returns.VOID),
+    }
+    assert NSPV2_SLOTS == tuple(expected)
+    assert [f[0] for f in NSPV2_ROUTINE._fields_[3:]] == list(NSPV2_SLOTS)
+    for proto in PROTOTYPES:
+        argcount, returns = expected[proto.slot]
+        assert len(proto.functype._argtypes_) == argcount == proto.argcount
+        if returns is Returns.VOID:
+            assert proto.functype._restype_ is None
+        else:
+            assert proto.functype._restype_ is ctypes.c_int32
+        assert dict(NSPV2_ROUTINE._fields_)[proto.slot] is proto.functype
+        assert proto.c_declaration().startswith(
+            f"typedef {returns.value} (WSAAPI *{proto.typedef})"
+        )
+
+
+def test_functype_calling_convention() -> None:
+    base = ctypes.WINFUNCTYPE if sys.platform == "win32" else ctypes.CFUNCTYPE  # type: ignore[attr-defined]
+    probe = base(None)
+    for proto in PROTOTYPES:
+        assert proto.functype._flags_ == probe._flags_
+
+
+def test_host_function_descriptions() -> None:
+    advertise = HOST_FUNCTIONS["WSAAdvertiseProvider"]
+    # One pointer to the table (mingw-w64 wrongly has a pointer to a pointer).
+    assert advertise.argtypes[1]._type_ is NSPV2_ROUTINE
+    assert advertise.x86_export == "WSAAdvertiseProvider@8"
+    assert (
+        HOST_FUNCTIONS["WSAProviderCompleteAsyncCall"].x86_export
+        == "WSAProviderCompleteAsyncCall@8"
+    )
+    assert HOST_FUNCTIONS["WSAUnadvertiseProvider"].x86_export == "WSAUnadvertiseProvider@4"
+    assert HOST_FUNCTIONS["WSASetLastError"].restype is None
+    assert len(HOST_FUNCTIONS["WSCInstallNameSpaceEx"].argtypes) == 6
+    assert set(HOST_FUNCTIONS) == {
+        "WSAAdvertiseProvider",
+        "WSAUnadvertiseProvider",
+        "WSAProviderCompleteAsyncCall",
+        "WSASetLastError",
+        "WSAGetLastError",
+        "WSCInstallNameSpaceEx",
+        "WSCUnInstallNameSpace",
+    }
+
+
+def test_bind_sets_argtypes_and_restype_on_a_real_library() -> None:
+    """Bind a description to a real C function of the same shape (libc's abs)."""
+    import ctypes.util
+
+    from nspv2.ws2spi import FunctionSpec
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+    spec = FunctionSpec("abs", (ctypes.c_int32,), ctypes.c_int32, "int abs(int);", "abs@4")
+    fn = spec.bind(libc)
+    assert fn.argtypes == [ctypes.c_int32] and fn.restype is ctypes.c_int32
+    assert fn(-7) == 7
+
+
+def test_import_loads_no_library() -> None:
+    code = (
+        "import ctypes\n"
+        "def refuse(*a, **k): raise SystemExit('library loaded at import')\n"
+        "ctypes.CDLL.__init__ = refuse\n"
+        "import nspv2, nspv2.abi, nspv2.ws2spi, nspv2.cli, nspv2.nsemail, nspv2.msgrua\n"
+        "import nspv2.msgrpriv, nspv2.iphlpapi, nspv2.ws2ipdef\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
