@@ -8,11 +8,16 @@ The ABI definitions live in one module per Windows header
 Importing nspv2 loads no library.
 """
 
+from .channel import ErrorChannel, InProcessChannel
 from .errors import WinsockError
 from .guiddef import GUID
 from .iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON
 from .msgrpriv import SESSION_RESULT
 from .msgrua import MISTATUS, SignoutResult
+from .provider import Provider
+from .queryset import AfProtocol, CsAddr, QuerySet, RawSocketAddress, SocketAddress, Version
+from .registry import Lookup, Registry, Session
+from .routine import Routine, RoutineClosedError
 from .winsock2 import (
     LUP,
     NO_ERROR,
@@ -46,7 +51,21 @@ __all__ = [
     "WSAESETSERVICEOP",
     "WSAQUERYSET2W",
     "WSAQUERYSETW",
+    "AfProtocol",
+    "CsAddr",
+    "ErrorChannel",
+    "InProcessChannel",
+    "Lookup",
+    "Provider",
+    "QuerySet",
+    "RawSocketAddress",
+    "Registry",
+    "Routine",
+    "RoutineClosedError",
+    "Session",
     "SignoutResult",
+    "SocketAddress",
+    "Version",
     "WSAError",
     "WinsockError",
     "__version__",

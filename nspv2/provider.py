@@ -1,0 +1,362 @@
+"""``Provider``: write an NSPv2 provider as a Python class.
+
+Subclass :class:`Provider`, declare ``provider_id`` (and optionally
+``version``, ``namespace``, ``name``), and implement ``lookup``. Optional
+methods: ``startup``, ``cleanup``, ``client_session_rundown``,
+``set_service``. :meth:`Provider.routine` builds the NSPV2_ROUTINE:
+
+=============================  ==============================================
+C entry point                  what the scaffold does
+=============================  ==============================================
+NSPv2Startup                   new :class:`~nspv2.registry.Session`; calls
+                               ``startup(session)``; writes its token
+NSPv2Cleanup                   ends the session (normal); ``cleanup(session)``
+NSPv2ClientSessionRundown      ends it (OTHER_COMMUNICATION_ERROR);
+                               ``client_session_rundown(session)``
+NSPv2LookupServiceBegin        reads the restrictions; ``lookup(session,
+                               restrictions, flags)``; writes a handle
+NSPv2LookupServiceNextEx       packs the next result; completes the call
+NSPv2LookupServiceEnd          ends the lookup (closes a generator)
+NSPv2SetServiceEx              ``set_service(session, reg_info, op, flags)``
+=============================  ==============================================
+
+The session slots always run, because the registry lives in them; the
+``startup``/``cleanup``/``client_session_rundown`` methods are optional
+hooks. NSPv2SetServiceEx gets the WSAEOPNOTSUPP stub when ``set_service``
+is not defined. Any method may raise ``WinsockError(code)``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+from .channel import ErrorChannel
+from .errors import WinsockError
+from .iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
+from .queryset import QuerySet
+from .registry import EndedBy, Lookup, Registry, Session, close_results
+from .routine import Routine, code_for_exception
+from .winsock2 import LUP, NO_ERROR, NS, WSAESETSERVICEOP, WSAError
+
+__all__ = ["Provider"]
+
+log = logging.getLogger("nspv2")
+
+_EFAULT = int(WSAError.WSAEFAULT)
+_NO_MORE = int(WSAError.WSA_E_NO_MORE)
+_INVALID_HANDLE = int(WSAError.WSA_INVALID_HANDLE)
+_CANCELLED = int(WSAError.WSA_E_CANCELLED)
+_FLUSH = int(LUP.LUP_FLUSHPREVIOUS)
+_u32_at = ctypes.c_uint32.from_address
+_ptr_at = ctypes.c_void_p.from_address
+
+
+class Provider:
+    """Base class of an NSPv2 provider written in Python."""
+
+    #: The provider's GUID (as registered with WSCInstallNameSpaceEx).
+    provider_id: ClassVar[uuid.UUID]
+    #: dwMajorVersion, dwMinorVersion of the routine table.
+    version: ClassVar[tuple[int, int]] = (1, 1)
+    #: The namespace the provider serves.
+    namespace: ClassVar[int] = NS.NS_EMAIL
+    #: A display name (defaults to the class name).
+    name: ClassVar[str | None] = None
+    #: If True, NextEx returns at once and the result is produced and the
+    #: call completed from a worker thread (as a provider doing network I/O
+    #: would); NSPv2LookupServiceEnd then cancels a NextEx still in flight.
+    complete_from_thread: ClassVar[bool] = False
+
+    _routine_obj: Routine | None = None
+    _registry_obj: Registry | None = None
+
+    def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> Iterable[QuerySet]:
+        """Return the results of a lookup (an iterable of QuerySet).
+
+        Called by NSPv2LookupServiceBegin. A generator's body runs at the
+        first NextEx; to fail Begin itself, raise before returning.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement lookup()")
+
+    # -- the routine table ----------------------------------------------------------
+
+    @property
+    def registry(self) -> Registry:
+        """The sessions and lookups of this provider."""
+        if self._registry_obj is None:
+            self._registry_obj = Registry()
+        return self._registry_obj
+
+    @property
+    def display_name(self) -> str:
+        return self.name or type(self).__name__
+
+    def routine(self, channel: ErrorChannel | None = None) -> Routine:
+        """The provider's routine table (built on first use, then reused)."""
+        if self._routine_obj is not None and not self._routine_obj.closed:
+            if channel is not None:
+                self._routine_obj.channel = channel
+            return self._routine_obj
+        cls = type(self)
+        if cls.lookup is Provider.lookup:
+            raise TypeError(f"{cls.__name__} must implement lookup(session, restrictions, flags)")
+        pid = getattr(cls, "provider_id", None)
+        if not isinstance(pid, uuid.UUID):
+            raise TypeError(f"{cls.__name__}.provider_id must be a uuid.UUID, not {pid!r}")
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        has_set_service = callable(getattr(self, "set_service", None))
+        routine = Routine(
+            startup=self._slot_startup,
+            cleanup=self._slot_cleanup,
+            begin=self._slot_begin,
+            next_ex=self._slot_next_ex,
+            end=self._slot_end,
+            set_service_ex=self._slot_set_service if has_set_service else None,
+            client_session_rundown=self._slot_rundown,
+            version=cls.version,
+            channel=channel,
+            pointers="int",
+            name=self.display_name,
+            on_close=self._on_close,
+        )
+        self._routine_obj = routine
+        return routine
+
+    def close(self) -> None:
+        """Close the routine table: open sessions end with PLATFORM_SHUTDOWN."""
+        if self._routine_obj is not None:
+            self._routine_obj.close()
+
+    def __enter__(self) -> Provider:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _on_close(self) -> None:
+        ended = self.registry.close_all(
+            EndedBy.CLOSE, Reason.CPNATFWT_SESSION_TERMINATION_PLATFORM_SHUTDOWN
+        )
+        hook = getattr(self, "client_session_rundown", None)
+        for session in ended:
+            if hook is not None:
+                try:
+                    hook(session)
+                except Exception:
+                    log.exception("%s: client_session_rundown on close", self.display_name)
+        executor = getattr(self, "_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    def end_sessions(self, reason: Reason) -> list[Session]:
+        """End every open session with ``reason`` (e.g. on unadvertise)."""
+        ended_by = (
+            EndedBy.CLOSE
+            if reason is Reason.CPNATFWT_SESSION_TERMINATION_PLATFORM_SHUTDOWN
+            else EndedBy.PROVIDER
+        )
+        return self.registry.close_all(ended_by, reason)
+
+    # -- slots (pointers arrive as integers) --------------------------------------------
+
+    def _slot_startup(self, provider_id: int | None, pp_session: int | None) -> int:
+        if not pp_session:
+            raise WinsockError(WSAError.WSAEINVAL, "ppvClientSessionArg is NULL")
+        pid = uuid.UUID(bytes_le=ctypes.string_at(provider_id, 16)) if provider_id else None
+        session = self.registry.new_session(pid)
+        hook = getattr(self, "startup", None)
+        if hook is not None:
+            try:
+                hook(session)
+            except BaseException:
+                self.registry.end_session(
+                    session.token,
+                    EndedBy.STARTUP_FAILED,
+                    Reason.CPNATFWT_SESSION_TERMINATION_PROVIDER_OTHER_FAILURE,
+                )
+                raise
+        _ptr_at(pp_session).value = session.token
+        return NO_ERROR
+
+    def _slot_cleanup(self, _provider_id: int | None, token: int | None) -> int:
+        session = self.registry.end_session(token, EndedBy.CLEANUP, None)
+        if session is None:
+            raise WinsockError(WSAError.WSAEINVAL, f"no open client session {token!r}")
+        hook = getattr(self, "cleanup", None)
+        if hook is not None:
+            try:
+                hook(session)
+            except BaseException:
+                session.end_reason = Reason.CPNATFWT_SESSION_TERMINATION_PROVIDER_OTHER_FAILURE
+                raise
+        return NO_ERROR
+
+    def _slot_rundown(self, _provider_id: int | None, token: int | None) -> None:
+        session = self.registry.end_session(
+            token, EndedBy.RUNDOWN, Reason.CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_ERROR
+        )
+        if session is None:
+            log.warning(
+                "%s: NSPv2ClientSessionRundown for unknown or ended session %r ignored",
+                self.display_name,
+                token,
+            )
+            return
+        hook = getattr(self, "client_session_rundown", None)
+        if hook is not None:
+            hook(session)
+
+    def _slot_begin(
+        self,
+        _provider_id: int | None,
+        restrictions: int | None,
+        flags: int,
+        token: int | None,
+        ph_lookup: int | None,
+    ) -> int:
+        session = self.registry.session(token)
+        if session is None:
+            raise WinsockError(WSAError.WSAEINVAL, f"no open client session {token!r}")
+        if not ph_lookup:
+            raise WinsockError(WSAError.WSAEINVAL, "lphLookup is NULL")
+        query = QuerySet.from_address(restrictions)
+        results = iter(self.lookup(session, query, flags))
+        lookup = self.registry.new_lookup(session, query, flags)
+        lookup.results = results
+        _ptr_at(ph_lookup).value = lookup.handle
+        return NO_ERROR
+
+    def _slot_next_ex(
+        self,
+        h_async: int | None,
+        h_lookup: int | None,
+        flags: int,
+        p_length: int | None,
+        p_results: int | None,
+    ) -> None:
+        routine = self._routine_obj
+        assert routine is not None
+        channel = routine.channel_now()
+        lookup = self.registry.lookup(h_lookup)
+        if lookup is None:
+            channel.complete(h_async, _INVALID_HANDLE)
+            return
+        if self.complete_from_thread:
+            with lookup.lock:
+                lookup.pending_async = h_async
+            self._pool().submit(
+                self._next_step, channel, h_async, lookup, flags, p_length, p_results
+            )
+            return
+        self._next_step(channel, h_async, lookup, flags, p_length, p_results)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=4, thread_name_prefix=f"nspv2-{self.display_name}"
+                )
+            return self._executor
+
+    def _next_step(
+        self,
+        channel: ErrorChannel,
+        h_async: int | None,
+        lookup: Lookup,
+        flags: int,
+        p_length: int | None,
+        p_results: int | None,
+    ) -> None:
+        try:
+            code = self._produce(lookup, flags, p_length, p_results)
+        except BaseException as exc:
+            code = code_for_exception(exc)
+            if not isinstance(exc, WinsockError):
+                log.error("%s: lookup results raised", self.display_name, exc_info=exc)
+        if lookup.ended and lookup.results is not None:
+            close_results(lookup)
+        if self.complete_from_thread:
+            with lookup.lock:
+                if lookup.pending_async != h_async:
+                    return  # End cancelled it and completed it already
+                lookup.pending_async = None
+        channel.complete(h_async, code)
+
+    def _produce(
+        self, lookup: Lookup, flags: int, p_length: int | None, p_results: int | None
+    ) -> int:
+        if not p_length:
+            raise WinsockError(WSAError.WSAEINVAL, "lpdwBufferLength is NULL")
+        if lookup.ended:
+            return _CANCELLED
+        length = _u32_at(p_length)
+        if flags & _FLUSH:
+            lookup.held = None
+        result = lookup.held
+        if result is None:
+            results = lookup.results
+            if results is None:
+                return _NO_MORE
+            try:
+                result = next(results)
+            except StopIteration:
+                lookup.results = None
+                return _NO_MORE
+            if not isinstance(result, QuerySet):
+                raise TypeError(f"lookup() yielded {type(result).__name__}, not QuerySet")
+        size = result.required_size()
+        if length.value < size:
+            length.value = size
+            lookup.held = result
+            return _EFAULT
+        if not p_results:
+            raise WinsockError(WSAError.WSAEINVAL, "lpqsResults is NULL")
+        result.pack_into(p_results, length.value)
+        lookup.held = None
+        return NO_ERROR
+
+    def _slot_end(self, h_lookup: int | None) -> int:
+        lookup = self.registry.end_lookup(h_lookup)
+        if lookup is None:
+            raise WinsockError(WSAError.WSA_INVALID_HANDLE, f"no open lookup {h_lookup!r}")
+        if self.complete_from_thread:
+            with lookup.lock:
+                pending = lookup.pending_async
+                lookup.pending_async = None
+            if pending:
+                routine = self._routine_obj
+                assert routine is not None
+                routine.channel_now().complete(pending, _CANCELLED)
+        return NO_ERROR
+
+    def _slot_set_service(
+        self,
+        h_async: int | None,
+        _provider_id: int | None,
+        reg_info: int | None,
+        operation: int,
+        flags: int,
+        token: int | None,
+    ) -> None:
+        routine = self._routine_obj
+        assert routine is not None
+        session = self.registry.session(token)
+        if session is None:
+            raise WinsockError(WSAError.WSAEINVAL, f"no open client session {token!r}")
+        query = QuerySet.from_address(reg_info)
+        try:
+            op = WSAESETSERVICEOP(operation)
+        except ValueError:
+            raise WinsockError(
+                WSAError.WSAEINVAL, f"unknown WSAESETSERVICEOP {operation}"
+            ) from None
+        handler: Any = getattr(self, "set_service")  # noqa: B009
+        handler(session, query, op, flags)
+        routine.channel_now().complete(h_async, NO_ERROR)

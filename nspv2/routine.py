@@ -1,0 +1,350 @@
+"""``Routine``: an NSPV2_ROUTINE owned by Python, filled with guarded thunks.
+
+This is the raw level: each callable receives exactly the arguments C
+passes, as ctypes gives them (``pointers="ctypes"``, the SDK prototypes) or
+with every pointer and handle as a plain integer address (``pointers="int"``,
+same C ABI, no ctypes pointer objects built per call).
+
+Every slot is guarded (:func:`guard_int`, :func:`guard_async`,
+:func:`guard_void`): no Python exception ever reaches C.
+
+==========================  =========================================
+raised in a slot            the call fails with
+==========================  =========================================
+``WinsockError(code)``      ``code``
+``MemoryError``             ``WSA_NOT_ENOUGH_MEMORY``
+anything else               ``WSANO_RECOVERY`` (logged with traceback)
+==========================  =========================================
+
+INT slots fail by ``WSASetLastError(code)`` and returning ``SOCKET_ERROR``;
+NextEx and SetServiceEx by ``WSAProviderCompleteAsyncCall(hAsyncCall,
+code)``; ClientSessionRundown has no way to fail, so it only logs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+from .channel import ErrorChannel, current_channel
+from .errors import WinsockError
+from .winsock2 import NO_ERROR, SOCKET_ERROR, WSAError
+from .wintypes import DWORD, HANDLE, INT, LPVOID, WSAAPI_FUNCTYPE
+from .ws2spi import NSPV2_ROUTINE, NSPV2_SLOTS, PROTOTYPES
+
+__all__ = [
+    "FALLBACK_ERROR",
+    "REQUIRED_SLOTS",
+    "Routine",
+    "RoutineClosedError",
+    "code_for_exception",
+]
+
+log = logging.getLogger("nspv2")
+
+#: The code a slot fails with when Python raises something other than
+#: WinsockError or MemoryError. WSANO_RECOVERY ("a nonrecoverable error
+#: occurred") says the provider failed, not the caller: clients do not
+#: retry it as they would WSATRY_AGAIN, and it cannot be mistaken for a
+#: validation error (WSAEINVAL) or a normal end (WSA_E_NO_MORE).
+FALLBACK_ERROR = WSAError.WSANO_RECOVERY
+
+#: Winsock refuses to advertise a table without these.
+REQUIRED_SLOTS = ("NSPv2LookupServiceBegin", "NSPv2LookupServiceNextEx", "NSPv2LookupServiceEnd")
+
+_KW_TO_SLOT = {
+    "startup": "NSPv2Startup",
+    "cleanup": "NSPv2Cleanup",
+    "begin": "NSPv2LookupServiceBegin",
+    "next_ex": "NSPv2LookupServiceNextEx",
+    "end": "NSPv2LookupServiceEnd",
+    "set_service_ex": "NSPv2SetServiceEx",
+    "client_session_rundown": "NSPv2ClientSessionRundown",
+}
+_INT_SLOTS = {"NSPv2Startup", "NSPv2Cleanup", "NSPv2LookupServiceBegin", "NSPv2LookupServiceEnd"}
+_ASYNC_SLOTS = {"NSPv2LookupServiceNextEx", "NSPv2SetServiceEx"}
+
+# The same C signatures with every pointer as an integer (c_void_p arrives
+# in Python as int or None).
+_INT_PROTOTYPES: dict[str, Any] = {
+    "NSPv2Startup": WSAAPI_FUNCTYPE(INT, LPVOID, LPVOID),
+    "NSPv2Cleanup": WSAAPI_FUNCTYPE(INT, LPVOID, LPVOID),
+    "NSPv2LookupServiceBegin": WSAAPI_FUNCTYPE(INT, LPVOID, LPVOID, DWORD, LPVOID, LPVOID),
+    "NSPv2LookupServiceNextEx": WSAAPI_FUNCTYPE(None, HANDLE, HANDLE, DWORD, LPVOID, LPVOID),
+    "NSPv2LookupServiceEnd": WSAAPI_FUNCTYPE(INT, HANDLE),
+    "NSPv2SetServiceEx": WSAAPI_FUNCTYPE(None, HANDLE, LPVOID, LPVOID, INT, DWORD, LPVOID),
+    "NSPv2ClientSessionRundown": WSAAPI_FUNCTYPE(None, LPVOID, LPVOID),
+}
+_SDK_PROTOTYPES: dict[str, Any] = {p.slot: p.functype for p in PROTOTYPES}
+
+
+class RoutineClosedError(RuntimeError):
+    """The routine table was closed; C must no longer call it."""
+
+
+def code_for_exception(exc: BaseException) -> int:
+    """The Winsock code a slot fails with when ``exc`` escapes it."""
+    if isinstance(exc, WinsockError):
+        return exc.code
+    if isinstance(exc, MemoryError):
+        return int(WSAError.WSA_NOT_ENOUGH_MEMORY)
+    return int(FALLBACK_ERROR)
+
+
+def _report(slot: str, exc: BaseException) -> int:
+    code = code_for_exception(exc)
+    if isinstance(exc, WinsockError):
+        log.debug("%s failed: %s", slot, exc)
+    else:
+        log.error(
+            "%s raised %s; failing the call with %s",
+            slot,
+            type(exc).__name__,
+            WSAError(code).name,
+            exc_info=exc,
+        )
+    return code
+
+
+ChannelSource = Callable[[], ErrorChannel]
+
+
+def guard_int(
+    slot: str, fn: Callable[..., Any], channel: ChannelSource, closed: Callable[[], bool]
+) -> Callable[..., int]:
+    """Wrap an INT slot: the callable's int (None means NO_ERROR) is
+    returned; an exception sets the last error and returns SOCKET_ERROR."""
+
+    def thunk(*args: Any) -> int:
+        try:
+            if closed():
+                raise WinsockError(WSAError.WSAEINVALIDPROVIDER, "routine table closed")
+            result = fn(*args)
+            if result is None:
+                return NO_ERROR
+            if type(result) is int:
+                return result
+            return int(result)
+        except BaseException as exc:
+            try:
+                channel().set_last_error(_report(slot, exc))
+            except BaseException:
+                log.exception("%s: could not set the last error", slot)
+            return SOCKET_ERROR
+
+    return thunk
+
+
+def guard_async(
+    slot: str, fn: Callable[..., Any], channel: ChannelSource, closed: Callable[[], bool]
+) -> Callable[..., None]:
+    """Wrap NextEx / SetServiceEx: an exception completes the async call
+    (first argument) with its code."""
+
+    def thunk(h_async: int | None, *args: Any) -> None:
+        try:
+            if closed():
+                raise WinsockError(WSAError.WSAEINVALIDPROVIDER, "routine table closed")
+            fn(h_async, *args)
+        except BaseException as exc:
+            try:
+                rc = channel().complete(h_async, _report(slot, exc))
+                if rc != NO_ERROR:
+                    log.warning(
+                        "%s: completing async call %s after an exception returned %s",
+                        slot,
+                        h_async,
+                        rc,
+                    )
+            except BaseException:
+                log.exception("%s: could not complete async call %s", slot, h_async)
+
+    return thunk
+
+
+def guard_void(
+    slot: str, fn: Callable[..., Any], channel: ChannelSource, closed: Callable[[], bool]
+) -> Callable[..., None]:
+    """Wrap ClientSessionRundown: exceptions are logged (VOID, no error path)."""
+
+    def thunk(*args: Any) -> None:
+        try:
+            if closed():
+                log.warning("%s called on a closed routine table; ignored", slot)
+                return
+            fn(*args)
+        except BaseException as exc:
+            try:
+                _report(slot, exc)
+            except BaseException:
+                pass
+
+    return thunk
+
+
+def _stub_int(*_args: Any) -> int:
+    raise WinsockError(WSAError.WSAEOPNOTSUPP)
+
+
+def _stub_async(_h_async: Any, *_args: Any) -> None:
+    raise WinsockError(WSAError.WSAEOPNOTSUPP)
+
+
+def _stub_rundown(*_args: Any) -> None:
+    log.debug("NSPv2ClientSessionRundown: not implemented by this provider (stub)")
+
+
+class Routine:
+    """An NSPV2_ROUTINE whose slots call Python, owned for as long as C may call it.
+
+    Pass callables by keyword (``startup``, ``cleanup``, ``begin``,
+    ``next_ex``, ``end``, ``set_service_ex``, ``client_session_rundown``);
+    each has the C signature of its slot and receives exactly C's arguments.
+    ``begin``, ``next_ex`` and ``end`` are required. Every slot left empty
+    gets a real stub function (never NULL): INT slots fail with
+    WSAEOPNOTSUPP, NextEx/SetServiceEx complete with WSAEOPNOTSUPP, and
+    ClientSessionRundown's stub only logs.
+
+    ``channel`` is the error channel the guards and stubs use; by default the
+    process's current one (:func:`nspv2.channel.current_channel`), looked up
+    at call time. Close the table (``close()`` or ``with``) once C can no
+    longer call it; afterwards it refuses to be used, and any call that
+    still arrives fails with WSAEINVALIDPROVIDER.
+    """
+
+    def __init__(
+        self,
+        *,
+        begin: Callable[..., Any] | None = None,
+        next_ex: Callable[..., Any] | None = None,
+        end: Callable[..., Any] | None = None,
+        startup: Callable[..., Any] | None = None,
+        cleanup: Callable[..., Any] | None = None,
+        set_service_ex: Callable[..., Any] | None = None,
+        client_session_rundown: Callable[..., Any] | None = None,
+        version: tuple[int, int] = (1, 1),
+        channel: ErrorChannel | None = None,
+        pointers: Literal["ctypes", "int"] = "ctypes",
+        name: str = "provider",
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        given = {
+            "begin": begin,
+            "next_ex": next_ex,
+            "end": end,
+            "startup": startup,
+            "cleanup": cleanup,
+            "set_service_ex": set_service_ex,
+            "client_session_rundown": client_session_rundown,
+        }
+        missing = [_KW_TO_SLOT[k] for k in ("begin", "next_ex", "end") if given[k] is None]
+        if missing:
+            raise ValueError(
+                f"an NSPv2 routine table needs {', '.join(missing)}: Winsock refuses to "
+                "advertise a table without NSPv2LookupServiceBegin, NSPv2LookupServiceNextEx "
+                "and NSPv2LookupServiceEnd (WSAEINVAL)"
+            )
+        for key, fn in given.items():
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{key} must be callable, not {type(fn).__name__}")
+        if pointers not in ("ctypes", "int"):
+            raise ValueError(f"pointers must be 'ctypes' or 'int', not {pointers!r}")
+        self.name = name
+        self._channel = channel
+        self._closed = False
+        self._on_close = on_close
+        self.implemented: frozenset[str] = frozenset(
+            _KW_TO_SLOT[k] for k, fn in given.items() if fn is not None
+        )
+        prototypes = _SDK_PROTOTYPES if pointers == "ctypes" else _INT_PROTOTYPES
+        table = NSPV2_ROUTINE()
+        table.cbSize = ctypes.sizeof(NSPV2_ROUTINE)
+        table.dwMajorVersion, table.dwMinorVersion = version
+        self._thunks: dict[str, Any] = {}
+        self._python: dict[str, Callable[..., Any]] = {}
+        for key, slot in _KW_TO_SLOT.items():
+            fn = given[key]
+            wrapped: Callable[..., Any]
+            if slot in _INT_SLOTS:
+                wrapped = guard_int(slot, fn or _stub_int, self.channel_now, self.is_closed)
+            elif slot in _ASYNC_SLOTS:
+                wrapped = guard_async(slot, fn or _stub_async, self.channel_now, self.is_closed)
+            else:
+                wrapped = guard_void(slot, fn or _stub_rundown, self.channel_now, self.is_closed)
+            thunk = prototypes[slot](wrapped)
+            self._thunks[slot] = thunk
+            self._python[slot] = wrapped
+            setattr(table, slot, ctypes.cast(thunk, _SDK_PROTOTYPES[slot]))
+        self._table = table
+
+    # -- the table ---------------------------------------------------------------
+
+    @property
+    def table(self) -> NSPV2_ROUTINE:
+        """The NSPV2_ROUTINE itself (raises once closed)."""
+        self._check_open()
+        return self._table
+
+    @property
+    def address(self) -> int:
+        """Address of the NSPV2_ROUTINE, for C."""
+        return ctypes.addressof(self.table)
+
+    def pointer(self) -> Any:
+        """An ``LPNSPV2_ROUTINE`` to the table, for ctypes calls."""
+        return ctypes.pointer(self.table)
+
+    def slot_address(self, slot: str) -> int:
+        """The C function pointer stored in ``slot``."""
+        if slot not in NSPV2_SLOTS:
+            raise KeyError(f"no slot {slot!r}; slots are {', '.join(NSPV2_SLOTS)}")
+        value = ctypes.cast(getattr(self.table, slot), ctypes.c_void_p).value
+        assert value
+        return value
+
+    def channel_now(self) -> ErrorChannel:
+        return self._channel if self._channel is not None else current_channel()
+
+    @property
+    def channel(self) -> ErrorChannel | None:
+        return self._channel
+
+    @channel.setter
+    def channel(self, value: ErrorChannel | None) -> None:
+        self._channel = value
+
+    # -- lifetime ------------------------------------------------------------------
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RoutineClosedError(f"the routine table of {self.name} is closed")
+
+    def close(self) -> None:
+        """Close the table. Idempotent. The thunks stay alive as long as this
+        object does, so a late call from C is answered (and refused) rather
+        than jumping into freed memory."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._on_close is not None:
+            self._on_close()
+
+    def __enter__(self) -> Routine:
+        self._check_open()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Routine {self.name} {state} implements={sorted(self.implemented)}>"

@@ -1,0 +1,287 @@
+"""QuerySet: reading with validation, exact packing, round trips."""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import struct
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from nspv2 import WinsockError, WSAError
+from nspv2.queryset import (
+    MAX_STRING_CHARS,
+    AfProtocol,
+    CsAddr,
+    QuerySet,
+    RawSocketAddress,
+    SocketAddress,
+    Version,
+)
+from nspv2.winsock2 import WSAECOMPARATOR, WSAQUERYSET2W, WSAQUERYSETW
+
+from .guarded import GuardedArena
+
+P = ctypes.sizeof(ctypes.c_void_p)
+
+texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"))
+maybe_text = st.none() | texts
+ports = st.integers(0, 65535)
+u32 = st.integers(0, 2**32 - 1)
+sockaddrs = st.one_of(
+    st.builds(SocketAddress, st.ip_addresses(v=4), ports),
+    st.builds(SocketAddress, st.ip_addresses(v=6), ports, u32, u32),
+    st.builds(
+        RawSocketAddress,
+        st.sampled_from([1, 6, 16, 17, 26, 32]),
+        st.binary(min_size=0, max_size=30),
+    ),
+)
+cs_addrs = st.builds(
+    CsAddr,
+    st.none() | sockaddrs,
+    st.none() | sockaddrs,
+    st.integers(-(2**31), 2**31 - 1),
+    st.integers(-(2**31), 2**31 - 1),
+)
+querysets = st.builds(
+    QuerySet,
+    service_instance_name=maybe_text,
+    version=st.none() | st.builds(Version, u32, st.sampled_from(list(WSAECOMPARATOR))),
+    comment=maybe_text,
+    namespace=u32,
+    provider_id=st.none() | st.uuids(),
+    context=maybe_text,
+    protocols=st.lists(
+        st.builds(AfProtocol, st.integers(-(2**31), 2**31 - 1), st.integers(-(2**31), 2**31 - 1)),
+        max_size=5,
+    ).map(tuple),
+    query_string=maybe_text,
+    cs_addrs=st.lists(cs_addrs, max_size=8).map(tuple),
+    output_flags=u32,
+    blob=st.none() | st.binary(max_size=300),
+)
+
+
+def pack_at(
+    q: QuerySet, capacity: int, offset: int = 0, fill: int = 0x5A
+) -> tuple[ctypes.Array[ctypes.c_uint8], int, int]:
+    arena = (ctypes.c_uint8 * (capacity + offset + 256))()
+    ctypes.memset(arena, fill, len(arena))
+    base = (ctypes.addressof(arena) + 15) & ~15
+    address = base + offset
+    needed = q.pack_into(address, capacity)
+    return arena, address, needed
+
+
+BIG = QuerySet(
+    "ünïcødé@例え.jp",
+    blob=bytes(range(256)) * 256,  # 64 KiB
+    cs_addrs=tuple(
+        CsAddr(
+            SocketAddress.parse(f"10.0.{i // 256}.{i % 256}", i),
+            SocketAddress.parse(f"2001:db8::{i:x}", i, i),
+        )
+        for i in range(300)
+    ),
+)
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@given(querysets)
+@example(QuerySet())
+@example(QuerySet("", comment="", context="", query_string="", blob=b""))
+@example(BIG)
+def test_round_trip(q: QuerySet) -> None:
+    buf = q.to_buffer()
+    assert QuerySet.from_address(ctypes.addressof(buf)) == q
+    bufw = q.to_buffer("W")
+    assert QuerySet.from_address(ctypes.addressof(bufw), "W") == q
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(querysets, st.integers(0, 64).map(lambda n: n * P), st.data())
+def test_pack_stays_inside_and_is_exact(q: QuerySet, offset: int, data: st.DataObject) -> None:
+    size = q.required_size()
+    capacity = data.draw(st.one_of(st.integers(0, size), st.integers(size, size + 200)))
+    arena, address, needed = pack_at(q, capacity, offset)
+    assert needed == size
+    raw = bytes(arena)
+    start = address - ctypes.addressof(arena)
+    if capacity < size:
+        assert raw == bytes([0x5A]) * len(raw), "a short buffer was written to"
+        return
+    # not one byte past the required size
+    assert raw[start + size :] == bytes([0x5A]) * (len(raw) - start - size)
+    assert raw[:start] == bytes([0x5A]) * start
+    assert QuerySet.from_address(address) == q
+    # every pointer of the header points inside [address, address + size) and is aligned
+    header = WSAQUERYSET2W.from_address(address)
+    for name, _ in WSAQUERYSET2W._fields_:
+        value = getattr(header, name)
+        if isinstance(value, int):
+            continue
+        target = ctypes.cast(value, ctypes.c_void_p).value
+        if target:
+            assert address <= target < address + size, name
+            assert (target - address) % P == 0, name
+
+
+def test_required_size_of_the_benchmark_result() -> None:
+    q = QuerySet(
+        "alice@example.com",
+        comment="MISTATUS_ONLINE",
+        cs_addrs=(
+            CsAddr(None, SocketAddress.parse("192.0.2.10", 5060)),
+            CsAddr(None, SocketAddress.parse("2001:db8::10", 5060)),
+        ),
+        blob=bytes(32),
+    )
+    # header + name(36) + comment(32) + 2 CSADDR_INFO + v4(16) + v6(28->32) + BLOB + 32
+    if P == 8:
+        assert q.required_size() == 112 + 40 + 32 + 80 + 16 + 32 + 16 + 32
+
+
+def test_pack_w_has_service_class_id() -> None:
+    cid = uuid.uuid4()
+    q = QuerySet("x", service_class_id=cid)
+    buf = q.to_buffer("W")
+    assert QuerySet.from_address(ctypes.addressof(buf), "W").service_class_id == cid
+    assert q.required_size("W") > q.required_size("2W")
+    with pytest.raises(ValueError, match="kind"):
+        q.required_size("A")  # type: ignore[arg-type]
+
+
+def test_pack_is_deterministic_and_relocatable() -> None:
+    q = QuerySet("bob@example.com", blob=b"\x01\x02")
+    _a1, addr1, _ = pack_at(q, 1024)
+    _a2, addr2, _ = pack_at(q, 1024, offset=8 * P)
+    assert QuerySet.from_address(addr1) == QuerySet.from_address(addr2) == q
+
+
+# ---- malformed input: WSAEINVAL, never a crash ------------------------------------------
+
+
+def header_image(kind: str = "2W", **fields: int) -> ctypes.Structure:
+    cls = WSAQUERYSET2W if kind == "2W" else WSAQUERYSETW
+    qs = cls()
+    qs.dwSize = ctypes.sizeof(cls)
+    qs.dwNameSpace = 37
+    for name, value in fields.items():
+        if name.startswith("lp"):
+            ctypes.c_void_p.from_address(
+                ctypes.addressof(qs) + getattr(cls, name).offset
+            ).value = value
+        else:
+            setattr(qs, name, value)
+    return qs
+
+
+def invalid(address: int | None, kind: str = "2W") -> str:
+    with pytest.raises(WinsockError) as info:
+        QuerySet.from_address(address, kind)  # type: ignore[arg-type]
+    assert info.value.code == WSAError.WSAEINVAL
+    return str(info.value)
+
+
+def test_null_pointer() -> None:
+    assert "NULL" in invalid(None)
+    assert "NULL" in invalid(0)
+
+
+@pytest.mark.parametrize("kind", ["2W", "W"])
+def test_dwsize_too_small(kind: str) -> None:
+    qs = header_image(kind)
+    qs.dwSize = ctypes.sizeof(qs) - 1  # type: ignore[attr-defined]
+    assert "dwSize" in invalid(ctypes.addressof(qs), kind)
+
+
+@pytest.mark.parametrize(
+    "fields, word",
+    [
+        ({"dwNumberOfProtocols": 2}, "lpafpProtocols is NULL"),
+        ({"dwNumberOfCsAddrs": 1}, "lpcsaBuffer is NULL"),
+        ({"dwNumberOfCsAddrs": 10**6, "lpcsaBuffer": 8}, "above"),
+        ({"dwNumberOfProtocols": 2**32 - 1, "lpafpProtocols": 8}, "above"),
+    ],
+)
+def test_counts(fields: dict[str, int], word: str) -> None:
+    qs = header_image(**fields)
+    assert word in invalid(ctypes.addressof(qs))
+
+
+def sockaddr_case(family: int, length: int) -> str:
+    raw = (ctypes.c_uint8 * 128)()
+    struct.pack_into("<H", raw, 0, family)
+    csaddr = (ctypes.c_uint8 * 64)()
+    ctypes.c_void_p.from_address(ctypes.addressof(csaddr)).value = ctypes.addressof(raw)
+    ctypes.c_int32.from_address(ctypes.addressof(csaddr) + P).value = length
+    qs = header_image(dwNumberOfCsAddrs=1, lpcsaBuffer=ctypes.addressof(csaddr))
+    return invalid(ctypes.addressof(qs))
+
+
+@pytest.mark.parametrize(
+    "family, length",
+    [(2, 15), (2, 4), (23, 27), (23, 16), (2, 0), (2, 1), (6, 129), (2, -1)],
+)
+def test_sockaddr_length_must_fit_family(family: int, length: int) -> None:
+    assert "length" in sockaddr_case(family, length) or "out of range" in sockaddr_case(
+        family, length
+    )
+
+
+def test_sockaddr_null_with_length() -> None:
+    csaddr = (ctypes.c_uint8 * 64)()
+    ctypes.c_int32.from_address(ctypes.addressof(csaddr) + P).value = 16
+    qs = header_image(dwNumberOfCsAddrs=1, lpcsaBuffer=ctypes.addressof(csaddr))
+    assert "NULL with length" in invalid(ctypes.addressof(qs))
+
+
+def test_blob_with_null_data() -> None:
+    blob = (ctypes.c_uint8 * 16)()
+    ctypes.c_uint32.from_address(ctypes.addressof(blob)).value = 10
+    qs = header_image(lpBlob=ctypes.addressof(blob))
+    assert "pBlobData is NULL" in invalid(ctypes.addressof(qs))
+
+
+def test_bad_comparator() -> None:
+    version = (ctypes.c_uint32 * 2)(1, 7)
+    qs = header_image(lpVersion=ctypes.addressof(version))
+    assert "ecHow" in invalid(ctypes.addressof(qs))
+
+
+def test_unterminated_string_stops_at_the_bound_before_the_guard_page() -> None:
+    """A string of MAX_STRING_CHARS + 1 non-NUL units ending right at an
+    inaccessible page: the reader gives up at its bound without touching it."""
+    units = MAX_STRING_CHARS + 1
+    arena = GuardedArena(2 * units)
+    name = arena.write(0, b"A\0" * units)
+    qs = header_image(lpszServiceInstanceName=name)
+    assert "no terminator" in invalid(ctypes.addressof(qs))
+
+
+def test_longest_string_accepted_ends_at_the_guard_page() -> None:
+    units = MAX_STRING_CHARS
+    arena = GuardedArena(2 * (units + 1))
+    name = arena.write(0, "é".encode("utf-16-le") * units + b"\0\0")
+    qs = header_image(lpszServiceInstanceName=name)
+    assert QuerySet.from_address(ctypes.addressof(qs)).service_instance_name == "é" * units
+
+
+def test_arrays_are_read_exactly_up_to_their_count() -> None:
+    """Protocols ending exactly at a guard page are read without a fault."""
+    arena = GuardedArena(16)
+    protos = arena.write(0, struct.pack("<iiii", 2, 6, 23, 17))
+    qs = header_image(dwNumberOfProtocols=2, lpafpProtocols=protos)
+    got = QuerySet.from_address(ctypes.addressof(qs))
+    assert got.protocols == (AfProtocol(2, 6), AfProtocol(23, 17))
+
+
+def test_socket_address_text() -> None:
+    v6 = SocketAddress(ipaddress.IPv6Address("fe80::1"), 80, 0, 3)
+    assert str(v6) == "[fe80::1%3]:80"
+    assert str(SocketAddress.parse("10.0.0.1", 5)) == "10.0.0.1:5"
+    assert v6.family == 23
