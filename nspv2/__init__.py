@@ -11,6 +11,7 @@ Importing nspv2 loads no library.
 from .channel import ErrorChannel, InProcessChannel
 from .errors import WinsockError
 from .guiddef import GUID
+from .host import ClientSession, Host
 from .iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON
 from .msgrpriv import SESSION_RESULT
 from .msgrua import MISTATUS, SignoutResult
@@ -52,8 +53,10 @@ __all__ = [
     "WSAQUERYSET2W",
     "WSAQUERYSETW",
     "AfProtocol",
+    "ClientSession",
     "CsAddr",
     "ErrorChannel",
+    "Host",
     "InProcessChannel",
     "Lookup",
     "Provider",

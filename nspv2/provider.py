@@ -75,6 +75,9 @@ class Provider:
 
     _routine_obj: Routine | None = None
     _registry_obj: Registry | None = None
+    #: Why a rundown ends a session: the client went away, unless the host
+    #: is running sessions down because the provider is being unadvertised.
+    _rundown_reason: Reason = Reason.CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_ERROR
 
     def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> Iterable[QuerySet]:
         """Return the results of a lookup (an iterable of QuerySet).
@@ -199,9 +202,7 @@ class Provider:
         return NO_ERROR
 
     def _slot_rundown(self, _provider_id: int | None, token: int | None) -> None:
-        session = self.registry.end_session(
-            token, EndedBy.RUNDOWN, Reason.CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_ERROR
-        )
+        session = self.registry.end_session(token, EndedBy.RUNDOWN, self._rundown_reason)
         if session is None:
             log.warning(
                 "%s: NSPv2ClientSessionRundown for unknown or ended session %r ignored",

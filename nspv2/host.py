@@ -1,0 +1,353 @@
+"""``Host``: run providers on nspv2's native host, and be their clients.
+
+>>> import uuid
+>>> from nspv2 import Host, Provider, QuerySet
+>>> class Hello(Provider):
+...     provider_id = uuid.UUID("0b7e8f5a-2c1d-4e3f-9a8b-7c6d5e4f3a21")
+...     def lookup(self, session, restrictions, flags):
+...         yield QuerySet(restrictions.service_instance_name, comment="hi")
+>>> with Host() as host:
+...     _ = host.advertise(Hello())
+...     with host.open_session() as client:
+...         [r.comment for r in client.lookup("alice@example.com")]
+['hi']
+
+Everything goes through the host's C functions (the same the native
+driver uses): WSAAdvertiseProvider with the routine table, client sessions,
+WSALookupServiceBeginW/NextW/End on WSAQUERYSETW, WSASetServiceW. While a
+Host is open, the process's error channel is the host's, so providers'
+WSASetLastError and WSAProviderCompleteAsyncCall reach it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .channel import ErrorChannel, set_channel
+from .errors import WinsockError
+from .guiddef import GUID
+from .iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
+from .provider import Provider
+from .queryset import QuerySet
+from .routine import Routine
+from .winsock import DriverConfig, DriverResult, HostStats, Winsock, load_native_host
+from .winsock2 import LUP, NO_ERROR, NS, SOCKET_ERROR, WSAESETSERVICEOP, WSAError
+from .wintypes import wstr
+from .ws2spi import NSPV2_ROUTINE
+
+__all__ = ["Advertised", "ClientSession", "Host", "NextResult"]
+
+_EFAULT = int(WSAError.WSAEFAULT)
+_NO_MORE = int(WSAError.WSA_E_NO_MORE)
+
+
+@dataclass
+class Advertised:
+    """A routine table advertised on the host (kept alive while advertised)."""
+
+    provider_id: uuid.UUID
+    routine: Routine | None  # None for the C reference provider
+    provider: Provider | None
+    namespace: int
+    guid: GUID
+
+
+@dataclass(frozen=True)
+class NextResult:
+    """One WSALookupServiceNextW: the code, the result, the size written."""
+
+    code: int
+    result: QuerySet | None
+    buffer_length: int
+
+
+class ClientSession:
+    """A client session on the host: a stand-in for one client process."""
+
+    def __init__(self, host: Host, session_id: int) -> None:
+        self.host = host
+        self.id = session_id
+        self.closed = False
+
+    def close(self) -> None:
+        """End gracefully: each provider it used gets NSPv2Cleanup."""
+        if not self.closed:
+            self.closed = True
+            self.host._call("nspv2_session_close", self.id)
+
+    def abandon(self) -> None:
+        """Vanish: each provider it used gets NSPv2ClientSessionRundown."""
+        if not self.closed:
+            self.closed = True
+            self.host._call("nspv2_session_abandon", self.id)
+
+    def lookup(
+        self, restrictions: QuerySet | str, flags: int = LUP.LUP_RETURN_ALL
+    ) -> list[QuerySet]:
+        return self.host.lookup(self, restrictions, flags)
+
+    def set_service(self, reg_info: QuerySet, operation: int, flags: int = 0) -> None:
+        self.host.set_service(self, reg_info, operation, flags)
+
+    def __enter__(self) -> ClientSession:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<ClientSession {self.id} {'closed' if self.closed else 'open'}>"
+
+
+class Host:
+    """nspv2's native NSPv2 host, driven from Python."""
+
+    def __init__(self, winsock: Winsock | None = None, *, timeout_ms: int = 5000) -> None:
+        self.winsock = winsock or load_native_host()
+        if not self.winsock.native_host:
+            raise ValueError("Host needs nspv2's native host library, not ws2_32.dll")
+        self._fn = self.winsock.host
+        self._fn["nspv2_host_set_timeout_ms"](timeout_ms)
+        self.advertised: dict[uuid.UUID, Advertised] = {}
+        self.sessions: list[ClientSession] = []
+        self._channel: ErrorChannel = self.winsock.channel()
+        self._previous: ErrorChannel | None = None
+        self._lock = threading.Lock()
+
+    # -- lifetime ---------------------------------------------------------------------
+
+    def __enter__(self) -> Host:
+        self._previous = set_channel(self._channel)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the sessions it opened, unadvertise what it advertised,
+        give the process its previous error channel back."""
+        for session in self.sessions:
+            if not session.closed:
+                try:
+                    session.close()
+                except WinsockError:
+                    pass
+        self.sessions.clear()
+        for pid in list(self.advertised):
+            self.unadvertise(pid)
+        if self._previous is not None:
+            set_channel(self._previous)
+            self._previous = None
+
+    def set_timeout(self, timeout_ms: int) -> None:
+        """How long the host waits for WSAProviderCompleteAsyncCall."""
+        self._fn["nspv2_host_set_timeout_ms"](timeout_ms)
+
+    # -- providers --------------------------------------------------------------------
+
+    def advertise(
+        self,
+        target: Provider | Routine,
+        provider_id: uuid.UUID | None = None,
+        namespace: int | None = None,
+    ) -> Advertised:
+        """Install (for routing) and advertise a Provider or a raw Routine."""
+        provider = target if isinstance(target, Provider) else None
+        if provider is not None:
+            routine = provider.routine()
+            provider_id = provider_id or type(provider).provider_id
+            namespace = type(provider).namespace if namespace is None else namespace
+        else:
+            assert isinstance(target, Routine)
+            routine = target
+            if provider_id is None:
+                raise ValueError("advertising a raw Routine needs provider_id")
+        namespace = int(NS.NS_EMAIL if namespace is None else namespace)
+        guid = GUID.from_uuid(provider_id)
+        name = wstr(provider.display_name if provider else routine.name)
+        self.winsock.check(
+            self.winsock.WSCInstallNameSpaceEx(
+                ctypes.cast(name, ctypes.POINTER(ctypes.c_uint16)),
+                None,
+                namespace,
+                1,
+                ctypes.byref(guid),
+                None,
+            ),
+            "WSCInstallNameSpaceEx",
+        )
+        self.winsock.advertise(provider_id, routine)
+        entry = Advertised(provider_id, routine, provider, namespace, guid)
+        self.advertised[provider_id] = entry
+        return entry
+
+    def unadvertise(self, target: Provider | Routine | uuid.UUID) -> None:
+        """Unadvertise: the host runs down the provider's open sessions, which
+        end with PLATFORM_SHUTDOWN."""
+        if isinstance(target, uuid.UUID):
+            pid = target
+        elif isinstance(target, Provider):
+            pid = type(target).provider_id
+        else:
+            found = [a.provider_id for a in self.advertised.values() if a.routine is target]
+            if not found:
+                raise KeyError("that routine is not advertised on this host")
+            pid = found[0]
+        entry = self.advertised.pop(pid, None)
+        provider = entry.provider if entry else None
+        if provider is not None:
+            provider._rundown_reason = Reason.CPNATFWT_SESSION_TERMINATION_PLATFORM_SHUTDOWN
+        try:
+            self.winsock.unadvertise(pid)
+        finally:
+            if provider is not None:
+                provider._rundown_reason = (
+                    Reason.CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_ERROR
+                )
+        if entry is not None:
+            guid = entry.guid
+            self.winsock.WSCUnInstallNameSpace(ctypes.byref(guid))
+
+    def advertise_reference_provider(self) -> uuid.UUID:
+        """Advertise native_stub's C reference provider; returns its id."""
+        table = NSPV2_ROUTINE()
+        self._fn["nspv2_ref_provider_routine"](ctypes.addressof(table))
+        guid = GUID.in_dll(self.winsock.library, "nspv2_ref_provider_id")
+        pid = guid.to_uuid()
+        rc = self.winsock.WSAAdvertiseProvider(ctypes.byref(guid), ctypes.byref(table))
+        self.winsock.check(rc, "WSAAdvertiseProvider")
+        self._ref_tables = getattr(self, "_ref_tables", [])
+        self._ref_tables.append(table)
+        self.advertised[pid] = Advertised(pid, None, None, int(NS.NS_EMAIL), GUID.from_uuid(pid))
+        return pid
+
+    # -- clients ------------------------------------------------------------------------
+
+    def _call(self, name: str, *args: Any) -> None:
+        if self._fn[name](*args) == SOCKET_ERROR:
+            raise WinsockError(self.winsock.WSAGetLastError(), name)
+
+    def open_session(self) -> ClientSession:
+        sid = ctypes.c_uint64()
+        self._call("nspv2_session_open", ctypes.byref(sid))
+        session = ClientSession(self, sid.value)
+        self.sessions.append(session)
+        if len(self.sessions) > 1024:
+            self.sessions = [s for s in self.sessions if not s.closed]
+        return session
+
+    def lookup_begin(
+        self, session: ClientSession, restrictions: QuerySet | str, flags: int = LUP.LUP_RETURN_ALL
+    ) -> int:
+        if isinstance(restrictions, str):
+            restrictions = QuerySet(restrictions)
+        buf = restrictions.to_buffer("W")
+        handle = ctypes.c_void_p()
+        rc = self._fn["nspv2_lookup_begin"](
+            session.id, ctypes.addressof(buf), int(flags), ctypes.byref(handle)
+        )
+        if rc == SOCKET_ERROR:
+            raise WinsockError(self.winsock.WSAGetLastError(), "WSALookupServiceBeginW")
+        assert handle.value
+        return handle.value
+
+    def lookup_next(self, handle: int, flags: int = 0, buffer_size: int = 1024) -> NextResult:
+        """One WSALookupServiceNextW with a ``buffer_size``-byte buffer."""
+        buf = (ctypes.c_uint64 * ((buffer_size + 7) // 8 or 1))()
+        length = ctypes.c_uint32(buffer_size)
+        rc = self._fn["nspv2_lookup_next"](
+            handle, int(flags), ctypes.byref(length), ctypes.addressof(buf)
+        )
+        if rc == SOCKET_ERROR:
+            return NextResult(self.winsock.WSAGetLastError(), None, length.value)
+        return NextResult(NO_ERROR, QuerySet.from_address(ctypes.addressof(buf), "W"), length.value)
+
+    def lookup_end(self, handle: int) -> None:
+        self._call("nspv2_lookup_end", handle)
+
+    def lookup(
+        self,
+        session: ClientSession,
+        restrictions: QuerySet | str,
+        flags: int = LUP.LUP_RETURN_ALL,
+        *,
+        buffer_size: int = 1024,
+    ) -> list[QuerySet]:
+        """Begin, Next until WSA_E_NO_MORE (growing the buffer on WSAEFAULT), End."""
+        handle = self.lookup_begin(session, restrictions, flags)
+        out: list[QuerySet] = []
+        try:
+            size = buffer_size
+            while True:
+                step = self.lookup_next(handle, flags, size)
+                if step.code == _EFAULT:
+                    if step.buffer_length <= size:
+                        raise WinsockError(_EFAULT, "the provider asked for no more room")
+                    size = step.buffer_length
+                    continue
+                if step.code == _NO_MORE:
+                    return out
+                if step.code != NO_ERROR:
+                    raise WinsockError(step.code, "WSALookupServiceNextW")
+                assert step.result is not None
+                out.append(step.result)
+        finally:
+            self.lookup_end(handle)
+
+    def set_service(
+        self, session: ClientSession, reg_info: QuerySet, operation: int, flags: int = 0
+    ) -> None:
+        """WSASetServiceW in ``session`` (operation: WSAESETSERVICEOP)."""
+        buf = reg_info.to_buffer("W")
+        self._call(
+            "nspv2_set_service",
+            session.id,
+            ctypes.addressof(buf),
+            int(WSAESETSERVICEOP(operation)),
+            int(flags),
+        )
+
+    # -- inspection and the native driver ---------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        out = HostStats()
+        self._fn["nspv2_host_stats_get"](ctypes.byref(out))
+        return out.as_dict()
+
+    def reset_stats(self) -> None:
+        self._fn["nspv2_host_stats_reset"]()
+
+    def drive(
+        self,
+        *,
+        threads: int = 1,
+        cycles: int = 1000,
+        service_name: str = "alice@example.com",
+        provider_id: uuid.UUID | None = None,
+        name_space: int = NS.NS_EMAIL,
+        abandon_every: int = 0,
+        buffer_size: int = 1024,
+        control_flags: int = LUP.LUP_RETURN_ALL,
+        session_only: bool = False,
+    ) -> DriverResult:
+        """Run the native driver: ``threads`` native threads x ``cycles`` cycles."""
+        name = wstr(service_name)
+        guid = GUID.from_uuid(provider_id) if provider_id else None
+        cfg = DriverConfig(
+            threads,
+            cycles,
+            abandon_every,
+            buffer_size,
+            int(name_space),
+            ctypes.pointer(guid) if guid is not None else None,
+            ctypes.cast(name, ctypes.POINTER(ctypes.c_uint16)),
+            int(control_flags),
+            1 if session_only else 0,
+        )
+        result = DriverResult()
+        self._call("nspv2_driver_run", ctypes.byref(cfg), ctypes.byref(result))
+        return result

@@ -1,0 +1,197 @@
+"""The Winsock binding: Winsock-named functions bound on a library object.
+
+One code path for two libraries: ``ws2_32.dll`` on Windows (a private
+``WinDLL(..., use_last_error=True)``) and nspv2's native host (a shared
+library exporting the same names and signatures) everywhere, Windows
+included when asked. Nothing is loaded at import; :func:`load_ws2_32` and
+:func:`load_native_host` do it on request.
+
+:class:`WinsockChannel` is the :class:`~nspv2.channel.ErrorChannel` over a
+bound library: providers' ``WSASetLastError`` and
+``WSAProviderCompleteAsyncCall`` reach the real host.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import uuid
+from typing import Any
+
+from .errors import WinsockError
+from .guiddef import GUID
+from .routine import Routine
+from .winsock2 import LPWSAQUERYSETW, NO_ERROR, SOCKET_ERROR
+from .wintypes import DWORD, HANDLE, INT, LPDWORD, LPHANDLE, WCHAR
+from .ws2spi import HOST_FUNCTIONS
+
+__all__ = [
+    "DriverConfig",
+    "DriverResult",
+    "HostStats",
+    "Winsock",
+    "WinsockChannel",
+    "load_native_host",
+    "load_ws2_32",
+]
+
+_u64 = ctypes.c_uint64
+
+
+class HostStats(ctypes.Structure):
+    """nspv2_host_stats (nspv2_host.h)."""
+
+    _fields_ = [
+        ("providers", ctypes.c_uint32),
+        ("sessions_open", ctypes.c_uint32),
+        ("lookups_open", ctypes.c_uint32),
+        ("async_pending", ctypes.c_uint32),
+        ("startups", _u64),
+        ("cleanups", _u64),
+        ("rundowns", _u64),
+        ("late_completions", _u64),
+        ("provider_faults", _u64),
+    ]
+
+    def as_dict(self) -> dict[str, int]:
+        return {f[0]: int(getattr(self, f[0])) for f in self._fields_}
+
+
+class DriverConfig(ctypes.Structure):
+    """nspv2_driver_config (nspv2_host.h)."""
+
+    _fields_ = [
+        ("threads", ctypes.c_uint32),
+        ("cycles", ctypes.c_uint32),
+        ("abandon_every", ctypes.c_uint32),
+        ("buffer_size", ctypes.c_uint32),
+        ("name_space", DWORD),
+        ("provider_id", ctypes.POINTER(GUID)),
+        ("service_name", ctypes.POINTER(WCHAR)),
+        ("control_flags", DWORD),
+        ("session_only", ctypes.c_uint32),
+    ]
+
+
+DRIVER_MAX_CODES = 16
+
+
+class DriverResult(ctypes.Structure):
+    """nspv2_driver_result (nspv2_host.h)."""
+
+    _fields_ = [
+        ("cycles_done", _u64),
+        ("elapsed_ns", _u64),
+        ("results", _u64),
+        ("n_codes", ctypes.c_uint32),
+        ("codes", ctypes.c_int32 * DRIVER_MAX_CODES),
+        ("counts", _u64 * DRIVER_MAX_CODES),
+    ]
+
+    def outcomes(self) -> dict[int, int]:
+        return {int(self.codes[i]): int(self.counts[i]) for i in range(self.n_codes)}
+
+
+# Client-facing and control functions of the native host (not in ws2_32.dll).
+# Query-set pointers are declared c_void_p (same ABI as LPWSAQUERYSETW) so
+# callers can pass the address of a packed buffer.
+_HOST_ONLY: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    "nspv2_session_open": (INT, (ctypes.POINTER(_u64),)),
+    "nspv2_session_close": (INT, (_u64,)),
+    "nspv2_session_abandon": (INT, (_u64,)),
+    "nspv2_session_enter": (INT, (_u64,)),
+    "nspv2_lookup_begin": (INT, (_u64, ctypes.c_void_p, DWORD, LPHANDLE)),
+    "nspv2_lookup_next": (INT, (HANDLE, DWORD, LPDWORD, ctypes.c_void_p)),
+    "nspv2_lookup_end": (INT, (HANDLE,)),
+    "nspv2_set_service": (INT, (_u64, ctypes.c_void_p, INT, DWORD)),
+    "nspv2_host_set_timeout_ms": (None, (ctypes.c_uint32,)),
+    "nspv2_host_stats_get": (None, (ctypes.POINTER(HostStats),)),
+    "nspv2_host_stats_reset": (None, ()),
+    "nspv2_host_reset": (None, ()),
+    "nspv2_driver_run": (INT, (ctypes.POINTER(DriverConfig), ctypes.POINTER(DriverResult))),
+    "nspv2_ref_provider_routine": (None, (ctypes.c_void_p,)),
+}
+
+
+class Winsock:
+    """The provider-facing Winsock functions bound on ``library``.
+
+    ``native_host`` says whether the library is nspv2's native host, which
+    also has client-facing functions (``self.host``).
+    """
+
+    def __init__(self, library: Any, *, native_host: bool) -> None:
+        self.library = library
+        self.native_host = native_host
+        self.WSAAdvertiseProvider = HOST_FUNCTIONS["WSAAdvertiseProvider"].bind(library)
+        self.WSAUnadvertiseProvider = HOST_FUNCTIONS["WSAUnadvertiseProvider"].bind(library)
+        self.WSAProviderCompleteAsyncCall = HOST_FUNCTIONS["WSAProviderCompleteAsyncCall"].bind(
+            library
+        )
+        self.WSASetLastError = HOST_FUNCTIONS["WSASetLastError"].bind(library)
+        self.WSAGetLastError = HOST_FUNCTIONS["WSAGetLastError"].bind(library)
+        self.WSCInstallNameSpaceEx = HOST_FUNCTIONS["WSCInstallNameSpaceEx"].bind(library)
+        self.WSCUnInstallNameSpace = HOST_FUNCTIONS["WSCUnInstallNameSpace"].bind(library)
+        self.host: dict[str, Any] = {}
+        if native_host:
+            for name, (restype, argtypes) in _HOST_ONLY.items():
+                fn = getattr(library, name)
+                fn.restype = restype
+                fn.argtypes = list(argtypes)
+                self.host[name] = fn
+
+    def check(self, result: int, what: str) -> None:
+        """Raise WinsockError with WSAGetLastError() if ``result`` is SOCKET_ERROR."""
+        if result == SOCKET_ERROR:
+            raise WinsockError(self.WSAGetLastError(), what)
+
+    def advertise(self, provider_id: uuid.UUID, routine: Routine) -> GUID:
+        """WSAAdvertiseProvider(&guid, table); returns the GUID object."""
+        guid = GUID.from_uuid(provider_id)
+        self.check(
+            self.WSAAdvertiseProvider(ctypes.byref(guid), routine.pointer()), "WSAAdvertiseProvider"
+        )
+        return guid
+
+    def unadvertise(self, provider_id: uuid.UUID) -> None:
+        guid = GUID.from_uuid(provider_id)
+        self.check(self.WSAUnadvertiseProvider(ctypes.byref(guid)), "WSAUnadvertiseProvider")
+
+    def channel(self) -> WinsockChannel:
+        return WinsockChannel(self)
+
+
+class WinsockChannel:
+    """An ErrorChannel that calls the bound library's WSASetLastError,
+    WSAGetLastError and WSAProviderCompleteAsyncCall."""
+
+    def __init__(self, winsock: Winsock) -> None:
+        self._set = winsock.WSASetLastError
+        self._get = winsock.WSAGetLastError
+        self._complete = winsock.WSAProviderCompleteAsyncCall
+
+    def set_last_error(self, code: int) -> None:
+        self._set(code)
+
+    def get_last_error(self) -> int:
+        value: int = self._get()
+        return value
+
+    def complete(self, async_handle: int | None, code: int) -> int:
+        rc: int = self._complete(async_handle, code)
+        return NO_ERROR if rc == NO_ERROR else int(self._get())
+
+
+def load_ws2_32() -> Winsock:
+    """Bind the real ``ws2_32.dll`` (Windows only)."""
+    if sys.platform != "win32":
+        raise OSError("ws2_32.dll exists only on Windows; use load_native_host() elsewhere")
+    windll = getattr(ctypes, "WinDLL")  # noqa: B009 - absent from typeshed off Windows
+    return Winsock(windll("ws2_32", use_last_error=True), native_host=False)
+
+
+def load_native_host() -> Winsock:
+    """Bind nspv2's native host library (see :mod:`nspv2.native`)."""
+    from .native import load_library
+
+    return Winsock(load_library(), native_host=True)
