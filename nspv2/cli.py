@@ -9,9 +9,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn, TextIO
 
 from .abi import ABI, StructLayout, all_layouts
+from .errors import WinsockError
+from .msgrua import MISTATUS
+from .native import NativeHostUnavailable
+from .queryset import QuerySet
+from .winsock2 import LUP, RESULT_IS, SERVICE_MULTIPLE, WSAESETSERVICEOP
 
 __all__ = ["main", "render_layout"]
 
@@ -127,6 +132,196 @@ def _cmd_layout(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Progress:
+    """One self-erasing status line on a terminal; silent when piped."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self.width = 0
+
+    def __call__(self, text: str) -> None:
+        if self.live:
+            line = text[:78]
+            self.stream.write("\r" + line.ljust(self.width))
+            self.stream.flush()
+            self.width = len(line)
+
+    def done(self) -> None:
+        if self.live and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+
+
+def _flags(text: str) -> int:
+    """LUP flags: a number (0x0ff0) or names joined by ',' or '|' (RETURN_ALL)."""
+    text = text.strip()
+    try:
+        return int(text, 0)
+    except ValueError:
+        pass
+    value = 0
+    for part in text.replace("|", ",").split(","):
+        name = part.strip().upper()
+        if not name.startswith("LUP_"):
+            name = "LUP_" + name
+        if name not in LUP.__members__:
+            choices = ", ".join(n[4:] for n in LUP.__members__)
+            raise argparse.ArgumentTypeError(f"unknown flag {part.strip()!r}; flags are {choices}")
+        value |= int(LUP[name])
+    return value
+
+
+def _status(text: str) -> MISTATUS:
+    name = text.strip().upper()
+    if not name.startswith("MISTATUS_"):
+        name = "MISTATUS_" + name
+    if name not in MISTATUS.__members__:
+        choices = ", ".join(n[9:] for n in MISTATUS.__members__)
+        raise argparse.ArgumentTypeError(f"unknown presence {text!r}; choose from {choices}")
+    return MISTATUS[name]
+
+
+def _address(text: str) -> str:
+    from .demo import cs_addr
+
+    try:
+        cs_addr(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not ADDRESS:PORT (e.g. 192.0.2.1:5060)"
+        ) from exc
+    return text
+
+
+def _qs_dict(q: QuerySet) -> dict[str, Any]:
+    return {
+        "name": q.service_instance_name,
+        "comment": q.comment,
+        "namespace": int(q.namespace),
+        "provider_id": str(q.provider_id) if q.provider_id else None,
+        "version": q.version.version if q.version else None,
+        "output_flags": int(q.output_flags),
+        "addresses": [str(c.remote or c.local) for c in q.cs_addrs],
+        "blob": q.blob.hex() if q.blob is not None else None,
+    }
+
+
+def _print_results(results: list[QuerySet], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps([_qs_dict(q) for q in results], indent=2) + "\n")
+        return
+    for q in results:
+        d = _qs_dict(q)
+        flags = ", ".join(f.name or "" for f in RESULT_IS if q.output_flags & f) or "0"
+        print(f"{d['name'] or '(no name)'}")
+        print(f"  presence  {d['comment'] or '-'}")
+        print(f"  addresses {', '.join(d['addresses']) or '-'}")
+        print(f"  version   {d['version'] if d['version'] is not None else '-'}   flags {flags}")
+        if q.blob is not None:
+            print(f"  blob      {q.blob.hex()}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import print_demo, run_demo
+
+    report = run_demo()
+    if args.json:
+        doc = {
+            "timeline": [e.as_dict() for e in report.events],
+            "client_results": report.client_results,
+            "directory": report.directory,
+            "sessions": report.sessions,
+        }
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        print_demo(report, sys.stdout, timestamps=args.timestamps)
+    return EXIT_OK
+
+
+def _with_seeded(action: Any) -> int:
+    from .demo import seeded_directory
+    from .host import Host
+
+    with Host() as host:
+        directory, clients = seeded_directory(host)
+        return int(action(host, directory, clients))
+
+
+def _cmd_lookup(args: argparse.Namespace) -> int:
+    def action(host: Any, directory: Any, clients: Any) -> int:
+        me = host.open_session()
+        try:
+            results = me.lookup(QuerySet(args.name), args.flags)
+        except WinsockError as exc:
+            print(f"{args.name}: {exc.name} ({exc.code})", file=sys.stderr)
+            return EXIT_PROBLEMS
+        _print_results(results, args.json)
+        return EXIT_OK
+
+    return _with_seeded(action)
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from .demo import cs_addr
+    from .examples.email import encode_presence
+
+    def action(host: Any, directory: Any, clients: Any) -> int:
+        me = host.open_session()
+        reg = QuerySet(
+            args.name,
+            cs_addrs=tuple(cs_addr(a) for a in args.addr),
+            blob=encode_presence(args.status),
+        )
+        try:
+            me.set_service(
+                reg, WSAESETSERVICEOP.RNRSERVICE_REGISTER, SERVICE_MULTIPLE if args.multiple else 0
+            )
+            results = me.lookup(QuerySet(args.name))
+        except WinsockError as exc:
+            print(f"register {args.name}: {exc.name} ({exc.code})", file=sys.stderr)
+            return EXIT_PROBLEMS
+        _print_results(results, args.json)
+        return EXIT_OK
+
+    return _with_seeded(action)
+
+
+def _cmd_signout(args: argparse.Namespace) -> int:
+    def action(host: Any, directory: Any, clients: Any) -> int:
+        result = directory.sign_out(None, args.name)
+        if args.json:
+            print(
+                json.dumps(
+                    {"name": args.name, "result": result.name, "hresult": f"{int(result):#010x}"}
+                )
+            )
+        else:
+            print(f"{args.name}: {result.name} ({int(result):#010x}): {result.meaning}")
+        return EXIT_OK if result == 0 else EXIT_PROBLEMS
+
+    return _with_seeded(action)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .check import CheckError, load_provider_class, print_rules, run_check
+
+    progress = _Progress()
+    try:
+        cls = load_provider_class(args.provider)
+        rules = run_check(cls, queries=args.query, registrations=args.register, progress=progress)
+    except CheckError as exc:
+        progress.done()
+        print(f"nspv2 check: {exc}", file=sys.stderr)
+        return EXIT_USAGE if exc.usage else EXIT_PROBLEMS
+    progress.done()
+    if args.json:
+        sys.stdout.write(json.dumps([r.as_dict() for r in rules], indent=2) + "\n")
+    else:
+        print_rules(rules, args.provider, sys.stdout)
+    return EXIT_OK if all(r.passed for r in rules) else EXIT_PROBLEMS
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="nspv2",
@@ -150,14 +345,103 @@ def _build_parser() -> argparse.ArgumentParser:
         "--format", choices=_FORMATS, default="markdown", help="output format (default: markdown)"
     )
     p_layout.set_defaults(func=_cmd_layout)
+
+    p_demo = sub.add_parser(
+        "demo",
+        help="run the NS_EMAIL example on the embedded native host and show what happens",
+        description="Advertise the NS_EMAIL presence directory on nspv2's native host, play "
+        "three clients against it, and print a timeline of entry points, the directory and "
+        "how each session ended.",
+    )
+    p_demo.add_argument("--json", action="store_true", help="print the report as JSON")
+    p_demo.add_argument("--timestamps", action="store_true", help="show when each call ran")
+    p_demo.set_defaults(func=_cmd_demo)
+
+    seeded = "The directory starts with the demo's users: alice@example.com, bob@example.com, carol@example.org."
+    p_lookup = sub.add_parser(
+        "lookup",
+        help="look a name up in the example directory",
+        description="Look up NAME (an address or *@domain). " + seeded,
+    )
+    p_lookup.add_argument("name", metavar="NAME")
+    p_lookup.add_argument(
+        "--flags",
+        type=_flags,
+        default=int(LUP.LUP_RETURN_ALL),
+        help="LUP flags: names like RETURN_NAME,RETURN_COMMENT or a number (default RETURN_ALL)",
+    )
+    p_lookup.add_argument("--json", action="store_true", help="print the results as JSON")
+    p_lookup.set_defaults(func=_cmd_lookup)
+
+    p_register = sub.add_parser(
+        "register",
+        help="sign a name in to the example directory",
+        description="Sign NAME in (RNRSERVICE_REGISTER) and show the entry. " + seeded,
+    )
+    p_register.add_argument("name", metavar="NAME")
+    p_register.add_argument(
+        "--status", type=_status, default=MISTATUS.MISTATUS_ONLINE, help="presence (default ONLINE)"
+    )
+    p_register.add_argument(
+        "--addr", type=_address, action="append", default=[], help="ADDRESS:PORT, repeatable"
+    )
+    p_register.add_argument(
+        "--multiple", action="store_true", help="SERVICE_MULTIPLE: add addresses"
+    )
+    p_register.add_argument("--json", action="store_true", help="print the entry as JSON")
+    p_register.set_defaults(func=_cmd_register)
+
+    p_signout = sub.add_parser(
+        "signout",
+        help="sign a name out of the example directory",
+        description="Sign NAME out, as IMessenger::Signout (MSGR_E_NOT_LOGGED_ON if it was not signed in). "
+        + seeded,
+    )
+    p_signout.add_argument("name", metavar="NAME")
+    p_signout.add_argument("--json", action="store_true", help="print the result as JSON")
+    p_signout.set_defaults(func=_cmd_signout)
+
+    p_check = sub.add_parser(
+        "check",
+        help="conformance run of a Provider on the native host",
+        description="Run the conformance rules against a Provider: MODULE:CLASS, or a path to a .py file "
+        "(with :CLASS if it defines several). Exit 1 if any rule fails.",
+    )
+    p_check.add_argument("provider", metavar="MODULE:CLASS")
+    p_check.add_argument(
+        "--query", action="append", default=[], help="a name to look up (repeatable)"
+    )
+    p_check.add_argument(
+        "--register", action="append", default=[], help="a name to sign in first (repeatable)"
+    )
+    p_check.add_argument("--json", action="store_true", help="print the rules as JSON")
+    p_check.set_defaults(func=_cmd_check)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = _build_parser()
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except NativeHostUnavailable as exc:
+        if args.debug:
+            raise
+        print(f"nspv2: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except KeyboardInterrupt:
+        print("nspv2: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"nspv2: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEMS
     return code
 
 

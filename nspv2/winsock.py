@@ -21,7 +21,7 @@ from typing import Any
 from .errors import WinsockError
 from .guiddef import GUID
 from .routine import Routine
-from .winsock2 import LPWSAQUERYSETW, NO_ERROR, SOCKET_ERROR
+from .winsock2 import NO_ERROR, SOCKET_ERROR
 from .wintypes import DWORD, HANDLE, INT, LPDWORD, LPHANDLE, WCHAR
 from .ws2spi import HOST_FUNCTIONS
 

@@ -15,6 +15,7 @@ from nspv2 import (
     LUP,
     NO_ERROR,
     SOCKET_ERROR,
+    WSAESETSERVICEOP,
     CsAddr,
     Host,
     Provider,
@@ -24,7 +25,6 @@ from nspv2 import (
     SocketAddress,
     WinsockError,
     WSAError,
-    WSAESETSERVICEOP,
 )
 from nspv2.channel import current_channel
 from nspv2.guiddef import GUID
@@ -69,7 +69,9 @@ class Presence(Provider):
             raise WinsockError(WSAError.WSASERVICE_NOT_FOUND)
         return (entry(n) for n in found)
 
-    def set_service(self, session: Session, reg: QuerySet, op: WSAESETSERVICEOP, flags: int) -> None:
+    def set_service(
+        self, session: Session, reg: QuerySet, op: WSAESETSERVICEOP, flags: int
+    ) -> None:
         self.registered.append(reg.service_instance_name)
 
     def cleanup(self, session: Session) -> None:
@@ -149,7 +151,10 @@ def test_close_runs_cleanup_and_abandon_runs_rundown(host: Host, presence: Prese
     assert len(presence.cleanups) == 1 and len(presence.rundowns) == 1
     ended = {s.token: s for s in presence.registry.ended}
     assert ended[presence.cleanups[0]].end_reason is None
-    assert ended[presence.rundowns[0]].end_reason is Reason.CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_ERROR
+    assert (
+        ended[presence.rundowns[0]].end_reason
+        is Reason.CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_ERROR
+    )
     assert presence.registry.open_counts() == {"sessions": 0, "lookups": 0}
 
 
@@ -161,7 +166,10 @@ def test_unadvertise_runs_sessions_down_as_platform_shutdown(host: Host) -> None
         s.lookup("alice@example.com")
     host.unadvertise(p)
     assert len(p.rundowns) == 3
-    assert all(s.end_reason is Reason.CPNATFWT_SESSION_TERMINATION_PLATFORM_SHUTDOWN for s in p.registry.ended)
+    assert all(
+        s.end_reason is Reason.CPNATFWT_SESSION_TERMINATION_PLATFORM_SHUTDOWN
+        for s in p.registry.ended
+    )
     assert p.registry.open_counts() == {"sessions": 0, "lookups": 0}
     with pytest.raises(WinsockError):
         host.unadvertise(p)
@@ -202,7 +210,9 @@ def test_advertise_validation_like_winsock(host: Host) -> None:
     assert advertise(ctypes.byref(guid), ctypes.byref(small)) == WSAError.WSAEINVAL
     for slot in ("NSPv2LookupServiceBegin", "NSPv2LookupServiceNextEx", "NSPv2LookupServiceEnd"):
         holed = NSPV2_ROUTINE.from_buffer_copy(routine.table)
-        ctypes.c_void_p.from_address(ctypes.addressof(holed) + getattr(NSPV2_ROUTINE, slot).offset).value = None
+        ctypes.c_void_p.from_address(
+            ctypes.addressof(holed) + getattr(NSPV2_ROUTINE, slot).offset
+        ).value = None
         assert advertise(ctypes.byref(guid), ctypes.byref(holed)) == WSAError.WSAEINVAL, slot
     copy = NSPV2_ROUTINE.from_buffer_copy(routine.table)
     assert advertise(ctypes.byref(guid), ctypes.byref(copy)) == NO_ERROR
@@ -234,7 +244,9 @@ class Later(Provider):
 def test_next_completed_later_from_another_thread(host: Host) -> None:
     host.advertise(Later())
     with host.open_session() as c:
-        assert c.lookup(QuerySet("late@example.com", provider_id=Later.provider_id)) == [entry("late@example.com")]
+        assert c.lookup(QuerySet("late@example.com", provider_id=Later.provider_id)) == [
+            entry("late@example.com")
+        ]
 
 
 def test_timeout_cancels_and_refuses_the_late_completion(host: Host) -> None:
@@ -266,7 +278,9 @@ def test_timeout_cancels_and_refuses_the_late_completion(host: Host) -> None:
         routine.close()
 
 
-def test_buffer_overrun_is_a_provider_fault_and_the_host_survives(host: Host, presence: Presence) -> None:
+def test_buffer_overrun_is_a_provider_fault_and_the_host_survives(
+    host: Host, presence: Presence
+) -> None:
     def begin(pid: Any, qs: Any, flags: int, arg: Any, ph: Any) -> int:
         ctypes.c_void_p.from_address(ph).value = 1
         return NO_ERROR
@@ -295,7 +309,9 @@ def test_buffer_overrun_is_a_provider_fault_and_the_host_survives(host: Host, pr
         routine.close()
 
 
-def test_native_threads_sessions_not_lost_mixed_or_ended_twice(host: Host, presence: Presence) -> None:
+def test_native_threads_sessions_not_lost_mixed_or_ended_twice(
+    host: Host, presence: Presence
+) -> None:
     result = host.drive(threads=4, cycles=300, abandon_every=3, provider_id=PID)
     assert result.cycles_done == 1200
     outcomes = result.outcomes()
@@ -309,7 +325,9 @@ def test_native_threads_sessions_not_lost_mixed_or_ended_twice(host: Host, prese
     assert len(presence.rundowns) == 400 and len(presence.cleanups) == 800
     assert len(set(presence.rundowns) | set(presence.cleanups)) == 1200
     stats = host.stats()
-    assert stats["sessions_open"] == 0 and stats["lookups_open"] == 0 and stats["async_pending"] == 0
+    assert (
+        stats["sessions_open"] == 0 and stats["lookups_open"] == 0 and stats["async_pending"] == 0
+    )
 
 
 def test_python_threads_against_the_host(host: Host, presence: Presence) -> None:
@@ -321,7 +339,7 @@ def test_python_threads_against_the_host(host: Host, presence: Presence) -> None
                 s = host.open_session()
                 assert len(s.lookup("*@example.com")) == 2
                 s.abandon() if i % 2 else s.close()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]

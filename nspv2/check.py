@@ -1,0 +1,399 @@
+"""``python -m nspv2 check``: a conformance run of any Provider on the native host.
+
+Each rule is a row with pass/fail and the evidence. The provider is
+advertised on nspv2's native host and driven through the host's client calls
+(sessions, WSALookupServiceBeginW/NextW/End, WSASetServiceW); the rules
+about malformed input call the entry points directly through their C
+function pointers (:class:`~nspv2.testing.SlotHarness`).
+
+What to look up: ``check_queries`` on the provider class (names), or
+``--query``; what to register first: ``check_registrations`` (names), or
+``--register``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import WinsockError
+from .host import Host
+from .provider import Provider
+from .queryset import QuerySet
+from .testing import SlotHarness
+from .winsock2 import LUP, NO_ERROR, WSAESETSERVICEOP, WSAQUERYSET2W, WSAError
+
+__all__ = ["CheckError", "Rule", "load_provider_class", "run_check"]
+
+_E = WSAError
+_MAX_RESULTS = 1000
+
+
+class CheckError(Exception):
+    """The provider could not be loaded or constructed (exit 1 or 2)."""
+
+    def __init__(self, message: str, usage: bool) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+@dataclass
+class Rule:
+    name: str
+    passed: bool = True
+    evidence: list[str] = field(default_factory=list)
+
+    def fail(self, text: str) -> None:
+        self.passed = False
+        self.evidence.append(text)
+
+    def note(self, text: str) -> None:
+        self.evidence.append(text)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rule": self.name, "passed": self.passed, "evidence": self.evidence}
+
+
+def code_name(code: int) -> str:
+    if code == NO_ERROR:
+        return "NO_ERROR"
+    try:
+        return WSAError(code).name
+    except ValueError:
+        return str(code)
+
+
+def load_provider_class(spec: str) -> type[Provider]:
+    """``package.module:Class``, ``path/to/file.py:Class`` or ``path/to/file.py``."""
+    target, _, class_name = spec.partition(":")
+    try:
+        if target.endswith(".py") or Path(target).is_file():
+            path = Path(target)
+            if not path.is_file():
+                raise CheckError(f"no such file: {path}", usage=True)
+            mod_spec = importlib.util.spec_from_file_location(f"nspv2_check_{path.stem}", path)
+            if mod_spec is None or mod_spec.loader is None:
+                raise CheckError(f"cannot import {path}", usage=True)
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.modules[mod_spec.name] = module
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except CheckError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise CheckError(f"cannot import {target}: {exc}", usage=True) from exc
+    except Exception as exc:
+        raise CheckError(
+            f"importing {target} failed: {type(exc).__name__}: {exc}", usage=False
+        ) from exc
+    if class_name:
+        cls = getattr(module, class_name, None)
+        if cls is None:
+            raise CheckError(f"{target} has no attribute {class_name}", usage=True)
+        if not (isinstance(cls, type) and issubclass(cls, Provider)):
+            raise CheckError(f"{spec} is not a subclass of nspv2.Provider", usage=True)
+        return cls
+    found = [
+        v
+        for v in vars(module).values()
+        if isinstance(v, type)
+        and issubclass(v, Provider)
+        and v is not Provider
+        and v.__module__ == module.__name__
+    ]
+    if len(found) != 1:
+        names = ", ".join(c.__name__ for c in found) or "none"
+        raise CheckError(
+            f"{target} must define exactly one Provider subclass (found: {names}); name it with :CLASS",
+            usage=True,
+        )
+    return found[0]
+
+
+class _ErrorLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _instantiate(cls: type[Provider]) -> Provider:
+    try:
+        return cls()
+    except Exception as exc:
+        raise CheckError(
+            f"{cls.__name__}() raised {type(exc).__name__}: {exc}", usage=False
+        ) from exc
+
+
+def run_check(
+    cls: type[Provider],
+    *,
+    queries: Sequence[str] = (),
+    registrations: Sequence[str] = (),
+    timeout_ms: int = 2000,
+    progress: Callable[[str], None] | None = None,
+) -> list[Rule]:
+    """Run every rule against a fresh instance of ``cls``; return the rows."""
+    say = progress or (lambda _text: None)
+    queries = list(queries) or list(getattr(cls, "check_queries", ()))
+    registrations = list(registrations) or list(getattr(cls, "check_registrations", ()))
+    errors = _ErrorLog()
+    logger = logging.getLogger("nspv2")
+    logger.addHandler(errors)
+    unraisable: list[Any] = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    rules: list[Rule] = []
+    try:
+        say("isolated calls")
+        rules += _isolated_rules(cls)
+        say("through the native host")
+        rules += _host_rules(cls, queries, registrations, timeout_ms, say)
+    finally:
+        sys.unraisablehook = previous_hook
+        logger.removeHandler(errors)
+    escaped = Rule("no exception escapes a slot")
+    if unraisable:
+        escaped.fail(f"{len(unraisable)} exception(s) reached C: {unraisable[0].exc_value!r}")
+    unexpected = [r for r in errors.records if r.exc_info]
+    for record in unexpected[:5]:
+        exc = record.exc_info[1] if record.exc_info else None
+        escaped.fail(f"the guard caught {type(exc).__name__}: {exc} ({record.getMessage()})")
+    if escaped.passed:
+        escaped.note("no exception other than WinsockError was raised by the provider")
+    rules.insert(0, escaped)
+    return rules
+
+
+def _isolated_rules(cls: type[Provider]) -> list[Rule]:
+    provider = _instantiate(cls)
+    optional = Rule("optional slots fail with WSAEOPNOTSUPP")
+    malformed = Rule("Begin rejects a malformed query set with WSAEINVAL")
+    try:
+        with SlotHarness(provider) as h:
+            token = h.startup().value
+            if "NSPv2SetServiceEx" in provider.routine().implemented:
+                optional.note("NSPv2SetServiceEx is implemented (set_service)")
+            else:
+                code = h.set_service(token, QuerySet("check@example.com"), 0).code
+                (optional.note if code == _E.WSAEOPNOTSUPP else optional.fail)(
+                    f"NSPv2SetServiceEx (not implemented) -> {code_name(code)}"
+                )
+            small = WSAQUERYSET2W()
+            small.dwSize = 4
+            nulls = WSAQUERYSET2W()
+            nulls.dwSize = ctypes.sizeof(WSAQUERYSET2W)
+            nulls.dwNumberOfCsAddrs = 2
+            for label, image in (
+                ("NULL", None),
+                ("dwSize 4", small),
+                ("2 CS addresses, NULL array", nulls),
+            ):
+                address = None if image is None else ctypes.addressof(image)
+                call = h.begin(token, address)
+                text = f"Begin({label}) -> {code_name(call.code)}"
+                (malformed.note if call.code == _E.WSAEINVAL else malformed.fail)(text)
+                if call.ok and call.value:
+                    h.end(call.value)
+            h.cleanup(token)
+    finally:
+        provider.close()
+    return [optional, malformed]
+
+
+def _host_rules(
+    cls: type[Provider],
+    queries: list[str],
+    registrations: list[str],
+    timeout_ms: int,
+    say: Callable[[str], None],
+) -> list[Rule]:
+    sizes = Rule("every short buffer gives WSAEFAULT with the exact size; then the full result")
+    flush = Rule("LUP_FLUSHPREVIOUS drops the held result")
+    end = Rule("the end is WSA_E_NO_MORE")
+    handle_rule = Rule("End with an ended handle gives WSA_INVALID_HANDLE")
+    inside = Rule("packed results stay inside the buffer")
+    sessions = Rule("each session ends once; nothing left open after cleanup and after rundown")
+    rows = [sizes, flush, end, handle_rule, inside, sessions]
+    provider = _instantiate(cls)
+    pid = type(provider).provider_id
+    with Host(timeout_ms=timeout_ms) as host:
+        faults_before = host.stats()["provider_faults"]
+        host.advertise(provider)
+        owner = host.open_session()
+        for name in registrations:
+            try:
+                owner.set_service(
+                    QuerySet(name, provider_id=pid), WSAESETSERVICEOP.RNRSERVICE_REGISTER
+                )
+            except WinsockError as exc:
+                sizes.fail(f"registering {name} failed: {code_name(exc.code)}")
+        if not queries:
+            for rule in (sizes, flush, end, handle_rule):
+                rule.fail("nothing to look up: give check_queries on the class or --query NAME")
+        client = host.open_session()
+        for name in queries:
+            say(f"lookup {name}")
+            _check_query(
+                host, client, QuerySet(name, provider_id=pid), sizes, flush, end, handle_rule
+            )
+        client.close()
+        dying = host.open_session()
+        for name in queries[:1]:
+            try:
+                dying.lookup(QuerySet(name, provider_id=pid))
+            except WinsockError:
+                pass
+        dying.abandon()
+        owner.close()
+        stats = host.stats()
+        faults = stats["provider_faults"] - faults_before
+        (inside.fail if faults else inside.note)(
+            f"{faults} write(s) past the buffer or pointer(s) outside it, seen by the host's guard bytes"
+        )
+        registry = provider.registry
+        counts = registry.open_counts()
+        started, ended = registry.sessions_started, registry.sessions_ended
+        ended_tokens = [s.token for s in registry.ended]
+        if counts != {"sessions": 0, "lookups": 0}:
+            sessions.fail(f"left open after cleanup and rundown: {counts}")
+        if started != ended or len(set(ended_tokens)) != len(ended_tokens):
+            sessions.fail(f"{started} session(s) started, {ended} ended")
+        if stats["sessions_open"] or stats["lookups_open"] or stats["async_pending"]:
+            sessions.fail(f"the host still has open: {stats}")
+        kinds = sorted({s.ended_by or "?" for s in registry.ended})
+        if sessions.passed:
+            sessions.note(
+                f"{started} started, {ended} ended once each ({', '.join(kinds)}); nothing open"
+            )
+        bad_ends = [
+            s for s in registry.ended if s.end_reason is not None and s.ended_by == "NSPv2Cleanup"
+        ]
+        for s in bad_ends[:3]:
+            sessions.fail(
+                f"session {s.token:#x}: cleanup hook failed ({s.end_reason.name if s.end_reason else ''})"
+            )
+    provider.close()
+    for rule in rows:
+        if rule.passed and not rule.evidence:
+            rule.note("checked")
+    return rows
+
+
+def _check_query(
+    host: Host,
+    client: Any,
+    query: QuerySet,
+    sizes: Rule,
+    flush: Rule,
+    end: Rule,
+    handle_rule: Rule,
+) -> None:
+    name = query.service_instance_name
+    try:
+        reference = host.lookup(client, query, buffer_size=65536)
+    except WinsockError as exc:
+        sizes.fail(f"{name}: lookup failed with {code_name(exc.code)}")
+        return
+    if not reference:
+        sizes.fail(f"{name}: no result to check")
+        return
+    # every buffer size below the required one
+    try:
+        handle = host.lookup_begin(client, query)
+    except WinsockError as exc:
+        sizes.fail(f"{name}: Begin -> {code_name(exc.code)}")
+        return
+    try:
+        first = host.lookup_next(handle, 0, 0)
+        need = first.buffer_length
+        if first.code != _E.WSAEFAULT:
+            sizes.fail(f"{name}: a 0-byte buffer -> {code_name(first.code)}, not WSAEFAULT")
+        else:
+            wrong = []
+            for size in range(0, need):
+                step = host.lookup_next(handle, 0, size)
+                if step.code != _E.WSAEFAULT or step.buffer_length != need:
+                    wrong.append(
+                        f"{size} bytes -> {code_name(step.code)}, size {step.buffer_length}"
+                    )
+            full = host.lookup_next(handle, 0, need)
+            if wrong:
+                sizes.fail(f"{name}: " + "; ".join(wrong[:3]))
+            elif full.code != NO_ERROR or full.result != reference[0]:
+                sizes.fail(
+                    f"{name}: with {need} bytes -> {code_name(full.code)}, result {'differs' if full.code == NO_ERROR else 'missing'}"
+                )
+            else:
+                sizes.note(
+                    f"{name}: sizes 0..{need - 1} -> WSAEFAULT, size {need}; then the complete result"
+                )
+        # the rest, and the end
+        count = 1
+        while count < _MAX_RESULTS:
+            step = host.lookup_next(handle, 0, 65536)
+            if step.code != NO_ERROR:
+                break
+            count += 1
+        else:
+            end.fail(f"{name}: still returning results after {_MAX_RESULTS}")
+            step = host.lookup_next(handle, 0, 65536)
+        again = host.lookup_next(handle, 0, 65536)
+        if step.code == _E.WSA_E_NO_MORE and again.code == _E.WSA_E_NO_MORE:
+            end.note(f"{name}: {count} result(s), then WSA_E_NO_MORE (twice)")
+        else:
+            end.fail(
+                f"{name}: after {count} result(s): {code_name(step.code)}, then {code_name(again.code)}"
+            )
+    finally:
+        host.lookup_end(handle)
+    try:
+        host.lookup_end(handle)
+        handle_rule.fail(f"{name}: End of an ended handle succeeded")
+    except WinsockError as exc:
+        (handle_rule.note if exc.code == _E.WSA_INVALID_HANDLE else handle_rule.fail)(
+            f"{name}: End of an ended handle -> {code_name(exc.code)}"
+        )
+    # LUP_FLUSHPREVIOUS
+    handle = host.lookup_begin(client, query)
+    try:
+        held = host.lookup_next(handle, 0, 8)
+        after = host.lookup_next(handle, LUP.LUP_FLUSHPREVIOUS, 65536)
+        if held.code != _E.WSAEFAULT:
+            flush.fail(f"{name}: an 8-byte buffer -> {code_name(held.code)}")
+        elif len(reference) > 1:
+            ok = after.code == NO_ERROR and after.result == reference[1]
+            (flush.note if ok else flush.fail)(
+                f"{name}: after WSAEFAULT, FLUSHPREVIOUS -> {code_name(after.code)}, "
+                + ("the second result" if ok else "not the second result")
+            )
+        else:
+            ok = after.code == _E.WSA_E_NO_MORE
+            (flush.note if ok else flush.fail)(
+                f"{name}: the only result dropped -> {code_name(after.code)}"
+            )
+    finally:
+        host.lookup_end(handle)
+
+
+def print_rules(rules: list[Rule], target: str, out: TextIO) -> None:
+    out.write(f"nspv2 check {target}\n\n")
+    for r in rules:
+        mark = "pass" if r.passed else "FAIL"
+        out.write(f"  {mark}  {r.name}\n")
+        for line in r.evidence:
+            out.write(f"        {line}\n")
+    failed = [r for r in rules if not r.passed]
+    out.write(f"\n{len(rules) - len(failed)} of {len(rules)} rules pass")
+    out.write(f"; failing: {', '.join(r.name for r in failed)}\n" if failed else "\n")

@@ -1,0 +1,232 @@
+"""The main job: the NS_EMAIL presence directory on the embedded native host.
+
+``python -m nspv2 demo`` advertises :class:`~nspv2.examples.email.EmailDirectory`
+on nspv2's native host, plays three clients against it, and prints what each
+entry point did: a timeline (entry point, session, result code and name),
+the directory, and how each session ended.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from .errors import WinsockError
+from .examples.email import EmailDirectory, encode_presence
+from .host import ClientSession, Host
+from .msgrua import MISTATUS
+from .queryset import CsAddr, QuerySet, SocketAddress
+from .winsock2 import LUP, NO_ERROR, WSAESETSERVICEOP, WSAError
+
+__all__ = ["SEED", "DemoEvent", "DemoReport", "run_demo", "seeded_directory"]
+
+#: The users the demo (and the lookup/register/signout commands) start from.
+SEED: tuple[tuple[str, MISTATUS, tuple[str, ...]], ...] = (
+    ("alice@example.com", MISTATUS.MISTATUS_AWAY, ("192.0.2.10:5060", "[2001:db8::10]:5060")),
+    ("bob@example.com", MISTATUS.MISTATUS_ONLINE, ("192.0.2.11:5060",)),
+    ("carol@example.org", MISTATUS.MISTATUS_BUSY, ("198.51.100.12:5061",)),
+)
+
+
+def code_name(code: int) -> str:
+    if code == NO_ERROR:
+        return "NO_ERROR"
+    try:
+        return WSAError(code).name
+    except ValueError:
+        return str(code)
+
+
+def cs_addr(text: str) -> CsAddr:
+    """``192.0.2.1:5060`` or ``[2001:db8::1]:5060`` as a remote CS address."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{text!r} is not ADDRESS:PORT")
+    return CsAddr(None, SocketAddress.parse(host.strip("[]"), int(port)))
+
+
+@dataclass
+class DemoEvent:
+    step: str
+    slot: str
+    session: str
+    code: int
+    detail: str
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "entry_point": self.slot,
+            "session": self.session,
+            "code": self.code,
+            "code_name": code_name(self.code),
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class DemoReport:
+    steps: list[str] = field(default_factory=list)
+    events: list[DemoEvent] = field(default_factory=list)
+    directory: list[dict[str, Any]] = field(default_factory=list)
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    client_results: list[str] = field(default_factory=list)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.labels: dict[int, str] = {}
+        self.report = DemoReport()
+        self.step = ""
+        self.start = time.monotonic()
+
+    def label(self, token: int | None) -> str:
+        if not token:
+            return "-"
+        if token not in self.labels:
+            self.labels[token] = f"S{len(self.labels) + 1}"
+        return self.labels[token]
+
+    def __call__(self, slot: str, token: int | None, code: int, detail: str) -> None:
+        self.report.events.append(
+            DemoEvent(
+                self.step, slot, self.label(token), code, detail, time.monotonic() - self.start
+            )
+        )
+
+    def begin(self, text: str) -> None:
+        self.step = text
+        self.report.steps.append(text)
+
+
+def seeded_directory(
+    host: Host, recorder: _Recorder | None = None
+) -> tuple[EmailDirectory, list[ClientSession]]:
+    """Advertise the example and sign the SEED users in, one client each."""
+    directory = EmailDirectory()
+    if recorder is not None:
+        directory.observer = recorder
+    host.advertise(directory)
+    clients: list[ClientSession] = []
+    for name, status, addrs in SEED:
+        if recorder is not None:
+            recorder.begin(f"client {len(clients) + 1} signs in {name} as {status.name}")
+        client = host.open_session()
+        client.set_service(
+            QuerySet(name, cs_addrs=tuple(cs_addr(a) for a in addrs), blob=encode_presence(status)),
+            WSAESETSERVICEOP.RNRSERVICE_REGISTER,
+        )
+        clients.append(client)
+    return directory, clients
+
+
+def run_demo() -> DemoReport:
+    """Play the demo; return what happened."""
+    rec = _Recorder()
+    report = rec.report
+    with Host() as host:
+        directory, (c1, c2, c3) = seeded_directory(host, rec)
+
+        rec.begin("client 2 looks up alice@example.com")
+        for q in c2.lookup("alice@example.com"):
+            report.client_results.append(
+                f"{q.service_instance_name}: {q.comment}, {len(q.cs_addrs)} address(es)"
+            )
+
+        rec.begin("client 1 looks up *@example.com (wildcard, one result per NextEx)")
+        for q in c1.lookup("*@example.com"):
+            report.client_results.append(f"{q.service_instance_name}: {q.comment}")
+
+        rec.begin("client 2 looks up bob@example.com with a 64-byte buffer, then grows it")
+        handle = host.lookup_begin(c2, "bob@example.com", LUP.LUP_RETURN_ALL)
+        first = host.lookup_next(handle, 0, 64)
+        report.client_results.append(
+            f"64 bytes: {code_name(first.code)}, needs {first.buffer_length}"
+        )
+        second = host.lookup_next(handle, 0, first.buffer_length)
+        report.client_results.append(f"{first.buffer_length} bytes: {code_name(second.code)}")
+        host.lookup_next(handle, 0, first.buffer_length)
+        host.lookup_end(handle)
+
+        rec.begin("client 2 signs bob@example.com out (IMessenger::Signout)")
+        c2.set_service(QuerySet("bob@example.com"), WSAESETSERVICEOP.RNRSERVICE_DELETE)
+
+        rec.begin("client 2 signs bob@example.com out again")
+        try:
+            c2.set_service(QuerySet("bob@example.com"), WSAESETSERVICEOP.RNRSERVICE_DELETE)
+        except WinsockError as exc:
+            report.client_results.append(
+                f"second sign-out: {code_name(exc.code)} (MSGR_E_NOT_LOGGED_ON)"
+            )
+
+        rec.begin("client 1 looks up nobody@example.com")
+        try:
+            c1.lookup("nobody@example.com")
+        except WinsockError as exc:
+            report.client_results.append(f"nobody@example.com: {code_name(exc.code)}")
+
+        rec.begin("client 3 dies without closing (rundown)")
+        c3.abandon()
+
+        report.directory = [
+            {
+                "name": e.name,
+                "presence": e.status.name,
+                "addresses": [str(a.remote) for a in e.addresses],
+                "version": e.version,
+                "session": rec.label(e.owner),
+            }
+            for e in directory.entries()
+        ]
+
+        rec.begin("clients 1 and 2 close")
+        c1.close()
+        c2.close()
+
+        for session in sorted(directory.registry.ended, key=lambda s: rec.label(s.token)):
+            report.sessions.append(
+                {
+                    "session": rec.label(session.token),
+                    "ended_by": session.ended_by,
+                    "end_reason": session.end_reason.name if session.end_reason else "normal",
+                    "signed_out": session.data.get("signed_out", []),
+                }
+            )
+    return report
+
+
+def print_demo(report: DemoReport, out: TextIO, *, timestamps: bool = False) -> None:
+    w = out.write
+    w("nspv2 demo: an NS_EMAIL presence directory (Python) on nspv2's native host (C)\n")
+    w("Each line is one NSPv2 entry point the host called, in the provider's session.\n")
+    step = None
+    n = 0
+    for ev in report.events:
+        if ev.step != step:
+            step = ev.step
+            w(f"\n{step}\n")
+        n += 1
+        stamp = f"{ev.at * 1000:9.3f} ms  " if timestamps else ""
+        detail = f"  {ev.detail}" if ev.detail else ""
+        if ev.slot == "NSPv2ClientSessionRundown":
+            result = f"{'':>5} (VOID)"
+        else:
+            result = f"{ev.code:>5} {code_name(ev.code)}"
+        w(f"  {stamp}{n:3d}  {ev.session:<3} {ev.slot:<27} {result:<28}{detail}".rstrip() + "\n")
+    w("\nWhat the clients saw\n")
+    for line in report.client_results:
+        w(f"  {line}\n")
+    w("\nThe directory before clients 1 and 2 leave\n")
+    w(f"  {'name':<20} {'presence':<24} {'ver':>3}  {'session':<7} addresses\n")
+    for e in report.directory:
+        w(
+            f"  {e['name']:<20} {e['presence']:<24} {e['version']:>3}  {e['session']:<7} {', '.join(e['addresses'])}\n"
+        )
+    w("\nEnded sessions\n")
+    w(f"  {'session':<7} {'ended by':<27} {'reason':<55} signed out\n")
+    for s in report.sessions:
+        w(
+            f"  {s['session']:<7} {s['ended_by']:<27} {s['end_reason']:<55} {', '.join(s['signed_out']) or '-'}\n"
+        )

@@ -1,0 +1,1 @@
+"""Example providers shipped with nspv2 (see :mod:`nspv2.examples.email`)."""
