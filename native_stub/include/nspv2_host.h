@@ -1,0 +1,180 @@
+/*
+ * nspv2_host.h - the native NSPv2 host: what Winsock's ws2_32.dll does for
+ * NSPv2 providers, as a small C11 library for any platform.
+ *
+ * Provider-facing functions carry Winsock's names and signatures
+ * (WSAAdvertiseProvider, WSAUnadvertiseProvider, WSAProviderCompleteAsyncCall,
+ * WSASetLastError, WSAGetLastError, WSCInstallNameSpaceEx,
+ * WSCUnInstallNameSpace), so the same binding code serves ws2_32.dll and
+ * this host. Client-facing functions stand in for client processes:
+ * explicit client sessions, and Winsock's lookup / registration calls on
+ * WSAQUERYSETW.
+ *
+ * Identifiers handed out by the host (session ids, lookup handles, async
+ * call handles) are opaque non-zero numbers from per-process counters,
+ * never addresses, and never reused; every one received is looked up in a
+ * table before use.
+ */
+#ifndef NSPV2_HOST_H
+#define NSPV2_HOST_H
+
+#if defined(_WIN32)
+/* Under the real Windows headers two declarations clash with the host's
+ * definitions: winsock2.h declares the Winsock client calls and the last
+ * error functions dllimport (WINSOCK_API_LINKAGE), and mingw-w64's ws2spi.h
+ * declares WSAAdvertiseProvider with a pointer to a pointer (docs/abi.md).
+ * Include this header before <winsock2.h> / nspv2_abi.h so that they are
+ * declared as this library defines them. */
+#ifndef WINSOCK_API_LINKAGE
+#define WINSOCK_API_LINKAGE
+#endif
+#define WSAAdvertiseProvider nspv2_sdk_header_WSAAdvertiseProvider
+#include "nspv2_abi.h"
+#undef WSAAdvertiseProvider
+#else
+#include "nspv2_abi.h"
+#endif
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define NSPV2_HOST_API __declspec(dllexport)
+#else
+#define NSPV2_HOST_API __attribute__((visibility("default")))
+#endif
+
+/* ---- provider-facing (Winsock names, SDK signatures) -------------------- */
+
+/* Validates like Winsock: NULL GUID -> WSAEFAULT, NULL table -> WSAEINVAL,
+ * cbSize < sizeof(NSPV2_ROUTINE) or a NULL Begin/NextEx/End -> WSAEINVAL,
+ * a GUID already advertised -> WSAEALREADY. Copies the table. Returns
+ * NO_ERROR or SOCKET_ERROR with the last error set. */
+NSPV2_HOST_API INT WSAAPI WSAAdvertiseProvider(const GUID *puuidProviderId,
+                                               const NSPV2_ROUTINE *pNSPv2Routine);
+/* Unknown GUID -> WSAEINVAL. Client sessions still open on the provider are
+ * run down first (NSPv2ClientSessionRundown, once each); lookups still open
+ * on it are ended (NSPv2LookupServiceEnd). */
+NSPV2_HOST_API INT WSAAPI WSAUnadvertiseProvider(const GUID *puuidProviderId);
+/* NULL, unknown, already completed or timed-out handle -> WSAEINVAL.
+ * May be called from any thread, before or after the entry point returns. */
+NSPV2_HOST_API INT WSAAPI WSAProviderCompleteAsyncCall(HANDLE hAsyncCall, INT iRetCode);
+NSPV2_HOST_API void WSAAPI WSASetLastError(int iError); /* per thread */
+NSPV2_HOST_API int WSAAPI WSAGetLastError(void);        /* per thread */
+/* Records the namespace a provider GUID serves (routing). A provider that is
+ * advertised without being installed is taken to serve NS_EMAIL. */
+NSPV2_HOST_API INT WSAAPI WSCInstallNameSpaceEx(LPWSTR lpszIdentifier, LPWSTR lpszPathName,
+                                                DWORD dwNameSpace, DWORD dwVersion,
+                                                LPGUID lpProviderId, LPBLOB lpProviderInfo);
+NSPV2_HOST_API INT WSAAPI WSCUnInstallNameSpace(LPGUID lpProviderId);
+
+/* ---- client-facing ------------------------------------------------------ */
+
+/* A client session stands in for one client process. The first call of a
+ * session into a provider runs that provider's NSPv2Startup and keeps the
+ * session argument it writes; close runs NSPv2Cleanup, abandon runs
+ * NSPv2ClientSessionRundown, for every provider the session started.
+ * All return NO_ERROR or SOCKET_ERROR with WSAGetLastError() set. */
+NSPV2_HOST_API INT nspv2_session_open(uint64_t *session_id);
+NSPV2_HOST_API INT nspv2_session_close(uint64_t session_id);
+NSPV2_HOST_API INT nspv2_session_abandon(uint64_t session_id);
+
+/* Winsock's client lookup and registration, in an explicit session.
+ * The query set is converted to WSAQUERYSET2W for the provider and routed
+ * by dwNameSpace (NS_ALL reaches every advertised provider) and
+ * lpNSProviderId (when not NULL, only that provider).
+ *
+ * next: the provider's NSPv2LookupServiceNextEx is called with a fresh async
+ * handle and a scratch buffer of *lpdwBufferLength - NSPV2_QS_DELTA bytes
+ * followed by guard bytes; the host waits for WSAProviderCompleteAsyncCall
+ * (from any thread) up to the timeout, then fails with WSA_E_CANCELLED and
+ * refuses the late completion. On WSAEFAULT the provider's required size
+ * plus NSPV2_QS_DELTA is written to *lpdwBufferLength. On success the
+ * WSAQUERYSET2W result is relocated into the caller's buffer as a
+ * WSAQUERYSETW (lpServiceClassId NULL). A write past the provider's buffer
+ * is a provider fault: the call fails with WSANO_RECOVERY and the fault is
+ * counted (nspv2_host_stats). */
+NSPV2_HOST_API INT nspv2_lookup_begin(uint64_t session_id, LPWSAQUERYSETW lpqsRestrictions,
+                                      DWORD dwControlFlags, LPHANDLE lphLookup);
+NSPV2_HOST_API INT nspv2_lookup_next(HANDLE hLookup, DWORD dwControlFlags,
+                                     LPDWORD lpdwBufferLength, LPWSAQUERYSETW lpqsResults);
+NSPV2_HOST_API INT nspv2_lookup_end(HANDLE hLookup);
+NSPV2_HOST_API INT nspv2_set_service(uint64_t session_id, LPWSAQUERYSETW lpqsRegInfo,
+                                     WSAESETSERVICEOP essOperation, DWORD dwControlFlags);
+
+/* The Winsock-named client calls use the calling thread's current session
+ * (nspv2_session_enter); with none entered they fail with WSANOTINITIALISED. */
+NSPV2_HOST_API INT nspv2_session_enter(uint64_t session_id); /* 0 leaves */
+NSPV2_HOST_API INT WSAAPI WSALookupServiceBeginW(LPWSAQUERYSETW lpqsRestrictions,
+                                                 DWORD dwControlFlags, LPHANDLE lphLookup);
+NSPV2_HOST_API INT WSAAPI WSALookupServiceNextW(HANDLE hLookup, DWORD dwControlFlags,
+                                                LPDWORD lpdwBufferLength,
+                                                LPWSAQUERYSETW lpqsResults);
+NSPV2_HOST_API INT WSAAPI WSALookupServiceEnd(HANDLE hLookup);
+NSPV2_HOST_API INT WSAAPI WSASetServiceW(LPWSAQUERYSETW lpqsRegInfo,
+                                         WSAESETSERVICEOP essoperation, DWORD dwControlFlags);
+
+/* sizeof(WSAQUERYSETW) - sizeof(WSAQUERYSET2W): 8 on 64-bit, 4 on 32-bit. */
+#define NSPV2_QS_DELTA ((DWORD)(sizeof(WSAQUERYSETW) - sizeof(WSAQUERYSET2W)))
+
+/* ---- host control and inspection ---------------------------------------- */
+
+/* How long the host waits for WSAProviderCompleteAsyncCall (default 5000). */
+NSPV2_HOST_API void nspv2_host_set_timeout_ms(uint32_t timeout_ms);
+
+typedef struct nspv2_host_stats {
+    uint32_t providers;        /* advertised now */
+    uint32_t sessions_open;    /* client sessions open now */
+    uint32_t lookups_open;     /* client lookup handles open now */
+    uint32_t async_pending;    /* async calls awaiting completion now */
+    uint64_t startups;         /* NSPv2Startup calls made, since reset */
+    uint64_t cleanups;         /* NSPv2Cleanup calls made */
+    uint64_t rundowns;         /* NSPv2ClientSessionRundown calls made */
+    uint64_t late_completions; /* completions refused after a timeout */
+    uint64_t provider_faults;  /* buffer overruns and other provider faults */
+} nspv2_host_stats;
+
+NSPV2_HOST_API void nspv2_host_stats_get(nspv2_host_stats *out);
+/* Zero the counters (not the "now" figures). */
+NSPV2_HOST_API void nspv2_host_stats_reset(void);
+/* Unadvertise everything, run down every open session: back to empty. */
+NSPV2_HOST_API void nspv2_host_reset(void);
+
+/* ---- native driver (stress and benchmarks) ------------------------------ */
+
+typedef struct nspv2_driver_config {
+    uint32_t threads;          /* native threads to run (>= 1) */
+    uint32_t cycles;           /* cycles per thread */
+    uint32_t abandon_every;    /* every Nth cycle abandons instead of closing; 0 never */
+    uint32_t buffer_size;      /* client buffer for lookup_next (bytes) */
+    DWORD name_space;          /* dwNameSpace of the lookup (e.g. NS_EMAIL) */
+    const GUID *provider_id;   /* NULL: route by namespace only */
+    const WCHAR *service_name; /* lpszServiceInstanceName of the lookup */
+    DWORD control_flags;       /* flags for begin and next (e.g. LUP_RETURN_ALL) */
+    uint32_t session_only;     /* 1: open + close/abandon only, no lookup */
+} nspv2_driver_config;
+
+#define NSPV2_DRIVER_MAX_CODES 16
+
+typedef struct nspv2_driver_result {
+    uint64_t cycles_done;
+    uint64_t elapsed_ns;     /* wall time of the whole run */
+    uint64_t results;        /* NextEx results received (NO_ERROR) */
+    uint32_t n_codes;        /* distinct outcome codes seen */
+    int32_t codes[NSPV2_DRIVER_MAX_CODES];
+    uint64_t counts[NSPV2_DRIVER_MAX_CODES];
+} nspv2_driver_result;
+
+/* Runs cfg->threads threads x cfg->cycles cycles of: open session ->
+ * [begin -> next until WSA_E_NO_MORE or an error -> end] -> close or abandon.
+ * Counts every call's outcome code (NO_ERROR included) in out. */
+NSPV2_HOST_API INT nspv2_driver_run(const nspv2_driver_config *cfg, nspv2_driver_result *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NSPV2_HOST_H */
