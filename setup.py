@@ -27,12 +27,16 @@ class BuildNativeHost(build_ext):
 
     def build_extension(self, ext: Extension) -> None:
         compiler = os.environ.get("CC") or "cc"
-        if sys.platform != "win32" and shutil.which(compiler.split()[0]) is None and not shutil.which("gcc"):
+        if (
+            sys.platform != "win32"
+            and shutil.which(compiler.split()[0]) is None
+            and not shutil.which("gcc")
+        ):
             self._skip(ext, f"no C compiler found (looked for '{compiler}' and 'gcc')")
             return
         try:
             super().build_extension(ext)
-        except Exception as exc:  # noqa: BLE001 - reported, the rest installs
+        except Exception as exc:  # reported; the rest installs
             self._skip(ext, f"the C build failed: {exc}")
 
     def _skip(self, ext: Extension, why: str) -> None:
@@ -51,7 +55,10 @@ def host_extension() -> list[Extension]:
         Extension(
             "nspv2._nspv2host",
             sources=SOURCES,
-            include_dirs=[os.path.join("native_stub", "include"), os.path.join("native_stub", "src")],
+            include_dirs=[
+                os.path.join("native_stub", "include"),
+                os.path.join("native_stub", "src"),
+            ],
             extra_compile_args=["-std=c11", "-pthread", "-fvisibility=hidden", "-O2"],
             extra_link_args=["-pthread"],
             depends=glob(os.path.join("native_stub", "include", "*.h"))

@@ -157,7 +157,7 @@ def run_check(
     rules: list[Rule] = []
     try:
         say("isolated calls")
-        rules += _isolated_rules(cls)
+        rules += _isolated_rules(cls, queries, registrations)
         say("through the native host")
         rules += _host_rules(cls, queries, registrations, timeout_ms, say)
     finally:
@@ -176,14 +176,37 @@ def run_check(
     return rules
 
 
-def _isolated_rules(cls: type[Provider]) -> list[Rule]:
+def _isolated_rules(
+    cls: type[Provider], queries: list[str], registrations: list[str]
+) -> list[Rule]:
     provider = _instantiate(cls)
     optional = Rule("optional slots fail with WSAEOPNOTSUPP")
     malformed = Rule("Begin rejects a malformed query set with WSAEINVAL")
+    handle_rule = Rule("End with an ended handle gives WSA_INVALID_HANDLE")
     try:
         with SlotHarness(provider) as h:
             token = h.startup().value
-            if "NSPv2SetServiceEx" in provider.routine().implemented:
+            for name in registrations:
+                h.set_service(token, QuerySet(name), WSAESETSERVICEOP.RNRSERVICE_REGISTER)
+            for name in queries:
+                begun = h.begin(token, QuerySet(name))
+                if not begun.ok:
+                    handle_rule.fail(f"{name}: Begin -> {code_name(begun.code)}")
+                    continue
+                first, second = h.end(begun.value), h.end(begun.value)
+                ok = first.ok and second.code == _E.WSA_INVALID_HANDLE
+                (handle_rule.note if ok else handle_rule.fail)(
+                    f"{name}: NSPv2LookupServiceEnd -> {code_name(first.code)}, again -> {code_name(second.code)}"
+                )
+                stale = h.next(begun.value).code
+                (handle_rule.note if stale == _E.WSA_INVALID_HANDLE else handle_rule.fail)(
+                    f"{name}: NSPv2LookupServiceNextEx on the ended handle -> {code_name(stale)}"
+                )
+            if not queries:
+                handle_rule.fail(
+                    "nothing to look up: give check_queries on the class or --query NAME"
+                )
+            if callable(getattr(provider, "set_service", None)):
                 optional.note("NSPv2SetServiceEx is implemented (set_service)")
             else:
                 code = h.set_service(token, QuerySet("check@example.com"), 0).code
@@ -209,7 +232,7 @@ def _isolated_rules(cls: type[Provider]) -> list[Rule]:
             h.cleanup(token)
     finally:
         provider.close()
-    return [optional, malformed]
+    return [optional, malformed, handle_rule]
 
 
 def _host_rules(
@@ -222,10 +245,9 @@ def _host_rules(
     sizes = Rule("every short buffer gives WSAEFAULT with the exact size; then the full result")
     flush = Rule("LUP_FLUSHPREVIOUS drops the held result")
     end = Rule("the end is WSA_E_NO_MORE")
-    handle_rule = Rule("End with an ended handle gives WSA_INVALID_HANDLE")
     inside = Rule("packed results stay inside the buffer")
     sessions = Rule("each session ends once; nothing left open after cleanup and after rundown")
-    rows = [sizes, flush, end, handle_rule, inside, sessions]
+    rows = [sizes, flush, end, inside, sessions]
     provider = _instantiate(cls)
     pid = type(provider).provider_id
     with Host(timeout_ms=timeout_ms) as host:
@@ -240,19 +262,18 @@ def _host_rules(
             except WinsockError as exc:
                 sizes.fail(f"registering {name} failed: {code_name(exc.code)}")
         if not queries:
-            for rule in (sizes, flush, end, handle_rule):
+            for rule in (sizes, flush, end):
                 rule.fail("nothing to look up: give check_queries on the class or --query NAME")
         client = host.open_session()
         for name in queries:
             say(f"lookup {name}")
-            _check_query(
-                host, client, QuerySet(name, provider_id=pid), sizes, flush, end, handle_rule
-            )
+            _check_query(host, client, QuerySet(name, provider_id=pid), sizes, flush, end)
         client.close()
         dying = host.open_session()
         for name in queries[:1]:
-            try:
-                dying.lookup(QuerySet(name, provider_id=pid))
+            try:  # a lookup left open: the rundown must end it
+                open_handle = host.lookup_begin(dying, QuerySet(name, provider_id=pid))
+                host.lookup_next(open_handle, 0, 65536)
             except WinsockError:
                 pass
         dying.abandon()
@@ -287,7 +308,7 @@ def _host_rules(
     provider.close()
     for rule in rows:
         if rule.passed and not rule.evidence:
-            rule.note("checked")
+            rule.fail("could not be checked: no lookup got this far (see the other rules)")
     return rows
 
 
@@ -298,11 +319,19 @@ def _check_query(
     sizes: Rule,
     flush: Rule,
     end: Rule,
-    handle_rule: Rule,
 ) -> None:
     name = query.service_instance_name
+    reference: list[QuerySet] = []
     try:
-        reference = host.lookup(client, query, buffer_size=65536)
+        handle = host.lookup_begin(client, query)
+        try:
+            while len(reference) < _MAX_RESULTS:
+                step = host.lookup_next(handle, 0, 65536)
+                if step.code != NO_ERROR or step.result is None:
+                    break
+                reference.append(step.result)
+        finally:
+            host.lookup_end(handle)
     except WinsockError as exc:
         sizes.fail(f"{name}: lookup failed with {code_name(exc.code)}")
         return
@@ -358,13 +387,6 @@ def _check_query(
             )
     finally:
         host.lookup_end(handle)
-    try:
-        host.lookup_end(handle)
-        handle_rule.fail(f"{name}: End of an ended handle succeeded")
-    except WinsockError as exc:
-        (handle_rule.note if exc.code == _E.WSA_INVALID_HANDLE else handle_rule.fail)(
-            f"{name}: End of an ended handle -> {code_name(exc.code)}"
-        )
     # LUP_FLUSHPREVIOUS
     handle = host.lookup_begin(client, query)
     try:

@@ -1,0 +1,99 @@
+"""nspv2's pytest plugin (registered through the ``pytest11`` entry point).
+
+Fixtures for the two ways people test providers:
+
+``nspv2_host``
+    nspv2's native host, open for the test and closed after it (sessions
+    closed, providers unadvertised).
+``nspv2_advertise``
+    ``nspv2_advertise(provider)`` advertises a Provider on ``nspv2_host`` and
+    returns it.
+``nspv2_client``
+    a fresh client session on ``nspv2_host`` (``.lookup``, ``.set_service``,
+    ``.close()``, ``.abandon()``).
+``nspv2_harness``
+    ``nspv2_harness(provider)`` returns a :class:`nspv2.testing.SlotHarness`:
+    call one entry point in isolation through its C function pointer.
+``nspv2_no_unraisable``
+    fails the test if any exception reached ``sys.unraisablehook`` (what
+    ctypes does with an exception escaping a callback).
+
+See ``docs/tutorial.md`` for a complete test file.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from .host import ClientSession, Host
+from .provider import Provider
+from .testing import SlotHarness
+
+__all__ = [
+    "nspv2_advertise",
+    "nspv2_client",
+    "nspv2_harness",
+    "nspv2_host",
+    "nspv2_no_unraisable",
+]
+
+
+@pytest.fixture
+def nspv2_host() -> Iterator[Host]:
+    """The native NSPv2 host, for one test."""
+    with Host() as host:
+        yield host
+
+
+@pytest.fixture
+def nspv2_advertise(nspv2_host: Host) -> Callable[[Provider], Provider]:
+    """Advertise a provider on ``nspv2_host``; it is unadvertised after the test."""
+
+    def advertise(provider: Provider) -> Provider:
+        nspv2_host.advertise(provider)
+        return provider
+
+    return advertise
+
+
+@pytest.fixture
+def nspv2_client(nspv2_host: Host) -> Iterator[ClientSession]:
+    """A client session on ``nspv2_host`` (closed after the test if still open)."""
+    session = nspv2_host.open_session()
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def nspv2_harness() -> Iterator[Callable[[Provider], SlotHarness]]:
+    """Make isolated-call harnesses: ``h = nspv2_harness(MyProvider())``."""
+    made: list[SlotHarness] = []
+
+    def make(provider: Provider) -> SlotHarness:
+        harness = SlotHarness(provider)
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        harness.close()
+        if harness.provider is not None:
+            harness.provider.close()
+
+
+@pytest.fixture
+def nspv2_no_unraisable() -> Iterator[list[Any]]:
+    """Fail the test if an exception reached sys.unraisablehook."""
+    seen: list[Any] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        yield seen
+    finally:
+        sys.unraisablehook = previous
+    if seen:
+        pytest.fail(f"an exception reached sys.unraisablehook: {seen[0].exc_value!r}")

@@ -1,0 +1,174 @@
+"""The command-line tool: demo, lookup/register/signout, check, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nspv2.check import run_check
+
+from . import broken_providers as bp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nspv2", *args], capture_output=True, text=True, cwd=ROOT
+    )
+
+
+def test_demo_is_deterministic_and_tells_the_story() -> None:
+    first, second = cli("demo"), cli("demo")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    out = first.stdout
+    for needle in (
+        "NSPv2Startup",
+        "NSPv2SetServiceEx",
+        "RNRSERVICE_REGISTER alice@example.com",
+        "*@example.com",
+        "WSAEFAULT",
+        "WSA_E_NO_MORE",
+        "RNRSERVICE_DELETE bob@example.com",
+        "WSASERVICE_NOT_FOUND",
+        "NSPv2ClientSessionRundown",
+        "NSPv2Cleanup",
+        "CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_ERROR",
+        "MSGR_E_NOT_LOGGED_ON",
+    ):
+        assert needle in out, needle
+    assert " ms " not in out  # no timestamps unless asked
+    assert " ms " in cli("demo", "--timestamps").stdout
+
+
+def test_demo_json() -> None:
+    out = cli("demo", "--json")
+    doc = json.loads(out.stdout)
+    assert {"timeline", "client_results", "directory", "sessions"} <= set(doc)
+    slots = {e["entry_point"] for e in doc["timeline"]}
+    assert {
+        "NSPv2Startup",
+        "NSPv2LookupServiceBegin",
+        "NSPv2LookupServiceNextEx",
+        "NSPv2LookupServiceEnd",
+        "NSPv2SetServiceEx",
+        "NSPv2ClientSessionRundown",
+        "NSPv2Cleanup",
+    } <= slots
+    reasons = {s["session"]: s["end_reason"] for s in doc["sessions"]}
+    assert reasons == {
+        "S1": "normal",
+        "S2": "normal",
+        "S3": "CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_ERROR",
+    }
+
+
+def test_lookup_register_signout() -> None:
+    out = cli("lookup", "*@example.com", "--json")
+    assert out.returncode == 0
+    assert [r["name"] for r in json.loads(out.stdout)] == ["alice@example.com", "bob@example.com"]
+    out = cli("lookup", "alice@example.com", "--flags", "RETURN_NAME|RETURN_COMMENT", "--json")
+    [r] = json.loads(out.stdout)
+    assert r["comment"] == "MISTATUS_AWAY" and r["addresses"] == [] and r["blob"] is None
+    out = cli(
+        "register", "dave@example.com", "--status", "busy", "--addr", "192.0.2.9:5060", "--json"
+    )
+    [r] = json.loads(out.stdout)
+    assert r["comment"] == "MISTATUS_BUSY" and r["addresses"] == ["192.0.2.9:5060"]
+    out = cli("signout", "bob@example.com")
+    assert out.returncode == 0 and "S_OK" in out.stdout
+    out = cli("signout", "zed@example.com")
+    assert (
+        out.returncode == 1 and "MSGR_E_NOT_LOGGED_ON" in out.stdout and "0x8100031e" in out.stdout
+    )
+    out = cli("lookup", "nobody@example.com")
+    assert out.returncode == 1 and "WSASERVICE_NOT_FOUND" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["lookup", "x@example.com", "--flags", "RETURN_NOTHING"],
+        ["register", "x@example.com", "--status", "sleepy"],
+        ["register", "x@example.com", "--addr", "nowhere"],
+        ["check", "no_such_module_xyz:Thing"],
+        ["check", "nspv2.examples.email:Nope"],
+        ["check", "nspv2.examples.email:EMAIL_PROVIDER_ID"],
+        ["check", "nspv2.winsock2"],
+        ["check", "missing/file.py"],
+        ["layout", "--abi", "sparc"],
+        [],
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(args: list[str]) -> None:
+    out = cli(*args)
+    assert out.returncode == 2, out
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_provider_fault_in_constructor_exits_1_without_traceback() -> None:
+    out = cli("check", "tests.broken_providers:ExplodingConstructor")
+    assert out.returncode == 1
+    assert "ExplodingConstructor() raised RuntimeError: cannot start" in out.stderr
+    assert "Traceback" not in out.stderr
+    debug = cli("--debug", "check", "tests.broken_providers:ExplodingConstructor")
+    assert debug.returncode == 1
+
+
+def test_help_everywhere() -> None:
+    for command in ("demo", "lookup", "register", "signout", "check", "layout"):
+        out = cli(command, "--help")
+        assert out.returncode == 0 and "usage:" in out.stdout, command
+
+
+def test_check_passes_the_example() -> None:
+    out = cli("check", "nspv2.examples.email:EmailDirectory")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "9 of 9 rules pass" in out.stdout
+    assert "FAIL" not in out.stdout
+    assert out.stderr == ""  # no progress output when piped
+    rules = json.loads(cli("check", "nspv2.examples.email:EmailDirectory", "--json").stdout)
+    assert all(r["passed"] for r in rules) and len(rules) == 9
+
+
+def test_check_a_file_path() -> None:
+    out = cli("check", "tests/broken_providers.py:Good")
+    assert out.returncode == 0, out.stdout
+
+
+BROKEN = {
+    "RaisesInLookup": "no exception escapes a slot",
+    "SetServiceSucceedsWithoutImplementation": "optional slots fail with WSAEOPNOTSUPP",
+    "WrongRequiredSize": "every short buffer gives WSAEFAULT with the exact size; then the full result",
+    "Overruns": "packed results stay inside the buffer",
+    "IgnoresFlushPrevious": "LUP_FLUSHPREVIOUS drops the held result",
+    "LosesTheHeldResult": "every short buffer gives WSAEFAULT with the exact size; then the full result",
+    "NeverEnds": "the end is WSA_E_NO_MORE",
+    "EndAcceptsAnything": "End with an ended handle gives WSA_INVALID_HANDLE",
+    "LeaksSessions": "each session ends once; nothing left open after cleanup and after rundown",
+    "CleanupFails": "each session ends once; nothing left open after cleanup and after rundown",
+}
+
+
+@pytest.mark.parametrize("name, rule", sorted(BROKEN.items()))
+def test_check_names_each_fault(name: str, rule: str) -> None:
+    rules = {r.name: r for r in run_check(getattr(bp, name))}
+    assert not rules[rule].passed, f"{name}: {rule} passed: {rules[rule].evidence}"
+    assert rules[rule].evidence
+
+
+def test_check_cli_exit_1_lists_failing_rules() -> None:
+    out = cli("check", "tests.broken_providers:Overruns")
+    assert out.returncode == 1
+    assert "FAIL  packed results stay inside the buffer" in out.stdout
+    assert "packed results stay inside the buffer" in out.stdout.splitlines()[-1]
+
+
+def test_good_provider_passes_everything() -> None:
+    assert all(r.passed for r in run_check(bp.Good))
