@@ -50,7 +50,7 @@ class Advertised:
     """A routine table advertised on the host (kept alive while advertised)."""
 
     provider_id: uuid.UUID
-    routine: Routine | None  # None for the C reference provider
+    routine: Routine | None  # None for the C providers linked into the host
     provider: Provider | None
     namespace: int
     guid: GUID
@@ -213,10 +213,20 @@ class Host:
             self.winsock.WSCUnInstallNameSpace(ctypes.byref(guid))
 
     def advertise_reference_provider(self) -> uuid.UUID:
-        """Advertise native_stub's C reference provider; returns its id."""
+        """Advertise native_stub's C reference provider (the NS_EMAIL presence
+        directory of docs/email-example.md); returns its id."""
+        return self._advertise_native("nspv2_ref_provider_routine", "nspv2_ref_provider_id")
+
+    def advertise_bench_provider(self) -> uuid.UUID:
+        """Advertise native_stub's C bench provider (one fixed result for any
+        name: the yardstick for benchmarks); returns its id."""
+        return self._advertise_native("nspv2_bench_provider_routine", "nspv2_bench_provider_id")
+
+    def _advertise_native(self, routine_function: str, id_symbol: str) -> uuid.UUID:
+        """Advertise a C provider linked into the host library."""
         table = NSPV2_ROUTINE()
-        self._fn["nspv2_ref_provider_routine"](ctypes.addressof(table))
-        guid = GUID.in_dll(self.winsock.library, "nspv2_ref_provider_id")
+        self._fn[routine_function](ctypes.addressof(table))
+        guid = GUID.in_dll(self.winsock.library, id_symbol)
         pid = guid.to_uuid()
         rc = self.winsock.WSAAdvertiseProvider(ctypes.byref(guid), ctypes.byref(table))
         self.winsock.check(rc, "WSAAdvertiseProvider")
@@ -333,6 +343,7 @@ class Host:
         buffer_size: int = 1024,
         control_flags: int = LUP.LUP_RETURN_ALL,
         session_only: bool = False,
+        grow_on_efault: bool = False,
     ) -> DriverResult:
         """Run the native driver: ``threads`` native threads x ``cycles`` cycles."""
         name = wstr(service_name)
@@ -347,6 +358,7 @@ class Host:
             ctypes.cast(name, ctypes.POINTER(ctypes.c_uint16)),
             int(control_flags),
             1 if session_only else 0,
+            1 if grow_on_efault else 0,
         )
         result = DriverResult()
         self._call("nspv2_driver_run", ctypes.byref(cfg), ctypes.byref(result))

@@ -70,6 +70,7 @@ class DriverConfig(ctypes.Structure):
         ("service_name", ctypes.POINTER(WCHAR)),
         ("control_flags", DWORD),
         ("session_only", ctypes.c_uint32),
+        ("grow_on_efault", ctypes.c_uint32),
     ]
 
 
@@ -100,6 +101,7 @@ _HOST_ONLY: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "nspv2_session_close": (INT, (_u64,)),
     "nspv2_session_abandon": (INT, (_u64,)),
     "nspv2_session_enter": (INT, (_u64,)),
+    "nspv2_session_start": (INT, (_u64, DWORD, ctypes.POINTER(GUID))),
     "nspv2_lookup_begin": (INT, (_u64, ctypes.c_void_p, DWORD, LPHANDLE)),
     "nspv2_lookup_next": (INT, (HANDLE, DWORD, LPDWORD, ctypes.c_void_p)),
     "nspv2_lookup_end": (INT, (HANDLE,)),
@@ -110,6 +112,8 @@ _HOST_ONLY: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "nspv2_host_reset": (None, ()),
     "nspv2_driver_run": (INT, (ctypes.POINTER(DriverConfig), ctypes.POINTER(DriverResult))),
     "nspv2_ref_provider_routine": (None, (ctypes.c_void_p,)),
+    "nspv2_ref_provider_reset": (None, ()),
+    "nspv2_bench_provider_routine": (None, (ctypes.c_void_p,)),
 }
 
 

@@ -27,9 +27,11 @@ from nspv2 import (
     WSAError,
 )
 from nspv2.channel import current_channel
+from nspv2.examples.email import encode_presence
 from nspv2.guiddef import GUID
 from nspv2.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason
-from nspv2.winsock2 import WSAQUERYSET2W, WSAQUERYSETW
+from nspv2.msgrua import MISTATUS
+from nspv2.winsock2 import RESULT_IS, WSAQUERYSET2W, WSAQUERYSETW
 from nspv2.ws2spi import NSPV2_ROUTINE
 
 PID = uuid.UUID("3f1e0b2a-6c5d-4e7f-8a9b-0c1d2e3f4a5b")
@@ -303,7 +305,9 @@ def test_buffer_overrun_is_a_provider_fault_and_the_host_survives(
             assert step.code == WSAError.WSANO_RECOVERY
             host.lookup_end(handle)
             assert host.stats()["provider_faults"] == before + 1
-            assert c.lookup(QuerySet("alice@example.com", provider_id=PID)) == [entry("alice@example.com")]
+            assert c.lookup(QuerySet("alice@example.com", provider_id=PID)) == [
+                entry("alice@example.com")
+            ]
     finally:
         host.unadvertise(routine)
         routine.close()
@@ -353,14 +357,61 @@ def test_python_threads_against_the_host(host: Host, presence: Presence) -> None
 
 
 def test_reference_provider_from_python(host: Host) -> None:
+    host._fn["nspv2_ref_provider_reset"]()
     pid = host.advertise_reference_provider()
+    away = encode_presence(MISTATUS.MISTATUS_AWAY)
     with host.open_session() as c:
-        got = host.lookup(c, QuerySet("*@example.com", provider_id=pid))
-        assert [q.service_instance_name for q in got] == ["alice@example.com", "bob@example.com"]
-        assert all(len(q.cs_addrs) == 2 and len(q.blob or b"") == 32 for q in got)
+        for name, blob in (("bob@example.com", None), ("alice@example.com", away)):
+            reg = QuerySet(
+                name,
+                provider_id=pid,
+                cs_addrs=(CsAddr(None, SocketAddress.parse("192.0.2.1", 5060)),),
+                blob=blob,
+            )
+            c.set_service(reg, WSAESETSERVICEOP.RNRSERVICE_REGISTER)
         with pytest.raises(WinsockError) as info:
-            c.set_service(QuerySet("x", provider_id=pid), 0)
+            c.set_service(QuerySet("x", provider_id=pid), WSAESETSERVICEOP.RNRSERVICE_REGISTER)
+        assert info.value.code == WSAError.WSAEINVAL
+        with host.open_session() as other:
+            got = host.lookup(other, QuerySet("*@EXAMPLE.com", provider_id=pid))
+        assert [q.service_instance_name for q in got] == ["alice@example.com", "bob@example.com"]
+        assert [q.comment for q in got] == ["MISTATUS_AWAY", "MISTATUS_ONLINE"]
+        assert [q.blob for q in got] == [away, encode_presence(MISTATUS.MISTATUS_ONLINE)]
+        assert [q.output_flags for q in got] == [int(RESULT_IS.RESULT_IS_ADDED)] * 2
+        assert all(q.provider_id == pid and q.version and q.version.version == 1 for q in got)
+        assert all([str(a.remote) for a in q.cs_addrs] == ["192.0.2.1:5060"] for q in got)
+        # the session that signed them in is still open: the driver finds alice
+        result = host.drive(threads=4, cycles=500, abandon_every=2, provider_id=pid)
+        assert result.cycles_done == 2000 and result.results == 2000
+    # closing it signed them out
+    with host.open_session() as c, pytest.raises(WinsockError) as info:
+        host.lookup(c, QuerySet("*@example.com", provider_id=pid))
+    assert info.value.code == WSAError.WSASERVICE_NOT_FOUND
+    host.unadvertise(pid)
+
+
+def test_bench_provider_from_python(host: Host) -> None:
+    pid = host.advertise_bench_provider()
+    with host.open_session() as c:
+        got = host.lookup(c, QuerySet("anyone@example.com", provider_id=pid))
+        assert got == [
+            QuerySet(
+                "anyone@example.com",
+                comment="MISTATUS_ONLINE",
+                cs_addrs=(
+                    CsAddr(None, SocketAddress.parse("192.0.2.10", 5060)),
+                    CsAddr(None, SocketAddress.parse("2001:db8::10", 5060)),
+                ),
+                output_flags=int(RESULT_IS.RESULT_IS_ADDED),
+                blob=bytes(range(32)),
+            )
+        ]
+        names = host.lookup(c, QuerySet("x", provider_id=pid), LUP.LUP_RETURN_NAME)
+        assert [(q.service_instance_name, q.comment, q.blob) for q in names] == [("x", None, None)]
+        with pytest.raises(WinsockError) as info:
+            c.set_service(QuerySet("x", provider_id=pid), WSAESETSERVICEOP.RNRSERVICE_REGISTER)
         assert info.value.code == WSAError.WSAEOPNOTSUPP
     result = host.drive(threads=4, cycles=500, abandon_every=2, provider_id=pid)
     assert result.cycles_done == 2000 and result.results == 2000
+    assert result.outcomes()[int(WSAError.WSA_E_NO_MORE)] == 2000
     host.unadvertise(pid)

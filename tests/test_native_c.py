@@ -67,11 +67,13 @@ def check_test_output(output: str) -> None:
     checks, failed = (int(n) for n in summary[-1])
     assert failed == 0 and checks > 0, output
     assert "FAIL" not in output, output
-    # the driver figures (4 threads x 2000 cycles against the reference provider)
+    # the driver figures (4 threads x 2000 cycles against the reference
+    # provider, two names signed in; then against the bench provider)
     for line in output.splitlines():
-        if line.strip().startswith(("driver ", "stats:", "stress:")):
+        if line.strip().startswith(("driver ", "stats:", "stress:", "presence stress:")):
             print(line.strip())
     assert "driver 4x2000 *@example.com: 8000 cycles, 16000 results" in output
+    assert "driver 4x2000 bench alice@example.com: 8000 cycles, 8000 results" in output
 
 
 def test_native_host_tests(build_dir: Path) -> None:
@@ -115,6 +117,9 @@ def test_native_shared_library(build_dir: Path) -> None:
         "nspv2_driver_run",
         "nspv2_ref_provider_id",
         "nspv2_ref_provider_routine",
+        "nspv2_ref_provider_reset",
+        "nspv2_bench_provider_id",
+        "nspv2_bench_provider_routine",
     }
     assert expected <= names
     # -fvisibility=hidden: nothing internal leaks out

@@ -81,6 +81,10 @@ NSPV2_HOST_API INT WSAAPI WSCUnInstallNameSpace(LPGUID lpProviderId);
 NSPV2_HOST_API INT nspv2_session_open(uint64_t *session_id);
 NSPV2_HOST_API INT nspv2_session_close(uint64_t session_id);
 NSPV2_HOST_API INT nspv2_session_abandon(uint64_t session_id);
+/* Run NSPv2Startup now for the providers dwNameSpace / lpNSProviderId route
+ * to (as a session's first call into them would), without any other call. */
+NSPV2_HOST_API INT nspv2_session_start(uint64_t session_id, DWORD name_space,
+                                       const GUID *provider_id);
 
 /* Winsock's client lookup and registration, in an explicit session.
  * The query set is converted to WSAQUERYSET2W for the provider and routed
@@ -154,7 +158,8 @@ typedef struct nspv2_driver_config {
     const GUID *provider_id;   /* NULL: route by namespace only */
     const WCHAR *service_name; /* lpszServiceInstanceName of the lookup */
     DWORD control_flags;       /* flags for begin and next (e.g. LUP_RETURN_ALL) */
-    uint32_t session_only;     /* 1: open + close/abandon only, no lookup */
+    uint32_t session_only;     /* 1: open, nspv2_session_start, close/abandon; no lookup */
+    uint32_t grow_on_efault;   /* 1: on WSAEFAULT, grow the buffer to the size asked, retry */
 } nspv2_driver_config;
 
 #define NSPV2_DRIVER_MAX_CODES 16

@@ -1,9 +1,12 @@
 /*
- * nspv2_ref_provider.h - the C reference NS_EMAIL provider.
+ * nspv2_ref_provider.h - the C reference NS_EMAIL provider: a presence
+ * directory in the spirit of Windows Messenger.
  *
- * A small, complete NSPv2 provider serving a fixed directory of e-mail
- * names; the starting point for a provider written in C. It is linked into
- * the host library and calls the host's WSAProviderCompleteAsyncCall and
+ * It implements docs/email-example.md exactly as nspv2/examples/email.py
+ * does in Python (one table of cases, tests/email_cases.py, runs against
+ * both through the native host and they must agree row by row), and it is
+ * the starting point for a provider written in C. It is linked into the
+ * host library and calls the host's WSAProviderCompleteAsyncCall and
  * WSASetLastError (under Windows the same code links against ws2_32).
  *
  * Use:
@@ -11,28 +14,36 @@
  *     nspv2_ref_provider_routine(&r);
  *     WSAAdvertiseProvider(&nspv2_ref_provider_id, &r);
  *
- * Directory (NS_EMAIL; k is the entry's index):
- *   k  name               comment          IPv4            IPv6           port
- *   0  alice@example.com  MISTATUS_ONLINE  192.0.2.10      2001:db8::10   5061
- *   1  bob@example.com    MISTATUS_BUSY    192.0.2.11      2001:db8::11   5061
- *   2  carol@example.org  MISTATUS_AWAY    198.51.100.12   2001:db8:1::12 5062
+ * In short (the specification is docs/email-example.md):
  *
- * Begin: lpszServiceInstanceName is an exact name or "*@domain" (every name
- * in that domain, in the order above), compared case-insensitively (ASCII);
- * dwNameSpace NS_EMAIL or NS_ALL. Errors: NULL restrictions, dwSize too
- * small, another namespace or no name -> WSAEINVAL; no match ->
- * WSASERVICE_NOT_FOUND.
- *
- * NextEx: one result per call. The LUP_RETURN_* flags given to Begin choose
- * the fields: NAME (lpszServiceInstanceName), COMMENT (lpszComment), ADDR
- * (two CSADDR_INFO, RemoteAddr only, SOCK_STREAM 1 / IPPROTO_TCP 6: an
- * AF_INET then an AF_INET6 SOCKADDR, Windows family values 2 and 23, port
- * in network order), BLOB (NSPV2_REF_BLOB_SIZE bytes, byte i of entry k
- * being 0x40 + 0x10 * k + i). dwNameSpace is NS_EMAIL. A short buffer
- * completes with WSAEFAULT and the exact size needed in *lpdwBufferLength;
- * the same result comes next time, unless LUP_FLUSHPREVIOUS drops it. After
- * the last result: WSA_E_NO_MORE. SetServiceEx completes with
- * WSAEOPNOTSUPP.
+ *   WSASetServiceW (NSPv2SetServiceEx), dwNameSpace NS_EMAIL or NS_ALL:
+ *     RNRSERVICE_REGISTER   signs lpszServiceInstanceName in for the client
+ *                           session, with the CS addresses and the presence
+ *                           in lpBlob (NSPV2_PRESENCE_BLOB_SIZE bytes;
+ *                           none: MISTATUS_ONLINE). Again from the same
+ *                           session: an update (SERVICE_MULTIPLE adds the
+ *                           addresses instead of replacing them).
+ *                           lpszQueryString "invite=<name>": an invitation.
+ *     RNRSERVICE_DEREGISTER removes the given CS addresses (all if none).
+ *     RNRSERVICE_DELETE     signs the name out; lookups already in flight
+ *                           see it MISTATUS_LOCAL_DISCONNECTING_FROM_SERVER
+ *                           with RESULT_IS_DELETED, new ones do not find it.
+ *     Failures are SESSION_RESULTs (nspv2_messenger.h) reported as Winsock
+ *     errors: SR_APP_ALREADY_REGISTERED -> WSAEALREADY, SR_APP_NOT_REGISTERED
+ *     -> WSASERVICE_NOT_FOUND, SR_NOT_INVITER -> WSAEACCES, SR_INVITED_SELF
+ *     and SR_SESSION_STATE_INVALID -> WSAEINVAL, SR_INVITATION_DECLINED ->
+ *     WSAEREFUSED; a bad name, blob or namespace -> WSAEINVAL.
+ *   NSPv2Cleanup / NSPv2ClientSessionRundown sign out every name the client
+ *     session signed in.
+ *   WSALookupServiceBegin/Next/End: an exact name or "*@domain.tld" (every
+ *     signed-in name of the domain, sorted by lowercased name), compared
+ *     case-insensitively; one result per NextEx, its fields chosen by the
+ *     LUP_RETURN_* flags of Begin (NAME, VERSION, COMMENT = the presence's
+ *     name, ADDR, BLOB); dwNameSpace NS_EMAIL, lpNSProviderId this
+ *     provider's id, dwOutputFlags RESULT_IS_ADDED / _CHANGED / _DELETED.
+ *     A short buffer completes with WSAEFAULT and the exact size needed in
+ *     *lpdwBufferLength; the same result comes next time, unless
+ *     LUP_FLUSHPREVIOUS drops it. After the last result: WSA_E_NO_MORE.
  */
 #ifndef NSPV2_REF_PROVIDER_H
 #define NSPV2_REF_PROVIDER_H
@@ -50,8 +61,21 @@ NSPV2_HOST_API extern const GUID nspv2_ref_provider_id;
  * seven entry points). */
 NSPV2_HOST_API void nspv2_ref_provider_routine(NSPV2_ROUTINE *out);
 
-/* The size of the blob attached to every result. */
-#define NSPV2_REF_BLOB_SIZE 32
+/* Empties the directory: every name is signed out (lookups in flight that
+ * captured an entry keep it, in MISTATUS_LOCAL_DISCONNECTING_FROM_SERVER,
+ * until they end) and the invitation count goes back to 0. Client sessions
+ * and lookups stay open. For tests, which share one process-wide
+ * directory. */
+NSPV2_HOST_API void nspv2_ref_provider_reset(void);
+
+/* The presence blob, version 1 (little-endian):
+ *   offset 0  4 bytes  magic "NSPP"
+ *   offset 4  2 bytes  version, 1
+ *   offset 6  2 bytes  reserved, 0
+ *   offset 8  4 bytes  status, a MISTATUS value (nspv2_messenger.h) */
+#define NSPV2_PRESENCE_BLOB_SIZE 12
+#define NSPV2_PRESENCE_BLOB_MAGIC "NSPP"
+#define NSPV2_PRESENCE_BLOB_VERSION 1
 
 #ifdef __cplusplus
 }

@@ -1099,7 +1099,9 @@ static void to_query_set2(const WSAQUERYSETW *in, WSAQUERYSET2W *out)
 /* Relocation of a provider's WSAQUERYSET2W result (in the scratch buffer)
  * into the client's buffer as a WSAQUERYSETW. Every pointer must be NULL or
  * lie, with what it points to, inside the data area of the scratch buffer
- * (after the header); anything else is a provider fault. */
+ * (after the header), and no string may share bytes with the CSADDR_INFO
+ * array or the BLOB, whose pointers are rewritten in place; anything else
+ * is a provider fault. */
 typedef struct reloc {
     uintptr_t lo, hi; /* data area of the scratch buffer */
     uintptr_t used;   /* end of the highest region referenced */
@@ -1124,10 +1126,12 @@ static int reloc_array(reloc *r, const void *ptr, size_t count, size_t size)
     return reloc_region(r, ptr, count * size);
 }
 
-/* A NUL-terminated UTF-16 string inside the data area. */
-static int reloc_wstr(reloc *r, const void *ptr)
+/* A NUL-terminated UTF-16 string inside the data area; *len gets its size
+ * in bytes, terminator included (0 for NULL). */
+static int reloc_wstr(reloc *r, const void *ptr, size_t *len)
 {
     uintptr_t p = (uintptr_t)ptr;
+    *len = 0;
     if (!p)
         return 1;
     if (p < r->lo || p >= r->hi)
@@ -1136,8 +1140,10 @@ static int reloc_wstr(reloc *r, const void *ptr)
     for (size_t off = 0; r->hi - p - off >= sizeof(WCHAR); off += sizeof(WCHAR)) {
         WCHAR c;
         memcpy(&c, s + off, sizeof c);
-        if (c == 0)
-            return reloc_region(r, ptr, off + sizeof(WCHAR));
+        if (c == 0) {
+            *len = off + sizeof(WCHAR);
+            return reloc_region(r, ptr, *len);
+        }
     }
     return 0;
 }
@@ -1166,8 +1172,11 @@ static int relocate_result(const unsigned char *scratch, size_t scratch_size,
     reloc r = {(uintptr_t)scratch + h2, (uintptr_t)scratch + scratch_size,
                (uintptr_t)scratch + h2};
 
-    if (!reloc_wstr(&r, q.lpszServiceInstanceName) || !reloc_wstr(&r, q.lpszComment) ||
-        !reloc_wstr(&r, (const void *)q.lpszContext) || !reloc_wstr(&r, q.lpszQueryString) ||
+    const void *str[4] = {q.lpszServiceInstanceName, q.lpszComment, (const void *)q.lpszContext,
+                          q.lpszQueryString};
+    size_t slen[4];
+    if (!reloc_wstr(&r, str[0], &slen[0]) || !reloc_wstr(&r, str[1], &slen[1]) ||
+        !reloc_wstr(&r, str[2], &slen[2]) || !reloc_wstr(&r, str[3], &slen[3]) ||
         !reloc_region(&r, q.lpVersion, q.lpVersion ? sizeof(WSAVERSION) : 0) ||
         !reloc_region(&r, q.lpNSProviderId, q.lpNSProviderId ? sizeof(GUID) : 0))
         return -1;
@@ -1199,6 +1208,13 @@ static int relocate_result(const unsigned char *scratch, size_t scratch_size,
                             (size_t)q.dwNumberOfCsAddrs * sizeof(CSADDR_INFO)))
             return -1;
     }
+    /* nor may a string: it would change with the rewritten pointer, and
+     * could lose its terminator */
+    for (size_t i = 0; i < 4; i++)
+        if (regions_overlap(str[i], slen[i], q.lpcsaBuffer,
+                            (size_t)q.dwNumberOfCsAddrs * sizeof(CSADDR_INFO)) ||
+            regions_overlap(str[i], slen[i], q.lpBlob, sizeof(BLOB)))
+            return -1;
 
     /* Copy the data area, then rewrite the pointers in the client's copy:
      * a pointer p into scratch + h2 becomes client + h1 + (p - scratch - h2). */
@@ -1345,6 +1361,44 @@ NSPV2_HOST_API INT nspv2_lookup_begin(uint64_t session_id, LPWSAQUERYSETW lpqsRe
     todo_run(&t);
     route_release(route, nroute);
     if (!ok)
+        return fail(first_err ? first_err : WSASERVICE_NOT_FOUND);
+    return NO_ERROR;
+}
+
+NSPV2_HOST_API INT nspv2_session_start(uint64_t session_id, DWORD name_space,
+                                      const GUID *provider_id)
+{
+    host_init();
+    todo t = {0};
+    provider **route = NULL;
+    size_t nroute = 0;
+    lock();
+    if (!idmap_get(&g.sessions, session_id)) {
+        unlock();
+        return fail(WSAEINVAL);
+    }
+    int err = route_L(name_space, provider_id, &route, &nroute);
+    if (err) {
+        unlock();
+        return fail(err);
+    }
+    int first_err = 0;
+    size_t started = 0;
+    for (size_t i = 0; i < nroute; i++) {
+        psess *ps;
+        int e = ps_acquire_L(session_id, route[i], &ps, &t);
+        if (e) {
+            if (!first_err)
+                first_err = e;
+            continue;
+        }
+        started++;
+        ps_call_release_L(ps, &t);
+    }
+    unlock();
+    todo_run(&t);
+    route_release(route, nroute);
+    if (!started)
         return fail(first_err ? first_err : WSASERVICE_NOT_FOUND);
     return NO_ERROR;
 }
@@ -1699,15 +1753,26 @@ static void driver_main(void *p)
         res->cycles_done++;
         if (code != NO_ERROR)
             continue;
-        if (!cfg->session_only) {
+        if (cfg->session_only) {
+            /* Startup now, then Cleanup or Rundown below: a session cycle */
+            count_code(res, outcome(nspv2_session_start(sid, cfg->name_space, cfg->provider_id)));
+        } else {
             HANDLE h = NULL;
             code = outcome(nspv2_lookup_begin(sid, &qs, cfg->control_flags, &h));
             count_code(res, code);
             if (code == NO_ERROR) {
                 for (;;) {
-                    DWORD len = buf ? cfg->buffer_size : 0;
+                    DWORD len = buf ? (DWORD)cap : 0;
                     code = outcome(nspv2_lookup_next(h, cfg->control_flags, &len, buf));
                     count_code(res, code);
+                    if (code == WSAEFAULT && cfg->grow_on_efault && len > cap) {
+                        void *bigger = realloc(buf, len);
+                        if (!bigger)
+                            break;
+                        buf = bigger;
+                        cap = len;
+                        continue; /* the same result, now that it fits */
+                    }
                     if (code != NO_ERROR)
                         break;
                     res->results++;

@@ -2,7 +2,7 @@
 
 Clients sign users in and out with WSASetServiceW and find them with
 WSALookupServiceBegin/Next/End. Everything here is specified in
-``docs/email-example.md``; ``native_stub/src/email_provider.c`` implements
+``docs/email-example.md``; ``native_stub/src/ref_provider.c`` implements
 the same behaviour in C, and one table of cases runs against both.
 
 Registering (RNRSERVICE_REGISTER) ``alice@example.com`` with CS addresses
@@ -16,6 +16,7 @@ do not find her. A client session's names are signed out when it ends.
 
 from __future__ import annotations
 
+import collections
 import re
 import struct
 import threading
@@ -79,8 +80,9 @@ SESSION_RESULT_TO_WSA: dict[SESSION_RESULT, WSAError] = {
     SESSION_RESULT.SR_INVITATION_DECLINED: WSAError.WSAEREFUSED,
 }
 
-_ADDRESS = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
-_WILDCARD = re.compile(r"^\*@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", re.ASCII)
+_WILDCARD = re.compile(r"\*@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", re.ASCII)
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 class PresenceError(WinsockError):
@@ -115,7 +117,8 @@ def decode_presence(blob: bytes) -> MISTATUS:
 
 
 def _key(name: str) -> str:
-    return name.lower()
+    """Names compare case-insensitively in ASCII only (as the C provider does)."""
+    return name.translate(_ASCII_LOWER)
 
 
 @dataclass(eq=False)
@@ -172,7 +175,8 @@ class EmailDirectory(Provider):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
-        self.invitations: list[_Invitation] = []
+        #: The most recent invitations (bounded).
+        self.invitations: collections.deque[_Invitation] = collections.deque(maxlen=256)
 
     # -- the directory as Python sees it ----------------------------------------------
 
@@ -196,7 +200,7 @@ class EmailDirectory(Provider):
         multiple: bool = False,
     ) -> Entry:
         """Sign ``name`` in (or update it) for the client session ``owner``."""
-        if not _ADDRESS.match(name):
+        if not _ADDRESS.fullmatch(name):
             raise WinsockError(WSAError.WSAEINVAL, f"{name!r} is not an e-mail address")
         if status not in SIGNED_IN_STATES:
             raise PresenceError(
@@ -298,7 +302,7 @@ class EmailDirectory(Provider):
                 WSAError.WSAEINVAL, f"namespace {restrictions.namespace} is not NS_EMAIL"
             )
         name = restrictions.service_instance_name
-        if not name or not (_ADDRESS.match(name) or _WILDCARD.match(name)):
+        if not name or not (_ADDRESS.fullmatch(name) or _WILDCARD.fullmatch(name)):
             raise WinsockError(WSAError.WSAEINVAL, f"{name!r} is neither an address nor *@domain")
         with self._lock:
             if name.startswith("*@"):
