@@ -322,6 +322,149 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.passed for r in rules) else EXIT_PROBLEMS
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def _bench_table(doc: dict[str, Any]) -> str:
+    lines = [
+        f"nspv2 bench: {doc['cycles']} cycles x {doc['repeats']} repetitions (after a warm-up), one native thread",
+        "A = nspv2.Provider, B = hand-written raw ctypes, C = native C provider; per cycle: median (spread = (max-min)/median)",
+        "",
+        f"  {'cycle':<8} {'A':>22} {'B':>22} {'C':>22} {'A/B':>6} {'A/C':>7}",
+    ]
+    for kind, row in doc["cycle_kinds"].items():
+        cells = [f"{row[k]['median_ns'] / 1000:9.2f} us ({row[k]['spread']:5.1%})" for k in "ABC"]
+        lines.append(
+            f"  {kind:<8} {cells[0]:>22} {cells[1]:>22} {cells[2]:>22} {row['A/B']:>6.2f} {row['A/C']:>7.1f}"
+        )
+    lines.append("")
+    lines.append(
+        "  cycles per second: "
+        + "; ".join(
+            f"{kind} A {row['A']['cycles_per_second']:.0f}, B {row['B']['cycles_per_second']:.0f}, C {row['C']['cycles_per_second']:.0f}"
+            for kind, row in doc["cycle_kinds"].items()
+        )
+    )
+    lines.append(
+        f"  the three providers gave the same answer: {'yes' if doc['same_answers'] else 'NO'}"
+    )
+    many = doc.get("many_open")
+    if many:
+        lines.append(
+            f"  A's lookup cycle with {many['sessions_open']} sessions and {many['lookups_open']} lookups open: "
+            f"{many['loaded']['median_ns'] / 1000:.2f} us vs {many['baseline']['median_ns'] / 1000:.2f} us with none "
+            f"(ratio {many['loaded/baseline']:.2f})"
+        )
+    lines.append("")
+    lines.append("  QuerySet packing (results per second):")
+    for n, row in doc["packing"].items():
+        lines.append(
+            f"    {n:>4} addresses, {row['bytes']:>6} bytes: {row['results_per_second']:>9} packed, {row['results_per_second_new_queryset']:>8} with a new QuerySet each time"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    progress = _Progress()
+    doc = run_bench(
+        cycles=args.cycles,
+        repeats=args.repeats,
+        sessions_open=args.sessions_open,
+        progress=progress,
+    )
+    progress.done()
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.json else _bench_table(doc))
+    return EXIT_OK if doc["same_answers"] else EXIT_PROBLEMS
+
+
+def _cmd_memory(args: argparse.Namespace) -> int:
+    from .bench import run_memory
+
+    progress = _Progress()
+    doc = run_memory(cycles=args.cycles, progress=progress)
+    progress.done()
+    open_total = sum(doc["open"]["provider"].values()) + sum(doc["open"]["host"].values())
+    over = [k for k in ("lookup", "rundown") if doc[k]["growth_kib"] > args.max_growth_kib]
+    doc["verdict"] = {
+        "open_total": open_total,
+        "over_growth_limit": over,
+        "max_growth_kib": args.max_growth_kib,
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        print(
+            f"nspv2 memory: {doc['cycles']} cycles of each kind through the native host (provider A)"
+        )
+        for k, label in (("lookup", "lookup cycles"), ("rundown", "session + rundown cycles")):
+            d = doc[k]
+            print(
+                f"  {label:<26} RSS {d['rss_before_mib']:.2f} -> {d['rss_after_mib']:.2f} MiB after warm-up: growth {d['growth_kib']:.0f} KiB (peak {d['peak_growth_kib']:.0f} KiB)"
+            )
+        print(f"  left open: provider {doc['open']['provider']}, host {doc['open']['host']}")
+        print(f"  sessions started {doc['sessions']['started']}, ended {doc['sessions']['ended']}")
+    return EXIT_OK if not over and open_total == 0 else EXIT_PROBLEMS
+
+
+def _cmd_stress(args: argparse.Namespace) -> int:
+    from .bench import run_stress
+
+    progress = _Progress()
+    doc = run_stress(threads=args.threads, cycles=args.cycles, progress=progress)
+    progress.done()
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        print(
+            f"nspv2 stress: {doc['threads']} native threads x {doc['cycles_per_thread']} cycles per phase"
+        )
+        for p in doc["phases"]:
+            mark = "ok  " if p["ok"] else "FAIL"
+            print(f"  {mark} {p['phase']}")
+            print(
+                f"       {p['cycles']} cycles, {p['results']} results, sessions {p['sessions_started']} started / {p['sessions_ended']} ended, open {p['open']}, {p['cycles_per_second']:.0f} cycles/s"
+            )
+            print(
+                f"       outcomes: {', '.join(f'{k} {v}' for k, v in sorted(p['outcomes'].items()))}"
+            )
+        t = doc["throughput"]
+        keys = list(t)
+        print(
+            f"  throughput: 1 thread {t[keys[0]]:.0f} cycles/s, {doc['threads']} threads {t[keys[1]]:.0f} cycles/s (ratio {t['ratio']:.2f})"
+        )
+        print(f"  host left open: {doc['host_open']}")
+    return EXIT_OK if not doc["problems"] else EXIT_PROBLEMS
+
+
+def _cmd_fuzz(args: argparse.Namespace) -> int:
+    from .fuzzing import run_fuzz
+
+    progress = _Progress()
+    doc = run_fuzz(cases=args.cases, seed=args.seed, progress=progress)
+    progress.done()
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        print(
+            f"nspv2 fuzz: {doc['cases']} malformed query sets (seed {doc['seed']}), guarded arena"
+        )
+        for where, counts in doc["outcomes"].items():
+            print(f"  {where:<34} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        print(f"  unexpected outcomes: {len(doc['unexpected'])}")
+        for line in doc["unexpected"][:10]:
+            print(f"    {line}")
+    return EXIT_OK if not doc["unexpected"] else EXIT_PROBLEMS
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="nspv2",
@@ -416,6 +559,77 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p_check.add_argument("--json", action="store_true", help="print the rules as JSON")
     p_check.set_defaults(func=_cmd_check)
+
+    p_bench = sub.add_parser(
+        "bench",
+        help="benchmark the scaffold against raw ctypes and C",
+        description="Lookup, session and rundown cycles on the native driver for A (nspv2.Provider), "
+        "B (hand-written raw ctypes) and C (native C); medians of repetitions, ratios A/B and A/C, "
+        "QuerySet packing throughput.",
+    )
+    p_bench.add_argument(
+        "--cycles",
+        type=_positive,
+        default=20000,
+        help="cycles per repetition (default 20000; C runs 4x)",
+    )
+    p_bench.add_argument(
+        "--repeats", type=_positive, default=7, help="repetitions after the warm-up (default 7)"
+    )
+    p_bench.add_argument(
+        "--sessions-open",
+        type=int,
+        default=10000,
+        help="sessions (each with a lookup) held open for the scaling run (default 10000; 0 skips)",
+    )
+    p_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p_bench.set_defaults(func=_cmd_bench)
+
+    p_memory = sub.add_parser(
+        "memory",
+        help="RSS growth and leaks over many cycles",
+        description="Run CYCLES lookup cycles and CYCLES session+rundown cycles through the native host; "
+        "report RSS growth after warm-up and what is left open. Exit 1 if growth exceeds the limit or anything is open.",
+    )
+    p_memory.add_argument(
+        "--cycles", type=_positive, default=1_000_000, help="cycles of each kind (default 1000000)"
+    )
+    p_memory.add_argument(
+        "--max-growth-kib",
+        type=float,
+        default=1024.0,
+        help="allowed RSS growth per kind (default 1024)",
+    )
+    p_memory.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p_memory.set_defaults(func=_cmd_memory)
+
+    p_stress = sub.add_parser(
+        "stress",
+        help="native threads against Python providers",
+        description="Native threads mixing closes and abandons, short buffers retried, LUP_FLUSHPREVIOUS, and a provider "
+        "completing from another thread; every session must end once and every outcome be accounted for.",
+    )
+    p_stress.add_argument("--threads", type=_positive, default=8, help="native threads (default 8)")
+    p_stress.add_argument(
+        "--cycles",
+        type=_positive,
+        default=50_000,
+        help="cycles per thread and phase (default 50000)",
+    )
+    p_stress.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p_stress.set_defaults(func=_cmd_stress)
+
+    p_fuzz = sub.add_parser(
+        "fuzz",
+        help="feed malformed query sets to the reader and the host",
+        description="Build malformed WSAQUERYSET2W/WSAQUERYSETW images in a guarded arena and feed them to "
+        "QuerySet.from_address and, through the native host, to Begin and SetServiceEx; the only allowed "
+        "outcomes are a parsed query set or WSAEINVAL (and the host's own validation codes).",
+    )
+    p_fuzz.add_argument("--cases", type=_positive, default=10000, help="cases (default 10000)")
+    p_fuzz.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p_fuzz.add_argument("--json", action="store_true", help="print the outcome counts as JSON")
+    p_fuzz.set_defaults(func=_cmd_fuzz)
     return parser
 
 

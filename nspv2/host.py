@@ -114,6 +114,8 @@ class Host:
         self._fn["nspv2_host_set_timeout_ms"](timeout_ms)
         self.advertised: dict[uuid.UUID, Advertised] = {}
         self.sessions: list[ClientSession] = []
+        #: Objects kept alive while the host is open (tables C may call).
+        self.keep_alive: list[Any] = []
         self._channel: ErrorChannel = self.winsock.channel()
         self._previous: ErrorChannel | None = None
         self._lock = threading.Lock()
@@ -139,6 +141,7 @@ class Host:
         self.sessions.clear()
         for pid in list(self.advertised):
             self.unadvertise(pid)
+        self.keep_alive.clear()
         if self._previous is not None:
             set_channel(self._previous)
             self._previous = None

@@ -198,12 +198,17 @@ class QuerySet:
     # ---- reading -----------------------------------------------------------
 
     @classmethod
-    def from_address(cls, address: int | None, kind: Kind = "2W") -> QuerySet:
+    def from_address(
+        cls, address: int | None, kind: Kind = "2W", *, bounds: tuple[int, int] | None = None
+    ) -> QuerySet:
         """Read a WSAQUERYSET2W (or, with ``kind="W"``, a WSAQUERYSETW).
 
-        Raises ``WinsockError(WSAEINVAL)`` for anything malformed.
+        Raises ``WinsockError(WSAEINVAL)`` for anything malformed. With
+        ``bounds=(start, end)``, every byte read must lie in that range (a
+        pointer or string reaching outside it is WSAEINVAL): use it when the
+        memory holding the query set is known, e.g. a result buffer.
         """
-        return _read_queryset(address, kind)
+        return _read_queryset(address, kind, bounds)
 
     @classmethod
     def from_pointer(cls, pointer: object, kind: Kind = "2W") -> QuerySet:
@@ -448,13 +453,27 @@ def _fail(detail: str) -> WinsockError:
     return WinsockError(_INVALID, detail)
 
 
-def _read_wstr(address: int, what: str) -> str | None:
+_Bounds = tuple[int, int] | None
+
+
+def _at(address: int, size: int, bounds: _Bounds, what: str) -> bytes:
+    """``size`` bytes at ``address``, checked against ``bounds``."""
+    if bounds is not None and (address < bounds[0] or address + size > bounds[1]):
+        raise _fail(f"{what} lies outside the query set's memory")
+    return ctypes.string_at(address, size)
+
+
+def _read_wstr(address: int, what: str, bounds: _Bounds = None) -> str | None:
     """Read a UTF-16LE string, never past the page holding its terminator."""
     if not address:
         return None
     if address % 2:
         raise _fail(f"{what} is not 2-byte aligned")
     limit = 2 * (MAX_STRING_CHARS + 1)
+    if bounds is not None:
+        if address < bounds[0] or address >= bounds[1]:
+            raise _fail(f"{what} lies outside the query set's memory")
+        limit = min(limit, bounds[1] - address)
     chunks: list[bytes] = []
     total = 0
     pos = address
@@ -477,17 +496,19 @@ def _read_wstr(address: int, what: str) -> str | None:
         total += span
         pos += span
         want = min(want * 2, _PAGE)
+    if bounds is not None and total < 2 * (MAX_STRING_CHARS + 1):
+        raise _fail(f"{what} has no terminator inside the query set's memory")
     raise _fail(f"{what} has no terminator within {MAX_STRING_CHARS} characters")
 
 
-def _read_sockaddr(address: int, length: int, what: str) -> SockAddr | None:
+def _read_sockaddr(address: int, length: int, what: str, bounds: _Bounds = None) -> SockAddr | None:
     if not address:
         if length:
             raise _fail(f"{what} is NULL with length {length}")
         return None
     if length < 2 or length > MAX_SOCKADDR_LEN:
         raise _fail(f"{what} length {length} is out of range")
-    raw = ctypes.string_at(address, length)
+    raw = _at(address, length, bounds, what)
     (family,) = struct.unpack_from("<H", raw)
     if family == AF.AF_INET:
         if length < ctypes.sizeof(SOCKADDR_IN):
@@ -504,13 +525,13 @@ def _read_sockaddr(address: int, length: int, what: str) -> SockAddr | None:
     return RawSocketAddress(family, raw[2:])
 
 
-def _read_guid(address: int) -> uuid.UUID | None:
+def _read_guid(address: int, bounds: _Bounds = None) -> uuid.UUID | None:
     if not address:
         return None
-    return uuid.UUID(bytes_le=ctypes.string_at(address, 16))
+    return uuid.UUID(bytes_le=_at(address, 16, bounds, "a GUID"))
 
 
-def _read_queryset(address: int | None, kind: Kind) -> QuerySet:
+def _read_queryset(address: int | None, kind: Kind, bounds: _Bounds = None) -> QuerySet:
     if kind not in ("2W", "W"):
         raise ValueError(f"unknown query set kind {kind!r}; choose '2W' or 'W'")
     if not address:
@@ -518,10 +539,10 @@ def _read_queryset(address: int | None, kind: Kind) -> QuerySet:
     hdr = _QS2W if kind == "2W" else _QSW
     if address % ctypes.alignment(WSAQUERYSET2W):
         raise _fail("query set pointer is misaligned")
-    (dw_size,) = struct.unpack("<I", ctypes.string_at(address, 4))
+    (dw_size,) = struct.unpack("<I", _at(address, 4, bounds, "dwSize"))
     if dw_size < hdr.size:
         raise _fail(f"dwSize {dw_size} is smaller than the structure ({hdr.size})")
-    values = list(hdr.unpack(ctypes.string_at(address, hdr.size)))
+    values = list(hdr.unpack(_at(address, hdr.size, bounds, "the header")))
     class_id_ptr = 0
     if kind == "W":
         class_id_ptr = values.pop(2)
@@ -543,7 +564,7 @@ def _read_queryset(address: int | None, kind: Kind) -> QuerySet:
     ) = values
     version = None
     if version_ptr:
-        number, how = _VERSION.unpack(ctypes.string_at(version_ptr, _VERSION.size))
+        number, how = _VERSION.unpack(_at(version_ptr, _VERSION.size, bounds, "lpVersion"))
         if how not in (0, 1):
             raise _fail(f"lpVersion->ecHow {how} is not a WSAECOMPARATOR")
         version = Version(number, WSAECOMPARATOR(how))
@@ -553,7 +574,7 @@ def _read_queryset(address: int | None, kind: Kind) -> QuerySet:
             raise _fail(f"dwNumberOfProtocols {n_protocols} is above {MAX_COUNT}")
         if not protocols_ptr:
             raise _fail(f"dwNumberOfProtocols is {n_protocols} but lpafpProtocols is NULL")
-        raw = ctypes.string_at(protocols_ptr, _AFPROTO.size * n_protocols)
+        raw = _at(protocols_ptr, _AFPROTO.size * n_protocols, bounds, "lpafpProtocols")
         protocols = tuple(AfProtocol(f, p) for f, p in _AFPROTO.iter_unpack(raw))
     cs_addrs: tuple[CsAddr, ...] = ()
     if n_csaddrs:
@@ -561,13 +582,13 @@ def _read_queryset(address: int | None, kind: Kind) -> QuerySet:
             raise _fail(f"dwNumberOfCsAddrs {n_csaddrs} is above {MAX_COUNT}")
         if not csaddrs_ptr:
             raise _fail(f"dwNumberOfCsAddrs is {n_csaddrs} but lpcsaBuffer is NULL")
-        raw = ctypes.string_at(csaddrs_ptr, _CSADDR_INFO.size * n_csaddrs)
+        raw = _at(csaddrs_ptr, _CSADDR_INFO.size * n_csaddrs, bounds, "lpcsaBuffer")
         items = []
         for i, (lp, ll, rp, rl, stype, proto) in enumerate(_CSADDR_INFO.iter_unpack(raw)):
             items.append(
                 CsAddr(
-                    _read_sockaddr(lp, ll, f"lpcsaBuffer[{i}].LocalAddr"),
-                    _read_sockaddr(rp, rl, f"lpcsaBuffer[{i}].RemoteAddr"),
+                    _read_sockaddr(lp, ll, f"lpcsaBuffer[{i}].LocalAddr", bounds),
+                    _read_sockaddr(rp, rl, f"lpcsaBuffer[{i}].RemoteAddr", bounds),
                     stype,
                     proto,
                 )
@@ -575,23 +596,23 @@ def _read_queryset(address: int | None, kind: Kind) -> QuerySet:
         cs_addrs = tuple(items)
     blob = None
     if blob_ptr:
-        cb, data_ptr = _BLOB.unpack(ctypes.string_at(blob_ptr, _BLOB.size))
+        cb, data_ptr = _BLOB.unpack(_at(blob_ptr, _BLOB.size, bounds, "lpBlob"))
         if cb > MAX_BLOB_BYTES:
             raise _fail(f"lpBlob->cbSize {cb} is above {MAX_BLOB_BYTES}")
         if cb and not data_ptr:
             raise _fail(f"lpBlob->cbSize is {cb} but pBlobData is NULL")
-        blob = ctypes.string_at(data_ptr, cb) if cb else b""
+        blob = _at(data_ptr, cb, bounds, "pBlobData") if cb else b""
     return QuerySet(
-        service_instance_name=_read_wstr(name_ptr, "lpszServiceInstanceName"),
+        service_instance_name=_read_wstr(name_ptr, "lpszServiceInstanceName", bounds),
         version=version,
-        comment=_read_wstr(comment_ptr, "lpszComment"),
+        comment=_read_wstr(comment_ptr, "lpszComment", bounds),
         namespace=namespace,
-        provider_id=_read_guid(provider_ptr),
-        context=_read_wstr(context_ptr, "lpszContext"),
+        provider_id=_read_guid(provider_ptr, bounds),
+        context=_read_wstr(context_ptr, "lpszContext", bounds),
         protocols=protocols,
-        query_string=_read_wstr(query_ptr, "lpszQueryString"),
+        query_string=_read_wstr(query_ptr, "lpszQueryString", bounds),
         cs_addrs=cs_addrs,
         output_flags=output_flags,
         blob=blob,
-        service_class_id=_read_guid(class_id_ptr),
+        service_class_id=_read_guid(class_id_ptr, bounds),
     )

@@ -1156,6 +1156,17 @@ static int regions_overlap(const void *a, size_t alen, const void *b, size_t ble
     return pa < pb + blen && pb < pa + alen;
 }
 
+/* 1 if nothing was written past the provider's buffer. */
+static int guard_intact(const unsigned char *scratch, size_t scratch_size)
+{
+    if (!scratch)
+        return 1;
+    for (unsigned i = 0; i < GUARD_BYTES; i++)
+        if (scratch[scratch_size + i] != GUARD_BYTE(i))
+            return 0;
+    return 1;
+}
+
 /* Returns 0 on success, -1 on a provider fault. The client buffer holds at
  * least scratch_size + NSPV2_QS_DELTA bytes. */
 static int relocate_result(const unsigned char *scratch, size_t scratch_size,
@@ -1481,6 +1492,11 @@ NSPV2_HOST_API INT nspv2_lookup_next(HANDLE hLookup, DWORD dwControlFlags,
             err = WSA_E_CANCELLED;
             break;
         }
+        if (a->code == WSA_E_NO_MORE && !guard_intact(a->scratch, a->scratch_size)) {
+            done = a; /* an overrun: reported as a fault below */
+            a = NULL;
+            break;
+        }
         if (a->code == WSA_E_NO_MORE && !lk->ended) {
             async_free(a);
             a = NULL;
@@ -1502,7 +1518,13 @@ NSPV2_HOST_API INT nspv2_lookup_next(HANDLE hLookup, DWORD dwControlFlags,
         return fail(err);
 
     INT code = done->code;
-    if (code == NO_ERROR) {
+    if (code != NO_ERROR && !guard_intact(done->scratch, done->scratch_size)) {
+        /* an overrun is a fault whatever the provider completed with */
+        lock();
+        g.provider_faults++;
+        unlock();
+        code = WSANO_RECOVERY;
+    } else if (code == NO_ERROR) {
         if (relocate_result(done->scratch, done->scratch_size, (unsigned char *)lpqsResults) != 0) {
             lock();
             g.provider_faults++;
@@ -1761,16 +1783,20 @@ static void driver_main(void *p)
             code = outcome(nspv2_lookup_begin(sid, &qs, cfg->control_flags, &h));
             count_code(res, code);
             if (code == NO_ERROR) {
+                size_t want = cfg->buffer_size; /* every lookup starts short again */
                 for (;;) {
-                    DWORD len = buf ? (DWORD)cap : 0;
+                    DWORD len = buf ? (DWORD)want : 0;
                     code = outcome(nspv2_lookup_next(h, cfg->control_flags, &len, buf));
                     count_code(res, code);
-                    if (code == WSAEFAULT && cfg->grow_on_efault && len > cap) {
-                        void *bigger = realloc(buf, len);
-                        if (!bigger)
-                            break;
-                        buf = bigger;
-                        cap = len;
+                    if (code == WSAEFAULT && cfg->grow_on_efault && len > want) {
+                        if (len > cap) {
+                            void *bigger = realloc(buf, len);
+                            if (!bigger)
+                                break;
+                            buf = bigger;
+                            cap = len;
+                        }
+                        want = len;
                         continue; /* the same result, now that it fits */
                     }
                     if (code != NO_ERROR)

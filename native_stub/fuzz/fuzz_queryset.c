@@ -1,0 +1,420 @@
+/*
+ * fuzz_queryset.c - libFuzzer harness for the host's client side: the
+ * WSAQUERYSETW a client hands to nspv2_lookup_begin and nspv2_set_service,
+ * converted by the host to the WSAQUERYSET2W its providers see.
+ *
+ * The client is trusted the way Winsock trusts it: every pointer the harness
+ * produces is NULL or points inside the arena (never a wild address), is
+ * aligned for its type, and a pointer to ONE fixed-size structure (GUID,
+ * WSAVERSION, BLOB) has the whole structure inside the arena. Everything
+ * else may lie: counts (dwNumberOfProtocols, dwNumberOfCsAddrs) with NULL or
+ * short arrays, strings without a terminator before the end of the arena,
+ * bogus sockaddr lengths and families, huge blob sizes, a small dwSize. The
+ * arena is an allocation of exactly its size, so any read past it (past a
+ * count, a length or a missing terminator) is an AddressSanitizer report.
+ *
+ * Input encoding (missing bytes read as zero)
+ * -------------------------------------------
+ *   [0]         ctl
+ *                 bits 0-1  essOperation for nspv2_set_service (3: invalid)
+ *                 bit 2     copy this provider's GUID to *lpNSProviderId
+ *                 bit 3     the provider's Begin fails (WSANO_DATA)
+ *                 bit 4     the provider's Startup fails with WSAEOPNOTSUPP
+ *                 bit 5     the provider's Startup fails with WSASYSNOTREADY
+ *                 bit 6     the provider's SetServiceEx completes WSANO_DATA
+ *                 bit 7     nspv2_lookup_begin gets a NULL lphLookup
+ *   [1..4]      dwControlFlags (little-endian)
+ *   [5..5+H)    the WSAQUERYSETW header image, H = sizeof(WSAQUERYSETW):
+ *               DWORD fields are taken as they are (dwSize, dwNameSpace,
+ *               the counts, dwOutputFlags); each pointer field holds a
+ *               selector (below) in its first 4 bytes
+ *   [5+H..)     the arena: the rest of the input, copied to a malloc'd
+ *               block of exactly that size. Inside it, the lpSockaddr
+ *               fields of the CSADDR_INFO elements lpcsaBuffer points at
+ *               (those wholly inside the arena, up to dwNumberOfCsAddrs)
+ *               and the pBlobData field of *lpBlob are selectors too, and
+ *               are replaced in place by the pointers they select.
+ *
+ * A selector e (uint32) picks a pointer into the arena of n bytes:
+ *   e & 3 == 0  NULL
+ *   e & 3 == 1  arena + (e >> 2) % n                   (from the start)
+ *   e & 3 == 2  arena + n - 1 - (e >> 2) % n           (from the end)
+ *   e & 3 == 3  arena + n - 1 - (e >> 2) % min(n, 16)  (the last bytes:
+ *               strings and arrays that run off the end of the arena)
+ * then aligned down for the pointed type; for a fixed-size structure it is
+ * moved back so that the structure fits (NULL when n is too small).
+ *
+ * Oracle (abort() = a finding): a call returns NO_ERROR, or SOCKET_ERROR
+ * with a non-zero WSAGetLastError(); the provider sees exactly the client's
+ * fields (dwSize = sizeof(WSAQUERYSET2W)); the provider is reached exactly
+ * when the contract of nspv2_host.h says it is, and the outcome is the one
+ * it gives; the host never writes to the client's query set.
+ */
+#include "nspv2_host.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* {46555A5A-5153-4554-8A1F-46555A5A5153} */
+static const GUID fz_id = {0x46555a5a, 0x5153, 0x4554,
+                           {0x8a, 0x1f, 0x46, 0x55, 0x5a, 0x5a, 0x51, 0x53}};
+
+#define CTL_OP 0x03u
+#define CTL_COPY_GUID 0x04u
+#define CTL_BEGIN_FAILS 0x08u
+#define CTL_STARTUP_NOTSUPP 0x10u
+#define CTL_STARTUP_FAILS 0x20u
+#define CTL_SETSVC_FAILS 0x40u
+#define CTL_NULL_HANDLE_PTR 0x80u
+
+#define HDR_AT 5u
+
+static struct {
+    unsigned ctl;
+    const WSAQUERYSETW *client; /* the query set being converted */
+    int startups, begins, sets;
+} st;
+
+/* FUZZ_VERBOSE=1 in the environment: print each input's outcome. */
+static int verbose;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "fuzz_queryset: %s\n", what);
+    abort();
+}
+
+/* ---- the in-harness provider ------------------------------------------- */
+
+static void check_converted(const WSAQUERYSET2W *q)
+{
+    const WSAQUERYSETW *w = st.client;
+    if (!q || !w)
+        die("provider called without a query set");
+    if (q->dwSize != sizeof(WSAQUERYSET2W))
+        die("WSAQUERYSET2W.dwSize is not sizeof(WSAQUERYSET2W)");
+    if (q->lpszServiceInstanceName != w->lpszServiceInstanceName ||
+        q->lpVersion != w->lpVersion || q->lpszComment != w->lpszComment ||
+        q->dwNameSpace != w->dwNameSpace || q->lpNSProviderId != w->lpNSProviderId ||
+        (const void *)q->lpszContext != (const void *)w->lpszContext ||
+        q->dwNumberOfProtocols != w->dwNumberOfProtocols ||
+        q->lpafpProtocols != w->lpafpProtocols || q->lpszQueryString != w->lpszQueryString ||
+        q->dwNumberOfCsAddrs != w->dwNumberOfCsAddrs || q->lpcsaBuffer != w->lpcsaBuffer ||
+        q->dwOutputFlags != w->dwOutputFlags || q->lpBlob != w->lpBlob)
+        die("WSAQUERYSETW -> WSAQUERYSET2W conversion changed a field");
+}
+
+static void check_session_arg(LPVOID arg)
+{
+    int null_arg = (st.ctl & CTL_STARTUP_NOTSUPP) != 0;
+    if (null_arg ? arg != NULL : arg != (LPVOID)&st)
+        die("wrong client session argument");
+}
+
+static INT WSAAPI fz_startup(LPGUID id, LPVOID *arg)
+{
+    if (!id || memcmp(id, &fz_id, sizeof *id) != 0 || !arg)
+        die("Startup: bad arguments");
+    st.startups++;
+    if (st.ctl & CTL_STARTUP_FAILS) {
+        WSASetLastError(WSASYSNOTREADY);
+        return SOCKET_ERROR;
+    }
+    if (st.ctl & CTL_STARTUP_NOTSUPP) {
+        WSASetLastError(WSAEOPNOTSUPP);
+        return SOCKET_ERROR;
+    }
+    *arg = &st;
+    return NO_ERROR;
+}
+
+static INT WSAAPI fz_cleanup(LPGUID id, LPVOID arg)
+{
+    (void)id;
+    check_session_arg(arg);
+    return NO_ERROR;
+}
+
+static INT WSAAPI fz_begin(LPGUID id, LPWSAQUERYSET2W q, DWORD flags, LPVOID arg,
+                           LPHANDLE lph)
+{
+    (void)flags;
+    if (!id || memcmp(id, &fz_id, sizeof *id) != 0 || !lph)
+        die("Begin: bad arguments");
+    check_session_arg(arg);
+    check_converted(q);
+    st.begins++;
+    if (st.ctl & CTL_BEGIN_FAILS) {
+        WSASetLastError(WSANO_DATA);
+        return SOCKET_ERROR;
+    }
+    *lph = (HANDLE)(uintptr_t)0x5153u;
+    return NO_ERROR;
+}
+
+static VOID WSAAPI fz_next(HANDLE async, HANDLE lookup, DWORD flags, LPDWORD len,
+                           LPWSAQUERYSET2W res)
+{
+    (void)lookup;
+    (void)flags;
+    (void)len;
+    (void)res;
+    WSAProviderCompleteAsyncCall(async, WSA_E_NO_MORE);
+}
+
+static INT WSAAPI fz_end(HANDLE lookup)
+{
+    if (lookup != (HANDLE)(uintptr_t)0x5153u)
+        die("End: not our lookup handle");
+    return NO_ERROR;
+}
+
+static VOID WSAAPI fz_set_service(HANDLE async, LPGUID id, LPWSAQUERYSET2W q,
+                                  WSAESETSERVICEOP op, DWORD flags, LPVOID arg)
+{
+    (void)flags;
+    if (!id || memcmp(id, &fz_id, sizeof *id) != 0)
+        die("SetServiceEx: bad provider id");
+    if ((unsigned)op > (unsigned)RNRSERVICE_DELETE)
+        die("SetServiceEx: invalid essOperation passed on");
+    check_session_arg(arg);
+    check_converted(q);
+    st.sets++;
+    INT code = (st.ctl & CTL_SETSVC_FAILS) ? WSANO_DATA : NO_ERROR;
+    if (WSAProviderCompleteAsyncCall(async, code) != NO_ERROR)
+        die("SetServiceEx: completion refused");
+}
+
+static VOID WSAAPI fz_rundown(LPGUID id, LPVOID arg)
+{
+    (void)id;
+    check_session_arg(arg);
+}
+
+static NSPV2_ROUTINE fz_routine;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    verbose = getenv("FUZZ_VERBOSE") != NULL;
+    fz_routine.cbSize = sizeof fz_routine;
+    fz_routine.dwMajorVersion = 1;
+    NSPV2_SLOT(fz_routine, NSPv2Startup, fz_startup);
+    NSPV2_SLOT(fz_routine, NSPv2Cleanup, fz_cleanup);
+    NSPV2_SLOT(fz_routine, NSPv2LookupServiceBegin, fz_begin);
+    NSPV2_SLOT(fz_routine, NSPv2LookupServiceNextEx, fz_next);
+    NSPV2_SLOT(fz_routine, NSPv2LookupServiceEnd, fz_end);
+    NSPV2_SLOT(fz_routine, NSPv2SetServiceEx, fz_set_service);
+    NSPV2_SLOT(fz_routine, NSPv2ClientSessionRundown, fz_rundown);
+    if (WSAAdvertiseProvider(&fz_id, &fz_routine) != NO_ERROR)
+        die("WSAAdvertiseProvider failed");
+    nspv2_host_set_timeout_ms(2000);
+    return 0;
+}
+
+/* ---- building the query set --------------------------------------------- */
+
+static uint32_t rd32(const uint8_t *data, size_t size, size_t at)
+{
+    uint32_t v = 0;
+    for (unsigned i = 0; i < 4; i++)
+        if (at + i < size)
+            v |= (uint32_t)data[at + i] << (8 * i);
+    return v;
+}
+
+/* The pointer selector e picks (see the top of the file). */
+static void *decode(uint32_t e, unsigned char *arena, size_t n, size_t fixed, size_t align)
+{
+    if (n == 0 || n < fixed || (e & 3u) == 0)
+        return NULL;
+    size_t v = e >> 2, off;
+    if ((e & 3u) == 1)
+        off = v % n;
+    else if ((e & 3u) == 2)
+        off = n - 1 - v % n;
+    else
+        off = n - 1 - v % (n < 16 ? n : 16);
+    if (fixed && off > n - fixed)
+        off = n - fixed;
+    off -= off % align; /* arena is malloc-aligned */
+    return arena + off;
+}
+
+static void *decode_field(const uint8_t *data, size_t size, size_t field_off,
+                          unsigned char *arena, size_t n, size_t fixed, size_t align)
+{
+    return decode(rd32(data, size, HDR_AT + field_off), arena, n, fixed, align);
+}
+
+/* Replaces the selector in the pointer slot at p (inside the arena) by the
+ * pointer it selects. */
+static void decode_slot(unsigned char *slot, unsigned char *arena, size_t n, size_t align)
+{
+    uint32_t e;
+    memcpy(&e, slot, sizeof e);
+    void *p = decode(e, arena, n, 0, align);
+    memcpy(slot, &p, sizeof p);
+}
+
+static int outcome(INT r)
+{
+    if (r == NO_ERROR)
+        return NO_ERROR;
+    if (r != SOCKET_ERROR)
+        die("return value neither NO_ERROR nor SOCKET_ERROR");
+    int e = WSAGetLastError();
+    if (e == 0)
+        die("SOCKET_ERROR without an error code");
+    return e;
+}
+
+static void expect(int got, int want, const char *call)
+{
+    if (got != want) {
+        fprintf(stderr, "fuzz_queryset: %s returned %d, expected %d\n", call, got, want);
+        abort();
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const size_t H = sizeof(WSAQUERYSETW);
+    st.ctl = size ? data[0] : 0;
+    st.startups = st.begins = st.sets = 0;
+    DWORD flags = rd32(data, size, 1);
+
+    size_t n = size > HDR_AT + H ? size - HDR_AT - H : 0;
+    unsigned char *arena = malloc(n ? n : 1);
+    if (!arena)
+        return 0;
+    if (n)
+        memcpy(arena, data + HDR_AT + H, n);
+
+    WSAQUERYSETW qs;
+    memset(&qs, 0, sizeof qs);
+    qs.dwSize = rd32(data, size, HDR_AT + offsetof(WSAQUERYSETW, dwSize));
+    qs.dwNameSpace = rd32(data, size, HDR_AT + offsetof(WSAQUERYSETW, dwNameSpace));
+    qs.dwNumberOfProtocols =
+        rd32(data, size, HDR_AT + offsetof(WSAQUERYSETW, dwNumberOfProtocols));
+    qs.dwNumberOfCsAddrs = rd32(data, size, HDR_AT + offsetof(WSAQUERYSETW, dwNumberOfCsAddrs));
+    qs.dwOutputFlags = rd32(data, size, HDR_AT + offsetof(WSAQUERYSETW, dwOutputFlags));
+#define FIELD(f, fixed, align) \
+    decode_field(data, size, offsetof(WSAQUERYSETW, f), arena, n, fixed, align)
+    qs.lpszServiceInstanceName = FIELD(lpszServiceInstanceName, 0, sizeof(WCHAR));
+    qs.lpServiceClassId = FIELD(lpServiceClassId, sizeof(GUID), _Alignof(GUID));
+    qs.lpVersion = FIELD(lpVersion, sizeof(WSAVERSION), _Alignof(WSAVERSION));
+    qs.lpszComment = FIELD(lpszComment, 0, sizeof(WCHAR));
+    qs.lpNSProviderId = FIELD(lpNSProviderId, sizeof(GUID), _Alignof(GUID));
+    qs.lpszContext = FIELD(lpszContext, 0, sizeof(WCHAR));
+    qs.lpafpProtocols = FIELD(lpafpProtocols, 0, _Alignof(AFPROTOCOLS));
+    qs.lpszQueryString = FIELD(lpszQueryString, 0, sizeof(WCHAR));
+    qs.lpcsaBuffer = FIELD(lpcsaBuffer, 0, _Alignof(CSADDR_INFO));
+    qs.lpBlob = FIELD(lpBlob, sizeof(BLOB), _Alignof(BLOB));
+#undef FIELD
+
+    /* Routing by GUID: put ours where lpNSProviderId points (before the
+     * nested pointers are decoded, so that these never hold GUID bytes). */
+    if ((st.ctl & CTL_COPY_GUID) && qs.lpNSProviderId)
+        memcpy(qs.lpNSProviderId, &fz_id, sizeof fz_id);
+    if (qs.lpcsaBuffer) {
+        unsigned char *csa = (unsigned char *)qs.lpcsaBuffer;
+        size_t room = (size_t)(arena + n - csa) / sizeof(CSADDR_INFO);
+        size_t count = qs.dwNumberOfCsAddrs < room ? qs.dwNumberOfCsAddrs : room;
+        for (size_t i = 0; i < count; i++) {
+            unsigned char *el = csa + i * sizeof(CSADDR_INFO);
+            decode_slot(el + offsetof(CSADDR_INFO, LocalAddr.lpSockaddr), arena, n,
+                        _Alignof(SOCKADDR_IN6));
+            decode_slot(el + offsetof(CSADDR_INFO, RemoteAddr.lpSockaddr), arena, n,
+                        _Alignof(SOCKADDR_IN6));
+        }
+    }
+    if (qs.lpBlob)
+        decode_slot((unsigned char *)qs.lpBlob + offsetof(BLOB, pBlobData), arena, n, 1);
+
+    /* What the contract says must happen. */
+    int size_ok = qs.dwSize >= sizeof(WSAQUERYSETW);
+    int route_err = 0;
+    if (qs.lpNSProviderId && memcmp(qs.lpNSProviderId, &fz_id, sizeof fz_id) != 0)
+        route_err = WSAEINVAL; /* not an advertised provider */
+    else if (qs.dwNameSpace != NS_ALL && qs.dwNameSpace != NS_EMAIL)
+        route_err = WSASERVICE_NOT_FOUND; /* the provider serves NS_EMAIL */
+    int startup_err = (st.ctl & CTL_STARTUP_FAILS) ? WSASYSNOTREADY : 0;
+
+    unsigned char *arena_copy = malloc(n ? n : 1);
+    WSAQUERYSETW qs_copy;
+    memcpy(&qs_copy, &qs, sizeof qs);
+    if (!arena_copy) {
+        free(arena);
+        return 0;
+    }
+    memcpy(arena_copy, arena, n);
+    st.client = &qs;
+
+    uint64_t sid = 0;
+    if (nspv2_session_open(&sid) != NO_ERROR)
+        die("nspv2_session_open failed");
+
+    /* 1. lookup */
+    HANDLE h = NULL;
+    int null_h = (st.ctl & CTL_NULL_HANDLE_PTR) != 0;
+    WSASetLastError(0);
+    int r = outcome(nspv2_lookup_begin(sid, &qs, flags, null_h ? NULL : &h));
+    if (null_h) {
+        if (r != WSAEFAULT && !(r == WSAEINVAL && !size_ok))
+            expect(r, WSAEFAULT, "nspv2_lookup_begin(lphLookup NULL)");
+        if (st.begins)
+            die("Begin called with lphLookup NULL");
+    } else if (!size_ok || route_err || startup_err) {
+        expect(r, !size_ok ? WSAEINVAL : route_err ? route_err : startup_err,
+               "nspv2_lookup_begin");
+        if (st.begins)
+            die("Begin called for a query set the host must refuse");
+    } else {
+        if (st.begins != 1)
+            die("Begin not called exactly once");
+        expect(r, (st.ctl & CTL_BEGIN_FAILS) ? WSANO_DATA : NO_ERROR, "nspv2_lookup_begin");
+    }
+    int lookup_r = r;
+    if (r == NO_ERROR) {
+        if (!h)
+            die("NO_ERROR with a NULL lookup handle");
+        expect(outcome(nspv2_lookup_end(h)), NO_ERROR, "nspv2_lookup_end");
+    }
+
+    /* 2. registration */
+    unsigned op = st.ctl & CTL_OP;
+    WSASetLastError(0);
+    r = outcome(nspv2_set_service(sid, &qs, (WSAESETSERVICEOP)op, flags));
+    if (!size_ok || op > (unsigned)RNRSERVICE_DELETE || route_err || startup_err) {
+        expect(r, (!size_ok || op > (unsigned)RNRSERVICE_DELETE) ? WSAEINVAL
+                  : route_err                                    ? route_err
+                                                                 : startup_err,
+               "nspv2_set_service");
+        if (st.sets)
+            die("SetServiceEx called for a query set the host must refuse");
+    } else {
+        if (st.sets != 1)
+            die("SetServiceEx not called exactly once");
+        expect(r, (st.ctl & CTL_SETSVC_FAILS) ? WSANO_DATA : NO_ERROR, "nspv2_set_service");
+    }
+
+    if (verbose)
+        fprintf(stderr, "fuzz_queryset: begin -> %d (Begin called %d), set_service(op %u) -> %d\n",
+                lookup_r, st.begins, op, r);
+    expect(outcome(nspv2_session_close(sid)), NO_ERROR, "nspv2_session_close");
+
+    if (memcmp(&qs, &qs_copy, sizeof qs) != 0 || memcmp(arena, arena_copy, n) != 0)
+        die("the host wrote to the client's query set");
+    st.client = NULL;
+    free(arena_copy);
+    free(arena);
+    return 0;
+}

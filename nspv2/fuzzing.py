@@ -1,0 +1,274 @@
+"""Malformed query sets in a guarded arena, for the reader and the host.
+
+:class:`GuardedArena` is memory followed by an inaccessible page (POSIX
+``mprotect``): reading past its end kills the process instead of going
+unnoticed. :func:`build_image` writes a random, usually malformed,
+WSAQUERYSET2W or WSAQUERYSETW image into an arena: random counts, NULL and
+dangling-but-in-arena pointers, small ``dwSize``, strings without a
+terminator (which, for the host path, always reach the reader's bound
+before the guard page), sockaddrs of bogus lengths and families, huge blob
+sizes. :func:`run_fuzz` (``python -m nspv2 fuzz``) feeds them to
+``QuerySet.from_address`` (bounded by the arena) and, through the native
+host, to a provider's Begin and SetServiceEx.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import random
+import struct
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from .errors import WinsockError
+from .queryset import MAX_STRING_CHARS, QuerySet
+from .winsock2 import NO_ERROR, WSAQUERYSET2W, WSAQUERYSETW, WSAError
+
+__all__ = ["ALLOWED_HOST_CODES", "GuardedArena", "build_image", "run_fuzz"]
+
+PAGE = mmap.PAGESIZE
+_P = ctypes.sizeof(ctypes.c_void_p)
+
+#: Codes the host path may give for a malformed query set: the provider's
+#: WSAEINVAL, or the host's own validation before the provider is reached.
+ALLOWED_HOST_CODES = {
+    NO_ERROR,
+    int(WSAError.WSAEINVAL),
+    int(WSAError.WSAEFAULT),
+    int(WSAError.WSASERVICE_NOT_FOUND),
+}
+
+
+class GuardedArena:
+    """``size`` usable bytes ending exactly where a PROT_NONE page begins."""
+
+    def __init__(self, size: int) -> None:
+        if sys.platform == "win32":
+            raise OSError("guarded arenas use mprotect (POSIX only)")
+        pages = (size + PAGE - 1) // PAGE + 1
+        self._map = mmap.mmap(-1, pages * PAGE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self._view = ctypes.c_char.from_buffer(self._map)
+        base = ctypes.addressof(self._view)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        guard = base + (pages - 1) * PAGE
+        if libc.mprotect(guard, PAGE, 0) != 0:
+            raise OSError(ctypes.get_errno(), "mprotect failed")
+        self.end = guard
+        self.start = guard - size
+        self.size = size
+
+    def write(self, offset: int, data: bytes) -> int:
+        if offset < 0 or offset + len(data) > self.size:
+            raise ValueError("write outside the arena")
+        ctypes.memmove(self.start + offset, data, len(data))
+        return self.start + offset
+
+    def clear(self) -> None:
+        ctypes.memset(self.start, 0, self.size)
+
+
+def build_image(
+    rnd: random.Random, arena: GuardedArena, *, kind: str = "2W", host_safe: bool = False
+) -> int:
+    """Write a random query-set image at the start of ``arena``; return its address.
+
+    ``host_safe``: every string is terminated inside the arena or runs for
+    more than the reader's bound before the guard page (a reader that is not
+    given the arena's bounds, as a provider behind the host, must not fault).
+    """
+    arena.clear()
+    header = WSAQUERYSET2W if kind == "2W" else WSAQUERYSETW
+    hsize = ctypes.sizeof(header)
+    free_at = hsize
+    size = arena.size
+
+    def room(n: int, align: int = _P) -> int:
+        nonlocal free_at
+        at = (free_at + align - 1) & ~(align - 1)
+        if at + n > size:
+            return -1
+        free_at = at + n
+        return at
+
+    def addr(offset: int) -> int:
+        return arena.start + offset
+
+    def pointer(kind_of: str, blob: bytes = b"", align: int = _P) -> int:
+        choice = rnd.random()
+        if choice < 0.15:
+            return 0
+        if choice < 0.25:  # dangling: stale bytes somewhere in the arena, with
+            # room for the largest object a count here can describe (a reader
+            # not given the arena's bounds trusts counts, as C does)
+            at = rnd.randrange(0, size - 512) & ~(align - 1)
+            return addr(at)
+        at = room(len(blob) or 16, align)
+        if at < 0:
+            return 0
+        arena.write(at, blob)
+        return addr(at)
+
+    def string() -> int:
+        choice = rnd.random()
+        if choice < 0.2:
+            return 0
+        text = "".join(
+            chr(rnd.choice([0x41, 0x7A, 0xE9, 0x4E2D, 0xD83D, 0x20]))
+            for _ in range(rnd.randrange(0, 24))
+        )
+        data = text.encode("utf-16-le", errors="surrogatepass")
+        if choice < 0.85:
+            return pointer("str", data + b"\0\0", 2)
+        # unterminated
+        if host_safe:
+            run = 2 * (MAX_STRING_CHARS + 1)
+            start = size - run - rnd.randrange(0, 64) * 2
+            if start < hsize:
+                return 0
+            ctypes.memset(addr(start), 0x41, run)
+            return addr(start)
+        start = (size - len(data)) & ~1
+        arena.write(start, data)
+        return addr(start)
+
+    fields: dict[str, int] = {}
+    fields["dwSize"] = rnd.choice([hsize, hsize, hsize, 0, 4, hsize - 1, hsize + 8, 0xFFFFFFFF])
+    fields["lpszServiceInstanceName"] = string()
+    fields["lpszComment"] = string()
+    fields["lpszContext"] = string()
+    fields["lpszQueryString"] = string()
+    fields["dwNameSpace"] = rnd.choice([37, 0, 12, rnd.getrandbits(32)])
+    fields["lpVersion"] = pointer(
+        "ver", struct.pack("<Ii", rnd.getrandbits(32), rnd.choice([0, 1, 2, -1])), 4
+    )
+    fields["lpNSProviderId"] = pointer("guid", uuid.UUID(int=rnd.getrandbits(128)).bytes_le, 4)
+    if kind == "W":
+        fields["lpServiceClassId"] = pointer(
+            "guid", uuid.UUID(int=rnd.getrandbits(128)).bytes_le, 4
+        )
+    n_proto = rnd.choice([0, 0, 1, 2, 5, 70000, 0xFFFFFFFF])
+    fields["dwNumberOfProtocols"] = n_proto
+    fields["lpafpProtocols"] = (
+        pointer("protos", struct.pack("<ii", 2, 6) * min(n_proto, 5), 4)
+        if n_proto <= 5
+        else rnd.choice([0, arena.start])
+    )
+    n_cs = rnd.choice([0, 0, 1, 2, 3, 100000])
+    fields["dwNumberOfCsAddrs"] = n_cs
+    if 0 < n_cs <= 3:
+        cs_size = 24 if _P == 4 else 40
+        items = bytearray()
+        for _ in range(n_cs):
+            for _side in range(2):
+                family = rnd.choice([2, 23, 2, 23, 0, 1, 99, 0xFFFF])
+                length = rnd.choice([16, 28, 0, 1, 2, 15, 27, 128, 129, -1, 0x7FFFFFFF])
+                raw = struct.pack("<H", family) + bytes(rnd.getrandbits(8) for _ in range(26))
+                sa = pointer("sa", raw + bytes(max(0, min(length, 128) - len(raw))), 4)
+                items += (
+                    struct.pack("<Q" if _P == 8 else "<I", sa)
+                    + struct.pack("<i", length)
+                    + (bytes(4) if _P == 8 else b"")
+                )
+            items += struct.pack("<ii", 1, 6)
+        assert len(items) == cs_size * n_cs
+        fields["lpcsaBuffer"] = pointer("cs", bytes(items))
+    else:
+        fields["lpcsaBuffer"] = rnd.choice([0, 0, arena.start])
+    fields["dwOutputFlags"] = rnd.getrandbits(32)
+    cb = rnd.choice([0, 1, 32, 1000, 0x7FFFFFFF, 0xFFFFFFFF])
+    data_ptr = pointer("blobdata", bytes(min(cb, 64))) if cb <= 64 else rnd.choice([0, arena.start])
+    blob = (
+        struct.pack("<I", cb)
+        + (bytes(4) if _P == 8 else b"")
+        + struct.pack("<Q" if _P == 8 else "<I", data_ptr)
+    )
+    fields["lpBlob"] = pointer("blob", blob)
+    image = header()
+    for name, value in fields.items():
+        offset = getattr(header, name).offset
+        if name.startswith("lp"):
+            ctypes.c_void_p.from_address(ctypes.addressof(image) + offset).value = value or None
+        else:
+            setattr(image, name, value & 0xFFFFFFFF)
+    arena.write(0, bytes(image))
+    return arena.start
+
+
+def run_fuzz(
+    *,
+    cases: int = 10000,
+    seed: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Feed ``cases`` random images to the reader and, through the host, to a provider."""
+    from .host import Host
+    from .provider import Provider
+    from .registry import Session
+    from .winsock2 import WSAESETSERVICEOP
+
+    say = progress or (lambda _t: None)
+    rnd = random.Random(seed)
+    arena = GuardedArena(4 * PAGE + 2 * (MAX_STRING_CHARS + 1))
+    outcomes: dict[str, dict[str, int]] = {
+        "reader 2W (bounded)": {},
+        "reader W (bounded)": {},
+        "host Begin": {},
+        "host SetServiceEx": {},
+    }
+    unexpected: list[str] = []
+
+    def count(where: str, key: str) -> None:
+        outcomes[where][key] = outcomes[where].get(key, 0) + 1
+
+    class Target(Provider):
+        provider_id = uuid.UUID("f0220000-0000-4000-8000-00000000f022")
+
+        def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> list[QuerySet]:
+            return [QuerySet("x@example.com")]
+
+        def set_service(
+            self, session: Session, reg: QuerySet, op: WSAESETSERVICEOP, flags: int
+        ) -> None:
+            pass
+
+    with Host(timeout_ms=5000) as host:
+        target = Target()
+        host.advertise(target)
+        client = host.open_session()
+        for i in range(cases):
+            if i % 500 == 0:
+                say(f"case {i}/{cases}")
+            for kind in ("2W", "W"):
+                address = build_image(rnd, arena, kind=kind)
+                where = f"reader {kind} (bounded)"
+                try:
+                    QuerySet.from_address(address, kind, bounds=(arena.start, arena.end))
+                    count(where, "parsed")
+                except WinsockError as exc:
+                    if exc.code != WSAError.WSAEINVAL:
+                        unexpected.append(f"case {i} {where}: {exc}")
+                    count(where, exc.name)
+            address = build_image(rnd, arena, kind="W", host_safe=True)
+            handle = ctypes.c_void_p()
+            rc = host._fn["nspv2_lookup_begin"](client.id, address, 0, ctypes.byref(handle))
+            code = NO_ERROR if rc == NO_ERROR else host.winsock.WSAGetLastError()
+            count("host Begin", "NO_ERROR" if code == NO_ERROR else WSAError(code).name)
+            if code not in ALLOWED_HOST_CODES:
+                unexpected.append(f"case {i} host Begin: {code}")
+            if code == NO_ERROR:
+                host.lookup_end(handle.value or 0)
+            address = build_image(rnd, arena, kind="W", host_safe=True)
+            rc = host._fn["nspv2_set_service"](client.id, address, int(rnd.choice([0, 1, 2, 7])), 0)
+            code = NO_ERROR if rc == NO_ERROR else host.winsock.WSAGetLastError()
+            count("host SetServiceEx", "NO_ERROR" if code == NO_ERROR else WSAError(code).name)
+            if code not in ALLOWED_HOST_CODES:
+                unexpected.append(f"case {i} host SetServiceEx: {code}")
+        client.close()
+        leaks = target.registry.open_counts()
+        if leaks != {"sessions": 0, "lookups": 0}:
+            unexpected.append(f"left open: {leaks}")
+    return {"cases": cases, "seed": seed, "outcomes": outcomes, "unexpected": unexpected}
