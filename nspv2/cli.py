@@ -648,6 +648,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nspv2: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped to a reader that stopped (head)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:
         if args.debug:
             raise

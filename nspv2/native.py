@@ -36,10 +36,16 @@ def library_path() -> Path:
     patterns = (
         ["_nspv2host*.pyd", "_nspv2host*.dll"] if sys.platform == "win32" else ["_nspv2host*.so"]
     )
-    for pattern in patterns:
-        found = sorted(here.glob(pattern))
-        if found:
-            return found[0]
+    # Next to this file first; then an installed copy elsewhere on sys.path
+    # (running from a source checkout whose nspv2/ shadows the installed one).
+    places = [here] + [Path(entry or ".").resolve() / "nspv2" for entry in sys.path]
+    for place in places:
+        if not place.is_dir():
+            continue
+        for pattern in patterns:
+            found = sorted(place.glob(pattern))
+            if found:
+                return found[0]
     raise NativeHostUnavailable(
         "nspv2's native host library was not built when nspv2 was installed "
         "(usually because the machine had no C compiler). Install one "
