@@ -39,5 +39,7 @@ def test_every_doc_link_resolves() -> None:
 
 def test_docs_name_no_missing_source_file() -> None:
     for page in DOCS.glob("*.md"):
-        for path in re.findall(r"`((?:native_stub|nspv2|tests)/[\w/.-]+\.(?:c|h|py))`", page.read_text()):
+        for path in re.findall(
+            r"`((?:native_stub|nspv2|tests)/[\w/.-]+\.(?:c|h|py))`", page.read_text()
+        ):
             assert (ROOT / path).exists(), f"{page.name} names missing {path}"
