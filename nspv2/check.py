@@ -28,7 +28,7 @@ from .host import Host
 from .provider import Provider
 from .queryset import QuerySet
 from .testing import SlotHarness
-from .winsock2 import LUP, NO_ERROR, WSAESETSERVICEOP, WSAQUERYSET2W, WSAError
+from .winsock2 import LUP, NO_ERROR, WSAESETSERVICEOP, WSAQUERYSET2W, WSAError, code_name
 
 __all__ = ["CheckError", "Rule", "load_provider_class", "run_check"]
 
@@ -59,15 +59,6 @@ class Rule:
 
     def as_dict(self) -> dict[str, Any]:
         return {"rule": self.name, "passed": self.passed, "evidence": self.evidence}
-
-
-def code_name(code: int) -> str:
-    if code == NO_ERROR:
-        return "NO_ERROR"
-    try:
-        return WSAError(code).name
-    except ValueError:
-        return str(code)
 
 
 def load_provider_class(spec: str) -> type[Provider]:

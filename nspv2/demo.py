@@ -17,7 +17,7 @@ from .examples.email import EmailDirectory, encode_presence
 from .host import ClientSession, Host
 from .msgrua import MISTATUS
 from .queryset import CsAddr, QuerySet, SocketAddress
-from .winsock2 import LUP, NO_ERROR, WSAESETSERVICEOP, WSAError
+from .winsock2 import LUP, WSAESETSERVICEOP, code_name
 
 __all__ = ["SEED", "DemoEvent", "DemoReport", "run_demo", "seeded_directory"]
 
@@ -27,15 +27,6 @@ SEED: tuple[tuple[str, MISTATUS, tuple[str, ...]], ...] = (
     ("bob@example.com", MISTATUS.MISTATUS_ONLINE, ("192.0.2.11:5060",)),
     ("carol@example.org", MISTATUS.MISTATUS_BUSY, ("198.51.100.12:5061",)),
 )
-
-
-def code_name(code: int) -> str:
-    if code == NO_ERROR:
-        return "NO_ERROR"
-    try:
-        return WSAError(code).name
-    except ValueError:
-        return str(code)
 
 
 def cs_addr(text: str) -> CsAddr:

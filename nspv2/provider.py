@@ -41,7 +41,7 @@ from .errors import WinsockError
 from .iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
 from .queryset import QuerySet
 from .registry import EndedBy, Lookup, Registry, Session, close_results
-from .routine import Routine, code_for_exception
+from .routine import SLOT_OF, Routine, code_for_exception
 from .winsock2 import LUP, NO_ERROR, NS, WSAESETSERVICEOP, WSAError
 
 __all__ = ["Provider"]
@@ -55,15 +55,7 @@ _CANCELLED = int(WSAError.WSA_E_CANCELLED)
 _FLUSH = int(LUP.LUP_FLUSHPREVIOUS)
 _u32_at = ctypes.c_uint32.from_address
 _ptr_at = ctypes.c_void_p.from_address
-_SLOT_NAMES = {
-    "startup": "NSPv2Startup",
-    "cleanup": "NSPv2Cleanup",
-    "begin": "NSPv2LookupServiceBegin",
-    "next_ex": "NSPv2LookupServiceNextEx",
-    "end": "NSPv2LookupServiceEnd",
-    "set_service_ex": "NSPv2SetServiceEx",
-    "client_session_rundown": "NSPv2ClientSessionRundown",
-}
+_SLOT_NAMES = SLOT_OF
 
 
 class Provider:

@@ -37,6 +37,7 @@ from .ws2spi import NSPV2_ROUTINE, NSPV2_SLOTS, PROTOTYPES
 __all__ = [
     "FALLBACK_ERROR",
     "REQUIRED_SLOTS",
+    "SLOT_OF",
     "Routine",
     "RoutineClosedError",
     "code_for_exception",
@@ -54,7 +55,8 @@ FALLBACK_ERROR = WSAError.WSANO_RECOVERY
 #: Winsock refuses to advertise a table without these.
 REQUIRED_SLOTS = ("NSPv2LookupServiceBegin", "NSPv2LookupServiceNextEx", "NSPv2LookupServiceEnd")
 
-_KW_TO_SLOT = {
+#: Routine's keyword for each slot -> the slot's name in NSPV2_ROUTINE.
+SLOT_OF: dict[str, str] = {
     "startup": "NSPv2Startup",
     "cleanup": "NSPv2Cleanup",
     "begin": "NSPv2LookupServiceBegin",
@@ -239,7 +241,7 @@ class Routine:
             "set_service_ex": set_service_ex,
             "client_session_rundown": client_session_rundown,
         }
-        missing = [_KW_TO_SLOT[k] for k in ("begin", "next_ex", "end") if given[k] is None]
+        missing = [SLOT_OF[k] for k in ("begin", "next_ex", "end") if given[k] is None]
         if missing:
             raise ValueError(
                 f"an NSPv2 routine table needs {', '.join(missing)}: Winsock refuses to "
@@ -256,7 +258,7 @@ class Routine:
         self._closed = False
         self._on_close = on_close
         self.implemented: frozenset[str] = frozenset(
-            _KW_TO_SLOT[k] for k, fn in given.items() if fn is not None
+            SLOT_OF[k] for k, fn in given.items() if fn is not None
         )
         prototypes = _SDK_PROTOTYPES if pointers == "ctypes" else _INT_PROTOTYPES
         table = NSPV2_ROUTINE()
@@ -264,7 +266,7 @@ class Routine:
         table.dwMajorVersion, table.dwMinorVersion = version
         self._thunks: dict[str, Any] = {}
         self._python: dict[str, Callable[..., Any]] = {}
-        for key, slot in _KW_TO_SLOT.items():
+        for key, slot in SLOT_OF.items():
             fn = given[key]
             wrapped: Callable[..., Any]
             if slot in _INT_SLOTS:

@@ -238,6 +238,16 @@ _MEANINGS: dict[int, str] = {
 }
 
 
+def code_name(code: int) -> str:
+    """``NO_ERROR``, the WSAError name (``WSAEINVAL``), or the number."""
+    if code == NO_ERROR:
+        return "NO_ERROR"
+    try:
+        return WSAError(code).name
+    except ValueError:
+        return str(code)
+
+
 def error_meaning(code: int) -> str:
     """Return the symbolic name and a short meaning, e.g. ``WSAEINVAL (invalid argument)``."""
     if code == NO_ERROR:
