@@ -117,7 +117,6 @@ class SlotHarness:
         self.routine.channel = self.channel
         self.timeout = timeout
         self.guid = GUID.from_uuid(provider_id or uuid.UUID(int=0))
-        self._keep: list[Any] = []
 
     def close(self) -> None:
         """Give the routine table its previous channel back."""
@@ -162,7 +161,7 @@ class SlotHarness:
     ) -> SlotCall:
         """NSPv2LookupServiceBegin; ``restrictions`` is a QuerySet (packed
         here), a raw address, or None (NULL). ``value`` is the handle."""
-        address = self._restrictions_address(restrictions)
+        address, _alive = self._restrictions_address(restrictions)
         handle = ctypes.c_void_p(0)
         returned, err = self._int_call(
             "NSPv2LookupServiceBegin",
@@ -233,7 +232,7 @@ class SlotHarness:
         operation: int,
         flags: int = 0,
     ) -> SlotCall:
-        address = self._restrictions_address(reg_info)
+        address, _alive = self._restrictions_address(reg_info)
         h_async = self.channel.new_call()
         self.function("NSPv2SetServiceEx")(
             h_async,
@@ -275,11 +274,12 @@ class SlotHarness:
         finally:
             self.end(begun.value)
 
-    def _restrictions_address(self, value: QuerySet | int | None, kind: Kind = "2W") -> int | None:
+    @staticmethod
+    def _restrictions_address(
+        value: QuerySet | int | None, kind: Kind = "2W"
+    ) -> tuple[int | None, Any]:
+        """The address to pass, and the buffer to keep alive during the call."""
         if value is None or isinstance(value, int):
-            return value
+            return value, None
         buf = value.to_buffer(kind)
-        self._keep.append(buf)
-        if len(self._keep) > 64:
-            del self._keep[:32]
-        return ctypes.addressof(buf)
+        return ctypes.addressof(buf), buf

@@ -477,6 +477,16 @@ static void route_release(provider **list, size_t n)
     free(list);
 }
 
+/* The providers a client call of an open session routes to; 0 or an error
+ * (unknown session -> WSAEINVAL). Lock held. */
+static int session_route_L(uint64_t session_id, DWORD name_space, const GUID *provider_id,
+                           provider ***out, size_t *n)
+{
+    if (!idmap_get(&g.sessions, session_id))
+        return WSAEINVAL;
+    return route_L(name_space, provider_id, out, n);
+}
+
 /* ------------------------------------------------------------------------ */
 /* the todo list: provider calls to make once the lock is released          */
 
@@ -1285,12 +1295,8 @@ NSPV2_HOST_API INT nspv2_lookup_begin(uint64_t session_id, LPWSAQUERYSETW lpqsRe
     provider **route = NULL;
     size_t nroute = 0;
     lock();
-    if (!idmap_get(&g.sessions, session_id)) {
-        unlock();
-        return fail(WSAEINVAL);
-    }
-    err = route_L(lpqsRestrictions->dwNameSpace, lpqsRestrictions->lpNSProviderId, &route,
-                  &nroute);
+    err = session_route_L(session_id, lpqsRestrictions->dwNameSpace,
+                          lpqsRestrictions->lpNSProviderId, &route, &nroute);
     if (err) {
         unlock();
         return fail(err);
@@ -1384,11 +1390,7 @@ NSPV2_HOST_API INT nspv2_session_start(uint64_t session_id, DWORD name_space,
     provider **route = NULL;
     size_t nroute = 0;
     lock();
-    if (!idmap_get(&g.sessions, session_id)) {
-        unlock();
-        return fail(WSAEINVAL);
-    }
-    int err = route_L(name_space, provider_id, &route, &nroute);
+    int err = session_route_L(session_id, name_space, provider_id, &route, &nroute);
     if (err) {
         unlock();
         return fail(err);
@@ -1568,11 +1570,8 @@ NSPV2_HOST_API INT nspv2_set_service(uint64_t session_id, LPWSAQUERYSETW lpqsReg
     provider **route = NULL;
     size_t nroute = 0;
     lock();
-    if (!idmap_get(&g.sessions, session_id)) {
-        unlock();
-        return fail(WSAEINVAL);
-    }
-    err = route_L(lpqsRegInfo->dwNameSpace, lpqsRegInfo->lpNSProviderId, &route, &nroute);
+    err = session_route_L(session_id, lpqsRegInfo->dwNameSpace, lpqsRegInfo->lpNSProviderId,
+                          &route, &nroute);
     if (!err && nroute > 1 && lpqsRegInfo->dwNameSpace != NS_ALL)
         err = WSAEINVAL; /* ambiguous: name the provider with lpNSProviderId */
     if (err) {
