@@ -5,7 +5,7 @@ API); setuptools' extension machinery is used only to compile and link it
 and to place it inside the installed package (or next to the sources for an
 editable install). A machine without a C compiler still installs nspv2: the
 build prints why the host was skipped, and using the host later raises
-``nspv2.native.NativeHostUnavailable`` with the same explanation.
+``nspv2.host.native.NativeHostUnavailable`` with the same explanation.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def host_extension() -> list[Extension]:
         return []  # Windows uses ws2_32.dll; build the host there with native_stub/Makefile
     return [
         Extension(
-            "nspv2._nspv2host",
+            "nspv2.host._nspv2host",
             sources=SOURCES,
             include_dirs=[
                 os.path.join("native_stub", "include"),

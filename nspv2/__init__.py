@@ -1,25 +1,32 @@
 """nspv2: a toolkit for Winsock namespace service providers of version 2.
 
-The ABI definitions live in one module per Windows header
-(:mod:`nspv2.wintypes`, :mod:`nspv2.guiddef`, :mod:`nspv2.ws2def`,
-:mod:`nspv2.ws2ipdef`, :mod:`nspv2.winsock2`, :mod:`nspv2.ws2spi`,
-:mod:`nspv2.nsemail`, :mod:`nspv2.msgrua`, :mod:`nspv2.msgrpriv`,
-:mod:`nspv2.iphlpapi`); the most used names are re-exported here.
+Subpackages by role: :mod:`nspv2.sdk` (the header mirrors and their
+layouts), :mod:`nspv2.provider` (the scaffold), :mod:`nspv2.host` (Winsock:
+ws2_32 or the native host), :mod:`nspv2.testing` (harness and pytest
+plugin), :mod:`nspv2.tools` (the command line) and :mod:`nspv2.examples`.
+The most used names are re-exported here.
 Importing nspv2 loads no library.
 """
 
-from .channel import ErrorChannel, InProcessChannel
-from .errors import WinsockError
-from .guiddef import GUID
-from .host import ClientSession, Host
-from .iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON
-from .msgrpriv import SESSION_RESULT
-from .msgrua import MISTATUS, SignoutResult
-from .provider import Provider
-from .queryset import AfProtocol, CsAddr, QuerySet, RawSocketAddress, SocketAddress, Version
-from .registry import Lookup, Registry, Session
-from .routine import Routine, RoutineClosedError
-from .winsock2 import (
+from .host.host import ClientSession, Host
+from .provider.base import Provider
+from .provider.channel import ErrorChannel, InProcessChannel
+from .provider.errors import WinsockError
+from .provider.queryset import (
+    AfProtocol,
+    CsAddr,
+    QuerySet,
+    RawSocketAddress,
+    SocketAddress,
+    Version,
+)
+from .provider.registry import Lookup, Registry, Session
+from .provider.routine import Routine, RoutineClosedError
+from .sdk.guiddef import GUID
+from .sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON
+from .sdk.msgrpriv import SESSION_RESULT
+from .sdk.msgrua import MISTATUS, SignoutResult
+from .sdk.winsock2 import (
     LUP,
     NO_ERROR,
     NS,
@@ -32,7 +39,7 @@ from .winsock2 import (
     WSAQUERYSETW,
     WSAError,
 )
-from .ws2spi import NSPV2_ROUTINE
+from .sdk.ws2spi import NSPV2_ROUTINE
 
 __version__ = "0.1.0"
 

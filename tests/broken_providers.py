@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from nspv2 import LUP, NO_ERROR, CsAddr, Provider, QuerySet, Session, SocketAddress, WSAError
-from nspv2.provider import _EFAULT  # the scaffold's internals, overridden to break them
-from nspv2.registry import Lookup
+from nspv2.provider.base import _EFAULT  # the scaffold's internals, overridden to break them
+from nspv2.provider.registry import Lookup
 
 
 def result(name: str) -> QuerySet:
@@ -49,7 +49,7 @@ class SetServiceSucceedsWithoutImplementation(Good):
         super().routine(channel)
         if not getattr(self, "_patched", False):
             self._patched = True
-            from nspv2.routine import Routine
+            from nspv2.provider.routine import Routine
 
             def fake(h_async: Any, *_a: Any) -> None:
                 self._routine_obj.channel_now().complete(h_async, NO_ERROR)  # type: ignore[union-attr]

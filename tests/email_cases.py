@@ -11,7 +11,7 @@ from typing import Any
 
 from nspv2 import LUP, MISTATUS, NO_ERROR, SERVICE_MULTIPLE, WSAError
 from nspv2.examples.email import encode_presence
-from nspv2.winsock2 import RESULT_IS
+from nspv2.sdk.winsock2 import RESULT_IS
 
 E = WSAError
 ALL = int(LUP.LUP_RETURN_ALL)

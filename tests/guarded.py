@@ -1,4 +1,4 @@
-"""The guarded arena of nspv2.fuzzing, skipped (with the reason) where
+"""The guarded arena of nspv2.tools.fuzz, skipped (with the reason) where
 mprotect does not exist."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from nspv2.fuzzing import GuardedArena as _Arena
+from nspv2.tools.fuzz import GuardedArena as _Arena
 
 
 def GuardedArena(size: int) -> _Arena:

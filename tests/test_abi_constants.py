@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nspv2 import nsemail, winsock2, ws2def
+from nspv2.sdk import nsemail, winsock2, ws2def
 
 from .cprobe import CFLAGS, INCLUDE, measure, require_compiler, run
 

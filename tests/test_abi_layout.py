@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from nspv2.abi import ABI, STRUCTS, all_layouts, layout, pointer_size, retarget
-from nspv2.cli import render_layout
-from nspv2.winsock2 import WSAQUERYSET2W
-from nspv2.ws2spi import NSPV2_ROUTINE
+from nspv2.sdk.layout import ABI, STRUCTS, all_layouts, layout, pointer_size, retarget
+from nspv2.sdk.winsock2 import WSAQUERYSET2W
+from nspv2.sdk.ws2spi import NSPV2_ROUTINE
+from nspv2.tools.cli import render_layout
 
 from .cprobe import CFLAGS, INCLUDE, PROBE_DIR, measure, require_compiler, run
 

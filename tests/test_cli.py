@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nspv2.check import run_check
+from nspv2.tools.check import run_check
 
 from . import broken_providers as bp
 
@@ -99,7 +99,7 @@ def test_lookup_register_signout() -> None:
         ["check", "no_such_module_xyz:Thing"],
         ["check", "nspv2.examples.email:Nope"],
         ["check", "nspv2.examples.email:EMAIL_PROVIDER_ID"],
-        ["check", "nspv2.winsock2"],
+        ["check", "nspv2.sdk.winsock2"],
         ["check", "missing/file.py"],
         ["layout", "--abi", "sparc"],
         [],

@@ -13,14 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nspv2
-from nspv2.errors import WinsockError
-from nspv2.guiddef import GUID
-from nspv2.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as R
-from nspv2.msgrpriv import SESSION_RESULT
-from nspv2.msgrua import MISTATUS, SignoutResult
-from nspv2.winsock2 import LUP, NS, WSAError, error_meaning
-from nspv2.wintypes import LPWSTR, WCHAR, read_wstr, wstr
-from nspv2.ws2spi import HOST_FUNCTIONS, NSPV2_ROUTINE, NSPV2_SLOTS, PROTOTYPES, Returns
+from nspv2.provider.errors import WinsockError
+from nspv2.sdk.guiddef import GUID
+from nspv2.sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as R
+from nspv2.sdk.msgrpriv import SESSION_RESULT
+from nspv2.sdk.msgrua import MISTATUS, SignoutResult
+from nspv2.sdk.winsock2 import LUP, NS, WSAError, error_meaning
+from nspv2.sdk.wintypes import LPWSTR, WCHAR, read_wstr, wstr
+from nspv2.sdk.ws2spi import HOST_FUNCTIONS, NSPV2_ROUTINE, NSPV2_SLOTS, PROTOTYPES, Returns
 
 
 @given(st.uuids())
@@ -162,7 +162,7 @@ def test_bind_sets_argtypes_and_restype_on_a_real_library() -> None:
     """Bind a description to a real C function of the same shape (libc's abs)."""
     import ctypes.util
 
-    from nspv2.ws2spi import FunctionSpec
+    from nspv2.sdk.ws2spi import FunctionSpec
 
     libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
     spec = FunctionSpec("abs", (ctypes.c_int32,), ctypes.c_int32, "int abs(int);", "abs@4")
@@ -176,8 +176,8 @@ def test_import_loads_no_library() -> None:
         "import ctypes\n"
         "def refuse(*a, **k): raise SystemExit('library loaded at import')\n"
         "ctypes.CDLL.__init__ = refuse\n"
-        "import nspv2, nspv2.abi, nspv2.ws2spi, nspv2.cli, nspv2.nsemail, nspv2.msgrua\n"
-        "import nspv2.msgrpriv, nspv2.iphlpapi, nspv2.ws2ipdef\n"
+        "import nspv2, nspv2.sdk.layout, nspv2.sdk.ws2spi, nspv2.tools.cli, nspv2.sdk.nsemail, nspv2.sdk.msgrua\n"
+        "import nspv2.sdk.msgrpriv, nspv2.sdk.iphlpapi, nspv2.sdk.ws2ipdef\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -16,7 +16,7 @@ import pytest
 
 from nspv2 import MISTATUS, NO_ERROR, WSAESETSERVICEOP, Host, QuerySet, WinsockError, WSAError
 from nspv2.examples.email import EmailDirectory, encode_presence
-from nspv2.queryset import CsAddr, SocketAddress
+from nspv2.provider.queryset import CsAddr, SocketAddress
 
 from .email_cases import CASES, Case, R
 

@@ -26,13 +26,13 @@ from nspv2 import (
     WinsockError,
     WSAError,
 )
-from nspv2.channel import current_channel
 from nspv2.examples.email import encode_presence
-from nspv2.guiddef import GUID
-from nspv2.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason
-from nspv2.msgrua import MISTATUS
-from nspv2.winsock2 import RESULT_IS, WSAQUERYSET2W, WSAQUERYSETW
-from nspv2.ws2spi import NSPV2_ROUTINE
+from nspv2.provider.channel import current_channel
+from nspv2.sdk.guiddef import GUID
+from nspv2.sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason
+from nspv2.sdk.msgrua import MISTATUS
+from nspv2.sdk.winsock2 import RESULT_IS, WSAQUERYSET2W, WSAQUERYSETW
+from nspv2.sdk.ws2spi import NSPV2_ROUTINE
 
 PID = uuid.UUID("3f1e0b2a-6c5d-4e7f-8a9b-0c1d2e3f4a5b")
 DELTA = ctypes.sizeof(WSAQUERYSETW) - ctypes.sizeof(WSAQUERYSET2W)

@@ -26,4 +26,4 @@ def test_plugin_is_registered_by_the_entry_point() -> None:
     from importlib.metadata import entry_points
 
     names = {ep.name: ep.value for ep in entry_points(group="pytest11")}
-    assert names.get("nspv2") == "nspv2.pytest_plugin"
+    assert names.get("nspv2") == "nspv2.testing.pytest_plugin"

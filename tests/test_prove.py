@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nspv2 import WinsockError, WSAError
-from nspv2.bench import run_bench, run_memory, run_stress
-from nspv2.fuzzing import GuardedArena, build_image, run_fuzz
-from nspv2.queryset import MAX_STRING_CHARS, QuerySet
+from nspv2.provider.queryset import MAX_STRING_CHARS, QuerySet
+from nspv2.tools.bench import run_bench, run_memory, run_stress
+from nspv2.tools.fuzz import GuardedArena, build_image, run_fuzz
 
 
 def test_memory_short_run_leaves_nothing_open() -> None:

@@ -25,10 +25,10 @@ from nspv2 import (
     WinsockError,
     WSAError,
 )
-from nspv2.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason
-from nspv2.registry import EndedBy
+from nspv2.provider.registry import EndedBy
+from nspv2.sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason
+from nspv2.sdk.winsock2 import WSAQUERYSET2W
 from nspv2.testing import SlotHarness
-from nspv2.winsock2 import WSAQUERYSET2W
 
 PID = uuid.UUID("8ad1f0c4-31a5-4d47-9b5b-0f9c0d1e2f30")
 ENTRIES = {

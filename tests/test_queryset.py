@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nspv2 import WinsockError, WSAError
-from nspv2.queryset import (
+from nspv2.provider.queryset import (
     MAX_STRING_CHARS,
     AfProtocol,
     CsAddr,
@@ -21,7 +21,7 @@ from nspv2.queryset import (
     SocketAddress,
     Version,
 )
-from nspv2.winsock2 import WSAECOMPARATOR, WSAQUERYSET2W, WSAQUERYSETW
+from nspv2.sdk.winsock2 import WSAECOMPARATOR, WSAQUERYSET2W, WSAQUERYSETW
 
 from .guarded import GuardedArena
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from nspv2 import NO_ERROR, SOCKET_ERROR, Routine, RoutineClosedError, WinsockError, WSAError
-from nspv2.routine import FALLBACK_ERROR, code_for_exception
+from nspv2.provider.routine import FALLBACK_ERROR, code_for_exception
+from nspv2.sdk.ws2spi import NSPV2_ROUTINE, NSPV2_SLOTS
 from nspv2.testing import SlotHarness
-from nspv2.ws2spi import NSPV2_ROUTINE, NSPV2_SLOTS
 
 
 def ok_int(*_a: Any) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from nspv2 import LUP, CsAddr, Provider, QuerySet, Session, SocketAddress, WinsockError, WSAError
-from nspv2.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON
+from nspv2.sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON
 
 
 class Presence(Provider):

@@ -4,7 +4,7 @@
  *
  * Names and values are those of msgrua.h (MISTATUS, the results of
  * IMessenger::Signout) and msgrpriv.h (SESSION_RESULT), exactly as
- * nspv2/msgrua.py and nspv2/msgrpriv.py define them. Windows Messenger's API
+ * nspv2/sdk/msgrua.py and nspv2/sdk/msgrpriv.py define them. Windows Messenger's API
  * is retired and its headers are not in current SDKs, so they are declared
  * here on every platform (each guarded, should a header define it too).
  *

@@ -19,7 +19,7 @@
  *     looked up in a table, never addresses: a stale or forged one is
  *     refused, not followed;
  *   - every input validated before it is used (the same rules as the
- *     Python scaffold's reader, nspv2/queryset.py);
+ *     Python scaffold's reader, nspv2/provider/queryset.py);
  *   - one lock around the provider's state, and shared data that outlives
  *     its place in the directory: an entry signed out while lookups still
  *     hold it is reference counted, never freed under them;
@@ -61,7 +61,7 @@ NSPV2_HOST_API const GUID nspv2_ref_provider_id = {
     0x6e737032, 0x7265, 0x4600, {0x8a, 0x1f, 0x52, 0x45, 0x46, 0x4e, 0x53, 0x50}};
 
 /* What a client may hand us, as the Python scaffold's reader accepts it
- * (nspv2/queryset.py): anything beyond is WSAEINVAL. */
+ * (nspv2/provider/queryset.py): anything beyond is WSAEINVAL. */
 #define EMAIL_MAX_STRING_CHARS 32767u          /* UTF-16 units, terminator excluded */
 #define EMAIL_MAX_COUNT 65536u                 /* dwNumberOfCsAddrs, dwNumberOfProtocols */
 #define EMAIL_MAX_BLOB_BYTES (16u * 1024u * 1024u)

@@ -24,13 +24,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..errors import WinsockError
-from ..msgrpriv import SESSION_RESULT
-from ..msgrua import MISTATUS, SignoutResult
-from ..provider import Provider
-from ..queryset import CsAddr, QuerySet, Version
-from ..registry import Session
-from ..winsock2 import LUP, NS, RESULT_IS, SERVICE_MULTIPLE, WSAESETSERVICEOP, WSAError
+from ..provider.base import Provider
+from ..provider.errors import WinsockError
+from ..provider.queryset import CsAddr, QuerySet, Version
+from ..provider.registry import Session
+from ..sdk.msgrpriv import SESSION_RESULT
+from ..sdk.msgrua import MISTATUS, SignoutResult
+from ..sdk.winsock2 import LUP, NS, RESULT_IS, SERVICE_MULTIPLE, WSAESETSERVICEOP, WSAError
 
 __all__ = [
     "BLOB_MAGIC",

@@ -1,7 +1,7 @@
 """Finding and loading nspv2's native host library.
 
 ``pip install`` compiles ``native_stub/src`` into the package as
-``nspv2/_nspv2host*.so``. The environment variable ``NSPV2_HOST_LIBRARY``
+``nspv2/host/_nspv2host*.so``. The environment variable ``NSPV2_HOST_LIBRARY``
 names another build to load instead (a sanitizer build, say).
 """
 
@@ -38,7 +38,7 @@ def library_path() -> Path:
     )
     # Next to this file first; then an installed copy elsewhere on sys.path
     # (running from a source checkout whose nspv2/ shadows the installed one).
-    places = [here] + [Path(entry or ".").resolve() / "nspv2" for entry in sys.path]
+    places = [here] + [Path(entry or ".").resolve() / "nspv2" / "host" for entry in sys.path]
     for place in places:
         if not place.is_dir():
             continue

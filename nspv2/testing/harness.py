@@ -1,6 +1,6 @@
 """Call any slot of a routine table in isolation, through its C function pointer.
 
-:class:`SlotHarness` takes a :class:`~nspv2.routine.Routine` or a
+:class:`SlotHarness` takes a :class:`~nspv2.provider.routine.Routine` or a
 :class:`~nspv2.provider.Provider`, gives it an in-process error channel, and
 calls each entry point the way C does: it reads the function pointer out of
 the NSPV2_ROUTINE, builds a ctypes function from that address, and passes
@@ -42,14 +42,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .channel import InProcessChannel
-from .errors import WinsockError
-from .guiddef import GUID
-from .provider import Provider
-from .queryset import Kind, QuerySet
-from .routine import Routine
-from .winsock2 import LUP, NO_ERROR, SOCKET_ERROR, WSAError
-from .ws2spi import PROTOTYPES
+from ..provider.base import Provider
+from ..provider.channel import InProcessChannel
+from ..provider.errors import WinsockError
+from ..provider.queryset import Kind, QuerySet
+from ..provider.routine import Routine
+from ..sdk.guiddef import GUID
+from ..sdk.winsock2 import LUP, NO_ERROR, SOCKET_ERROR, WSAError
+from ..sdk.ws2spi import PROTOTYPES
 
 __all__ = ["GUARD_BYTES", "NextCall", "SlotCall", "SlotHarness"]
 

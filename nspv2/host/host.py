@@ -27,17 +27,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .channel import ErrorChannel, set_channel
-from .errors import WinsockError
-from .guiddef import GUID
-from .iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
-from .provider import Provider
-from .queryset import QuerySet
-from .routine import Routine
+from ..provider.base import Provider
+from ..provider.channel import ErrorChannel, set_channel
+from ..provider.errors import WinsockError
+from ..provider.queryset import QuerySet
+from ..provider.routine import Routine
+from ..sdk.guiddef import GUID
+from ..sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
+from ..sdk.winsock2 import LUP, NO_ERROR, NS, SOCKET_ERROR, WSAESETSERVICEOP, WSAError
+from ..sdk.wintypes import wstr
+from ..sdk.ws2spi import NSPV2_ROUTINE
 from .winsock import DriverConfig, DriverResult, HostStats, Winsock, load_native_host
-from .winsock2 import LUP, NO_ERROR, NS, SOCKET_ERROR, WSAESETSERVICEOP, WSAError
-from .wintypes import wstr
-from .ws2spi import NSPV2_ROUTINE
 
 __all__ = ["Advertised", "ClientSession", "Host", "NextResult"]
 

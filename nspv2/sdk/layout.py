@@ -1,6 +1,6 @@
 """The definitions instantiated for a Windows ABI: x64, x86, or this host.
 
-The structures in :mod:`nspv2.winsock2` and friends are host ctypes classes
+The structures in :mod:`nspv2.sdk.winsock2` and friends are host ctypes classes
 (real pointers, callable thunks). :func:`retarget` derives from any of them a
 class with the same fields for another ABI, each pointer replaced by an
 unsigned integer of that ABI's pointer width; ctypes then lays the class out

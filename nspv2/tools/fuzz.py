@@ -23,9 +23,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .errors import WinsockError
-from .queryset import MAX_STRING_CHARS, QuerySet
-from .winsock2 import NO_ERROR, WSAQUERYSET2W, WSAQUERYSETW, WSAError
+from ..provider.errors import WinsockError
+from ..provider.queryset import MAX_STRING_CHARS, QuerySet
+from ..sdk.winsock2 import NO_ERROR, WSAQUERYSET2W, WSAQUERYSETW, WSAError
 
 __all__ = ["ALLOWED_HOST_CODES", "GuardedArena", "build_image", "run_fuzz"]
 
@@ -205,10 +205,10 @@ def run_fuzz(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Feed ``cases`` random images to the reader and, through the host, to a provider."""
-    from .host import Host
-    from .provider import Provider
-    from .registry import Session
-    from .winsock2 import WSAESETSERVICEOP
+    from ..host.host import Host
+    from ..provider.base import Provider
+    from ..provider.registry import Session
+    from ..sdk.winsock2 import WSAESETSERVICEOP
 
     say = progress or (lambda _t: None)
     rnd = random.Random(seed)

@@ -26,12 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .guiddef import GUID
-from .host import Advertised, Host
-from .provider import Provider
-from .queryset import CsAddr, QuerySet, SocketAddress
-from .registry import Session
-from .winsock2 import (
+from ..host.host import Advertised, Host
+from ..provider.base import Provider
+from ..provider.queryset import CsAddr, QuerySet, SocketAddress
+from ..provider.registry import Session
+from ..sdk.guiddef import GUID
+from ..sdk.winsock2 import (
     BLOB,
     LUP,
     NO_ERROR,
@@ -41,10 +41,10 @@ from .winsock2 import (
     WSAQUERYSET2W,
     WSAError,
 )
-from .wintypes import DWORD, HANDLE, INT, LPVOID, WSAAPI_FUNCTYPE, wstr
-from .ws2def import CSADDR_INFO, SOCKADDR_IN
-from .ws2ipdef import SOCKADDR_IN6
-from .ws2spi import NSPV2_ROUTINE
+from ..sdk.wintypes import DWORD, HANDLE, INT, LPVOID, WSAAPI_FUNCTYPE, wstr
+from ..sdk.ws2def import CSADDR_INFO, SOCKADDR_IN
+from ..sdk.ws2ipdef import SOCKADDR_IN6
+from ..sdk.ws2spi import NSPV2_ROUTINE
 
 __all__ = ["BENCH_NAME", "RawBench", "ScaffoldBench", "bench_result", "run_bench"]
 

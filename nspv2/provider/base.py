@@ -8,7 +8,7 @@ methods: ``startup``, ``cleanup``, ``client_session_rundown``,
 =============================  ==============================================
 C entry point                  what the scaffold does
 =============================  ==============================================
-NSPv2Startup                   new :class:`~nspv2.registry.Session`; calls
+NSPv2Startup                   new :class:`~nspv2.provider.registry.Session`; calls
                                ``startup(session)``; writes its token
 NSPv2Cleanup                   ends the session (normal); ``cleanup(session)``
 NSPv2ClientSessionRundown      ends it (OTHER_COMMUNICATION_ERROR);
@@ -36,13 +36,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
+from ..sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
+from ..sdk.winsock2 import LUP, NO_ERROR, NS, WSAESETSERVICEOP, WSAError
 from .channel import ErrorChannel
 from .errors import WinsockError
-from .iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
 from .queryset import QuerySet
 from .registry import EndedBy, Lookup, Registry, Session, close_results
 from .routine import SLOT_OF, Routine, code_for_exception
-from .winsock2 import LUP, NO_ERROR, NS, WSAESETSERVICEOP, WSAError
 
 __all__ = ["Provider"]
 

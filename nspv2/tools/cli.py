@@ -11,12 +11,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
-from .abi import ABI, StructLayout, all_layouts
-from .errors import WinsockError
-from .msgrua import MISTATUS
-from .native import NativeHostUnavailable
-from .queryset import QuerySet
-from .winsock2 import LUP, RESULT_IS, SERVICE_MULTIPLE, WSAESETSERVICEOP
+from ..host.native import NativeHostUnavailable
+from ..provider.errors import WinsockError
+from ..provider.queryset import QuerySet
+from ..sdk.layout import ABI, StructLayout, all_layouts
+from ..sdk.msgrua import MISTATUS
+from ..sdk.winsock2 import LUP, RESULT_IS, SERVICE_MULTIPLE, WSAESETSERVICEOP
 
 __all__ = ["main", "render_layout"]
 
@@ -240,8 +240,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _with_seeded(action: Any) -> int:
+    from ..host.host import Host
     from .demo import seeded_directory
-    from .host import Host
 
     with Host() as host:
         directory, clients = seeded_directory(host)
@@ -263,8 +263,8 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
 
 
 def _cmd_register(args: argparse.Namespace) -> int:
+    from ..examples.email import encode_presence
     from .demo import cs_addr
-    from .examples.email import encode_presence
 
     def action(host: Any, directory: Any, clients: Any) -> int:
         me = host.open_session()
@@ -446,7 +446,7 @@ def _cmd_stress(args: argparse.Namespace) -> int:
 
 
 def _cmd_fuzz(args: argparse.Namespace) -> int:
-    from .fuzzing import run_fuzz
+    from .fuzz import run_fuzz
 
     progress = _Progress()
     doc = run_fuzz(cases=args.cases, seed=args.seed, progress=progress)

@@ -2,7 +2,7 @@
 
 Structures are declared exactly as the Windows SDK declares them (names and
 field order). They use nspv2's fixed-width types, so the same definitions
-describe the Windows layout on any host; :mod:`nspv2.abi` derives the x86 and
+describe the Windows layout on any host; :mod:`nspv2.sdk.layout` derives the x86 and
 x64 layouts from them.
 """
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import pytest
 
-from .host import ClientSession, Host
-from .provider import Provider
-from .testing import SlotHarness
+from ..host.host import ClientSession, Host
+from ..provider.base import Provider
+from .harness import SlotHarness
 
 __all__ = [
     "nspv2_advertise",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .winsock2 import WSAError, error_meaning
+from ..sdk.winsock2 import WSAError, error_meaning
 
 __all__ = ["WinsockError"]
 

@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .errors import WinsockError
-from .examples.email import EmailDirectory, encode_presence
-from .host import ClientSession, Host
-from .msgrua import MISTATUS
-from .queryset import CsAddr, QuerySet, SocketAddress
-from .winsock2 import LUP, WSAESETSERVICEOP, code_name
+from ..examples.email import EmailDirectory, encode_presence
+from ..host.host import ClientSession, Host
+from ..provider.errors import WinsockError
+from ..provider.queryset import CsAddr, QuerySet, SocketAddress
+from ..sdk.msgrua import MISTATUS
+from ..sdk.winsock2 import LUP, WSAESETSERVICEOP, code_name
 
 __all__ = ["SEED", "DemoEvent", "DemoReport", "run_demo", "seeded_directory"]
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import WinsockError
-from .host import Host
-from .provider import Provider
-from .queryset import QuerySet
-from .testing import SlotHarness
-from .winsock2 import LUP, NO_ERROR, WSAESETSERVICEOP, WSAQUERYSET2W, WSAError, code_name
+from ..host.host import Host
+from ..provider.base import Provider
+from ..provider.errors import WinsockError
+from ..provider.queryset import QuerySet
+from ..sdk.winsock2 import LUP, NO_ERROR, WSAESETSERVICEOP, WSAQUERYSET2W, WSAError, code_name
+from ..testing.harness import SlotHarness
 
 __all__ = ["CheckError", "Rule", "load_provider_class", "run_check"]
 

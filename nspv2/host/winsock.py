@@ -6,7 +6,7 @@ library exporting the same names and signatures) everywhere, Windows
 included when asked. Nothing is loaded at import; :func:`load_ws2_32` and
 :func:`load_native_host` do it on request.
 
-:class:`WinsockChannel` is the :class:`~nspv2.channel.ErrorChannel` over a
+:class:`WinsockChannel` is the :class:`~nspv2.provider.channel.ErrorChannel` over a
 bound library: providers' ``WSASetLastError`` and
 ``WSAProviderCompleteAsyncCall`` reach the real host.
 """
@@ -18,12 +18,12 @@ import sys
 import uuid
 from typing import Any
 
-from .errors import WinsockError
-from .guiddef import GUID
-from .routine import Routine
-from .winsock2 import NO_ERROR, SOCKET_ERROR
-from .wintypes import DWORD, HANDLE, INT, LPDWORD, LPHANDLE, WCHAR
-from .ws2spi import HOST_FUNCTIONS
+from ..provider.errors import WinsockError
+from ..provider.routine import Routine
+from ..sdk.guiddef import GUID
+from ..sdk.winsock2 import NO_ERROR, SOCKET_ERROR
+from ..sdk.wintypes import DWORD, HANDLE, INT, LPDWORD, LPHANDLE, WCHAR
+from ..sdk.ws2spi import HOST_FUNCTIONS
 
 __all__ = [
     "DriverConfig",
@@ -195,7 +195,7 @@ def load_ws2_32() -> Winsock:
 
 
 def load_native_host() -> Winsock:
-    """Bind nspv2's native host library (see :mod:`nspv2.native`)."""
+    """Bind nspv2's native host library (see :mod:`nspv2.host.native`)."""
     from .native import load_library
 
     return Winsock(load_library(), native_host=True)

@@ -28,11 +28,11 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
+from ..sdk.winsock2 import NO_ERROR, SOCKET_ERROR, WSAError
+from ..sdk.wintypes import DWORD, HANDLE, INT, LPVOID, WSAAPI_FUNCTYPE
+from ..sdk.ws2spi import NSPV2_ROUTINE, NSPV2_SLOTS, PROTOTYPES
 from .channel import ErrorChannel, current_channel
 from .errors import WinsockError
-from .winsock2 import NO_ERROR, SOCKET_ERROR, WSAError
-from .wintypes import DWORD, HANDLE, INT, LPVOID, WSAAPI_FUNCTYPE
-from .ws2spi import NSPV2_ROUTINE, NSPV2_SLOTS, PROTOTYPES
 
 __all__ = [
     "FALLBACK_ERROR",
@@ -210,7 +210,7 @@ class Routine:
     ClientSessionRundown's stub only logs.
 
     ``channel`` is the error channel the guards and stubs use; by default the
-    process's current one (:func:`nspv2.channel.current_channel`), looked up
+    process's current one (:func:`nspv2.provider.channel.current_channel`), looked up
     at call time. Close the table (``close()`` or ``with``) once C can no
     longer call it; afterwards it refuses to be used, and any call that
     still arrives fails with WSAEINVALIDPROVIDER.

@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, Union
 
-from .errors import WinsockError
-from .winsock2 import (
+from ..sdk.winsock2 import (
     AFPROTOCOLS,
     BLOB,
     NS,
@@ -38,8 +37,9 @@ from .winsock2 import (
     WSAVERSION,
     WSAError,
 )
-from .ws2def import AF, CSADDR_INFO, IPPROTO, SOCK, SOCKADDR_IN, SOCKET_ADDRESS
-from .ws2ipdef import SOCKADDR_IN6
+from ..sdk.ws2def import AF, CSADDR_INFO, IPPROTO, SOCK, SOCKADDR_IN, SOCKET_ADDRESS
+from ..sdk.ws2ipdef import SOCKADDR_IN6
+from .errors import WinsockError
 
 __all__ = [
     "MAX_BLOB_BYTES",

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
+from ..sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
 from .queryset import QuerySet
 
 __all__ = ["EndedBy", "Lookup", "Registry", "Session", "close_results", "new_token"]

@@ -18,7 +18,7 @@ import itertools
 import threading
 from typing import Protocol, runtime_checkable
 
-from .winsock2 import NO_ERROR, WSAError
+from ..sdk.winsock2 import NO_ERROR, WSAError
 
 __all__ = [
     "ErrorChannel",
