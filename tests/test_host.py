@@ -357,7 +357,7 @@ def test_python_threads_against_the_host(host: Host, presence: Presence) -> None
 
 
 def test_reference_provider_from_python(host: Host) -> None:
-    host._fn["nspv2_ref_provider_reset"]()
+    host.native.nspv2_ref_provider_reset()
     pid = host.advertise_reference_provider()
     away = encode_presence(MISTATUS.MISTATUS_AWAY)
     with host.open_session() as c:
@@ -415,3 +415,64 @@ def test_bench_provider_from_python(host: Host) -> None:
     assert result.cycles_done == 2000 and result.results == 2000
     assert result.outcomes()[int(WSAError.WSA_E_NO_MORE)] == 2000
     host.unadvertise(pid)
+
+
+def test_native_functions_are_typed_attributes_with_one_signature_each() -> None:
+    from nspv2.host import winsock
+
+    annotated = set(winsock.NativeHostFunctions.__annotations__)
+    assert annotated == set(winsock._NATIVE_SIGNATURES)
+    with Host() as host:
+        for name in annotated:
+            fn = getattr(host.native, name)
+            restype, argtypes = winsock._NATIVE_SIGNATURES[name]
+            assert fn.restype is restype and list(fn.argtypes) == list(argtypes), name
+
+
+def test_advertise_bare_table_keeps_owner_alive_until_unadvertised() -> None:
+    import gc
+    import weakref
+
+    from nspv2 import NSPV2_ROUTINE, Routine
+
+    calls: list[str] = []
+
+    class Owner:
+        def __init__(self) -> None:
+            def begin(*_args: Any) -> int:
+                calls.append("begin")
+                raise WinsockError(WSAError.WSASERVICE_NOT_FOUND)
+
+            self.routine = Routine(begin=begin, next_ex=lambda *a: None, end=lambda *a: 0)
+            self.table = NSPV2_ROUTINE()
+            ctypes.memmove(
+                ctypes.addressof(self.table),
+                self.routine.address,
+                ctypes.sizeof(NSPV2_ROUTINE),
+            )
+
+    pid = uuid.UUID("6e737032-7465-7374-0000-0000000000a1")
+    with Host() as host:
+        owner = Owner()
+        ref = weakref.ref(owner)
+        entry = host.advertise(owner.table, pid, owner=owner, name="bare")
+        assert entry.table is owner.table and entry.owner is owner
+        del owner, entry
+        gc.collect()
+        assert ref() is not None, "the host dropped the owner of an advertised table"
+        with host.open_session() as client, pytest.raises(WinsockError) as failed:
+            client.lookup("x@example.com")
+        assert failed.value.code == WSAError.WSASERVICE_NOT_FOUND and calls == ["begin"]
+        with pytest.raises(ValueError, match="already advertised"):
+            host.advertise(NSPV2_ROUTINE(), pid)
+        host.unadvertise(pid)
+        gc.collect()
+        assert ref() is None, "the host kept the owner after unadvertise"
+
+
+def test_advertise_refuses_what_is_not_a_table() -> None:
+    with Host() as host:
+        with pytest.raises(TypeError, match="expected a Provider, a Routine or an NSPV2_ROUTINE"):
+            host.advertise(object(), uuid.uuid4())  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="needs provider_id"):
+            host.advertise(NSPV2_ROUTINE())

@@ -24,8 +24,8 @@ from __future__ import annotations
 import ctypes
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ..provider.base import Provider
 from ..provider.channel import ErrorChannel, set_channel
@@ -37,7 +37,14 @@ from ..sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa
 from ..sdk.winsock2 import LUP, NO_ERROR, NS, SOCKET_ERROR, WSAESETSERVICEOP, WSAError
 from ..sdk.wintypes import wstr
 from ..sdk.ws2spi import NSPV2_ROUTINE
-from .winsock import DriverConfig, DriverResult, HostStats, Winsock, load_native_host
+from .winsock import (
+    DriverConfig,
+    DriverResult,
+    HostStats,
+    NativeHostFunctions,
+    Winsock,
+    load_native_host,
+)
 
 __all__ = ["Advertised", "ClientSession", "Host", "NextResult"]
 
@@ -50,10 +57,14 @@ class Advertised:
     """A routine table advertised on the host (kept alive while advertised)."""
 
     provider_id: uuid.UUID
-    routine: Routine | None  # None for the C providers linked into the host
+    routine: Routine | None  # None for a bare NSPV2_ROUTINE (C providers, hand-built tables)
     provider: Provider | None
     namespace: int
     guid: GUID
+    #: The table C holds a pointer to, kept alive while advertised.
+    table: NSPV2_ROUTINE | None = None
+    #: Whatever keeps a bare table's entry points alive (its thunks).
+    owner: object = None
 
 
 @dataclass(frozen=True)
@@ -77,13 +88,15 @@ class ClientSession:
         """End gracefully: each provider it used gets NSPv2Cleanup."""
         if not self.closed:
             self.closed = True
-            self.host._call("nspv2_session_close", self.id)
+            self.host._check(self.host.native.nspv2_session_close(self.id), "nspv2_session_close")
 
     def abandon(self) -> None:
         """Vanish: each provider it used gets NSPv2ClientSessionRundown."""
         if not self.closed:
             self.closed = True
-            self.host._call("nspv2_session_abandon", self.id)
+            self.host._check(
+                self.host.native.nspv2_session_abandon(self.id), "nspv2_session_abandon"
+            )
 
     def lookup(
         self, restrictions: QuerySet | str, flags: int = LUP.LUP_RETURN_ALL
@@ -110,12 +123,15 @@ class Host:
         self.winsock = winsock or load_native_host()
         if not self.winsock.native_host:
             raise ValueError("Host needs nspv2's native host library, not ws2_32.dll")
-        self._fn = self.winsock.host
-        self._fn["nspv2_host_set_timeout_ms"](timeout_ms)
+        native = self.winsock.native
+        assert native is not None
+        #: The native host's own functions, typed (``host.native.nspv2_lookup_end(h)``).
+        self.native: NativeHostFunctions = native
+        native.nspv2_host_set_timeout_ms(timeout_ms)
+        #: What this Host advertised; each entry keeps its table (and the
+        #: thunks C calls through it) alive until it is unadvertised.
         self.advertised: dict[uuid.UUID, Advertised] = {}
         self.sessions: list[ClientSession] = []
-        #: Objects kept alive while the host is open (tables C may call).
-        self.keep_alive: list[Any] = []
         self._channel: ErrorChannel = self.winsock.channel()
         self._previous: ErrorChannel | None = None
         self._lock = threading.Lock()
@@ -141,40 +157,61 @@ class Host:
         self.sessions.clear()
         for pid in list(self.advertised):
             self.unadvertise(pid)
-        self.keep_alive.clear()
         if self._previous is not None:
             set_channel(self._previous)
             self._previous = None
 
     def set_timeout(self, timeout_ms: int) -> None:
         """How long the host waits for WSAProviderCompleteAsyncCall."""
-        self._fn["nspv2_host_set_timeout_ms"](timeout_ms)
+        self.native.nspv2_host_set_timeout_ms(timeout_ms)
 
     # -- providers --------------------------------------------------------------------
 
     def advertise(
         self,
-        target: Provider | Routine,
+        target: Provider | Routine | NSPV2_ROUTINE,
         provider_id: uuid.UUID | None = None,
         namespace: int | None = None,
+        *,
+        owner: object = None,
+        name: str | None = None,
     ) -> Advertised:
-        """Install (for routing) and advertise a Provider or a raw Routine."""
+        """Install (for routing) and advertise a routine table; the one way in.
+
+        ``target`` is a :class:`Provider` (its id, namespace and name are the
+        defaults), a raw :class:`Routine`, or a bare ``NSPV2_ROUTINE`` filled
+        by hand or by C. ``owner`` is whatever keeps a bare table's entry
+        points alive (ctypes thunks, say); the returned entry holds it, and
+        the table, until :meth:`unadvertise` (or :meth:`close`) has returned.
+        """
         provider = target if isinstance(target, Provider) else None
+        routine = target if isinstance(target, Routine) else None
         if provider is not None:
             routine = provider.routine()
             provider_id = provider_id or type(provider).provider_id
-            namespace = type(provider).namespace if namespace is None else namespace
+            if namespace is None:
+                namespace = type(provider).namespace
+            name = name or provider.display_name
+        if provider_id is None:
+            raise ValueError("advertising a Routine or an NSPV2_ROUTINE needs provider_id")
+        if provider_id in self.advertised:
+            raise ValueError(f"provider {provider_id} is already advertised on this host")
+        if routine is not None:
+            table = routine.table
+            name = name or routine.name
+        elif isinstance(target, NSPV2_ROUTINE):
+            table = target
         else:
-            assert isinstance(target, Routine)
-            routine = target
-            if provider_id is None:
-                raise ValueError("advertising a raw Routine needs provider_id")
+            raise TypeError(
+                f"cannot advertise {type(target).__name__}: "
+                "expected a Provider, a Routine or an NSPV2_ROUTINE"
+            )
         namespace = int(NS.NS_EMAIL if namespace is None else namespace)
         guid = GUID.from_uuid(provider_id)
-        name = wstr(provider.display_name if provider else routine.name)
+        text = wstr(name or str(provider_id))
         self.winsock.check(
             self.winsock.WSCInstallNameSpaceEx(
-                ctypes.cast(name, ctypes.POINTER(ctypes.c_uint16)),
+                ctypes.cast(text, ctypes.POINTER(ctypes.c_uint16)),
                 None,
                 namespace,
                 1,
@@ -183,8 +220,12 @@ class Host:
             ),
             "WSCInstallNameSpaceEx",
         )
-        self.winsock.advertise(provider_id, routine)
-        entry = Advertised(provider_id, routine, provider, namespace, guid)
+        rc = self.winsock.WSAAdvertiseProvider(ctypes.byref(guid), ctypes.byref(table))
+        if rc == SOCKET_ERROR:
+            error = WinsockError(self.winsock.WSAGetLastError(), "WSAAdvertiseProvider")
+            self.winsock.WSCUnInstallNameSpace(ctypes.byref(guid))
+            raise error
+        entry = Advertised(provider_id, routine, provider, namespace, guid, table, owner)
         self.advertised[provider_id] = entry
         return entry
 
@@ -218,35 +259,34 @@ class Host:
     def advertise_reference_provider(self) -> uuid.UUID:
         """Advertise native_stub's C reference provider (the NS_EMAIL presence
         directory of docs/email-example.md); returns its id."""
-        return self._advertise_native("nspv2_ref_provider_routine", "nspv2_ref_provider_id")
+        return self._advertise_native(
+            self.native.nspv2_ref_provider_routine, "nspv2_ref_provider_id"
+        )
 
     def advertise_bench_provider(self) -> uuid.UUID:
         """Advertise native_stub's C bench provider (one fixed result for any
         name: the yardstick for benchmarks); returns its id."""
-        return self._advertise_native("nspv2_bench_provider_routine", "nspv2_bench_provider_id")
+        return self._advertise_native(
+            self.native.nspv2_bench_provider_routine, "nspv2_bench_provider_id"
+        )
 
-    def _advertise_native(self, routine_function: str, id_symbol: str) -> uuid.UUID:
+    def _advertise_native(self, fill: Callable[[int], None], id_symbol: str) -> uuid.UUID:
         """Advertise a C provider linked into the host library."""
         table = NSPV2_ROUTINE()
-        self._fn[routine_function](ctypes.addressof(table))
-        guid = GUID.in_dll(self.winsock.library, id_symbol)
-        pid = guid.to_uuid()
-        rc = self.winsock.WSAAdvertiseProvider(ctypes.byref(guid), ctypes.byref(table))
-        self.winsock.check(rc, "WSAAdvertiseProvider")
-        self._ref_tables = getattr(self, "_ref_tables", [])
-        self._ref_tables.append(table)
-        self.advertised[pid] = Advertised(pid, None, None, int(NS.NS_EMAIL), GUID.from_uuid(pid))
+        fill(ctypes.addressof(table))
+        pid = GUID.in_dll(self.winsock.library, id_symbol).to_uuid()
+        self.advertise(table, pid, int(NS.NS_EMAIL), name=id_symbol)
         return pid
 
     # -- clients ------------------------------------------------------------------------
 
-    def _call(self, name: str, *args: Any) -> None:
-        if self._fn[name](*args) == SOCKET_ERROR:
-            raise WinsockError(self.winsock.WSAGetLastError(), name)
+    def _check(self, rc: int, what: str) -> None:
+        if rc == SOCKET_ERROR:
+            raise WinsockError(self.winsock.WSAGetLastError(), what)
 
     def open_session(self) -> ClientSession:
         sid = ctypes.c_uint64()
-        self._call("nspv2_session_open", ctypes.byref(sid))
+        self._check(self.native.nspv2_session_open(ctypes.byref(sid)), "nspv2_session_open")
         session = ClientSession(self, sid.value)
         self.sessions.append(session)
         if len(self.sessions) > 1024:
@@ -260,7 +300,7 @@ class Host:
             restrictions = QuerySet(restrictions)
         buf = restrictions.to_buffer("W")
         handle = ctypes.c_void_p()
-        rc = self._fn["nspv2_lookup_begin"](
+        rc = self.native.nspv2_lookup_begin(
             session.id, ctypes.addressof(buf), int(flags), ctypes.byref(handle)
         )
         if rc == SOCKET_ERROR:
@@ -272,7 +312,7 @@ class Host:
         """One WSALookupServiceNextW with a ``buffer_size``-byte buffer."""
         buf = (ctypes.c_uint64 * ((buffer_size + 7) // 8 or 1))()
         length = ctypes.c_uint32(buffer_size)
-        rc = self._fn["nspv2_lookup_next"](
+        rc = self.native.nspv2_lookup_next(
             handle, int(flags), ctypes.byref(length), ctypes.addressof(buf)
         )
         if rc == SOCKET_ERROR:
@@ -280,7 +320,7 @@ class Host:
         return NextResult(NO_ERROR, QuerySet.from_address(ctypes.addressof(buf), "W"), length.value)
 
     def lookup_end(self, handle: int) -> None:
-        self._call("nspv2_lookup_end", handle)
+        self._check(self.native.nspv2_lookup_end(handle), "WSALookupServiceEnd")
 
     def lookup(
         self,
@@ -316,23 +356,20 @@ class Host:
     ) -> None:
         """WSASetServiceW in ``session`` (operation: WSAESETSERVICEOP)."""
         buf = reg_info.to_buffer("W")
-        self._call(
-            "nspv2_set_service",
-            session.id,
-            ctypes.addressof(buf),
-            int(WSAESETSERVICEOP(operation)),
-            int(flags),
+        rc = self.native.nspv2_set_service(
+            session.id, ctypes.addressof(buf), int(WSAESETSERVICEOP(operation)), int(flags)
         )
+        self._check(rc, "WSASetServiceW")
 
     # -- inspection and the native driver ---------------------------------------------
 
     def stats(self) -> dict[str, int]:
         out = HostStats()
-        self._fn["nspv2_host_stats_get"](ctypes.byref(out))
+        self.native.nspv2_host_stats_get(ctypes.byref(out))
         return out.as_dict()
 
     def reset_stats(self) -> None:
-        self._fn["nspv2_host_stats_reset"]()
+        self.native.nspv2_host_stats_reset()
 
     def drive(
         self,
@@ -364,5 +401,7 @@ class Host:
             1 if grow_on_efault else 0,
         )
         result = DriverResult()
-        self._call("nspv2_driver_run", ctypes.byref(cfg), ctypes.byref(result))
+        self._check(
+            self.native.nspv2_driver_run(ctypes.byref(cfg), ctypes.byref(result)), "nspv2_driver_run"
+        )
         return result

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import sys
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ..provider.errors import WinsockError
@@ -29,6 +30,7 @@ __all__ = [
     "DriverConfig",
     "DriverResult",
     "HostStats",
+    "NativeHostFunctions",
     "Winsock",
     "WinsockChannel",
     "load_native_host",
@@ -93,35 +95,89 @@ class DriverResult(ctypes.Structure):
         return {int(self.codes[i]): int(self.counts[i]) for i in range(self.n_codes)}
 
 
-# Client-facing and control functions of the native host (not in ws2_32.dll).
-# Query-set pointers are declared c_void_p (same ABI as LPWSAQUERYSETW) so
-# callers can pass the address of a packed buffer.
-_HOST_ONLY: dict[str, tuple[Any, tuple[Any, ...]]] = {
-    "nspv2_session_open": (INT, (ctypes.POINTER(_u64),)),
+# Client-facing and control functions of the native host (nspv2_host.h and
+# the providers linked into it; not in ws2_32.dll). Query-set pointers are
+# declared c_void_p (same ABI as LPWSAQUERYSETW) so callers can pass the
+# address of a packed buffer. Each C prototype is in a comment; the
+# attribute annotations on NativeHostFunctions below are the typed names.
+_u64p = ctypes.POINTER(_u64)
+_NATIVE_SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    # INT nspv2_session_open(uint64_t *session_id);
+    "nspv2_session_open": (INT, (_u64p,)),
+    # INT nspv2_session_close(uint64_t session_id);
     "nspv2_session_close": (INT, (_u64,)),
+    # INT nspv2_session_abandon(uint64_t session_id);
     "nspv2_session_abandon": (INT, (_u64,)),
+    # INT nspv2_session_enter(uint64_t session_id);
     "nspv2_session_enter": (INT, (_u64,)),
+    # INT nspv2_session_start(uint64_t session_id, DWORD name_space, const GUID *provider_id);
     "nspv2_session_start": (INT, (_u64, DWORD, ctypes.POINTER(GUID))),
+    # INT nspv2_lookup_begin(uint64_t session_id, LPWSAQUERYSETW, DWORD, LPHANDLE);
     "nspv2_lookup_begin": (INT, (_u64, ctypes.c_void_p, DWORD, LPHANDLE)),
+    # INT nspv2_lookup_next(HANDLE, DWORD, LPDWORD, LPWSAQUERYSETW);
     "nspv2_lookup_next": (INT, (HANDLE, DWORD, LPDWORD, ctypes.c_void_p)),
+    # INT nspv2_lookup_end(HANDLE hLookup);
     "nspv2_lookup_end": (INT, (HANDLE,)),
+    # INT nspv2_set_service(uint64_t session_id, LPWSAQUERYSETW, WSAESETSERVICEOP, DWORD);
     "nspv2_set_service": (INT, (_u64, ctypes.c_void_p, INT, DWORD)),
+    # void nspv2_host_set_timeout_ms(uint32_t timeout_ms);
     "nspv2_host_set_timeout_ms": (None, (ctypes.c_uint32,)),
+    # void nspv2_host_stats_get(nspv2_host_stats *out);
     "nspv2_host_stats_get": (None, (ctypes.POINTER(HostStats),)),
+    # void nspv2_host_stats_reset(void);
     "nspv2_host_stats_reset": (None, ()),
+    # void nspv2_host_reset(void);
     "nspv2_host_reset": (None, ()),
+    # INT nspv2_driver_run(const nspv2_driver_config *cfg, nspv2_driver_result *out);
     "nspv2_driver_run": (INT, (ctypes.POINTER(DriverConfig), ctypes.POINTER(DriverResult))),
+    # void nspv2_ref_provider_routine(NSPV2_ROUTINE *out);
     "nspv2_ref_provider_routine": (None, (ctypes.c_void_p,)),
+    # void nspv2_ref_provider_reset(void);
     "nspv2_ref_provider_reset": (None, ()),
+    # void nspv2_bench_provider_routine(NSPV2_ROUTINE *out);
     "nspv2_bench_provider_routine": (None, (ctypes.c_void_p,)),
 }
+
+
+class NativeHostFunctions:
+    """The native host's own functions, bound with argtypes and restype.
+
+    One typed attribute per C function, named as in C, so callers write
+    ``host.native.nspv2_lookup_end(handle)``; ``INT`` functions return
+    ``SOCKET_ERROR`` and set the host's last error on failure.
+    """
+
+    nspv2_session_open: Callable[[Any], int]
+    nspv2_session_close: Callable[[int], int]
+    nspv2_session_abandon: Callable[[int], int]
+    nspv2_session_enter: Callable[[int], int]
+    nspv2_session_start: Callable[[int, int, Any], int]
+    nspv2_lookup_begin: Callable[[int, int, int, Any], int]
+    nspv2_lookup_next: Callable[[int | None, int, Any, int], int]
+    nspv2_lookup_end: Callable[[int | None], int]
+    nspv2_set_service: Callable[[int, int, int, int], int]
+    nspv2_host_set_timeout_ms: Callable[[int], None]
+    nspv2_host_stats_get: Callable[[Any], None]
+    nspv2_host_stats_reset: Callable[[], None]
+    nspv2_host_reset: Callable[[], None]
+    nspv2_driver_run: Callable[[Any, Any], int]
+    nspv2_ref_provider_routine: Callable[[int], None]
+    nspv2_ref_provider_reset: Callable[[], None]
+    nspv2_bench_provider_routine: Callable[[int], None]
+
+    def __init__(self, library: Any) -> None:
+        for name, (restype, argtypes) in _NATIVE_SIGNATURES.items():
+            fn = getattr(library, name)
+            fn.restype = restype
+            fn.argtypes = list(argtypes)
+            setattr(self, name, fn)
 
 
 class Winsock:
     """The provider-facing Winsock functions bound on ``library``.
 
     ``native_host`` says whether the library is nspv2's native host, which
-    also has client-facing functions (``self.host``).
+    also has client-facing functions (``self.native``, None on ws2_32).
     """
 
     def __init__(self, library: Any, *, native_host: bool) -> None:
@@ -136,13 +192,7 @@ class Winsock:
         self.WSAGetLastError = HOST_FUNCTIONS["WSAGetLastError"].bind(library)
         self.WSCInstallNameSpaceEx = HOST_FUNCTIONS["WSCInstallNameSpaceEx"].bind(library)
         self.WSCUnInstallNameSpace = HOST_FUNCTIONS["WSCUnInstallNameSpace"].bind(library)
-        self.host: dict[str, Any] = {}
-        if native_host:
-            for name, (restype, argtypes) in _HOST_ONLY.items():
-                fn = getattr(library, name)
-                fn.restype = restype
-                fn.argtypes = list(argtypes)
-                self.host[name] = fn
+        self.native = NativeHostFunctions(library) if native_host else None
 
     def check(self, result: int, what: str) -> None:
         """Raise WinsockError with WSAGetLastError() if ``result`` is SOCKET_ERROR."""

@@ -254,7 +254,7 @@ def run_fuzz(
                     count(where, exc.name)
             address = build_image(rnd, arena, kind="W", host_safe=True)
             handle = ctypes.c_void_p()
-            rc = host._fn["nspv2_lookup_begin"](client.id, address, 0, ctypes.byref(handle))
+            rc = host.native.nspv2_lookup_begin(client.id, address, 0, ctypes.byref(handle))
             code = NO_ERROR if rc == NO_ERROR else host.winsock.WSAGetLastError()
             count("host Begin", "NO_ERROR" if code == NO_ERROR else WSAError(code).name)
             if code not in ALLOWED_HOST_CODES:
@@ -262,7 +262,7 @@ def run_fuzz(
             if code == NO_ERROR:
                 host.lookup_end(handle.value or 0)
             address = build_image(rnd, arena, kind="W", host_safe=True)
-            rc = host._fn["nspv2_set_service"](client.id, address, int(rnd.choice([0, 1, 2, 7])), 0)
+            rc = host.native.nspv2_set_service(client.id, address, int(rnd.choice([0, 1, 2, 7])), 0)
             code = NO_ERROR if rc == NO_ERROR else host.winsock.WSAGetLastError()
             count("host SetServiceEx", "NO_ERROR" if code == NO_ERROR else WSAError(code).name)
             if code not in ALLOWED_HOST_CODES:
