@@ -2,10 +2,16 @@
 
 The host is a plain C11 shared library loaded with ctypes (it has no Python
 API); setuptools' extension machinery is used only to compile and link it
-and to place it inside the installed package (or next to the sources for an
-editable install). A machine without a C compiler still installs nspv2: the
-build prints why the host was skipped, and using the host later raises
-``nspv2.host.native.NativeHostUnavailable`` with the same explanation.
+and to place it inside the installed package as ``nspv2/host/_nspv2host*``.
+The public C headers (native_stub/include) are copied to
+``nspv2/sdk/include`` so that a C provider builds against an installed
+nspv2 (``nspv2 config --cflags --libs``).
+
+A machine without a C compiler still installs nspv2: the build says why the
+host was skipped in one line on the installing terminal's stderr, and using
+the host later raises ``nspv2.host.NativeHostUnavailable`` with the same
+explanation. A host library left in an old build folder is never packaged
+in its place.
 """
 
 from __future__ import annotations
@@ -17,8 +23,52 @@ from glob import glob
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 SOURCES = sorted(glob(os.path.join("native_stub", "src", "*.c")))
+HEADERS = sorted(glob(os.path.join("native_stub", "include", "*.h")))
+
+
+def _installer_stderr() -> list[int]:
+    """File descriptors to write a one-line notice to.
+
+    pip runs the build backend with its output captured and shows it only
+    with -v, so a notice printed here alone is never seen. On Linux the
+    notice also goes to the stderr of the nearest ancestor process (pip)
+    whose stderr is not this build's captured pipe.
+    """
+    fds = [2]
+    if not sys.platform.startswith("linux"):
+        return fds
+    try:
+        own = os.stat("/proc/self/fd/2")
+    except OSError:
+        return fds
+    pid = os.getppid()
+    for _ in range(4):
+        if pid <= 1:
+            break
+        try:
+            theirs = os.stat(f"/proc/{pid}/fd/2")
+            if (theirs.st_dev, theirs.st_ino) != (own.st_dev, own.st_ino):
+                fds.append(os.open(f"/proc/{pid}/fd/2", os.O_WRONLY | os.O_APPEND))
+                break
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                pid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return fds
+
+
+def _notice(message: str) -> None:
+    line = (message.replace("\n", " ") + "\n").encode()
+    for fd in _installer_stderr():
+        try:
+            os.write(fd, line)
+        except OSError:
+            pass
+        if fd != 2:
+            os.close(fd)
 
 
 class BuildNativeHost(build_ext):
@@ -26,26 +76,50 @@ class BuildNativeHost(build_ext):
         return []  # not a Python module: no PyInit_ symbol to export
 
     def build_extension(self, ext: Extension) -> None:
+        # Whatever happens below, the library of an earlier build must not be
+        # packaged: remove it first, and always rebuild (it takes seconds).
+        for stale in (self.get_ext_fullpath(ext.name),):
+            if os.path.exists(stale):
+                os.remove(stale)
+        self.force = True
         compiler = os.environ.get("CC") or "cc"
-        if (
-            sys.platform != "win32"
-            and shutil.which(compiler.split()[0]) is None
-            and not shutil.which("gcc")
-        ):
-            self._skip(ext, f"no C compiler found (looked for '{compiler}' and 'gcc')")
+        if shutil.which(compiler.split()[0]) is None and not shutil.which("gcc"):
+            self._skip(f"no C compiler found (looked for '{compiler}' and 'gcc')")
             return
         try:
             super().build_extension(ext)
         except Exception as exc:  # reported; the rest installs
-            self._skip(ext, f"the C build failed: {exc}")
+            self._skip(f"the C build failed: {str(exc).strip().splitlines()[-1:]}")
 
-    def _skip(self, ext: Extension, why: str) -> None:
-        message = (
-            f"nspv2: not building the native host ({why}). Everything else installs; "
-            "nspv2.Host will explain this when used. Install a C compiler "
-            "(Debian: apt-get install gcc) and reinstall nspv2 to get the host."
+    def copy_extensions_to_source(self) -> None:
+        # Editable installs: only copy what was built.
+        for ext in self.extensions:
+            if os.path.exists(self.get_ext_fullpath(ext.name)):
+                super().copy_extensions_to_source()
+                return
+
+    def _skip(self, why: str) -> None:
+        _notice(
+            f"nspv2: installing without the native host: {why}; nspv2.Host will say so when used "
+            "(install a C compiler, e.g. 'apt-get install gcc', and reinstall nspv2)."
         )
-        print(message, file=sys.stderr)
+
+
+class BuildPyWithHeaders(build_py):
+    """Also place the public C headers in the package (nspv2/sdk/include)."""
+
+    def run(self) -> None:
+        super().run()
+        target = os.path.join(self.build_lib, "nspv2", "sdk", "include")
+        os.makedirs(target, exist_ok=True)
+        for header in HEADERS:
+            self.copy_file(header, os.path.join(target, os.path.basename(header)))
+
+    def get_outputs(self, include_bytecode: bool = True) -> list[str]:
+        target = os.path.join(self.build_lib, "nspv2", "sdk", "include")
+        return super().get_outputs(include_bytecode) + [
+            os.path.join(target, os.path.basename(h)) for h in HEADERS
+        ]
 
 
 def host_extension() -> list[Extension]:
@@ -61,10 +135,12 @@ def host_extension() -> list[Extension]:
             ],
             extra_compile_args=["-std=c11", "-pthread", "-fvisibility=hidden", "-O2"],
             extra_link_args=["-pthread"],
-            depends=glob(os.path.join("native_stub", "include", "*.h"))
-            + glob(os.path.join("native_stub", "src", "*.h")),
+            depends=HEADERS + glob(os.path.join("native_stub", "src", "*.h")),
         )
     ]
 
 
-setup(ext_modules=host_extension(), cmdclass={"build_ext": BuildNativeHost})
+setup(
+    ext_modules=host_extension(),
+    cmdclass={"build_ext": BuildNativeHost, "build_py": BuildPyWithHeaders},
+)
