@@ -1,0 +1,167 @@
+"""The package as users install it: what the wheel holds, what an install
+without a compiler says, and a C program built against the installed
+package with nothing but ``nspv2 config``'s output.
+
+The suite runs against the installed nspv2 (conftest.py refuses the source
+tree), so these tests look at what pip put in site-packages.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+import nspv2
+from nspv2.host import library_path
+from nspv2.sdk import get_include
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTALLED = Path(nspv2.__file__).resolve().parent
+PUBLIC_HEADERS = ("nspv2_abi.h", "nspv2_host.h", "nspv2_ref_provider.h", "nspv2_messenger.h")
+
+
+def _source_modules() -> set[str]:
+    return {p.relative_to(ROOT / "nspv2").as_posix() for p in (ROOT / "nspv2").rglob("*.py")}
+
+
+needs_install = pytest.mark.skipif(
+    INSTALLED == (ROOT / "nspv2").resolve(),
+    reason="NSPV2_TEST_SOURCE_TREE=1: the package under test is the source tree, not an install",
+)
+
+
+@needs_install
+def test_every_module_of_the_source_tree_is_installed() -> None:
+    installed = {p.relative_to(INSTALLED).as_posix() for p in INSTALLED.rglob("*.py")}
+    missing = sorted(_source_modules() - installed)
+    assert not missing, f"modules missing from the installed package: {missing}"
+    assert (INSTALLED / "py.typed").is_file()
+
+
+@needs_install
+def test_installed_package_has_the_host_library_and_the_headers() -> None:
+    lib = library_path()
+    assert lib.resolve().parent == INSTALLED / "host", lib
+    include = Path(get_include())
+    assert include == INSTALLED / "sdk" / "include"
+    for header in PUBLIC_HEADERS:
+        assert (include / header).read_bytes() == (ROOT / "native_stub" / "include" / header).read_bytes(), header
+
+
+def _nspv2_command() -> list[str]:
+    script = Path(sys.executable).with_name("nspv2")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "nspv2"]
+
+
+C_CLIENT = r"""
+#include <stdio.h>
+#include "nspv2_ref_provider.h"
+
+int main(void)
+{
+    uint64_t session = 0;
+    nspv2_host_stats stats;
+    NSPV2_ROUTINE table;
+    GUID id = nspv2_ref_provider_id;
+    nspv2_ref_provider_routine(&table);
+    if (WSCInstallNameSpaceEx(NULL, NULL, NS_EMAIL, 1, &id, NULL) != NO_ERROR) return 10;
+    if (WSAAdvertiseProvider(&id, &table) != NO_ERROR) return 11;
+    if (nspv2_session_open(&session) != NO_ERROR) return 12;
+    if (nspv2_session_start(session, NS_EMAIL, &id) != NO_ERROR) return 13;
+    if (nspv2_session_close(session) != NO_ERROR) return 14;
+    if (WSAUnadvertiseProvider(&id) != NO_ERROR) return 15;
+    nspv2_host_stats_get(&stats);
+    printf("startups %llu cleanups %llu\n", (unsigned long long)stats.startups,
+           (unsigned long long)stats.cleanups);
+    return 0;
+}
+"""
+
+
+def test_c_program_builds_and_links_with_config_output_only(tmp_path: Path) -> None:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler on this machine (Debian: apt-get install gcc)")
+    config = subprocess.run(
+        [*_nspv2_command(), "config", "--cflags", "--libs"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert config.returncode == 0, config.stderr
+    flags = config.stdout.split()
+    assert any(f.startswith("-I") for f in flags) and any(f.startswith("-L") for f in flags), flags
+    (tmp_path / "client.c").write_text(C_CLIENT)
+    build = subprocess.run(
+        [cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "client.c", "-o", "client", *flags],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run(
+        [str(tmp_path / "client")], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert (run.returncode, run.stdout) == (0, "startups 1 cleanups 1\n"), run
+
+
+def _copy_sources(dest: Path) -> None:
+    """What a build needs (no compiled library, no caches)."""
+    for name in ("setup.py", "pyproject.toml", "MANIFEST.in", "LICENSE", "README.md"):
+        shutil.copy2(ROOT / name, dest / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.so", "*.o", "build")
+    shutil.copytree(ROOT / "nspv2", dest / "nspv2", ignore=ignore)
+    shutil.copytree(ROOT / "native_stub", dest / "native_stub", ignore=ignore)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the native host is not built on Windows")
+def test_install_without_compiler_says_so_in_one_line_and_ships_no_stale_library(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _copy_sources(src)
+    # A host library left over from an earlier build, where setuptools
+    # would pick it up again.
+    tag = f"cpython-{sys.version_info.major}{sys.version_info.minor}"
+    stale_dir = src / "build" / f"lib.linux-x86_64-{tag}" / "nspv2" / "host"
+    stale_dir.mkdir(parents=True)
+    (stale_dir / f"_nspv2host.{tag}-x86_64-linux-gnu.so").write_bytes(b"stale")
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    bin_dir = env_dir / "bin"
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PIP_REQUIRE", "PYTHON"))
+    }
+    env.update(PATH=str(bin_dir), CC=str(tmp_path / "no-such-cc"))
+    pip = subprocess.run(
+        [str(bin_dir / "python"), "-m", "pip", "install", "--no-deps", "-q", str(src)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert pip.returncode == 0, pip.stderr
+    notices = [line for line in pip.stderr.splitlines() if line.startswith("nspv2:")]
+    assert len(notices) == 1, pip.stderr
+    assert "no C compiler found" in notices[0] and "apt-get install gcc" in notices[0]
+    site = next((env_dir / "lib").glob("python3*/site-packages/nspv2/host"))
+    assert not list(site.glob("_nspv2host*")), "a stale host library was packaged"
+    used = subprocess.run(
+        [str(bin_dir / "python"), "-c", "import nspv2; nspv2.Host()"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert used.returncode == 1 and "NativeHostUnavailable" in used.stderr, used.stderr
