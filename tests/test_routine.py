@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from nspv2 import NO_ERROR, SOCKET_ERROR, Routine, RoutineClosedError, WinsockError, WSAError
+from nspv2.provider.queryset import QuerySet
 from nspv2.provider.routine import FALLBACK_ERROR, code_for_exception
-from nspv2.sdk.ws2spi import NSPV2_ROUTINE, NSPV2_SLOTS
+from nspv2.sdk.wintypes import LPVOID
+from nspv2.sdk.ws2spi import NSPV2_ROUTINE, NSPV2_SLOTS, PROTOTYPES, Prototype
 from nspv2.testing import SlotHarness
 
 
@@ -199,3 +201,70 @@ def test_int_pointers_mode_passes_addresses() -> None:
     assert got == [int, type(None), 0x10, 5, int]
     with pytest.raises(ValueError, match="pointers"):
         Routine(begin=ok_int, next_ex=ok_async, end=ok_int, pointers="bytes")  # type: ignore[arg-type]
+
+
+def _is_pointer_in_c(ctype: str) -> bool:
+    """Pointer-ness read from the C spelling of a parameter, not from ctypes."""
+    return ctype.endswith("*") or ctype.startswith("LP") or ctype == "HANDLE"
+
+
+@pytest.mark.parametrize("proto", PROTOTYPES, ids=lambda p: p.slot)
+def test_address_prototypes_are_derived_from_the_sdk_ones(proto: Prototype) -> None:
+    derived = proto.address_functype
+    assert derived._restype_ is proto.functype._restype_
+    assert len(derived._argtypes_) == proto.argcount
+    for (ctype, name), sdk, mine in zip(
+        proto.params, proto.functype._argtypes_, derived._argtypes_, strict=True
+    ):
+        if _is_pointer_in_c(ctype):
+            assert mine is LPVOID, name
+        else:
+            assert mine is sdk, name
+        assert ctypes.sizeof(mine) == ctypes.sizeof(sdk), name
+
+
+def test_int_pointers_mode_passes_every_pointer_as_an_integer() -> None:
+    """Every slot, called through its C pointer: pointers and handles arrive as int."""
+    seen: dict[str, tuple[Any, ...]] = {}
+
+    def record(slot: str, result: Any) -> Any:
+        def fn(*args: Any) -> Any:
+            seen[slot] = args
+            if slot == "NSPv2Startup":
+                ctypes.c_void_p.from_address(args[1]).value = 5
+            return result
+
+        return fn
+
+    def completes(slot: str) -> Any:
+        def fn(h_async: int, *args: Any) -> None:
+            seen[slot] = (h_async, *args)
+            r.channel_now().complete(h_async, NO_ERROR)
+
+        return fn
+
+    r = Routine(
+        startup=record("NSPv2Startup", NO_ERROR),
+        cleanup=record("NSPv2Cleanup", NO_ERROR),
+        begin=record("NSPv2LookupServiceBegin", NO_ERROR),
+        next_ex=completes("NSPv2LookupServiceNextEx"),
+        end=record("NSPv2LookupServiceEnd", NO_ERROR),
+        set_service_ex=completes("NSPv2SetServiceEx"),
+        client_session_rundown=record("NSPv2ClientSessionRundown", None),
+        pointers="int",
+    )
+    with r, SlotHarness(r) as h:
+        token = h.startup().value
+        assert token == 5
+        h.begin(token, QuerySet("a@example.com"), 0x10)
+        h.next(9)
+        h.end(9)
+        h.set_service(token, QuerySet("a@example.com"), 1)
+        h.cleanup(token)
+        h.rundown(token)
+    assert set(seen) == set(NSPV2_SLOTS)
+    for proto in PROTOTYPES:
+        args = seen[proto.slot]
+        assert len(args) == proto.argcount
+        for (_ctype, name), value in zip(proto.params, args, strict=True):
+            assert type(value) is int, f"{proto.slot} {name}: {value!r}"

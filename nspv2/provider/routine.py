@@ -29,7 +29,6 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from ..sdk.winsock2 import NO_ERROR, SOCKET_ERROR, WSAError
-from ..sdk.wintypes import DWORD, HANDLE, INT, LPVOID, WSAAPI_FUNCTYPE
 from ..sdk.ws2spi import NSPV2_ROUTINE, NSPV2_SLOTS, PROTOTYPES
 from .channel import ErrorChannel, current_channel
 from .errors import WinsockError
@@ -68,17 +67,9 @@ SLOT_OF: dict[str, str] = {
 _INT_SLOTS = {"NSPv2Startup", "NSPv2Cleanup", "NSPv2LookupServiceBegin", "NSPv2LookupServiceEnd"}
 _ASYNC_SLOTS = {"NSPv2LookupServiceNextEx", "NSPv2SetServiceEx"}
 
-# The same C signatures with every pointer as an integer (c_void_p arrives
-# in Python as int or None).
-_INT_PROTOTYPES: dict[str, Any] = {
-    "NSPv2Startup": WSAAPI_FUNCTYPE(INT, LPVOID, LPVOID),
-    "NSPv2Cleanup": WSAAPI_FUNCTYPE(INT, LPVOID, LPVOID),
-    "NSPv2LookupServiceBegin": WSAAPI_FUNCTYPE(INT, LPVOID, LPVOID, DWORD, LPVOID, LPVOID),
-    "NSPv2LookupServiceNextEx": WSAAPI_FUNCTYPE(None, HANDLE, HANDLE, DWORD, LPVOID, LPVOID),
-    "NSPv2LookupServiceEnd": WSAAPI_FUNCTYPE(INT, HANDLE),
-    "NSPv2SetServiceEx": WSAAPI_FUNCTYPE(None, HANDLE, LPVOID, LPVOID, INT, DWORD, LPVOID),
-    "NSPv2ClientSessionRundown": WSAAPI_FUNCTYPE(None, LPVOID, LPVOID),
-}
+# The same C signatures with every pointer and handle as an integer (LPVOID
+# arrives in Python as int or None), derived from the SDK prototypes.
+_INT_PROTOTYPES: dict[str, Any] = {p.slot: p.address_functype for p in PROTOTYPES}
 _SDK_PROTOTYPES: dict[str, Any] = {p.slot: p.functype for p in PROTOTYPES}
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "PROTOTYPES",
     "FunctionSpec",
     "Prototype",
+    "address_functype",
 ]
 
 # WSAESETSERVICEOP is a C enum: 4 bytes, passed as an int.
@@ -162,6 +163,28 @@ class Prototype:
     def c_declaration(self) -> str:
         args = ",\n    ".join(f"{ctype} {name}" for ctype, name in self.params)
         return f"typedef {self.returns.value} (WSAAPI *{self.typedef})(\n    {args});"
+
+    @property
+    def address_functype(self) -> Any:
+        """The same C signature with every pointer and handle as ``LPVOID``.
+
+        Derived from :attr:`functype`: each argument whose type is a pointer
+        (``POINTER(...)``) or ``void *`` (``LPVOID``, ``HANDLE``) becomes
+        ``LPVOID``, which ctypes hands Python as a plain ``int`` (or None for
+        NULL); every other argument and the return type are kept. Same ABI,
+        no ctypes pointer object built per call.
+        """
+        return address_functype(self.functype)
+
+
+def _is_address(ctype: Any) -> bool:
+    return isinstance(ctype, type) and issubclass(ctype, (ctypes._Pointer, ctypes.c_void_p))
+
+
+def address_functype(functype: Any) -> Any:
+    """``functype`` (a WSAAPI_FUNCTYPE) with its pointer arguments as ``LPVOID``."""
+    argtypes = tuple(LPVOID if _is_address(t) else t for t in functype._argtypes_)
+    return WSAAPI_FUNCTYPE(functype._restype_, *argtypes)
 
 
 PROTOTYPES: tuple[Prototype, ...] = (
