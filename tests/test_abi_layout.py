@@ -13,10 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from nspv2.sdk.layout import ABI, STRUCTS, all_layouts, layout, pointer_size, retarget
+from nspv2.sdk.layout import (
+    ABI,
+    STRUCTS,
+    all_layouts,
+    layout,
+    pointer_size,
+    render_layout,
+    retarget,
+)
 from nspv2.sdk.winsock2 import WSAQUERYSET2W
 from nspv2.sdk.ws2spi import NSPV2_ROUTINE
-from nspv2.tools.cli import render_layout
 
 from .cprobe import CFLAGS, INCLUDE, PROBE_DIR, measure, require_compiler, run
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nspv2.sdk.layout import ABI, STRUCTS, layout
-from nspv2.tools.cli import main, render_layout
+from nspv2.sdk.layout import ABI, STRUCTS, layout, render_layout
+from nspv2.tools.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_ABIS = ["x86", "x64"]

@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 from nspv2 import WinsockError, WSAError
 from nspv2.provider.queryset import MAX_STRING_CHARS, QuerySet
-from nspv2.tools.bench import run_bench, run_memory, run_stress
+from nspv2.tools.bench import run_bench
 from nspv2.tools.fuzz import GuardedArena, build_image, run_fuzz
+from nspv2.tools.memory import run_memory
+from nspv2.tools.stress import run_stress
 
 
 def test_memory_short_run_leaves_nothing_open() -> None:

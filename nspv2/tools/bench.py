@@ -8,13 +8,16 @@ QuerySet packing throughput.
 from __future__ import annotations
 
 import ctypes
+import json
+import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..host.host import Host
 from ..provider.queryset import CsAddr, QuerySet, SocketAddress
 from ..sdk.winsock2 import NO_ERROR, WSAError
+from .common import EXIT_OK, EXIT_PROBLEMS, Progress, add_json, positive
 from .measure import (
     BENCH_NAME,
     CYCLES,
@@ -26,7 +29,12 @@ from .measure import (
     drive,
 )
 
-__all__ = ["packing_throughput", "run_bench"]
+if TYPE_CHECKING:
+    import argparse
+
+    from .common import SubParsers
+
+__all__ = ["add_commands", "packing_throughput", "run_bench"]
 
 
 def run_bench(
@@ -81,9 +89,7 @@ def run_bench(
         # NextEx cost with many sessions and lookups open
         if sessions_open:
             say(f"opening {sessions_open} sessions with a lookup each")
-            base = Figure(
-                [drive(host, "lookup", a.provider_id, cycles)[0] for _ in range(repeats)]
-            )
+            base = Figure([drive(host, "lookup", a.provider_id, cycles)[0] for _ in range(repeats)])
             held = []
             for _ in range(sessions_open):
                 s = host.open_session()
@@ -158,3 +164,82 @@ def packing_throughput(
             "results_per_second_new_queryset": round(cold),
         }
     return out
+
+
+def bench_table(doc: dict[str, Any]) -> str:
+    lines = [
+        f"nspv2 bench: {doc['cycles']} cycles x {doc['repeats']} repetitions (after a warm-up), one native thread",
+        "A = nspv2.Provider, B = hand-written raw ctypes, C = native C provider; per cycle: median (spread = (max-min)/median)",
+        "",
+        f"  {'cycle':<8} {'A':>22} {'B':>22} {'C':>22} {'A/B':>6} {'A/C':>7}",
+    ]
+    for kind, row in doc["cycle_kinds"].items():
+        cells = [f"{row[k]['median_ns'] / 1000:9.2f} us ({row[k]['spread']:5.1%})" for k in "ABC"]
+        lines.append(
+            f"  {kind:<8} {cells[0]:>22} {cells[1]:>22} {cells[2]:>22} {row['A/B']:>6.2f} {row['A/C']:>7.1f}"
+        )
+    lines.append("")
+    lines.append(
+        "  cycles per second: "
+        + "; ".join(
+            f"{kind} A {row['A']['cycles_per_second']:.0f}, B {row['B']['cycles_per_second']:.0f}, C {row['C']['cycles_per_second']:.0f}"
+            for kind, row in doc["cycle_kinds"].items()
+        )
+    )
+    lines.append(
+        f"  the three providers gave the same answer: {'yes' if doc['same_answers'] else 'NO'}"
+    )
+    many = doc.get("many_open")
+    if many:
+        lines.append(
+            f"  A's lookup cycle with {many['sessions_open']} sessions and {many['lookups_open']} lookups open: "
+            f"{many['loaded']['median_ns'] / 1000:.2f} us vs {many['baseline']['median_ns'] / 1000:.2f} us with none "
+            f"(ratio {many['loaded/baseline']:.2f})"
+        )
+    lines.append("")
+    lines.append("  QuerySet packing (results per second):")
+    for n, row in doc["packing"].items():
+        lines.append(
+            f"    {n:>4} addresses, {row['bytes']:>6} bytes: {row['results_per_second']:>9} packed, {row['results_per_second_new_queryset']:>8} with a new QuerySet each time"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    progress = Progress()
+    doc = run_bench(
+        cycles=args.cycles,
+        repeats=args.repeats,
+        sessions_open=args.sessions_open,
+        progress=progress,
+    )
+    progress.done()
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.json else bench_table(doc))
+    return EXIT_OK if doc["same_answers"] else EXIT_PROBLEMS
+
+
+def add_commands(sub: SubParsers) -> None:
+    p_bench = sub.add_parser(
+        "bench",
+        help="benchmark the scaffold against raw ctypes and C",
+        description="Lookup, session and rundown cycles on the native driver for A (nspv2.Provider), "
+        "B (hand-written raw ctypes) and C (native C); medians of repetitions, ratios A/B and A/C, "
+        "QuerySet packing throughput.",
+    )
+    p_bench.add_argument(
+        "--cycles",
+        type=positive,
+        default=20000,
+        help="cycles per repetition (default 20000; C runs 4x)",
+    )
+    p_bench.add_argument(
+        "--repeats", type=positive, default=7, help="repetitions after the warm-up (default 7)"
+    )
+    p_bench.add_argument(
+        "--sessions-open",
+        type=int,
+        default=10000,
+        help="sessions (each with a lookup) held open for the scaling run (default 10000; 0 skips)",
+    )
+    add_json(p_bench, "the figures")
+    p_bench.set_defaults(func=cmd_bench)

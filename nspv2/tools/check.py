@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..host.host import Host
 from ..provider.base import Provider
@@ -29,8 +29,14 @@ from ..provider.errors import WinsockError
 from ..provider.queryset import QuerySet
 from ..sdk.winsock2 import LUP, NO_ERROR, WSAESETSERVICEOP, WSAQUERYSET2W, WSAError, code_name
 from ..testing.harness import SlotHarness
+from .common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, Progress, add_json, emit_json
 
-__all__ = ["CheckError", "Rule", "load_provider_class", "run_check"]
+if TYPE_CHECKING:
+    import argparse
+
+    from .common import SubParsers
+
+__all__ = ["CheckError", "Rule", "add_commands", "load_provider_class", "print_rules", "run_check"]
 
 _E = WSAError
 _MAX_RESULTS = 1000
@@ -410,3 +416,38 @@ def print_rules(rules: list[Rule], target: str, out: TextIO) -> None:
     failed = [r for r in rules if not r.passed]
     out.write(f"\n{len(rules) - len(failed)} of {len(rules)} rules pass")
     out.write(f"; failing: {', '.join(r.name for r in failed)}\n" if failed else "\n")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    progress = Progress()
+    try:
+        cls = load_provider_class(args.provider)
+        rules = run_check(cls, queries=args.query, registrations=args.register, progress=progress)
+    except CheckError as exc:
+        progress.done()
+        print(f"nspv2 check: {exc}", file=sys.stderr)
+        return EXIT_USAGE if exc.usage else EXIT_PROBLEMS
+    progress.done()
+    if args.json:
+        emit_json([r.as_dict() for r in rules])
+    else:
+        print_rules(rules, args.provider, sys.stdout)
+    return EXIT_OK if all(r.passed for r in rules) else EXIT_PROBLEMS
+
+
+def add_commands(sub: SubParsers) -> None:
+    p_check = sub.add_parser(
+        "check",
+        help="conformance run of a Provider on the native host",
+        description="Run the conformance rules against a Provider: MODULE:CLASS, or a path to a .py file "
+        "(with :CLASS if it defines several). Exit 1 if any rule fails.",
+    )
+    p_check.add_argument("provider", metavar="MODULE:CLASS")
+    p_check.add_argument(
+        "--query", action="append", default=[], help="a name to look up (repeatable)"
+    )
+    p_check.add_argument(
+        "--register", action="append", default=[], help="a name to sign in first (repeatable)"
+    )
+    add_json(p_check, "the rules")
+    p_check.set_defaults(func=cmd_check)

@@ -8,18 +8,34 @@ the directory, and how each session ended.
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..examples.email import EmailDirectory, encode_presence
 from ..host.host import ClientSession, Host
 from ..provider.errors import WinsockError
 from ..provider.queryset import CsAddr, QuerySet, SocketAddress
 from ..sdk.msgrua import MISTATUS
-from ..sdk.winsock2 import LUP, WSAESETSERVICEOP, code_name
+from ..sdk.winsock2 import LUP, RESULT_IS, SERVICE_MULTIPLE, WSAESETSERVICEOP, code_name
+from .common import EXIT_OK, EXIT_PROBLEMS, add_json, emit_json
 
-__all__ = ["SEED", "DemoEvent", "DemoReport", "run_demo", "seeded_directory"]
+if TYPE_CHECKING:
+    from .common import SubParsers
+
+__all__ = [
+    "SEED",
+    "DemoEvent",
+    "DemoReport",
+    "add_commands",
+    "print_demo",
+    "run_demo",
+    "seeded_directory",
+]
 
 #: The users the demo (and the lookup/register/signout commands) start from.
 SEED: tuple[tuple[str, MISTATUS, tuple[str, ...]], ...] = (
@@ -221,3 +237,204 @@ def print_demo(report: DemoReport, out: TextIO, *, timestamps: bool = False) -> 
         w(
             f"  {s['session']:<7} {s['ended_by']:<27} {s['end_reason']:<55} {', '.join(s['signed_out']) or '-'}\n"
         )
+
+
+# ---- commands: demo, lookup, register, signout -------------------------------------
+
+
+def parse_flags(text: str) -> int:
+    """LUP flags: a number (0x0ff0) or names joined by ',' or '|' (RETURN_ALL)."""
+    text = text.strip()
+    try:
+        return int(text, 0)
+    except ValueError:
+        pass
+    value = 0
+    for part in text.replace("|", ",").split(","):
+        name = part.strip().upper()
+        if not name.startswith("LUP_"):
+            name = "LUP_" + name
+        if name not in LUP.__members__:
+            choices = ", ".join(n[4:] for n in LUP.__members__)
+            raise argparse.ArgumentTypeError(f"unknown flag {part.strip()!r}; flags are {choices}")
+        value |= int(LUP[name])
+    return value
+
+
+def _status(text: str) -> MISTATUS:
+    name = text.strip().upper()
+    if not name.startswith("MISTATUS_"):
+        name = "MISTATUS_" + name
+    if name not in MISTATUS.__members__:
+        choices = ", ".join(n[9:] for n in MISTATUS.__members__)
+        raise argparse.ArgumentTypeError(f"unknown presence {text!r}; choose from {choices}")
+    return MISTATUS[name]
+
+
+def _address(text: str) -> str:
+    try:
+        cs_addr(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not ADDRESS:PORT (e.g. 192.0.2.1:5060)"
+        ) from exc
+    return text
+
+
+def _qs_dict(q: QuerySet) -> dict[str, Any]:
+    return {
+        "name": q.service_instance_name,
+        "comment": q.comment,
+        "namespace": int(q.namespace),
+        "provider_id": str(q.provider_id) if q.provider_id else None,
+        "version": q.version.version if q.version else None,
+        "output_flags": int(q.output_flags),
+        "addresses": [str(c.remote or c.local) for c in q.cs_addrs],
+        "blob": q.blob.hex() if q.blob is not None else None,
+    }
+
+
+def _print_results(results: list[QuerySet], as_json: bool) -> None:
+    if as_json:
+        emit_json([_qs_dict(q) for q in results])
+        return
+    for q in results:
+        d = _qs_dict(q)
+        flags = ", ".join(f.name or "" for f in RESULT_IS if q.output_flags & f) or "0"
+        print(f"{d['name'] or '(no name)'}")
+        print(f"  presence  {d['comment'] or '-'}")
+        print(f"  addresses {', '.join(d['addresses']) or '-'}")
+        print(f"  version   {d['version'] if d['version'] is not None else '-'}   flags {flags}")
+        if q.blob is not None:
+            print(f"  blob      {q.blob.hex()}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    report = run_demo()
+    if args.json:
+        emit_json(
+            {
+                "timeline": [e.as_dict() for e in report.events],
+                "client_results": report.client_results,
+                "directory": report.directory,
+                "sessions": report.sessions,
+            }
+        )
+    else:
+        print_demo(report, sys.stdout, timestamps=args.timestamps)
+    return EXIT_OK
+
+
+def _with_seeded(action: Callable[[Host, EmailDirectory, list[ClientSession]], int]) -> int:
+    with Host() as host:
+        directory, clients = seeded_directory(host)
+        return int(action(host, directory, clients))
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    def action(host: Host, directory: EmailDirectory, clients: list[ClientSession]) -> int:
+        me = host.open_session()
+        try:
+            results = me.lookup(QuerySet(args.name), args.flags)
+        except WinsockError as exc:
+            print(f"{args.name}: {exc.name} ({exc.code})", file=sys.stderr)
+            return EXIT_PROBLEMS
+        _print_results(results, args.json)
+        return EXIT_OK
+
+    return _with_seeded(action)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    def action(host: Host, directory: EmailDirectory, clients: list[ClientSession]) -> int:
+        me = host.open_session()
+        reg = QuerySet(
+            args.name,
+            cs_addrs=tuple(cs_addr(a) for a in args.addr),
+            blob=encode_presence(args.status),
+        )
+        try:
+            me.set_service(
+                reg, WSAESETSERVICEOP.RNRSERVICE_REGISTER, SERVICE_MULTIPLE if args.multiple else 0
+            )
+            results = me.lookup(QuerySet(args.name))
+        except WinsockError as exc:
+            print(f"register {args.name}: {exc.name} ({exc.code})", file=sys.stderr)
+            return EXIT_PROBLEMS
+        _print_results(results, args.json)
+        return EXIT_OK
+
+    return _with_seeded(action)
+
+
+def cmd_signout(args: argparse.Namespace) -> int:
+    def action(host: Host, directory: EmailDirectory, clients: list[ClientSession]) -> int:
+        result = directory.sign_out(None, args.name)
+        if args.json:
+            print(
+                json.dumps(
+                    {"name": args.name, "result": result.name, "hresult": f"{int(result):#010x}"}
+                )
+            )
+        else:
+            print(f"{args.name}: {result.name} ({int(result):#010x}): {result.meaning}")
+        return EXIT_OK if result == 0 else EXIT_PROBLEMS
+
+    return _with_seeded(action)
+
+
+def add_commands(sub: SubParsers) -> None:
+    p_demo = sub.add_parser(
+        "demo",
+        help="run the NS_EMAIL example on the embedded native host and show what happens",
+        description="Advertise the NS_EMAIL presence directory on nspv2's native host, play "
+        "three clients against it, and print a timeline of entry points, the directory and "
+        "how each session ended.",
+    )
+    add_json(p_demo, "the report")
+    p_demo.add_argument("--timestamps", action="store_true", help="show when each call ran")
+    p_demo.set_defaults(func=cmd_demo)
+
+    seeded = "The directory starts with the demo's users: alice@example.com, bob@example.com, carol@example.org."
+    p_lookup = sub.add_parser(
+        "lookup",
+        help="look a name up in the example directory",
+        description="Look up NAME (an address or *@domain). " + seeded,
+    )
+    p_lookup.add_argument("name", metavar="NAME")
+    p_lookup.add_argument(
+        "--flags",
+        type=parse_flags,
+        default=int(LUP.LUP_RETURN_ALL),
+        help="LUP flags: names like RETURN_NAME,RETURN_COMMENT or a number (default RETURN_ALL)",
+    )
+    add_json(p_lookup)
+    p_lookup.set_defaults(func=cmd_lookup)
+
+    p_register = sub.add_parser(
+        "register",
+        help="sign a name in to the example directory",
+        description="Sign NAME in (RNRSERVICE_REGISTER) and show the entry. " + seeded,
+    )
+    p_register.add_argument("name", metavar="NAME")
+    p_register.add_argument(
+        "--status", type=_status, default=MISTATUS.MISTATUS_ONLINE, help="presence (default ONLINE)"
+    )
+    p_register.add_argument(
+        "--addr", type=_address, action="append", default=[], help="ADDRESS:PORT, repeatable"
+    )
+    p_register.add_argument(
+        "--multiple", action="store_true", help="SERVICE_MULTIPLE: add addresses"
+    )
+    add_json(p_register, "the entry")
+    p_register.set_defaults(func=cmd_register)
+
+    p_signout = sub.add_parser(
+        "signout",
+        help="sign a name out of the example directory",
+        description="Sign NAME out, as IMessenger::Signout (MSGR_E_NOT_LOGGED_ON if it was not signed in). "
+        + seeded,
+    )
+    p_signout.add_argument("name", metavar="NAME")
+    add_json(p_signout, "the result")
+    p_signout.set_defaults(func=cmd_signout)

@@ -15,19 +15,26 @@ host, to a provider's Begin and SetServiceEx.
 from __future__ import annotations
 
 import ctypes
+import json
 import mmap
 import random
 import struct
 import sys
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..provider.errors import WinsockError
 from ..provider.queryset import MAX_STRING_CHARS, QuerySet
-from ..sdk.winsock2 import NO_ERROR, WSAQUERYSET2W, WSAQUERYSETW, WSAError
+from ..sdk.winsock2 import NO_ERROR, WSAQUERYSET2W, WSAQUERYSETW, WSAError, code_name
+from .common import EXIT_OK, EXIT_PROBLEMS, Progress, add_json, positive
 
-__all__ = ["ALLOWED_HOST_CODES", "GuardedArena", "build_image", "run_fuzz"]
+if TYPE_CHECKING:
+    import argparse
+
+    from .common import SubParsers
+
+__all__ = ["ALLOWED_HOST_CODES", "GuardedArena", "add_commands", "build_image", "run_fuzz"]
 
 PAGE = mmap.PAGESIZE
 _P = ctypes.sizeof(ctypes.c_void_p)
@@ -256,7 +263,7 @@ def run_fuzz(
             handle = ctypes.c_void_p()
             rc = host.native.nspv2_lookup_begin(client.id, address, 0, ctypes.byref(handle))
             code = NO_ERROR if rc == NO_ERROR else host.winsock.WSAGetLastError()
-            count("host Begin", "NO_ERROR" if code == NO_ERROR else WSAError(code).name)
+            count("host Begin", code_name(code))
             if code not in ALLOWED_HOST_CODES:
                 unexpected.append(f"case {i} host Begin: {code}")
             if code == NO_ERROR:
@@ -264,7 +271,7 @@ def run_fuzz(
             address = build_image(rnd, arena, kind="W", host_safe=True)
             rc = host.native.nspv2_set_service(client.id, address, int(rnd.choice([0, 1, 2, 7])), 0)
             code = NO_ERROR if rc == NO_ERROR else host.winsock.WSAGetLastError()
-            count("host SetServiceEx", "NO_ERROR" if code == NO_ERROR else WSAError(code).name)
+            count("host SetServiceEx", code_name(code))
             if code not in ALLOWED_HOST_CODES:
                 unexpected.append(f"case {i} host SetServiceEx: {code}")
         client.close()
@@ -272,3 +279,35 @@ def run_fuzz(
         if leaks != {"sessions": 0, "lookups": 0}:
             unexpected.append(f"left open: {leaks}")
     return {"cases": cases, "seed": seed, "outcomes": outcomes, "unexpected": unexpected}
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    progress = Progress()
+    doc = run_fuzz(cases=args.cases, seed=args.seed, progress=progress)
+    progress.done()
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        print(
+            f"nspv2 fuzz: {doc['cases']} malformed query sets (seed {doc['seed']}), guarded arena"
+        )
+        for where, counts in doc["outcomes"].items():
+            print(f"  {where:<34} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        print(f"  unexpected outcomes: {len(doc['unexpected'])}")
+        for line in doc["unexpected"][:10]:
+            print(f"    {line}")
+    return EXIT_OK if not doc["unexpected"] else EXIT_PROBLEMS
+
+
+def add_commands(sub: SubParsers) -> None:
+    p_fuzz = sub.add_parser(
+        "fuzz",
+        help="feed malformed query sets to the reader and the host",
+        description="Build malformed WSAQUERYSET2W/WSAQUERYSETW images in a guarded arena and feed them to "
+        "QuerySet.from_address and, through the native host, to Begin and SetServiceEx; the only allowed "
+        "outcomes are a parsed query set or WSAEINVAL (and the host's own validation codes).",
+    )
+    p_fuzz.add_argument("--cases", type=positive, default=10000, help="cases (default 10000)")
+    p_fuzz.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    add_json(p_fuzz, "the outcome counts")
+    p_fuzz.set_defaults(func=cmd_fuzz)
