@@ -19,7 +19,7 @@
  *                        3 an error from a small table, or need itself
  *              bit 2     overrun: also write 1 + need % 16 zero bytes past
  *                        *lpdwBufferLength (into the host's guard bytes:
- *                        GUARD_BYTES, 64 in host.c)
+ *                        GUARD_BYTES, 64 in src/host_internal.h)
  *              bit 3     the client passes a NULL buffer
  *              bit 4     with NO_ERROR, also set *lpdwBufferLength = need
  *              bit 5     complete twice (the second must be refused)

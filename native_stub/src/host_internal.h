@@ -1,0 +1,328 @@
+/*
+ * host_internal.h - what the native host's source files share (internal to
+ * native_stub: not installed, not part of the ABI; nothing here is exported,
+ * the library is built with -fvisibility=hidden).
+ *
+ *   host.c      global state and lock, per-thread state (last error, current
+ *               session), routing, the todo list and provider sessions'
+ *               reference counts, provider-facing calls, async calls,
+ *               control and inspection
+ *   idmap.c     the uint64 -> pointer hash map and fresh handle values
+ *   queryset.c  WSAQUERYSETW -> WSAQUERYSET2W conversion, validation and
+ *               relocation of a provider's result into the client's buffer
+ *   session.c   client sessions, lookups, registration, and the
+ *               Winsock-named client calls (WSALookupServiceBeginW, ...)
+ *   driver.c    nspv2_driver_run, the native load driver
+ *
+ * Functions named *_L expect host_g.lock held.
+ *
+ * Design
+ * ------
+ * All tables live in one structure `host_g`, guarded by one mutex `host_g.lock`, with
+ * one condition variable `host_g.cv` that is broadcast whenever something a
+ * waiter might care about changes (an async call completes or is cancelled,
+ * a provider session finishes starting, a lookup stops being busy).
+ *
+ * The host NEVER calls into a provider while holding host_g.lock: providers call
+ * back WSAProviderCompleteAsyncCall / WSASetLastError from inside their entry
+ * points, possibly on other threads. Every provider call therefore follows
+ * the same pattern: under the lock, take references on what the call needs;
+ * unlock; call; lock again; drop the references.
+ *
+ * Objects
+ * -------
+ *   provider  one advertised provider: its GUID and a copy of its routine
+ *             table. Reference counted so that an in-flight call can still
+ *             read the table after WSAUnadvertiseProvider.
+ *   psess     one (client session, provider) pair: the session argument
+ *             written by NSPv2Startup. `calls` counts host calls in flight
+ *             that may use it (Startup, Begin, NextEx, End, SetServiceEx);
+ *             ending it (Cleanup or Rundown, chosen by whoever asks first)
+ *             is deferred until `calls` drops to zero, so the argument is
+ *             never ended while a call is using it, and it ends exactly
+ *             once.
+ *   session   a client session: its psess list and its open lookups.
+ *   lookup    a client lookup handle: a list of parts (psess, provider
+ *             lookup handle), drained in order.
+ *   async     one NextEx / SetServiceEx call awaiting completion, with the
+ *             scratch buffer and the length the provider writes. When its
+ *             waiter gives up (timeout or cancellation) the record stays in
+ *             the table as EXPIRED, buffer included, because the provider
+ *             may still write it; a late completion frees it.
+ *
+ * Work that must run outside the lock (NSPv2LookupServiceEnd, NSPv2Cleanup,
+ * NSPv2ClientSessionRundown) is collected in a `todo` list under the lock
+ * and run by todo_run() after unlocking.
+ *
+ * Behaviour where the contract leaves a choice
+ * --------------------------------------------
+ * Advertise: Startup, Cleanup, SetServiceEx and ClientSessionRundown may be
+ *   NULL (no Startup, or a Startup stub failing with WSAEOPNOTSUPP: the
+ *   session argument is NULL; no SetServiceEx:
+ *   registration fails with WSAEOPNOTSUPP). cbSize may exceed
+ *   sizeof(NSPV2_ROUTINE); only sizeof(NSPV2_ROUTINE) bytes are copied.
+ * WSAUnadvertiseProvider(NULL) -> WSAEINVAL. Client lookup handles that
+ *   reached the provider stay valid (their other providers go on); a next
+ *   waiting on it gets WSA_E_CANCELLED.
+ * WSCInstallNameSpaceEx: NULL GUID -> WSAEFAULT, GUID already installed ->
+ *   WSAEALREADY; identifier, path, version and blob are not used.
+ *   WSCUnInstallNameSpace: NULL -> WSAEFAULT, unknown -> WSAEINVAL.
+ * Routing (lookups and registration): lpNSProviderId not advertised ->
+ *   WSAEINVAL; advertised but serving another namespace than a non-NS_ALL
+ *   dwNameSpace -> WSASERVICE_NOT_FOUND; nothing matches ->
+ *   WSASERVICE_NOT_FOUND.
+ * nspv2_lookup_begin: NULL query set or NULL lphLookup -> WSAEFAULT;
+ *   dwSize < sizeof(WSAQUERYSETW) -> WSAEINVAL; unknown session ->
+ *   WSAEINVAL. A provider whose Startup or Begin fails is left out; the
+ *   lookup fails only if every routed provider failed, with the first
+ *   error (in advertise order).
+ * nspv2_lookup_next: NULL lpdwBufferLength, or NULL lpqsResults with a
+ *   non-zero length -> WSAEFAULT. One next at a time per handle (a second
+ *   waits for the first). A provider's WSA_E_NO_MORE moves on to the next
+ *   provider; any other error is returned and the lookup stays on the same
+ *   provider (so does WSA_E_CANCELLED: the next call asks it again).
+ *   WSA_E_CANCELLED also when the lookup is ended, its session closed or
+ *   its provider unadvertised while the call waits. A timeout of 0 accepts
+ *   only completions made before NextEx returns.
+ * nspv2_lookup_end: the handle is closed whatever happens; returns the first
+ *   error a provider's End reported, else NO_ERROR.
+ * nspv2_set_service: NULL -> WSAEFAULT; dwSize too small or essOperation
+ *   above RNRSERVICE_DELETE -> WSAEINVAL; with a namespace other than
+ *   NS_ALL and no lpNSProviderId, more than one matching provider ->
+ *   WSAEINVAL (ambiguous); with NS_ALL every matching provider is called
+ *   and the first error is returned.
+ * Sessions: close / abandon first end the session's open lookups
+ *   (NSPv2LookupServiceEnd), then run Cleanup / Rundown; they return
+ *   NO_ERROR whatever Cleanup returns. An end that races a call still
+ *   using the session argument (another thread inside Begin, say) runs when
+ *   that call returns, on that thread. The Winsock-named calls, Next and
+ *   End included, need a session entered (else WSANOTINITIALISED);
+ *   nspv2_session_enter of an unknown session -> WSAEINVAL.
+ * late_completions counts completions refused after a timeout or a
+ *   cancellation. Such calls keep their scratch buffer until that late
+ *   completion (also across nspv2_host_reset), since the provider may still
+ *   write it.
+ * Handles are counter values of HANDLE width: on 32-bit Windows they wrap
+ *   after 2^32, skipping values still in use.
+ * nspv2_driver_run: NULL cfg or out, threads 0 or above 1024 -> WSAEINVAL.
+ *   Cycle c (1-based, per thread) abandons when c % abandon_every == 0.
+ *   Every cycle is counted in cycles_done, a failed open included. Codes
+ *   beyond NSPV2_DRIVER_MAX_CODES distinct ones are not counted.
+ */
+#ifndef NSPV2_HOST_INTERNAL_H
+#define NSPV2_HOST_INTERNAL_H
+
+/* clock_gettime, CLOCK_MONOTONIC, pthread_condattr_setclock (platform.h) */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "nspv2_host.h"
+
+#include "platform.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* entry-point types with the SDK's shapes, whatever the headers declare     */
+
+typedef INT (WSAAPI *fn_startup)(LPGUID, LPVOID *);
+typedef INT (WSAAPI *fn_cleanup)(LPGUID, LPVOID);
+typedef INT (WSAAPI *fn_begin)(LPGUID, LPWSAQUERYSET2W, DWORD, LPVOID, LPHANDLE);
+typedef INT (WSAAPI *fn_end)(HANDLE);
+
+typedef struct routine {
+    fn_startup startup;
+    fn_cleanup cleanup;
+    fn_begin begin;
+    NSPV2_SDK_LOOKUPSERVICENEXTEX next_ex;
+    fn_end end;
+    NSPV2_SDK_SETSERVICEEX set_service_ex;
+    NSPV2_SDK_CLIENTSESSIONRUNDOWN rundown;
+} routine;
+
+/* Convert between function pointer types through void (*)(void), which is
+ * what NSPV2_SLOT does too (the layouts are identical). */
+#define FN_CAST(type, f) ((type)(void (*)(void))(f))
+
+#define GUARD_BYTES 64u
+#define GUARD_BYTE(i) ((unsigned char)(0xA5u ^ (unsigned)(i)))
+#define DEFAULT_TIMEOUT_MS 5000u
+
+/* ------------------------------------------------------------------------ */
+/* a small uint64 -> pointer hash map (open addressing, linear probing)      */
+
+typedef struct idmap {
+    uint64_t *keys; /* 0 = empty */
+    void **vals;
+    size_t cap;     /* power of two, or 0 */
+    size_t count;
+} idmap;
+
+/* ------------------------------------------------------------------------ */
+/* objects                                                                   */
+
+typedef struct provider {
+    GUID id;
+    routine fn;
+    unsigned refs; /* the provider table's, each psess's, each routing snapshot's */
+    int removed;
+} provider;
+
+enum { PS_STARTING, PS_STARTED, PS_ENDED };
+enum { END_NONE, END_CLEANUP, END_RUNDOWN };
+
+typedef struct psess {
+    provider *prov;  /* counted reference */
+    LPVOID arg;      /* written by NSPv2Startup */
+    int state;
+    int end_kind;    /* requested end, END_NONE until asked */
+    int listed;      /* still in its session's list */
+    unsigned calls;  /* host calls in flight that use it */
+    unsigned refs;
+} psess;
+
+typedef struct lookup lookup;
+
+typedef struct session {
+    uint64_t id;
+    psess **ps;
+    size_t nps, capps;
+    lookup *lookups; /* open lookups of this session (doubly linked) */
+} session;
+
+enum { AS_PENDING, AS_COMPLETED, AS_EXPIRED };
+
+typedef struct async_call {
+    uint64_t id;
+    int state;
+    int cancelled;          /* the waiter was asked to give up */
+    INT code;               /* completion code */
+    DWORD len;              /* *lpdwBufferLength for NextEx */
+    size_t scratch_size;
+    unsigned char *scratch; /* scratch_size bytes + GUARD_BYTES, or NULL */
+    GUID provider_id;       /* copies handed to SetServiceEx */
+    WSAQUERYSET2W qs2;
+} async_call;
+
+typedef struct lookup_part {
+    psess *ps;     /* counted reference */
+    HANDLE handle; /* the provider's lookup handle */
+    int ended;     /* NSPv2LookupServiceEnd called (or queued) */
+} lookup_part;
+
+struct lookup {
+    uint64_t id;
+    session *sess; /* NULL once detached */
+    lookup *sprev, *snext;
+    lookup_part *parts;
+    size_t nparts, cur;
+    int ended;
+    int busy;              /* a next is in progress */
+    async_call *pending;   /* the call that next waits for */
+    size_t pending_part;
+    unsigned refs;         /* the table's + each next in progress */
+};
+
+typedef struct install {
+    GUID id;
+    DWORD name_space;
+} install;
+
+typedef struct todo_item {
+    int kind; /* TODO_END: NSPv2LookupServiceEnd; TODO_FINISH: Cleanup/Rundown */
+    psess *ps;
+    HANDLE handle;
+} todo_item;
+enum { TODO_END = 1, TODO_FINISH };
+
+typedef struct todo {
+    todo_item *items;
+    size_t n, cap;
+    int oom;
+} todo;
+
+typedef struct host_state {
+    nspv2_mutex lock;
+    nspv2_cond cv;
+    provider **prov; /* advertise order */
+    size_t nprov, capprov;
+    install *inst;
+    size_t ninst, capinst;
+    idmap sessions, lookups, asyncs;
+    uint64_t next_session, next_lookup, next_async;
+    uint32_t timeout_ms;
+    uint32_t async_pending;
+    uint64_t startups, cleanups, rundowns, late_completions, provider_faults;
+} host_state;
+
+/* all the host's tables; defined in host.c */
+extern host_state host_g;
+
+/* ---- host.c ------------------------------------------------------------- */
+
+void host_init(void);
+void host_lock(void);
+void host_unlock(void);
+/* Sets the thread's last error to err; returns SOCKET_ERROR. */
+INT host_fail(int err);
+int provider_error(void);
+uint64_t current_session(void);
+void set_current_session(uint64_t id);
+
+size_t provider_index_L(const GUID *id);
+void provider_unref_L(provider *p);
+int route_L(DWORD name_space, const GUID *provider_id, provider ***out, size_t *n);
+void route_release(provider **list, size_t n);
+int session_route_L(uint64_t session_id, DWORD name_space, const GUID *provider_id,
+                    provider ***out, size_t *n);
+
+void ps_unref_L(psess *ps);
+void ps_request_end_L(psess *ps, int kind, todo *t);
+void ps_call_hold_L(psess *ps);
+void ps_call_release_L(psess *ps, todo *t);
+void part_end_L(lookup_part *part, todo *t);
+int todo_run(todo *t);
+
+async_call *async_alloc(size_t scratch_size, int with_scratch);
+void async_free(async_call *a);
+int async_register_L(async_call *a);
+int async_wait_L(async_call *a, uint64_t deadline_ns);
+uint64_t deadline_after_L(void);
+
+/* ---- idmap.c ------------------------------------------------------------ */
+
+void *idmap_get(const idmap *m, uint64_t k);
+/* k must be non-zero and absent. Returns 0, or -1 when out of memory. */
+int idmap_put(idmap *m, uint64_t k, void *v);
+void *idmap_remove(idmap *m, uint64_t k);
+/* Snapshot of the values (iteration while the map may change); free it. */
+void **idmap_values(const idmap *m, size_t *n);
+/* A fresh id from *counter that fits a HANDLE (as_handle), is non-zero and
+ * not in m. */
+uint64_t fresh_id(uint64_t *counter, const idmap *m, int as_handle);
+
+static inline HANDLE id_to_handle(uint64_t id) { return (HANDLE)(uintptr_t)id; }
+static inline uint64_t handle_to_id(HANDLE h) { return (uint64_t)(uintptr_t)h; }
+
+static inline int guid_eq(const GUID *a, const GUID *b) { return memcmp(a, b, sizeof *a) == 0; }
+
+/* ---- queryset.c --------------------------------------------------------- */
+
+/* 0, WSAEFAULT (NULL) or WSAEINVAL (dwSize too small). */
+int check_query_set(const WSAQUERYSETW *qs);
+void to_query_set2(const WSAQUERYSETW *in, WSAQUERYSET2W *out);
+/* 1 if nothing was written past the provider's buffer. */
+int guard_intact(const unsigned char *scratch, size_t scratch_size);
+/* Returns 0 on success, -1 on a provider fault. The client buffer holds at
+ * least scratch_size + NSPV2_QS_DELTA bytes. */
+int relocate_result(const unsigned char *scratch, size_t scratch_size, unsigned char *client);
+
+/* ---- session.c ---------------------------------------------------------- */
+
+psess *session_find_ps_L(session *s, const provider *p);
+void session_detach_ps_L(session *s, psess *ps);
+
+#endif /* NSPV2_HOST_INTERNAL_H */

@@ -1,0 +1,209 @@
+/*
+ * queryset.c - the host's query-set handling: a client's WSAQUERYSETW
+ * restrictions or registration become the WSAQUERYSET2W a provider reads,
+ * and a provider's WSAQUERYSET2W result is validated and relocated into the
+ * client's buffer as a WSAQUERYSETW. The libFuzzer harnesses in
+ * native_stub/fuzz exercise this file through the public calls.
+ */
+#include "host_internal.h"
+
+/* ------------------------------------------------------------------------ */
+/* query sets                                                                */
+
+int check_query_set(const WSAQUERYSETW *qs)
+{
+    if (!qs)
+        return WSAEFAULT;
+    if (qs->dwSize < sizeof(WSAQUERYSETW))
+        return WSAEINVAL;
+    return 0;
+}
+
+void to_query_set2(const WSAQUERYSETW *in, WSAQUERYSET2W *out)
+{
+    memset(out, 0, sizeof *out);
+    out->dwSize = sizeof(WSAQUERYSET2W);
+    out->lpszServiceInstanceName = in->lpszServiceInstanceName;
+    out->lpVersion = in->lpVersion;
+    out->lpszComment = in->lpszComment;
+    out->dwNameSpace = in->dwNameSpace;
+    out->lpNSProviderId = in->lpNSProviderId;
+    out->lpszContext = (void *)in->lpszContext; /* LPTSTR under mingw-w64 */
+    out->dwNumberOfProtocols = in->dwNumberOfProtocols;
+    out->lpafpProtocols = in->lpafpProtocols;
+    out->lpszQueryString = in->lpszQueryString;
+    out->dwNumberOfCsAddrs = in->dwNumberOfCsAddrs;
+    out->lpcsaBuffer = in->lpcsaBuffer;
+    out->dwOutputFlags = in->dwOutputFlags;
+    out->lpBlob = in->lpBlob;
+}
+
+/* Relocation of a provider's WSAQUERYSET2W result (in the scratch buffer)
+ * into the client's buffer as a WSAQUERYSETW. Every pointer must be NULL or
+ * lie, with what it points to, inside the data area of the scratch buffer
+ * (after the header), and no string may share bytes with the CSADDR_INFO
+ * array or the BLOB, whose pointers are rewritten in place; anything else
+ * is a provider fault. */
+typedef struct reloc {
+    uintptr_t lo, hi; /* data area of the scratch buffer */
+    uintptr_t used;   /* end of the highest region referenced */
+} reloc;
+
+static int reloc_region(reloc *r, const void *ptr, size_t len)
+{
+    uintptr_t p = (uintptr_t)ptr;
+    if (!p)
+        return len == 0;
+    if (p < r->lo || p > r->hi || len > r->hi - p)
+        return 0;
+    if (p + len > r->used)
+        r->used = p + len;
+    return 1;
+}
+
+static int reloc_array(reloc *r, const void *ptr, size_t count, size_t size)
+{
+    if (size && count > SIZE_MAX / size)
+        return 0;
+    return reloc_region(r, ptr, count * size);
+}
+
+/* A NUL-terminated UTF-16 string inside the data area; *len gets its size
+ * in bytes, terminator included (0 for NULL). */
+static int reloc_wstr(reloc *r, const void *ptr, size_t *len)
+{
+    uintptr_t p = (uintptr_t)ptr;
+    *len = 0;
+    if (!p)
+        return 1;
+    if (p < r->lo || p >= r->hi)
+        return 0;
+    const unsigned char *s = ptr;
+    for (size_t off = 0; r->hi - p - off >= sizeof(WCHAR); off += sizeof(WCHAR)) {
+        WCHAR c;
+        memcpy(&c, s + off, sizeof c);
+        if (c == 0) {
+            *len = off + sizeof(WCHAR);
+            return reloc_region(r, ptr, *len);
+        }
+    }
+    return 0;
+}
+
+static int regions_overlap(const void *a, size_t alen, const void *b, size_t blen)
+{
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
+    if (!pa || !pb || !alen || !blen)
+        return 0;
+    return pa < pb + blen && pb < pa + alen;
+}
+
+/* 1 if nothing was written past the provider's buffer. */
+int guard_intact(const unsigned char *scratch, size_t scratch_size)
+{
+    if (!scratch)
+        return 1;
+    for (unsigned i = 0; i < GUARD_BYTES; i++)
+        if (scratch[scratch_size + i] != GUARD_BYTE(i))
+            return 0;
+    return 1;
+}
+
+/* Returns 0 on success, -1 on a provider fault. The client buffer holds at
+ * least scratch_size + NSPV2_QS_DELTA bytes. */
+int relocate_result(const unsigned char *scratch, size_t scratch_size,
+                           unsigned char *client)
+{
+    const size_t h2 = sizeof(WSAQUERYSET2W), h1 = sizeof(WSAQUERYSETW);
+    for (unsigned i = 0; i < GUARD_BYTES; i++)
+        if (scratch[scratch_size + i] != GUARD_BYTE(i))
+            return -1; /* wrote past its buffer */
+    if (scratch_size < h2)
+        return -1; /* success without room for the header */
+    WSAQUERYSET2W q;
+    memcpy(&q, scratch, sizeof q);
+    reloc r = {(uintptr_t)scratch + h2, (uintptr_t)scratch + scratch_size,
+               (uintptr_t)scratch + h2};
+
+    const void *str[4] = {q.lpszServiceInstanceName, q.lpszComment, (const void *)q.lpszContext,
+                          q.lpszQueryString};
+    size_t slen[4];
+    if (!reloc_wstr(&r, str[0], &slen[0]) || !reloc_wstr(&r, str[1], &slen[1]) ||
+        !reloc_wstr(&r, str[2], &slen[2]) || !reloc_wstr(&r, str[3], &slen[3]) ||
+        !reloc_region(&r, q.lpVersion, q.lpVersion ? sizeof(WSAVERSION) : 0) ||
+        !reloc_region(&r, q.lpNSProviderId, q.lpNSProviderId ? sizeof(GUID) : 0))
+        return -1;
+    if ((q.dwNumberOfProtocols && !q.lpafpProtocols) ||
+        !reloc_array(&r, q.lpafpProtocols, q.dwNumberOfProtocols, sizeof(AFPROTOCOLS)))
+        return -1;
+    if ((q.dwNumberOfCsAddrs && !q.lpcsaBuffer) ||
+        !reloc_array(&r, q.lpcsaBuffer, q.dwNumberOfCsAddrs, sizeof(CSADDR_INFO)))
+        return -1;
+    const unsigned char *csa = (const unsigned char *)q.lpcsaBuffer;
+    for (DWORD i = 0; i < q.dwNumberOfCsAddrs; i++) {
+        CSADDR_INFO c;
+        memcpy(&c, csa + (size_t)i * sizeof c, sizeof c);
+        if (c.LocalAddr.iSockaddrLength < 0 || c.RemoteAddr.iSockaddrLength < 0 ||
+            !reloc_region(&r, c.LocalAddr.lpSockaddr, (size_t)c.LocalAddr.iSockaddrLength) ||
+            !reloc_region(&r, c.RemoteAddr.lpSockaddr, (size_t)c.RemoteAddr.iSockaddrLength))
+            return -1;
+    }
+    BLOB b = {0, NULL};
+    if (q.lpBlob) {
+        if (!reloc_region(&r, q.lpBlob, sizeof(BLOB)))
+            return -1;
+        memcpy(&b, q.lpBlob, sizeof b);
+        if (!reloc_region(&r, b.pBlobData, b.cbSize))
+            return -1;
+        /* its pointer is rewritten in place: it must not share bytes with
+         * the CSADDR_INFO array, whose pointers are rewritten too */
+        if (regions_overlap(q.lpBlob, sizeof(BLOB), q.lpcsaBuffer,
+                            (size_t)q.dwNumberOfCsAddrs * sizeof(CSADDR_INFO)))
+            return -1;
+    }
+    /* nor may a string: it would change with the rewritten pointer, and
+     * could lose its terminator */
+    for (size_t i = 0; i < 4; i++)
+        if (regions_overlap(str[i], slen[i], q.lpcsaBuffer,
+                            (size_t)q.dwNumberOfCsAddrs * sizeof(CSADDR_INFO)) ||
+            regions_overlap(str[i], slen[i], q.lpBlob, sizeof(BLOB)))
+            return -1;
+
+    /* Copy the data area, then rewrite the pointers in the client's copy:
+     * a pointer p into scratch + h2 becomes client + h1 + (p - scratch - h2). */
+    memcpy(client + h1, scratch + h2, r.used - r.lo);
+#define MOVED(p) ((p) ? (void *)(client + h1 + ((uintptr_t)(p) - r.lo)) : NULL)
+    for (DWORD i = 0; i < q.dwNumberOfCsAddrs; i++) {
+        size_t off = ((uintptr_t)csa - r.lo) + (size_t)i * sizeof(CSADDR_INFO);
+        CSADDR_INFO c;
+        memcpy(&c, client + h1 + off, sizeof c);
+        c.LocalAddr.lpSockaddr = MOVED(c.LocalAddr.lpSockaddr);
+        c.RemoteAddr.lpSockaddr = MOVED(c.RemoteAddr.lpSockaddr);
+        memcpy(client + h1 + off, &c, sizeof c);
+    }
+    if (q.lpBlob) {
+        size_t off = (uintptr_t)q.lpBlob - r.lo;
+        b.pBlobData = MOVED(b.pBlobData);
+        memcpy(client + h1 + off, &b, sizeof b);
+    }
+    WSAQUERYSETW w;
+    memset(&w, 0, sizeof w);
+    w.dwSize = sizeof(WSAQUERYSETW);
+    w.lpszServiceInstanceName = MOVED(q.lpszServiceInstanceName);
+    w.lpServiceClassId = NULL;
+    w.lpVersion = MOVED(q.lpVersion);
+    w.lpszComment = MOVED(q.lpszComment);
+    w.dwNameSpace = q.dwNameSpace;
+    w.lpNSProviderId = MOVED(q.lpNSProviderId);
+    w.lpszContext = MOVED(q.lpszContext);
+    w.dwNumberOfProtocols = q.dwNumberOfProtocols;
+    w.lpafpProtocols = MOVED(q.lpafpProtocols);
+    w.lpszQueryString = MOVED(q.lpszQueryString);
+    w.dwNumberOfCsAddrs = q.dwNumberOfCsAddrs;
+    w.lpcsaBuffer = MOVED(q.lpcsaBuffer);
+    w.dwOutputFlags = q.dwOutputFlags;
+    w.lpBlob = MOVED(q.lpBlob);
+#undef MOVED
+    memcpy(client, &w, sizeof w);
+    return 0;
+}
