@@ -314,7 +314,8 @@ NSPV2_HOST_API INT WSAAPI WSAUnadvertiseProvider(const GUID *puuidProviderId)
         return host_fail(WSAEINVAL);
     }
     provider *p = host_g.prov[idx];
-    memmove(&host_g.prov[idx], &host_g.prov[idx + 1], (host_g.nprov - idx - 1) * sizeof *host_g.prov);
+    memmove(&host_g.prov[idx], &host_g.prov[idx + 1],
+            (host_g.nprov - idx - 1) * sizeof *host_g.prov);
     host_g.nprov--;
     p->removed = 1;
 

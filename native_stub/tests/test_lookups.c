@@ -1,0 +1,421 @@
+/*
+ * test_lookups.c - tests of lookups and registration through the host:
+ * async completion (from other threads, twice, late), timeouts, an end or
+ * a close racing a waiting next, NS_ALL draining providers in order,
+ * registration routing, and everything at once (the stress test).
+ */
+#include "test_support.h"
+
+/* ------------------------------------------------------------------------ */
+/* async completion                                                          */
+
+TEST(test_completion_errors)
+{
+    fresh();
+    CHECK_ERR(WSAProviderCompleteAsyncCall(NULL, NO_ERROR), WSAEINVAL);
+    CHECK_ERR(WSAProviderCompleteAsyncCall((HANDLE)(uintptr_t)0xdeadbeef, NO_ERROR), WSAEINVAL);
+
+    advertise_tp();
+    uint64_t s;
+    CHECK_OK(nspv2_session_open(&s));
+    WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
+    HANDLE h;
+    CHECK_OK(nspv2_lookup_begin(s, &q, 0, &h));
+    tp_set_mode(TP_DOUBLE);
+    result_buf buf;
+    DWORD len = sizeof buf.bytes;
+    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSATRY_AGAIN); /* the first counts */
+    CHECK(tp.second_ret == SOCKET_ERROR && tp.second_err == WSAEINVAL);
+    CHECK(stats().async_pending == 0);
+    CHECK_OK(nspv2_lookup_end(h));
+    CHECK_OK(nspv2_session_close(s));
+}
+
+typedef struct completer {
+    uint32_t delay_ms;
+    INT code;
+    INT ret;
+    int err;
+} completer;
+
+static void completer_main(void *p)
+{
+    completer *c = p;
+    HANDLE h = tp_wait_deferred();
+    nspv2_sleep_ms(c->delay_ms);
+    c->ret = WSAProviderCompleteAsyncCall(h, c->code);
+    c->err = c->ret ? WSAGetLastError() : 0;
+}
+
+TEST(test_completion_from_other_thread)
+{
+    fresh();
+    advertise_tp();
+    uint64_t s;
+    CHECK_OK(nspv2_session_open(&s));
+    WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
+    HANDLE h;
+    CHECK_OK(nspv2_lookup_begin(s, &q, 0, &h));
+    tp_set_mode(TP_DEFER);
+    completer c = {50, WSATRY_AGAIN, -2, 0};
+    nspv2_thread t;
+    CHECK(nspv2_thread_create(&t, completer_main, &c) == 0);
+    result_buf buf;
+    DWORD len = sizeof buf.bytes;
+    uint64_t t0 = nspv2_now_ns();
+    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSATRY_AGAIN);
+    uint64_t waited_ms = (nspv2_now_ns() - t0) / 1000000u;
+    nspv2_thread_join(t);
+    CHECK(c.ret == NO_ERROR);
+    CHECK(waited_ms >= 40 && waited_ms < 4000);
+    /* and again, this time completing with a real result */
+    tp_set_mode(TP_DEFER);
+    c.code = WSA_E_NO_MORE; /* -> the lookup ends: no other provider */
+    CHECK(nspv2_thread_create(&t, completer_main, &c) == 0);
+    len = sizeof buf.bytes;
+    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSA_E_NO_MORE);
+    nspv2_thread_join(t);
+    CHECK(c.ret == NO_ERROR);
+    CHECK(stats().async_pending == 0);
+    CHECK_OK(nspv2_lookup_end(h));
+    CHECK_OK(nspv2_session_close(s));
+}
+
+TEST(test_timeout_and_late_completion)
+{
+    fresh();
+    advertise_tp();
+    nspv2_host_set_timeout_ms(100);
+    uint64_t s;
+    CHECK_OK(nspv2_session_open(&s));
+    WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
+    HANDLE h;
+    CHECK_OK(nspv2_lookup_begin(s, &q, 0, &h));
+    tp_set_mode(TP_DEFER);
+    result_buf buf;
+    DWORD len = sizeof buf.bytes;
+    uint64_t t0 = nspv2_now_ns();
+    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSA_E_CANCELLED);
+    uint64_t waited_ms = (nspv2_now_ns() - t0) / 1000000u;
+    CHECK(waited_ms >= 90 && waited_ms < 3000);
+    CHECK(stats().async_pending == 0);
+    HANDLE late = tp_wait_deferred();
+    CHECK(late != NULL);
+    CHECK_ERR(WSAProviderCompleteAsyncCall(late, NO_ERROR), WSAEINVAL);
+    CHECK_ERR(WSAProviderCompleteAsyncCall(late, NO_ERROR), WSAEINVAL);
+    CHECK(stats().late_completions == 1);
+
+    /* the lookup still works afterwards */
+    tp_set_mode(TP_SYNC);
+    len = sizeof buf.bytes;
+    CHECK_OK(nspv2_lookup_next(h, 0, &len, &buf.qs));
+    CHECK(wstr_is(buf.qs.lpszServiceInstanceName, "tp0"));
+    CHECK_OK(nspv2_lookup_end(h));
+    CHECK_OK(nspv2_session_close(s));
+}
+
+TEST(test_end_races_next)
+{
+    fresh();
+    advertise_tp();
+    uint64_t s;
+    CHECK_OK(nspv2_session_open(&s));
+    WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
+    HANDLE h;
+    CHECK_OK(nspv2_lookup_begin(s, &q, 0, &h));
+    tp_set_mode(TP_DEFER);
+    next_runner n = {h, 0, 0};
+    nspv2_thread t;
+    CHECK(nspv2_thread_create(&t, next_runner_main, &n) == 0);
+    HANDLE pending = tp_wait_deferred();
+    CHECK(pending != NULL);
+    nspv2_sleep_ms(20);
+    CHECK_OK(nspv2_lookup_end(h));
+    nspv2_thread_join(t);
+    CHECK(n.ret == SOCKET_ERROR && n.err == WSA_E_CANCELLED);
+    CHECK_ERR(WSAProviderCompleteAsyncCall(pending, NO_ERROR), WSAEINVAL);
+    CHECK(stats().late_completions == 1);
+    CHECK_ERR(nspv2_lookup_end(h), WSA_INVALID_HANDLE);
+
+    /* the same with the session closed under the waiting next */
+    CHECK_OK(nspv2_lookup_begin(s, &q, 0, &h));
+    tp_set_mode(TP_DEFER);
+    n.h = h;
+    CHECK(nspv2_thread_create(&t, next_runner_main, &n) == 0);
+    pending = tp_wait_deferred();
+    nspv2_sleep_ms(20);
+    CHECK_OK(nspv2_session_abandon(s));
+    nspv2_thread_join(t);
+    CHECK(n.ret == SOCKET_ERROR && n.err == WSA_E_CANCELLED);
+    CHECK_ERR(WSAProviderCompleteAsyncCall(pending, NO_ERROR), WSAEINVAL);
+    nspv2_host_stats st = stats();
+    CHECK(st.rundowns == 1 && st.lookups_open == 0 && st.async_pending == 0);
+}
+
+TEST(test_ns_all_drains_in_order)
+{
+    fresh();
+    advertise_ref();
+    advertise_tp();
+    nspv2_mutex_lock(&tp.lock);
+    tp.results = 2;
+    nspv2_mutex_unlock(&tp.lock);
+    uint64_t s;
+    CHECK_OK(nspv2_session_open(&s));
+    CHECK_OK(sign_in(s, "bob@example.com", MISTATUS_BUSY));
+    CHECK_OK(sign_in(s, "alice@example.com", -1));
+    WSAQUERYSETW q = query(NS_ALL, NULL, "*@example.com");
+    HANDLE h;
+    CHECK_OK(nspv2_lookup_begin(s, &q, LUP_RETURN_ALL, &h));
+    const char *expected[] = {"alice@example.com", "bob@example.com", "tp0", "tp1"};
+    result_buf buf;
+    for (int i = 0; i < 4; i++) {
+        DWORD len = sizeof buf.bytes;
+        CHECK_OK(nspv2_lookup_next(h, 0, &len, &buf.qs));
+        CHECK(wstr_is(buf.qs.lpszServiceInstanceName, expected[i]));
+    }
+    /* tp's result carries an AFPROTOCOLS array, relocated too */
+    CHECK(buf.qs.dwNumberOfProtocols == 1 && buf.qs.lpafpProtocols &&
+          in_buffer(buf.qs.lpafpProtocols, sizeof(AFPROTOCOLS), buf.bytes, 4096) &&
+          buf.qs.lpafpProtocols->iAddressFamily == NSPV2_AF_INET6 &&
+          buf.qs.lpafpProtocols->iProtocol == 17);
+    DWORD len = sizeof buf.bytes;
+    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSA_E_NO_MORE);
+    CHECK_OK(nspv2_lookup_end(h));
+    CHECK(tp.ends == 1);
+    /* a provider whose Begin fails is skipped while another succeeds */
+    q = query(NS_ALL, NULL, "nobody@example.com");
+    CHECK_OK(nspv2_lookup_begin(s, &q, LUP_RETURN_NAME, &h));
+    len = sizeof buf.bytes;
+    CHECK_OK(nspv2_lookup_next(h, 0, &len, &buf.qs));
+    CHECK(wstr_is(buf.qs.lpszServiceInstanceName, "tp0"));
+    CHECK_OK(nspv2_lookup_end(h));
+    CHECK_OK(nspv2_session_close(s));
+    CHECK(stats().cleanups == 2);
+}
+
+TEST(test_set_service)
+{
+    fresh();
+    advertise_bench();
+    uint64_t s;
+    CHECK_OK(nspv2_session_open(&s));
+    WSAQUERYSETW q = query(NS_EMAIL, NULL, "dave@example.com");
+    CHECK_ERR(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0), WSAEOPNOTSUPP);
+    q.lpNSProviderId = (LPGUID)&nspv2_bench_provider_id;
+    CHECK_ERR(nspv2_set_service(s, &q, RNRSERVICE_DELETE, 0), WSAEOPNOTSUPP);
+    CHECK_ERR(nspv2_set_service(s, NULL, RNRSERVICE_REGISTER, 0), WSAEFAULT);
+    CHECK_ERR(nspv2_set_service(s, &q, (WSAESETSERVICEOP)7, 0), WSAEINVAL);
+    CHECK_ERR(nspv2_set_service(s + 99, &q, RNRSERVICE_REGISTER, 0), WSAEINVAL);
+    q.dwSize = sizeof q - 1;
+    CHECK_ERR(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0), WSAEINVAL);
+    q = query(NS_DNS, NULL, "dave@example.com");
+    CHECK_ERR(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0), WSASERVICE_NOT_FOUND);
+    /* two providers serve NS_EMAIL: a registration must name one */
+    advertise_ref();
+    q = query(NS_EMAIL, NULL, "dave@example.com");
+    CHECK_ERR(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0), WSAEINVAL);
+    q.lpNSProviderId = (LPGUID)&nspv2_ref_provider_id;
+    CHECK_OK(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0));
+    CHECK(look_error(s, "dave@example.com") == NO_ERROR);
+    /* NS_ALL reaches both: the first error (the bench provider's) comes
+     * back, and the reference provider registered the name all the same */
+    q = query(NS_ALL, NULL, "erin@example.com");
+    CHECK_ERR(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0), WSAEOPNOTSUPP);
+    CHECK(look_error(s, "erin@example.com") == NO_ERROR);
+    /* a provider that registers */
+    advertise_tp();
+    q = query(TP_NAMESPACE, NULL, "x");
+    CHECK_OK(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0));
+    CHECK(stats().async_pending == 0);
+    CHECK_OK(nspv2_session_close(s));
+    CHECK(stats().startups == 3 && stats().cleanups == 3);
+    /* the session's names went with it */
+    CHECK_OK(nspv2_session_open(&s));
+    CHECK(look_error(s, "dave@example.com") == WSASERVICE_NOT_FOUND);
+    CHECK_OK(nspv2_session_close(s));
+}
+
+/* ------------------------------------------------------------------------ */
+/* concurrency: everything at once, then check that the books balance       */
+
+/* open, look up (NS_ALL: ref, bench, then tp), end, close or abandon; the handle is
+ * published so the ender thread may end it under our feet */
+static void stress_lookup_main(void *p)
+{
+    uintptr_t seed = (uintptr_t)p;
+    result_buf *buf = malloc(sizeof *buf);
+    for (int i = 0; !stress_done(); i++) {
+        uint64_t s;
+        if (nspv2_session_open(&s) != NO_ERROR) {
+            stress_unexpected("open", WSAGetLastError());
+            continue;
+        }
+        WSAQUERYSETW q = query(NS_ALL, NULL, NULL);
+        q.lpszServiceInstanceName = (LPWSTR)u"*@example.com"; /* W() is not thread-safe */
+        HANDLE h;
+        if (nspv2_lookup_begin(s, &q, LUP_RETURN_ALL, &h) == NO_ERROR) {
+            nspv2_mutex_lock(&st.lock);
+            st.shared_lookup = h;
+            nspv2_mutex_unlock(&st.lock);
+            for (;;) {
+                DWORD len = (i + (int)seed) % 5 == 0 ? 100 : 4096;
+                if (nspv2_lookup_next(h, 0, &len, &buf->qs) == NO_ERROR)
+                    continue;
+                int e = WSAGetLastError();
+                if (e != WSA_E_NO_MORE && e != WSA_E_CANCELLED && e != WSA_INVALID_HANDLE &&
+                    e != WSAEFAULT)
+                    stress_unexpected("next", e);
+                break;
+            }
+            if (nspv2_lookup_end(h) != NO_ERROR && WSAGetLastError() != WSA_INVALID_HANDLE)
+                stress_unexpected("end", WSAGetLastError());
+        } else {
+            stress_unexpected("begin", WSAGetLastError());
+        }
+        INT r = (i + (int)seed) % 3 == 0 ? nspv2_session_abandon(s) : nspv2_session_close(s);
+        if (r != NO_ERROR)
+            stress_unexpected("close", WSAGetLastError());
+    }
+    free(buf);
+}
+
+static void stress_ender_main(void *p)
+{
+    (void)p;
+    while (!stress_done()) {
+        nspv2_mutex_lock(&st.lock);
+        HANDLE h = st.shared_lookup;
+        st.shared_lookup = NULL;
+        nspv2_mutex_unlock(&st.lock);
+        if (h && nspv2_lookup_end(h) != NO_ERROR && WSAGetLastError() != WSA_INVALID_HANDLE)
+            stress_unexpected("ender end", WSAGetLastError());
+        nspv2_sleep_ms(0);
+    }
+}
+
+/* sessions that another thread closes while they are used */
+static void stress_session_main(void *p)
+{
+    (void)p;
+    result_buf *buf = malloc(sizeof *buf);
+    for (int i = 0; !stress_done(); i++) {
+        uint64_t s;
+        if (nspv2_session_open(&s) != NO_ERROR)
+            continue;
+        nspv2_mutex_lock(&st.lock);
+        st.shared_session = s;
+        nspv2_mutex_unlock(&st.lock);
+        WSAQUERYSETW q = query(TP_NAMESPACE, NULL, NULL);
+        HANDLE h;
+        if (nspv2_lookup_begin(s, &q, 0, &h) == NO_ERROR) {
+            DWORD len = 4096;
+            while (nspv2_lookup_next(h, 0, &len, &buf->qs) == NO_ERROR)
+                len = 4096;
+            nspv2_lookup_end(h);
+        } else {
+            int e = WSAGetLastError();
+            if (e != WSAEINVAL && e != WSASERVICE_NOT_FOUND)
+                stress_unexpected("session begin", e);
+        }
+        if (nspv2_session_close(s) != NO_ERROR && WSAGetLastError() != WSAEINVAL)
+            stress_unexpected("session close", WSAGetLastError());
+    }
+    free(buf);
+}
+
+static void stress_closer_main(void *p)
+{
+    (void)p;
+    int n = 0;
+    while (!stress_done()) {
+        nspv2_mutex_lock(&st.lock);
+        uint64_t s = st.shared_session;
+        st.shared_session = 0;
+        nspv2_mutex_unlock(&st.lock);
+        if (s) {
+            INT r = (n++ & 1) ? nspv2_session_abandon(s) : nspv2_session_close(s);
+            if (r != NO_ERROR && WSAGetLastError() != WSAEINVAL)
+                stress_unexpected("closer", WSAGetLastError());
+        }
+        nspv2_sleep_ms(0);
+    }
+}
+
+/* the test provider comes and goes */
+static void stress_churn_main(void *p)
+{
+    (void)p;
+    NSPV2_ROUTINE r = tp_routine();
+    while (!stress_done()) {
+        if (WSAUnadvertiseProvider(&tp_id) != NO_ERROR)
+            stress_unexpected("unadvertise", WSAGetLastError());
+        nspv2_sleep_ms(1);
+        if (WSAAdvertiseProvider(&tp_id, &r) != NO_ERROR)
+            stress_unexpected("advertise", WSAGetLastError());
+        nspv2_sleep_ms(2);
+    }
+}
+
+TEST(test_stress)
+{
+    fresh();
+    advertise_ref();
+    advertise_bench();
+    advertise_tp();
+    uint64_t keeper; /* keeps two names signed in for the lookups */
+    CHECK_OK(nspv2_session_open(&keeper));
+    CHECK_OK(sign_in(keeper, "alice@example.com", -1));
+    CHECK_OK(sign_in(keeper, "bob@example.com", MISTATUS_BUSY));
+    nspv2_host_set_timeout_ms(2000);
+    tp_set_mode(TP_ASYNC);
+    nspv2_mutex_lock(&tp.lock);
+    tp.results = 2;
+    nspv2_mutex_unlock(&tp.lock);
+    stress_start();
+    nspv2_thread completer, workers[4], helpers[3];
+    CHECK(nspv2_thread_create(&completer, tp_completer_main, NULL) == 0);
+    CHECK(nspv2_thread_create(&helpers[0], stress_ender_main, NULL) == 0);
+    CHECK(nspv2_thread_create(&helpers[1], stress_closer_main, NULL) == 0);
+    CHECK(nspv2_thread_create(&helpers[2], stress_churn_main, NULL) == 0);
+    CHECK(nspv2_thread_create(&workers[0], stress_lookup_main, (void *)1) == 0);
+    CHECK(nspv2_thread_create(&workers[1], stress_lookup_main, (void *)2) == 0);
+    CHECK(nspv2_thread_create(&workers[2], stress_session_main, NULL) == 0);
+    CHECK(nspv2_thread_create(&workers[3], stress_session_main, NULL) == 0);
+    nspv2_sleep_ms(STRESS_MS);
+    stress_stop();
+    for (int i = 0; i < 4; i++)
+        nspv2_thread_join(workers[i]);
+    for (int i = 0; i < 3; i++)
+        nspv2_thread_join(helpers[i]);
+    nspv2_mutex_lock(&tp.lock);
+    tp.stop = 1;
+    nspv2_mutex_unlock(&tp.lock);
+    nspv2_thread_join(completer);
+    CHECK_OK(nspv2_session_close(keeper));
+
+    CHECK(st.errors == 0);
+    nspv2_host_stats s = stats();
+    CHECK(s.sessions_open == 0 && s.lookups_open == 0 && s.async_pending == 0);
+    CHECK(s.startups == s.cleanups + s.rundowns);
+    CHECK(s.provider_faults == 0);
+    int once = 1;
+    for (int i = 0; i < tp.nsessions; i++)
+        if (tp.sessions[i]->cleanups + tp.sessions[i]->rundowns != 1)
+            once = 0;
+    CHECK(once); /* every provider session ended exactly once */
+    printf("     stress: %d test-provider sessions, startups %" PRIu64 ", cleanups %" PRIu64
+           ", rundowns %" PRIu64 ", late completions %" PRIu64 "\n",
+           tp.nsessions, s.startups, s.cleanups, s.rundowns, s.late_completions);
+}
+
+void run_lookup_tests(void)
+{
+    RUN(test_completion_errors);
+    RUN(test_completion_from_other_thread);
+    RUN(test_timeout_and_late_completion);
+    RUN(test_end_races_next);
+    RUN(test_ns_all_drains_in_order);
+    RUN(test_set_service);
+    RUN(test_stress);
+}

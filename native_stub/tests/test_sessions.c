@@ -1,0 +1,280 @@
+/*
+ * test_sessions.c - tests of advertise/unadvertise, namespaces, sessions,
+ * the Winsock-named calls, the per-thread last error and nspv2_host_reset.
+ */
+#include "test_support.h"
+
+/* ------------------------------------------------------------------------ */
+/* advertise / unadvertise                                                   */
+
+static INT WSAAPI fail_startup(LPGUID id, LPVOID *arg)
+{
+    (void)id;
+    (void)arg;
+    WSASetLastError(WSAEACCES);
+    return SOCKET_ERROR;
+}
+
+static INT WSAAPI silent_fail_startup(LPGUID id, LPVOID *arg)
+{
+    (void)id;
+    (void)arg;
+    return SOCKET_ERROR; /* sets no error */
+}
+
+TEST(test_advertise_validation)
+{
+    fresh();
+    NSPV2_ROUTINE r = tp_routine();
+    CHECK_ERR(WSAAdvertiseProvider(NULL, &r), WSAEFAULT);
+    CHECK_ERR(WSAAdvertiseProvider(&tp_id, NULL), WSAEINVAL);
+    NSPV2_ROUTINE bad = r;
+    bad.cbSize = sizeof bad - 1;
+    CHECK_ERR(WSAAdvertiseProvider(&tp_id, &bad), WSAEINVAL);
+    bad = r;
+    bad.NSPv2LookupServiceBegin = NULL;
+    CHECK_ERR(WSAAdvertiseProvider(&tp_id, &bad), WSAEINVAL);
+    bad = r;
+    bad.NSPv2LookupServiceNextEx = NULL;
+    CHECK_ERR(WSAAdvertiseProvider(&tp_id, &bad), WSAEINVAL);
+    bad = r;
+    bad.NSPv2LookupServiceEnd = NULL;
+    CHECK_ERR(WSAAdvertiseProvider(&tp_id, &bad), WSAEINVAL);
+    CHECK(stats().providers == 0);
+
+    /* optional slots may be NULL; a larger cbSize is fine */
+    bad = r;
+    bad.cbSize = sizeof bad + 16;
+    bad.NSPv2Startup = NULL;
+    bad.NSPv2Cleanup = NULL;
+    bad.NSPv2SetServiceEx = NULL;
+    bad.NSPv2ClientSessionRundown = NULL;
+    CHECK_OK(WSAAdvertiseProvider(&tp_id, &bad));
+    CHECK_ERR(WSAAdvertiseProvider(&tp_id, &r), WSAEALREADY);
+    CHECK(stats().providers == 1);
+    CHECK_OK(WSAUnadvertiseProvider(&tp_id));
+    CHECK_ERR(WSAUnadvertiseProvider(&tp_id), WSAEINVAL);
+    CHECK_ERR(WSAUnadvertiseProvider(&nspv2_ref_provider_id), WSAEINVAL);
+    CHECK(stats().providers == 0);
+
+    /* the table is copied: changing the caller's copy changes nothing */
+    r = tp_routine();
+    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
+    memset(&r, 0, sizeof r);
+    uint64_t s;
+    CHECK_OK(nspv2_session_open(&s));
+    WSAQUERYSETW q = query(NS_ALL, &tp_id, "x");
+    HANDLE h = NULL;
+    CHECK_OK(nspv2_lookup_begin(s, &q, LUP_RETURN_ALL, &h));
+    CHECK_OK(nspv2_lookup_end(h));
+    CHECK_OK(nspv2_session_close(s));
+
+    /* namespaces: install, duplicate, uninstall */
+    CHECK_OK(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), NS_DNS, 1, (LPGUID)&tp_id, NULL));
+    CHECK_ERR(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), NS_DNS, 1, (LPGUID)&tp_id, NULL),
+              WSAEALREADY);
+    CHECK_ERR(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), NS_DNS, 1, NULL, NULL), WSAEFAULT);
+    CHECK_OK(WSCUnInstallNameSpace((LPGUID)&tp_id));
+    CHECK_ERR(WSCUnInstallNameSpace((LPGUID)&tp_id), WSAEINVAL);
+}
+
+TEST(test_startup_failure)
+{
+    fresh();
+    NSPV2_ROUTINE r = tp_routine();
+    NSPV2_SLOT(r, NSPv2Startup, fail_startup);
+    CHECK_OK(WSAAdvertiseProvider(&tp_fail_id, &r));
+    NSPV2_SLOT(r, NSPv2Startup, silent_fail_startup);
+    CHECK_OK(WSAAdvertiseProvider(&tp_silent_id, &r));
+    uint64_t s;
+    CHECK_OK(nspv2_session_open(&s));
+    WSAQUERYSETW q = query(NS_ALL, &tp_fail_id, "x");
+    HANDLE h;
+    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSAEACCES);
+    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSAEACCES); /* tried again */
+    q.lpNSProviderId = (LPGUID)&tp_silent_id;
+    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSAEINVAL);
+    CHECK(stats().startups == 3);
+    CHECK_OK(nspv2_session_close(s));
+    CHECK(stats().cleanups == 0); /* nothing started, nothing to clean */
+    CHECK(tp.begins == 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* sessions                                                                  */
+
+TEST(test_sessions)
+{
+    fresh();
+    advertise_tp();
+    uint64_t a, b, c;
+    CHECK_OK(nspv2_session_open(&a));
+    CHECK_OK(nspv2_session_open(&b));
+    CHECK_OK(nspv2_session_open(&c));
+    CHECK(a >= 1 && b > a && c > b);
+    CHECK(stats().sessions_open == 3);
+    CHECK_ERR(nspv2_session_open(NULL), WSAEFAULT);
+
+    WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
+    HANDLE h;
+    /* a and b start the provider, twice each: one Startup per session */
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(nspv2_lookup_begin(a, &q, 0, &h));
+        CHECK_OK(nspv2_lookup_end(h));
+        CHECK_OK(nspv2_lookup_begin(b, &q, 0, &h));
+        CHECK_OK(nspv2_lookup_end(h));
+    }
+    CHECK(stats().startups == 2);
+    CHECK(tp.nsessions == 2);
+
+    CHECK_OK(nspv2_session_close(a));
+    CHECK_OK(nspv2_session_abandon(b));
+    CHECK_OK(nspv2_session_close(c)); /* never started: nothing to end */
+    CHECK_ERR(nspv2_session_close(a), WSAEINVAL);
+    CHECK_ERR(nspv2_session_abandon(b), WSAEINVAL);
+    CHECK_ERR(nspv2_session_close(0), WSAEINVAL);
+    CHECK_ERR(nspv2_session_close(987654321), WSAEINVAL);
+    CHECK_ERR(nspv2_lookup_begin(a, &q, 0, &h), WSAEINVAL);
+
+    nspv2_host_stats st = stats();
+    CHECK(st.cleanups == 1 && st.rundowns == 1 && st.sessions_open == 0);
+    CHECK(tp.sessions[0]->cleanups == 1 && tp.sessions[0]->rundowns == 0);
+    CHECK(tp.sessions[1]->cleanups == 0 && tp.sessions[1]->rundowns == 1);
+
+    /* ids are never reused */
+    uint64_t d;
+    CHECK_OK(nspv2_session_open(&d));
+    CHECK(d > c);
+    /* closing a session ends its open lookups first */
+    CHECK_OK(nspv2_lookup_begin(d, &q, 0, &h));
+    int ends = tp.ends;
+    CHECK(stats().lookups_open == 1);
+    CHECK_OK(nspv2_session_close(d));
+    CHECK(tp.ends == ends + 1);
+    CHECK(stats().lookups_open == 0);
+    CHECK_ERR(nspv2_lookup_end(h), WSA_INVALID_HANDLE);
+    CHECK(tp.sessions[2]->cleanups == 1 && tp.sessions[2]->rundowns == 0);
+}
+
+TEST(test_unadvertise_with_sessions)
+{
+    fresh();
+    advertise_tp();
+    advertise_bench();
+    uint64_t s[3];
+    HANDLE h[3];
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(nspv2_session_open(&s[i]));
+        WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
+        CHECK_OK(nspv2_lookup_begin(s[i], &q, 0, &h[i]));
+    }
+    CHECK_OK(nspv2_lookup_end(h[0])); /* h[1], h[2] stay open */
+    /* one of them also uses the bench provider */
+    WSAQUERYSETW rq = query(NS_EMAIL, NULL, "alice@example.com");
+    HANDLE rh;
+    CHECK_OK(nspv2_lookup_begin(s[1], &rq, LUP_RETURN_ALL, &rh));
+    int ends = tp.ends;
+
+    CHECK_OK(WSAUnadvertiseProvider(&tp_id));
+    nspv2_host_stats st = stats();
+    CHECK(st.rundowns == 3);
+    CHECK(st.providers == 1);
+    CHECK(tp.ends == ends + 2); /* the two open lookups were ended */
+    for (int i = 0; i < 3; i++)
+        CHECK(tp.sessions[i]->rundowns == 1 && tp.sessions[i]->cleanups == 0);
+
+    /* the client handles stay valid but have nothing left */
+    result_buf buf;
+    DWORD len = sizeof buf.bytes;
+    CHECK_ERR(nspv2_lookup_next(h[1], 0, &len, &buf.qs), WSA_E_NO_MORE);
+    CHECK_OK(nspv2_lookup_end(h[1]));
+    CHECK(tp.ends == ends + 2); /* not ended twice */
+    /* the bench provider is untouched */
+    len = sizeof buf.bytes;
+    CHECK_OK(nspv2_lookup_next(rh, 0, &len, &buf.qs));
+    check_bench(&buf.qs, "alice@example.com", sizeof buf.bytes);
+    CHECK_OK(nspv2_lookup_end(rh));
+
+    /* closing the sessions now ends nothing more for the gone provider */
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(nspv2_session_close(s[i]));
+    st = stats();
+    CHECK(st.rundowns == 3);
+    CHECK(st.cleanups == 1); /* s[1]'s bench provider session */
+    CHECK(st.sessions_open == 0 && st.lookups_open == 0);
+    for (int i = 0; i < 3; i++)
+        CHECK(tp.sessions[i]->rundowns == 1 && tp.sessions[i]->cleanups == 0);
+}
+
+TEST(test_winsock_named_calls)
+{
+    fresh();
+    advertise_ref();
+    WSAQUERYSETW q = query(NS_EMAIL, NULL, "bob@example.com");
+    HANDLE h;
+    result_buf buf;
+    DWORD len = sizeof buf.bytes;
+    CHECK_ERR(WSALookupServiceBeginW(&q, LUP_RETURN_ALL, &h), WSANOTINITIALISED);
+    CHECK_ERR(WSALookupServiceNextW(NULL, 0, &len, &buf.qs), WSANOTINITIALISED);
+    CHECK_ERR(WSALookupServiceEnd(NULL), WSANOTINITIALISED);
+    CHECK_ERR(WSASetServiceW(&q, RNRSERVICE_REGISTER, 0), WSANOTINITIALISED);
+    CHECK_ERR(nspv2_session_enter(424242), WSAEINVAL);
+    uint64_t s;
+    CHECK_OK(nspv2_session_open(&s));
+    CHECK_OK(nspv2_session_enter(s));
+    CHECK_ERR(WSALookupServiceBeginW(&q, LUP_RETURN_ALL, &h), WSASERVICE_NOT_FOUND);
+    CHECK_OK(WSASetServiceW(&q, RNRSERVICE_REGISTER, 0));
+    CHECK_OK(WSALookupServiceBeginW(&q, LUP_RETURN_ALL, &h));
+    CHECK_OK(WSALookupServiceNextW(h, 0, &len, &buf.qs));
+    CHECK(wstr_is(buf.qs.lpszServiceInstanceName, "bob@example.com"));
+    CHECK(wstr_is(buf.qs.lpszComment, "MISTATUS_ONLINE"));
+    len = sizeof buf.bytes;
+    CHECK_ERR(WSALookupServiceNextW(h, 0, &len, &buf.qs), WSA_E_NO_MORE);
+    CHECK_OK(WSALookupServiceEnd(h));
+    CHECK_ERR(WSALookupServiceEnd(h), WSA_INVALID_HANDLE);
+    CHECK_OK(WSASetServiceW(&q, RNRSERVICE_DELETE, 0));
+    CHECK_ERR(WSASetServiceW(&q, RNRSERVICE_DELETE, 0), WSASERVICE_NOT_FOUND);
+    CHECK_OK(nspv2_session_enter(0));
+    CHECK_ERR(WSALookupServiceBeginW(&q, LUP_RETURN_ALL, &h), WSANOTINITIALISED);
+    CHECK_OK(nspv2_session_close(s));
+}
+
+TEST(test_last_error_per_thread)
+{
+    WSASetLastError(1234);
+    CHECK(WSAGetLastError() == 1234);
+    nspv2_thread t;
+    next_runner n = {(HANDLE)(uintptr_t)777777, 0, 0}; /* unknown handle in another thread */
+    CHECK(nspv2_thread_create(&t, next_runner_main, &n) == 0);
+    nspv2_thread_join(t);
+    CHECK(n.ret == SOCKET_ERROR && n.err == WSA_INVALID_HANDLE);
+    CHECK(WSAGetLastError() == 1234); /* untouched here */
+}
+
+TEST(test_reset)
+{
+    advertise_tp();
+    uint64_t s;
+    CHECK_OK(nspv2_session_open(&s));
+    WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
+    HANDLE h;
+    CHECK_OK(nspv2_lookup_begin(s, &q, 0, &h));
+    nspv2_host_reset();
+    nspv2_host_stats st = stats();
+    CHECK(st.providers == 0 && st.sessions_open == 0 && st.lookups_open == 0);
+    CHECK(st.async_pending == 0);
+    CHECK_ERR(nspv2_session_close(s), WSAEINVAL);
+    CHECK_ERR(nspv2_lookup_end(h), WSA_INVALID_HANDLE);
+    CHECK(tp.ends >= 1);
+}
+
+void run_session_tests(void)
+{
+    RUN(test_advertise_validation);
+    RUN(test_startup_failure);
+    RUN(test_sessions);
+    RUN(test_unadvertise_with_sessions);
+    RUN(test_winsock_named_calls);
+    RUN(test_last_error_per_thread);
+    RUN(test_reset);
+}
