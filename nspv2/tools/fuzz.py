@@ -25,8 +25,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..provider.errors import WinsockError
-from ..provider.queryset import MAX_STRING_CHARS, QuerySet
-from ..sdk.winsock2 import NO_ERROR, WSAQUERYSET2W, WSAQUERYSETW, WSAError, code_name
+from ..provider.queryset import MAX_SOCKADDR_LEN, MAX_STRING_CHARS, QuerySet
+from ..sdk.winsock2 import (
+    AFPROTOCOLS,
+    BLOB,
+    NO_ERROR,
+    NS,
+    WSAQUERYSET2W,
+    WSAQUERYSETW,
+    WSAVERSION,
+    WSAError,
+    code_name,
+)
+from ..sdk.ws2def import AF, CSADDR_INFO, IPPROTO, SOCK, SOCKADDR_IN, SOCKET_ADDRESS
+from ..sdk.ws2ipdef import SOCKADDR_IN6
 from .common import EXIT_OK, EXIT_PROBLEMS, Progress, add_json, positive
 
 if TYPE_CHECKING:
@@ -38,6 +50,35 @@ __all__ = ["ALLOWED_HOST_CODES", "GuardedArena", "add_commands", "build_image", 
 
 PAGE = mmap.PAGESIZE
 _P = ctypes.sizeof(ctypes.c_void_p)
+_SIN = ctypes.sizeof(SOCKADDR_IN)
+_SIN6 = ctypes.sizeof(SOCKADDR_IN6)
+_FAMILY = ctypes.sizeof(ctypes.c_ushort)  # SOCKADDR.sa_family
+_ALIGN_U32 = ctypes.alignment(ctypes.c_uint32)
+#: iSockaddrLength values: exact, short by one, the reader's limit and one past it, absurd.
+_SOCKADDR_LENGTHS = (
+    *(_SIN, _SIN6, 0, 1, 2, _SIN - 1, _SIN6 - 1),
+    *(MAX_SOCKADDR_LEN, MAX_SOCKADDR_LEN + 1, -1, 0x7FFFFFFF),
+)
+
+
+def _offset(struct_type: type[ctypes.Structure], field: str) -> int:
+    """``offsetof(struct_type, field)``, from the ctypes definition."""
+    offset: int = getattr(struct_type, field).offset
+    return offset
+
+
+def _set_pointer(obj: ctypes.Structure, field: str, address: int) -> None:
+    """Store a raw address (possibly dangling: it is fuzz) in a pointer field."""
+    at = ctypes.addressof(obj) + _offset(type(obj), field)
+    ctypes.c_void_p.from_address(at).value = address or None
+
+
+def _socket_address(address: int, length: int) -> SOCKET_ADDRESS:
+    sa = SOCKET_ADDRESS()
+    _set_pointer(sa, "lpSockaddr", address)
+    sa.iSockaddrLength = length
+    return sa
+
 
 #: Codes the host path may give for a malformed query set: the provider's
 #: WSAEINVAL, or the host's own validation before the provider is reached.
@@ -148,57 +189,59 @@ def build_image(
     fields["lpszComment"] = string()
     fields["lpszContext"] = string()
     fields["lpszQueryString"] = string()
-    fields["dwNameSpace"] = rnd.choice([37, 0, 12, rnd.getrandbits(32)])
-    fields["lpVersion"] = pointer(
-        "ver", struct.pack("<Ii", rnd.getrandbits(32), rnd.choice([0, 1, 2, -1])), 4
+    fields["dwNameSpace"] = rnd.choice(
+        [int(NS.NS_EMAIL), int(NS.NS_ALL), int(NS.NS_DNS), rnd.getrandbits(32)]
     )
-    fields["lpNSProviderId"] = pointer("guid", uuid.UUID(int=rnd.getrandbits(128)).bytes_le, 4)
+    version = WSAVERSION(rnd.getrandbits(32), rnd.choice([0, 1, 2, -1]))
+    fields["lpVersion"] = pointer("ver", bytes(version), ctypes.alignment(WSAVERSION))
+    fields["lpNSProviderId"] = pointer(
+        "guid", uuid.UUID(int=rnd.getrandbits(128)).bytes_le, _ALIGN_U32
+    )
     if kind == "W":
         fields["lpServiceClassId"] = pointer(
-            "guid", uuid.UUID(int=rnd.getrandbits(128)).bytes_le, 4
+            "guid", uuid.UUID(int=rnd.getrandbits(128)).bytes_le, _ALIGN_U32
         )
     n_proto = rnd.choice([0, 0, 1, 2, 5, 70000, 0xFFFFFFFF])
     fields["dwNumberOfProtocols"] = n_proto
+    tcp = AFPROTOCOLS(int(AF.AF_INET), int(IPPROTO.IPPROTO_TCP))
     fields["lpafpProtocols"] = (
-        pointer("protos", struct.pack("<ii", 2, 6) * min(n_proto, 5), 4)
+        pointer("protos", bytes(tcp) * min(n_proto, 5), ctypes.alignment(AFPROTOCOLS))
         if n_proto <= 5
         else rnd.choice([0, arena.start])
     )
     n_cs = rnd.choice([0, 0, 1, 2, 3, 100000])
     fields["dwNumberOfCsAddrs"] = n_cs
     if 0 < n_cs <= 3:
-        cs_size = 24 if _P == 4 else 40
         items = bytearray()
         for _ in range(n_cs):
+            sides = []
             for _side in range(2):
-                family = rnd.choice([2, 23, 2, 23, 0, 1, 99, 0xFFFF])
-                length = rnd.choice([16, 28, 0, 1, 2, 15, 27, 128, 129, -1, 0x7FFFFFFF])
-                raw = struct.pack("<H", family) + bytes(rnd.getrandbits(8) for _ in range(26))
-                sa = pointer("sa", raw + bytes(max(0, min(length, 128) - len(raw))), 4)
-                items += (
-                    struct.pack("<Q" if _P == 8 else "<I", sa)
-                    + struct.pack("<i", length)
-                    + (bytes(4) if _P == 8 else b"")
+                family = rnd.choice(
+                    [AF.AF_INET, AF.AF_INET6, AF.AF_INET, AF.AF_INET6, 0, 1, 99, 0xFFFF]
                 )
-            items += struct.pack("<ii", 1, 6)
-        assert len(items) == cs_size * n_cs
+                length = rnd.choice(_SOCKADDR_LENGTHS)
+                raw = struct.pack("<H", family) + bytes(
+                    rnd.getrandbits(8) for _ in range(_SIN6 - _FAMILY)
+                )
+                padding = bytes(max(0, min(length, MAX_SOCKADDR_LEN) - len(raw)))
+                at = pointer("sa", raw + padding, ctypes.alignment(SOCKADDR_IN6))
+                sides.append(_socket_address(at, length))
+            item = CSADDR_INFO(*sides, int(SOCK.SOCK_STREAM), int(IPPROTO.IPPROTO_TCP))
+            items += bytes(item)
         fields["lpcsaBuffer"] = pointer("cs", bytes(items))
     else:
         fields["lpcsaBuffer"] = rnd.choice([0, 0, arena.start])
     fields["dwOutputFlags"] = rnd.getrandbits(32)
     cb = rnd.choice([0, 1, 32, 1000, 0x7FFFFFFF, 0xFFFFFFFF])
     data_ptr = pointer("blobdata", bytes(min(cb, 64))) if cb <= 64 else rnd.choice([0, arena.start])
-    blob = (
-        struct.pack("<I", cb)
-        + (bytes(4) if _P == 8 else b"")
-        + struct.pack("<Q" if _P == 8 else "<I", data_ptr)
-    )
-    fields["lpBlob"] = pointer("blob", blob)
+    blob = BLOB()
+    blob.cbSize = cb
+    _set_pointer(blob, "pBlobData", data_ptr)
+    fields["lpBlob"] = pointer("blob", bytes(blob))
     image = header()
     for name, value in fields.items():
-        offset = getattr(header, name).offset
         if name.startswith("lp"):
-            ctypes.c_void_p.from_address(ctypes.addressof(image) + offset).value = value or None
+            _set_pointer(image, name, value)
         else:
             setattr(image, name, value & 0xFFFFFFFF)
     arena.write(0, bytes(image))

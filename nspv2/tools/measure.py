@@ -17,7 +17,9 @@ identical C code for all three.
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import itertools
+import socket
 import statistics
 import struct
 import threading
@@ -40,7 +42,7 @@ from ..sdk.winsock2 import (
     WSAQUERYSET2W,
     WSAError,
 )
-from ..sdk.ws2def import CSADDR_INFO, SOCKADDR_IN
+from ..sdk.ws2def import AF, CSADDR_INFO, IPPROTO, SOCK, SOCKADDR_IN, SOCKET_ADDRESS
 from ..sdk.ws2ipdef import SOCKADDR_IN6
 from ..sdk.ws2spi import NSPV2_ROUTINE, PROTOTYPES
 
@@ -57,6 +59,8 @@ __all__ = [
 ]
 
 BENCH_NAME = "alice@example.com"
+_V4, _V6, _PORT = "192.0.2.10", "2001:db8::10", 5060
+_BLOB = bytes(range(32))
 A_ID = uuid.UUID("6e737032-6265-6e63-8a1f-000000000a0a")
 B_ID = uuid.UUID("6e737032-6265-6e63-8a1f-000000000b0b")
 
@@ -68,11 +72,11 @@ def bench_result(name: str) -> QuerySet:
         comment="MISTATUS_ONLINE",
         namespace=NS.NS_EMAIL,
         cs_addrs=(
-            CsAddr(None, SocketAddress.parse("192.0.2.10", 5060)),
-            CsAddr(None, SocketAddress.parse("2001:db8::10", 5060)),
+            CsAddr(None, SocketAddress.parse(_V4, _PORT)),
+            CsAddr(None, SocketAddress.parse(_V6, _PORT)),
         ),
         output_flags=int(RESULT_IS.RESULT_IS_ADDED),
-        blob=bytes(range(32)),
+        blob=_BLOB,
     )
 
 
@@ -147,40 +151,45 @@ class RawBench:
 
         name_at = put(name_bytes + b"\0\0")
         comment_at = put("MISTATUS_ONLINE".encode("utf-16-le") + b"\0\0")
-        cs_at = put(bytes(2 * ctypes.sizeof(CSADDR_INFO)))
+        cs_at = put(bytes(2 * ctypes.sizeof(CSADDR_INFO)))  # the two remotes below
         sin = SOCKADDR_IN()
-        sin.sin_family = 2
-        sin.sin_port = (5060).to_bytes(2, "big")[0] | ((5060).to_bytes(2, "big")[1] << 8)
-        ctypes.memmove(ctypes.addressof(sin.sin_addr), bytes([192, 0, 2, 10]), 4)
+        sin.sin_family = int(AF.AF_INET)
+        sin.sin_port = socket.htons(_PORT)
+        v4 = ipaddress.IPv4Address(_V4).packed
+        ctypes.memmove(ctypes.addressof(sin.sin_addr), v4, len(v4))
         sin_at = put(bytes(sin))
         sin6 = SOCKADDR_IN6()
-        sin6.sin6_family = 23
-        sin6.sin6_port = sin.sin_port
-        ctypes.memmove(
-            ctypes.addressof(sin6.sin6_addr), bytes.fromhex("20010db8000000000000000000000010"), 16
-        )
+        sin6.sin6_family = int(AF.AF_INET6)
+        sin6.sin6_port = socket.htons(_PORT)
+        v6 = ipaddress.IPv6Address(_V6).packed
+        ctypes.memmove(ctypes.addressof(sin6.sin6_addr), v6, len(v6))
         sin6_at = put(bytes(sin6))
         blob_at = put(bytes(ctypes.sizeof(BLOB)))
-        blob_data_at = put(bytes(range(32)))
-        cs = (CSADDR_INFO * 2).from_buffer(data, cs_at)
-        for i, (at, size) in enumerate(
-            ((sin_at, ctypes.sizeof(sin)), (sin6_at, ctypes.sizeof(sin6)))
-        ):
+        blob_data_at = put(_BLOB)
+        remotes = ((sin_at, ctypes.sizeof(sin)), (sin6_at, ctypes.sizeof(sin6)))
+        cs = (CSADDR_INFO * len(remotes)).from_buffer(data, cs_at)
+        for i, (at, size) in enumerate(remotes):
             cs[i].RemoteAddr.iSockaddrLength = size
-            cs[i].iSocketType = 1
-            cs[i].iProtocol = 6
+            cs[i].iSocketType = int(SOCK.SOCK_STREAM)
+            cs[i].iProtocol = int(IPPROTO.IPPROTO_TCP)
             fixups.append(
-                (cs_at + i * ctypes.sizeof(CSADDR_INFO) + CSADDR_INFO.RemoteAddr.offset, at)
+                (
+                    cs_at
+                    + i * ctypes.sizeof(CSADDR_INFO)
+                    + _offset(CSADDR_INFO, "RemoteAddr")
+                    + _offset(SOCKET_ADDRESS, "lpSockaddr"),
+                    at,
+                )
             )
         del cs
         blob = BLOB.from_buffer(data, blob_at)
-        blob.cbSize = 32
+        blob.cbSize = len(_BLOB)
         del blob
         fixups.append((blob_at + _offset(BLOB, "pBlobData"), blob_data_at))
         qs = WSAQUERYSET2W.from_buffer(data, 0)
         qs.dwSize = ctypes.sizeof(WSAQUERYSET2W)
         qs.dwNameSpace = int(NS.NS_EMAIL)
-        qs.dwNumberOfCsAddrs = 2
+        qs.dwNumberOfCsAddrs = len(remotes)
         qs.dwOutputFlags = int(RESULT_IS.RESULT_IS_ADDED)
         del qs
         for field, at in (
@@ -311,10 +320,10 @@ class RawBench:
         table.cbSize = ctypes.sizeof(NSPV2_ROUTINE)
         table.dwMajorVersion, table.dwMinorVersion = 1, 1
         base = ctypes.addressof(table)
-        for i, thunk in enumerate(self._thunks):
-            ctypes.c_void_p.from_address(
-                base + 12 + (4 if _P == 8 else 0) + i * _P
-            ).value = ctypes.cast(thunk, ctypes.c_void_p).value
+        for p, thunk in zip(PROTOTYPES, self._thunks, strict=True):
+            ctypes.c_void_p.from_address(base + _offset(NSPV2_ROUTINE, p.slot)).value = ctypes.cast(
+                thunk, ctypes.c_void_p
+            ).value
         self.table = table
 
     def open_counts(self) -> dict[str, int]:
