@@ -42,6 +42,10 @@ def test_demo_is_deterministic_and_tells_the_story() -> None:
         "MSGR_E_NOT_LOGGED_ON",
     ):
         assert needle in out, needle
+    # the client's size is the provider's plus the header difference, explained once
+    [asked] = {int(w) for w in out.split() if w.isdigit() and f"needs {w} bytes" in out}
+    assert out.count("NSPV2_QS_DELTA") == 1
+    assert f"needs {asked + 8}" in out and f"the {asked} bytes the provider asked for" in out
     assert " ms " not in out  # no timestamps unless asked
     assert " ms " in cli("demo", "--timestamps").stdout
 

@@ -42,7 +42,7 @@ from .channel import ErrorChannel
 from .errors import WinsockError
 from .queryset import QuerySet
 from .registry import EndedBy, Lookup, Registry, Session, close_results
-from .routine import SLOT_OF, Routine, code_for_exception
+from .routine import Routine, code_for_exception
 
 __all__ = ["Provider"]
 
@@ -55,7 +55,6 @@ _CANCELLED = int(WSAError.WSA_E_CANCELLED)
 _FLUSH = int(LUP.LUP_FLUSHPREVIOUS)
 _u32_at = ctypes.c_uint32.from_address
 _ptr_at = ctypes.c_void_p.from_address
-_SLOT_NAMES = SLOT_OF
 
 
 class Provider:
@@ -73,11 +72,6 @@ class Provider:
     #: call completed from a worker thread (as a provider doing network I/O
     #: would); NSPv2LookupServiceEnd then cancels a NextEx still in flight.
     complete_from_thread: ClassVar[bool] = False
-
-    #: Called after every entry point as ``observer(slot, session_token,
-    #: code, detail)`` when set before :meth:`routine` builds the table
-    #: (the demo's timeline uses it); None costs nothing.
-    observer: Callable[[str, int | None, int, str], None] | None = None
 
     _routine_obj: Routine | None = None
     _registry_obj: Registry | None = None
@@ -120,21 +114,8 @@ class Provider:
             raise TypeError(f"{cls.__name__}.provider_id must be a uuid.UUID, not {pid!r}")
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
-        has_set_service = callable(getattr(self, "set_service", None))
-        slots: dict[str, Callable[..., Any]] = {
-            "startup": self._slot_startup,
-            "cleanup": self._slot_cleanup,
-            "begin": self._slot_begin,
-            "next_ex": self._slot_next_ex,
-            "end": self._slot_end,
-            "client_session_rundown": self._slot_rundown,
-        }
-        if has_set_service:
-            slots["set_service_ex"] = self._slot_set_service
-        if self.observer is not None:
-            slots = {key: self._observed(key, fn) for key, fn in slots.items()}
         routine = Routine(
-            **slots,
+            **self._slot_callables(),
             version=cls.version,
             channel=channel,
             pointers="int",
@@ -143,6 +124,24 @@ class Provider:
         )
         self._routine_obj = routine
         return routine
+
+    def _slot_callables(self) -> dict[str, Callable[..., Any]]:
+        """The callables :meth:`routine` installs, by Routine keyword.
+
+        The one place to wrap them (a subclass instrumenting its entry
+        points, as ``nspv2 demo`` does, overrides this).
+        """
+        slots: dict[str, Callable[..., Any]] = {
+            "startup": self._slot_startup,
+            "cleanup": self._slot_cleanup,
+            "begin": self._slot_begin,
+            "next_ex": self._slot_next_ex,
+            "end": self._slot_end,
+            "client_session_rundown": self._slot_rundown,
+        }
+        if callable(getattr(self, "set_service", None)):
+            slots["set_service_ex"] = self._slot_set_service
+        return slots
 
     def close(self) -> None:
         """Close the routine table: open sessions end with PLATFORM_SHUTDOWN."""
@@ -154,56 +153,6 @@ class Provider:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-    def _notify(self, slot: str, token: int | None, code: int, detail: str = "") -> None:
-        observer = self.observer
-        if observer is not None:
-            try:
-                observer(slot, token, code, detail)
-            except Exception:
-                log.exception("%s: observer failed", self.display_name)
-
-    def _observed(self, key: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Wrap a slot so the observer sees its outcome (NextEx reports itself)."""
-        slot = _SLOT_NAMES[key]
-        if key == "next_ex":
-            return fn
-
-        def describe(args: tuple[Any, ...]) -> tuple[int | None, str]:
-            if key == "startup":
-                return None, ""
-            if key in ("cleanup", "client_session_rundown"):
-                return args[1], ""
-            if key == "end":
-                lookup = self.registry.lookup(args[0])
-                return (lookup.session.token if lookup else None), ""
-            query_at, token = (args[1], args[3]) if key == "begin" else (args[2], args[5])
-            try:
-                name = QuerySet.from_address(query_at).service_instance_name
-            except WinsockError:
-                name = "(malformed query set)"
-            if key == "set_service_ex":
-                try:
-                    op = WSAESETSERVICEOP(args[3]).name
-                except ValueError:
-                    op = str(args[3])
-                return token, f"{op} {name}"
-            return token, str(name)
-
-        def wrapper(*args: Any) -> Any:
-            token, detail = describe(args)
-            try:
-                result = fn(*args)
-            except BaseException as exc:
-                self._notify(slot, token, code_for_exception(exc), detail)
-                raise
-            if key == "startup" and args[1]:
-                token = _ptr_at(args[1]).value
-            code = result if isinstance(result, int) else NO_ERROR
-            self._notify(slot, token, code, detail)
-            return result
-
-        return wrapper
 
     def _on_close(self) -> None:
         ended = self.registry.close_all(
@@ -337,8 +286,6 @@ class Provider:
         p_length: int | None,
         p_results: int | None,
     ) -> None:
-        if self.observer is not None:
-            lookup.last_detail = ""
         try:
             code = self._produce(lookup, flags, p_length, p_results)
         except BaseException as exc:
@@ -347,8 +294,6 @@ class Provider:
                 log.error("%s: lookup results raised", self.display_name, exc_info=exc)
         if lookup.ended and lookup.results is not None:
             close_results(lookup)
-        if self.observer is not None:
-            self._notify("NSPv2LookupServiceNextEx", lookup.session.token, code, lookup.last_detail)
         if self.complete_from_thread:
             with lookup.lock:
                 if lookup.pending_async != h_async:
@@ -380,8 +325,6 @@ class Provider:
                 raise TypeError(f"lookup() yielded {type(result).__name__}, not QuerySet")
         size = result.required_size()
         if length.value < size:
-            if self.observer is not None:
-                lookup.last_detail = f"needs {size} bytes"
             length.value = size
             lookup.held = result
             return _EFAULT
@@ -389,8 +332,6 @@ class Provider:
             raise WinsockError(WSAError.WSAEINVAL, "lpqsResults is NULL")
         result.pack_into(p_results, length.value)
         lookup.held = None
-        if self.observer is not None:
-            lookup.last_detail = f"{result.service_instance_name} {result.comment or ''}".strip()
         return NO_ERROR
 
     def _slot_end(self, h_lookup: int | None) -> int:

@@ -104,7 +104,6 @@ class Lookup:
     held: QuerySet | None = None  # a result that did not fit, returned again next time
     pending_async: int | None = None  # async handle of a NextEx in flight
     ended: bool = False
-    last_detail: str = ""  # what the last NextEx did (for observers)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 

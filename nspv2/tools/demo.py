@@ -9,6 +9,7 @@ the directory, and how each session ended.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import sys
 import time
@@ -20,8 +21,20 @@ from ..examples.email import EmailDirectory, encode_presence
 from ..host.host import ClientSession, Host
 from ..provider.errors import WinsockError
 from ..provider.queryset import CsAddr, QuerySet, SocketAddress
+from ..provider.registry import Lookup
+from ..provider.routine import SLOT_OF, code_for_exception
 from ..sdk.msgrua import MISTATUS
-from ..sdk.winsock2 import LUP, RESULT_IS, SERVICE_MULTIPLE, WSAESETSERVICEOP, code_name
+from ..sdk.winsock2 import (
+    LUP,
+    NO_ERROR,
+    RESULT_IS,
+    SERVICE_MULTIPLE,
+    WSAESETSERVICEOP,
+    WSAQUERYSET2W,
+    WSAQUERYSETW,
+    WSAError,
+    code_name,
+)
 from .common import EXIT_OK, EXIT_PROBLEMS, add_json, emit_json
 
 if TYPE_CHECKING:
@@ -88,6 +101,8 @@ class _Recorder:
         self.report = DemoReport()
         self.step = ""
         self.start = time.monotonic()
+        #: The sizes the provider asked for with WSAEFAULT, in order.
+        self.asked: list[int] = []
 
     def label(self, token: int | None) -> str:
         if not token:
@@ -108,13 +123,92 @@ class _Recorder:
         self.report.steps.append(text)
 
 
+#: What the client's buffer needs beyond what the provider asked for: the host
+#: hands the provider a WSAQUERYSET2W to fill and the client a WSAQUERYSETW,
+#: whose header is longer (NSPV2_QS_DELTA in nspv2_host.h; docs/host.md).
+QS_DELTA = ctypes.sizeof(WSAQUERYSETW) - ctypes.sizeof(WSAQUERYSET2W)
+
+
+class _ObservedDirectory(EmailDirectory):
+    """The example with every entry point reported to a recorder.
+
+    The slots the scaffold installs are wrapped (:meth:`_slot_callables`);
+    NextEx reports from ``_produce``, where its outcome is known (it
+    completes through WSAProviderCompleteAsyncCall, not a return value).
+    """
+
+    def __init__(self, recorder: _Recorder) -> None:
+        super().__init__()
+        self._recorder = recorder
+
+    def _slot_callables(self) -> dict[str, Callable[..., Any]]:
+        slots = super()._slot_callables()
+        return {key: fn if key == "next_ex" else self._wrap(key, fn) for key, fn in slots.items()}
+
+    def _describe(self, key: str, args: tuple[Any, ...]) -> tuple[int | None, str]:
+        if key == "startup":
+            return None, ""
+        if key in ("cleanup", "client_session_rundown"):
+            return args[1], ""
+        if key == "end":
+            lookup = self.registry.lookup(args[0])
+            return (lookup.session.token if lookup else None), ""
+        query_at, token = (args[1], args[3]) if key == "begin" else (args[2], args[5])
+        try:
+            name = QuerySet.from_address(query_at).service_instance_name
+        except WinsockError:
+            name = "(malformed query set)"
+        if key == "set_service_ex":
+            try:
+                op = WSAESETSERVICEOP(args[3]).name
+            except ValueError:
+                op = str(args[3])
+            return token, f"{op} {name}"
+        return token, str(name)
+
+    def _wrap(self, key: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        slot = SLOT_OF[key]
+
+        def wrapper(*args: Any) -> Any:
+            token, detail = self._describe(key, args)
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                self._recorder(slot, token, code_for_exception(exc), detail)
+                raise
+            if key == "startup" and args[1]:
+                token = ctypes.c_void_p.from_address(args[1]).value
+            self._recorder(slot, token, result if isinstance(result, int) else NO_ERROR, detail)
+            return result
+
+        return wrapper
+
+    def _produce(
+        self, lookup: Lookup, flags: int, p_length: int | None, p_results: int | None
+    ) -> int:
+        slot, token = SLOT_OF["next_ex"], lookup.session.token
+        try:
+            code = super()._produce(lookup, flags, p_length, p_results)
+        except BaseException as exc:
+            self._recorder(slot, token, code_for_exception(exc), "")
+            raise
+        detail = ""
+        if code == WSAError.WSAEFAULT and p_length:
+            asked = ctypes.c_uint32.from_address(p_length).value
+            self._recorder.asked.append(asked)
+            detail = f"needs {asked} bytes"
+        elif code == NO_ERROR and p_results:
+            packed = QuerySet.from_address(p_results)
+            detail = f"{packed.service_instance_name} {packed.comment or ''}".strip()
+        self._recorder(slot, token, code, detail)
+        return code
+
+
 def seeded_directory(
     host: Host, recorder: _Recorder | None = None
 ) -> tuple[EmailDirectory, list[ClientSession]]:
     """Advertise the example and sign the SEED users in, one client each."""
-    directory = EmailDirectory()
-    if recorder is not None:
-        directory.observer = recorder
+    directory = EmailDirectory() if recorder is None else _ObservedDirectory(recorder)
     host.advertise(directory)
     clients: list[ClientSession] = []
     for name, status, addrs in SEED:
@@ -152,6 +246,12 @@ def run_demo() -> DemoReport:
         report.client_results.append(
             f"64 bytes: {code_name(first.code)}, needs {first.buffer_length}"
         )
+        if rec.asked:
+            report.client_results.append(
+                f"  ({first.buffer_length} = the {rec.asked[-1]} bytes the provider asked for"
+                f" + NSPV2_QS_DELTA {QS_DELTA}: the client's WSAQUERYSETW header is {QS_DELTA}"
+                " bytes longer than the WSAQUERYSET2W the provider fills)"
+            )
         second = host.lookup_next(handle, 0, first.buffer_length)
         report.client_results.append(f"{first.buffer_length} bytes: {code_name(second.code)}")
         host.lookup_next(handle, 0, first.buffer_length)
