@@ -8,13 +8,23 @@ identical.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from nspv2 import MISTATUS, NO_ERROR, WSAESETSERVICEOP, Host, QuerySet, WinsockError, WSAError
+from nspv2 import (
+    LUP,
+    MISTATUS,
+    NO_ERROR,
+    WSAESETSERVICEOP,
+    Host,
+    QuerySet,
+    WinsockError,
+    WSAError,
+)
 from nspv2.examples.email import EmailDirectory, encode_presence
 from nspv2.provider.queryset import CsAddr, SocketAddress
 
@@ -228,3 +238,33 @@ def test_the_table_covers_the_spec() -> None:
         if step[0] in ("reg", "invite", "dereg", "delete")
     }
     assert {int(WSAError.WSAEALREADY), int(WSAError.WSAEACCES), int(WSAError.WSAEREFUSED)} <= codes
+
+
+def test_python_snapshot_is_taken_under_the_directory_lock(host: Host) -> None:
+    """NextEx reads its entry under the directory's lock, as the C twin's
+    email_snapshot_L does: while another thread holds the lock, a next
+    through the native host waits for it, then sees what was written."""
+    provider = EmailDirectory()
+    host.advertise(provider)
+    session = host.open_session()
+    alice = QuerySet("alice@example.com", provider_id=EmailDirectory.provider_id)
+    host.set_service(session, alice, WSAESETSERVICEOP.RNRSERVICE_REGISTER)
+    handle = host.lookup_begin(session, alice, LUP.LUP_RETURN_ALL)
+    results: list[Any] = []
+    worker = threading.Thread(target=lambda: results.append(host.lookup_next(handle, 0, 4096)))
+    with provider._lock:
+        worker.start()
+        worker.join(0.3)
+        waited = worker.is_alive()
+        entry = provider._entries["alice@example.com"]
+        entry.status = MISTATUS.MISTATUS_BUSY  # an update made under the lock
+        entry.version += 1
+        entry.changed = True
+    worker.join(10)
+    assert waited, "NextEx read the entry without taking the directory's lock"
+    [res] = results
+    assert res.code == NO_ERROR and res.result is not None
+    assert res.result.comment == "MISTATUS_BUSY"
+    assert res.result.version is not None and res.result.version.version == 2
+    host.lookup_end(handle)
+    host.close()

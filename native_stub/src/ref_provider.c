@@ -15,7 +15,7 @@
  *   - per-client-session state allocated by Startup and ended exactly once,
  *     by Cleanup (normal close) or ClientSessionRundown (client gone); both
  *     sign out the names the session signed in;
- *   - session arguments and lookup handles that are numbers from counters,
+ *   - session arguments and lookup handles that are numbers from one counter,
  *     looked up in a table, never addresses: a stale or forged one is
  *     refused, not followed;
  *   - every input validated before it is used (the same rules as the
@@ -42,6 +42,13 @@
  *
  * Where Python's behaviour is followed to the letter although a C author
  * would not write it that way, a comment says "as Python".
+ *
+ * Names follow the Python example's (email_sign_in / sign_in, email_sign_out
+ * / sign_out, email_client_session_rundown / client_session_rundown,
+ * email_new_token_L / registry.new_token, ...); docs/email-example.md
+ * ("Python and C side by side") lists every pair. Both read an entry only
+ * under the lock: Begin collects the entries, NextEx snapshots one
+ * (email_snapshot_L / _snapshot).
  */
 /* clock_gettime, CLOCK_MONOTONIC, pthread_condattr_setclock (platform.h) */
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
@@ -316,7 +323,7 @@ typedef struct email_result {
 
 typedef struct email_lookup {
     struct email_lookup *next;
-    uintptr_t handle;  /* from email.next_handle, never an address */
+    uintptr_t handle;  /* from email_new_token_L, never an address */
     uintptr_t session; /* the client session that began it */
     DWORD flags;       /* Begin's LUP_RETURN_* choose the fields */
     int has_held;      /* held: the result that did not fit last time */
@@ -333,7 +340,7 @@ static struct {
     size_t n, cap;
     email_session *sessions;
     email_lookup *lookups;
-    uintptr_t next_session, next_handle;
+    uintptr_t last_token; /* session arguments and lookup handles: one counter */
     unsigned long invitations; /* recorded; the example keeps no more */
 } email = {.lock = NSPV2_MUTEX_INIT};
 
@@ -571,6 +578,20 @@ static void email_drop_session_lookups_L(uintptr_t session)
     }
 }
 
+/* A fresh non-zero number for a session argument or a lookup handle, from
+ * one counter for both (as Python's registry.new_token): a lookup handle
+ * never equals a session argument, so one passed for the other is refused
+ * (WSA_INVALID_HANDLE, WSAEINVAL), never taken for another object. Skips
+ * values still in use once the counter wraps. */
+static uintptr_t email_new_token_L(void)
+{
+    uintptr_t t;
+    do
+        t = ++email.last_token;
+    while (t == 0 || email_session_find_L(t) || email_lookup_find_L(t));
+    return t;
+}
+
 static INT email_fail(int err)
 {
     WSASetLastError(err);
@@ -720,9 +741,7 @@ static INT WSAAPI email_startup(LPGUID lpProviderId, LPVOID *ppvClientSessionArg
     if (!s)
         return email_fail(WSA_NOT_ENOUGH_MEMORY);
     nspv2_mutex_lock(&email.lock);
-    do
-        s->id = ++email.next_session;
-    while (s->id == 0 || email_session_find_L(s->id));
+    s->id = email_new_token_L();
     s->next = email.sessions;
     email.sessions = s;
     nspv2_mutex_unlock(&email.lock);
@@ -765,7 +784,7 @@ static INT WSAAPI email_cleanup(LPGUID lpProviderId, LPVOID pvClientSessionArg)
 
 /* The client went away without closing (or the provider is being
  * unadvertised): the same as Cleanup, but nothing can be reported. */
-static VOID WSAAPI email_rundown(LPGUID lpProviderId, LPVOID pvClientSessionArg)
+static VOID WSAAPI email_client_session_rundown(LPGUID lpProviderId, LPVOID pvClientSessionArg)
 {
     (void)lpProviderId;
     free(email_end_session(pvClientSessionArg)); /* NULL when unknown */
@@ -838,9 +857,7 @@ static INT WSAAPI email_begin(LPGUID lpProviderId, LPWSAQUERYSET2W lpqsRestricti
         l->flags = dwControlFlags;
         l->session = (uintptr_t)lpvClientSessionArg;
         /* 3. register it under a fresh handle */
-        do
-            l->handle = ++email.next_handle;
-        while (l->handle == 0 || email_lookup_find_L(l->handle));
+        l->handle = email_new_token_L();
         l->next = email.lookups;
         email.lookups = l;
         *lphLookup = (HANDLE)l->handle;
@@ -1035,7 +1052,7 @@ out:
 /* RNRSERVICE_DELETE: sign the name out, as IMessenger::Signout. (Signout
  * itself would return MSGR_E_NOT_LOGGED_ON for a name not signed in; the
  * client receives SR_APP_NOT_REGISTERED's error.) */
-static int email_delete(uintptr_t session, const WCHAR *name, size_t len)
+static int email_sign_out(uintptr_t session, const WCHAR *name, size_t len)
 {
     int err = NO_ERROR;
     size_t at;
@@ -1112,7 +1129,7 @@ static int email_set_service(LPWSAQUERYSET2W q, WSAESETSERVICEOP op, DWORD flags
             return err;
         return email_deregister(session, name, len, addrs);
     default: /* RNRSERVICE_DELETE */
-        return email_delete(session, name, len);
+        return email_sign_out(session, name, len);
     }
 }
 
@@ -1145,7 +1162,7 @@ NSPV2_HOST_API void nspv2_ref_provider_routine(NSPV2_ROUTINE *out)
     NSPV2_SLOT(*out, NSPv2LookupServiceNextEx, email_next_ex);
     NSPV2_SLOT(*out, NSPv2LookupServiceEnd, email_end);
     NSPV2_SLOT(*out, NSPv2SetServiceEx, email_set_service_ex);
-    NSPV2_SLOT(*out, NSPv2ClientSessionRundown, email_rundown);
+    NSPV2_SLOT(*out, NSPv2ClientSessionRundown, email_client_session_rundown);
 }
 
 NSPV2_HOST_API void nspv2_ref_provider_reset(void)

@@ -654,6 +654,38 @@ TEST(test_ref_entry_points)
     CHECK_ERR(r.NSPv2Cleanup(&id, arg2), WSAEINVAL);
 }
 
+/* Session arguments and lookup handles come from one counter (as Python's
+ * registry.new_token): a handle taken between two Startups lies between
+ * their arguments, and neither kind is accepted for the other. */
+TEST(test_ref_one_counter)
+{
+    fresh();
+    advertise_ref();
+    uint64_t s;
+    CHECK_OK(nspv2_session_open(&s));
+    CHECK_OK(sign_in(s, "alice@example.com", -1));
+    NSPV2_ROUTINE r;
+    nspv2_ref_provider_routine(&r);
+    GUID id = nspv2_ref_provider_id;
+    LPVOID a1 = NULL, a2 = NULL;
+    HANDLE h = NULL;
+    WSAQUERYSET2W q;
+    memset(&q, 0, sizeof q);
+    q.dwSize = sizeof q;
+    q.dwNameSpace = NS_EMAIL;
+    q.lpszServiceInstanceName = W("alice@example.com");
+    CHECK_OK(r.NSPv2Startup(&id, &a1));
+    CHECK_OK(r.NSPv2LookupServiceBegin(&id, &q, LUP_RETURN_NAME, a1, &h));
+    CHECK_OK(r.NSPv2Startup(&id, &a2));
+    CHECK((uintptr_t)a1 < (uintptr_t)h && (uintptr_t)h < (uintptr_t)a2);
+    CHECK_ERR(r.NSPv2LookupServiceEnd((HANDLE)a1), WSA_INVALID_HANDLE);
+    CHECK_ERR(r.NSPv2Cleanup(&id, (LPVOID)h), WSAEINVAL);
+    CHECK_OK(r.NSPv2LookupServiceEnd(h));
+    CHECK_OK(r.NSPv2Cleanup(&id, a1));
+    CHECK_OK(r.NSPv2Cleanup(&id, a2));
+    CHECK_OK(nspv2_session_close(s));
+}
+
 /* The presence directory under concurrent sign-ins, updates, sign-outs,
  * session ends, lookups holding entries, and resets (run it under ASan:
  * an entry freed while a lookup still holds it shows there). */
@@ -815,5 +847,6 @@ void run_ref_provider_tests(void)
     RUN(test_ref_held_result_and_flush_previous);
     RUN(test_ref_reset_with_lookups_in_flight);
     RUN(test_ref_entry_points);
+    RUN(test_ref_one_counter);
     RUN(test_ref_stress);
 }

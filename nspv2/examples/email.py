@@ -12,11 +12,18 @@ RNRSERVICE_DEREGISTER keeps the name and drops addresses;
 RNRSERVICE_DELETE signs her out, ``IMessenger::Signout`` style: lookups
 already in flight see MISTATUS_LOCAL_DISCONNECTING_FROM_SERVER, new ones
 do not find her. A client session's names are signed out when it ends.
+
+The C twin (``native_stub/src/ref_provider.c``) uses the same names for
+the same operations; docs/email-example.md ("Python and C side by side")
+lists the pairs. Both take a lookup's entries under the lock at Begin and
+snapshot each one, again under the lock, when NextEx reaches it; session
+tokens and lookup handles come from one counter in both.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import re
 import struct
 import threading
@@ -181,9 +188,12 @@ class EmailDirectory(Provider):
     # -- the directory as Python sees it ----------------------------------------------
 
     def entries(self) -> list[Entry]:
-        """Signed-in users, sorted by name."""
+        """Signed-in users, sorted by name: copies taken under the lock."""
         with self._lock:
-            return sorted(self._entries.values(), key=lambda e: _key(e.name))
+            return [
+                dataclasses.replace(e, addresses=list(e.addresses))
+                for e in sorted(self._entries.values(), key=lambda e: _key(e.name))
+            ]
 
     def presence(self, name: str) -> MISTATUS:
         """A user's presence; MISTATUS_OFFLINE if not signed in."""
@@ -294,6 +304,11 @@ class EmailDirectory(Provider):
                 del self._entries[_key(entry.name)]
         session.data["signed_out"] = [e.name for e in mine]
 
+    def _snapshot(self, entry: Entry, flags: int) -> QuerySet:
+        """The result for ``entry`` as it is now, read under the lock."""
+        with self._lock:
+            return entry.as_queryset(flags, self.provider_id)
+
     # -- the provider ---------------------------------------------------------------
 
     def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> Iterator[QuerySet]:
@@ -313,10 +328,9 @@ class EmailDirectory(Provider):
                 found = [one] if one else []
         if not found:
             raise WinsockError(WSAError.WSASERVICE_NOT_FOUND, name)
-        pid = self.provider_id
-        # Entries are read when each NextEx runs, so a sign-out in between
-        # shows as MISTATUS_LOCAL_DISCONNECTING_FROM_SERVER.
-        return (entry.as_queryset(flags, pid) for entry in found)
+        # Entries are read (under the lock) when each NextEx runs, so a
+        # sign-out in between shows as MISTATUS_LOCAL_DISCONNECTING_FROM_SERVER.
+        return (self._snapshot(entry, flags) for entry in found)
 
     def set_service(
         self, session: Session, reg: QuerySet, op: WSAESETSERVICEOP, flags: int
