@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ipaddress
 import struct
 import uuid
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nspv2 import WinsockError, WSAError
+from nspv2.provider import queryset
 from nspv2.provider.queryset import (
     MAX_STRING_CHARS,
     AfProtocol,
@@ -22,6 +25,7 @@ from nspv2.provider.queryset import (
     Version,
 )
 from nspv2.sdk.winsock2 import WSAECOMPARATOR, WSAQUERYSET2W, WSAQUERYSETW
+from nspv2.sdk.wintypes import WSTR_MAX_CHARS, WstrError, read_wstr, wstr
 
 from .guarded import GuardedArena
 
@@ -285,3 +289,106 @@ def test_socket_address_text() -> None:
     assert str(v6) == "[fe80::1%3]:80"
     assert str(SocketAddress.parse("10.0.0.1", 5)) == "10.0.0.1:5"
     assert v6.family == 23
+
+
+# ---- the struct formats agree with the ctypes classes ---------------------------
+
+
+def _fill(obj: ctypes.Structure, prefix: str, values: dict[str, int | bytes]) -> None:
+    """Set every leaf field of ``obj`` through ctypes to a distinct value."""
+    for entry in type(obj)._fields_:
+        name, ftype = entry[0], entry[1]
+        k = len(values) + 1
+        if issubclass(ftype, ctypes.Structure):
+            _fill(getattr(obj, name), f"{prefix}{name}.", values)
+            continue
+        if issubclass(ftype, (ctypes.c_void_p, ctypes._Pointer)):
+            value: int | bytes = (0x1122_3344_5566_7700 if P == 8 else 0x1122_3300) + 8 * k
+            setattr(obj, name, ctypes.cast(ctypes.c_void_p(value), ftype))
+        elif issubclass(ftype, ctypes.Array):
+            value = bytes(range(k, k + ctypes.sizeof(ftype)))
+            ctypes.memmove(ctypes.addressof(getattr(obj, name)), value, len(value))
+        elif ftype(-1).value == -1:  # signed
+            value = -1000 * k - 7
+            setattr(obj, name, value)
+        else:
+            value = 0x8070_6000 + k
+            setattr(obj, name, value)
+        values[prefix + name] = value
+
+
+def _disagreements(layout: Any) -> list[str]:
+    obj = layout.cls()
+    expected: dict[str, int | bytes] = {}
+    _fill(obj, "", expected)
+    problems = []
+    if layout.size != ctypes.sizeof(layout.cls):
+        return [f"size {layout.size} != {ctypes.sizeof(layout.cls)}"]
+    if list(layout.names) != list(expected):
+        problems.append(f"fields {layout.names} != {list(expected)}")
+    elif layout.unpack(bytes(obj)) != expected:
+        problems.append(f"unpack {layout.unpack(bytes(obj))} != {expected}")
+    elif layout.pack(**expected) != bytes(obj):
+        problems.append("pack differs from the ctypes image")
+    return problems
+
+
+@pytest.mark.parametrize("layout", queryset.LAYOUTS, ids=lambda layout: layout.cls.__name__)
+def test_struct_formats_agree_with_the_ctypes_classes(layout: Any) -> None:
+    assert _disagreements(layout) == []
+
+
+def test_a_format_that_disagrees_with_its_class_is_caught() -> None:
+    """The check above is not vacuous: a restated format with one wrong
+    signedness, one missing padding, or fields out of order fails it."""
+    good = queryset._CSADDR_INFO
+    for wrong in ("<Qi4xQi4xiI", "<QiQi4xii", "<Qi4xQi4xii4x"):
+        bad = copy.copy(good)
+        bad.packer = struct.Struct(wrong)
+        bad.size = bad.packer.size
+        assert _disagreements(bad), wrong
+    swapped = copy.copy(queryset._AFPROTO)
+    swapped.names = tuple(reversed(swapped.names))
+    assert _disagreements(swapped)
+
+
+# ---- one UTF-16 reading policy ----------------------------------------------------
+
+
+def test_lone_surrogates_are_kept_unit_for_unit() -> None:
+    """Windows does not validate WCHAR strings: a lone surrogate is read as
+    that code point and packed back as the same unit."""
+    raw = struct.pack("<5H", 0x41, 0xD800, 0x42, 0xDFFF, 0)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    qs = header_image(lpszServiceInstanceName=ctypes.addressof(buf))
+    name = QuerySet.from_address(ctypes.addressof(qs)).service_instance_name
+    assert name == "A\ud800B\udfff"
+    assert name == read_wstr(ctypes.addressof(buf))
+    packed = QuerySet(name).to_buffer()
+    assert bytes(wstr(name)) == raw
+    back = QuerySet.from_address(ctypes.addressof(packed))
+    assert back.service_instance_name == name
+
+
+def test_query_set_strings_follow_read_wstrs_policy() -> None:
+    """The query set reader is read_wstr: same bound, same refusals (as WSAEINVAL)."""
+    assert MAX_STRING_CHARS == WSTR_MAX_CHARS
+    buf = ctypes.create_string_buffer(b"\0A\0B\0\0\0", 8)
+    odd = ctypes.addressof(buf) + 1
+    with pytest.raises(WstrError, match="not 2-byte aligned"):
+        read_wstr(odd)
+    qs = header_image(lpszComment=odd)
+    assert "lpszComment is not 2-byte aligned" in invalid(ctypes.addressof(qs))
+
+
+def test_bounded_read_refuses_a_string_running_out_of_its_memory() -> None:
+    units = (ctypes.c_uint16 * 4)(0x41, 0x42, 0x43, 0)
+    start = ctypes.addressof(units)
+    assert read_wstr(start, within=(start, start + 8)) == "ABC"
+    with pytest.raises(WstrError, match="no terminator inside its memory"):
+        read_wstr(start, within=(start, start + 6))
+    with pytest.raises(WstrError, match="outside its memory"):
+        read_wstr(start + 8, within=(start, start + 8))
+    with pytest.raises(WstrError, match="no terminator within 2 characters"):
+        read_wstr(start, max_chars=2)
+    assert read_wstr(start, max_chars=3) == "ABC"

@@ -23,6 +23,7 @@ import ctypes
 import ipaddress
 import struct
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, Union
@@ -37,7 +38,8 @@ from ..sdk.winsock2 import (
     WSAVERSION,
     WSAError,
 )
-from ..sdk.ws2def import AF, CSADDR_INFO, IPPROTO, SOCK, SOCKADDR_IN, SOCKET_ADDRESS
+from ..sdk.wintypes import WSTR_MAX_CHARS, WstrError, read_wstr
+from ..sdk.ws2def import AF, CSADDR_INFO, IPPROTO, SOCK, SOCKADDR, SOCKADDR_IN
 from ..sdk.ws2ipdef import SOCKADDR_IN6
 from .errors import WinsockError
 
@@ -55,8 +57,9 @@ __all__ = [
     "Version",
 ]
 
-#: Longest string a reader accepts, in UTF-16 code units (terminator excluded).
-MAX_STRING_CHARS = 32767
+#: Longest string a reader accepts, in UTF-16 code units (terminator excluded):
+#: the one bound of :func:`nspv2.sdk.wintypes.read_wstr`.
+MAX_STRING_CHARS = WSTR_MAX_CHARS
 #: Largest dwNumberOfProtocols / dwNumberOfCsAddrs a reader accepts.
 MAX_COUNT = 65536
 #: Largest blob a reader accepts (16 MiB).
@@ -69,7 +72,6 @@ Kind = Literal["2W", "W"]
 _P = ctypes.sizeof(ctypes.c_void_p)
 _PTR = "Q" if _P == 8 else "I"
 _INVALID = WSAError.WSAEINVAL
-_PAGE = 4096
 
 
 @dataclass(frozen=True)
@@ -224,70 +226,146 @@ def _align(n: int) -> int:
     return (n + _P - 1) & ~(_P - 1)
 
 
-def _fmt_for(cls: type[ctypes.Structure]) -> str:
-    """A little-endian struct format matching a ctypes structure's layout."""
-    fmt = "<"
-    pos = 0
+# ---- struct formats, derived from the ctypes classes ------------------------
+#
+# Every format below is computed from a structure's ``_fields_`` (offsets,
+# sizes, signedness, nested structures), never written by hand; the tests
+# check each one against its class field by field.
+
+
+_INT_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
+
+
+def _leaves(cls: type[ctypes.Structure], prefix: str = "") -> list[tuple[str, int, str]]:
+    """(dotted name, offset, struct code) of every leaf field of ``cls``:
+    nested structures flattened, pointers as unsigned integers of pointer
+    size, integers by size and signedness, byte arrays as ``Ns``."""
+    out: list[tuple[str, int, str]] = []
     for entry in cls._fields_:
         name, ctype = entry[0], entry[1]
-        descr = getattr(cls, name)
-        if descr.offset > pos:
-            fmt += f"{descr.offset - pos}x"
-        size = descr.size
-        if issubclass(ctype, (ctypes.c_void_p, getattr(ctypes, "_Pointer"))):  # noqa: B009
-            fmt += _PTR
-        elif ctype is ctypes.c_int32:
-            fmt += "i"
-        elif size == 4:
-            fmt += "I"
-        else:  # pragma: no cover - no other field kinds in query sets
-            raise TypeError(f"unexpected field {name} of {cls.__name__}")
-        pos = descr.offset + size
+        if len(entry) > 2:  # pragma: no cover - no bit fields in these structures
+            raise TypeError(f"bit field {name} of {cls.__name__}")
+        offset = getattr(cls, name).offset
+        if issubclass(ctype, (ctypes.c_void_p, ctypes._Pointer)):
+            out.append((prefix + name, offset, _PTR))
+        elif issubclass(ctype, ctypes.Structure):
+            out += [
+                (leaf, offset + at, code) for leaf, at, code in _leaves(ctype, f"{prefix}{name}.")
+            ]
+        elif issubclass(ctype, ctypes.Array) and ctypes.alignment(ctype) == 1:  # bytes
+            out.append((prefix + name, offset, f"{ctypes.sizeof(ctype)}s"))
+        elif issubclass(ctype, ctypes._SimpleCData) and ctypes.sizeof(ctype) in _INT_CODES:
+            code = _INT_CODES[ctypes.sizeof(ctype)]
+            signed = ctype(-1).value == -1
+            out.append((prefix + name, offset, code if signed else code.upper()))
+        else:
+            raise TypeError(f"no struct code for {prefix}{name} ({ctype.__name__})")
+    return out
+
+
+def _struct_format(cls: type[ctypes.Structure]) -> str:
+    """A little-endian ``struct`` format with the layout of ``cls`` on this
+    platform: one code per leaf field, padding as ``x``."""
+    fmt = "<"
+    pos = 0
+    for _name, offset, code in _leaves(cls):
+        if offset > pos:
+            fmt += f"{offset - pos}x"
+        fmt += code
+        pos = offset + struct.calcsize("<" + code)
     if ctypes.sizeof(cls) > pos:
         fmt += f"{ctypes.sizeof(cls) - pos}x"
     return fmt
 
 
-_QS2W = struct.Struct(_fmt_for(WSAQUERYSET2W))
-_QSW = struct.Struct(_fmt_for(WSAQUERYSETW))
-_SOCKET_ADDRESS_FMT = f"<{_PTR}i" + ("4x" if _P == 8 else "")
-_CSADDR_INFO = struct.Struct(
-    "<" + (_SOCKET_ADDRESS_FMT[1:]) * 2 + "ii"
-)  # LocalAddr, RemoteAddr, iSocketType, iProtocol
-_BLOB = struct.Struct(f"<I{'4x' if _P == 8 else ''}{_PTR}")
-_VERSION = struct.Struct("<Ii")
-_AFPROTO = struct.Struct("<ii")
+class _Layout:
+    """A ctypes structure's ``struct`` packer, addressed by field name."""
 
-assert _QS2W.size == ctypes.sizeof(WSAQUERYSET2W)
-assert _QSW.size == ctypes.sizeof(WSAQUERYSETW)
-assert _CSADDR_INFO.size == ctypes.sizeof(CSADDR_INFO)
-assert _BLOB.size == ctypes.sizeof(BLOB)
-assert _VERSION.size == ctypes.sizeof(WSAVERSION)
-assert _AFPROTO.size == ctypes.sizeof(AFPROTOCOLS)
-assert struct.calcsize(_SOCKET_ADDRESS_FMT) == ctypes.sizeof(SOCKET_ADDRESS)
+    __slots__ = ("cls", "names", "offsets", "packer", "size")
+
+    def __init__(self, cls: type[ctypes.Structure]) -> None:
+        leaves = _leaves(cls)
+        self.cls = cls
+        self.packer = struct.Struct(_struct_format(cls))
+        self.size = self.packer.size
+        if self.size != ctypes.sizeof(cls):  # pragma: no cover - caught by the tests
+            raise TypeError(f"{cls.__name__}: format {self.packer.format} is {self.size} bytes")
+        self.names = tuple(name for name, _offset, _code in leaves)
+        self.offsets = {name: offset for name, offset, _code in leaves}
+
+    def pack(self, **values: int | bytes) -> bytes:
+        """The structure with the given fields (the others zero)."""
+        return self.packer.pack(*(values.get(name, 0) for name in self.names))
+
+    def pack_into(self, buffer: bytearray, at: int, **values: int | bytes) -> None:
+        self.packer.pack_into(buffer, at, *(values.get(name, 0) for name in self.names))
+
+    def unpack(self, data: bytes) -> dict[str, int]:
+        return dict(zip(self.names, self.packer.unpack(data), strict=True))
+
+    def iter_unpack(self, data: bytes) -> Iterator[dict[str, int]]:
+        for values in self.packer.iter_unpack(data):
+            yield dict(zip(self.names, values, strict=True))
+
+
+_QS2W = _Layout(WSAQUERYSET2W)
+_QSW = _Layout(WSAQUERYSETW)
+_CSADDR_INFO = _Layout(CSADDR_INFO)
+_BLOB = _Layout(BLOB)
+_VERSION = _Layout(WSAVERSION)
+_AFPROTO = _Layout(AFPROTOCOLS)
+
+#: The layout of every structure a query set is made of (the tests check
+#: each format against its class, field by field).
+LAYOUTS: tuple[_Layout, ...] = (_QS2W, _QSW, _CSADDR_INFO, _BLOB, _VERSION, _AFPROTO)
+
+# Where the pointers live inside a CSADDR_INFO and a BLOB.
+_CSADDR_POINTERS = (
+    _CSADDR_INFO.offsets["LocalAddr.lpSockaddr"],
+    _CSADDR_INFO.offsets["RemoteAddr.lpSockaddr"],
+)
+_BLOB_DATA_AT = _BLOB.offsets["pBlobData"]
+
+
+# Socket address fields (the port is in network order, the rest as stored).
+def _offset(cls: type[ctypes.Structure], name: str) -> int:
+    offset: int = getattr(cls, name).offset
+    return offset
+
+
+_SA_FAMILY = _offset(SOCKADDR, "sa_family")
+_SA_DATA = _offset(SOCKADDR, "sa_data")
+_SIN_PORT = _offset(SOCKADDR_IN, "sin_port")
+_SIN_ADDR = _offset(SOCKADDR_IN, "sin_addr")
+_SIN6_PORT = _offset(SOCKADDR_IN6, "sin6_port")
+_SIN6_FLOWINFO = _offset(SOCKADDR_IN6, "sin6_flowinfo")
+_SIN6_ADDR = _offset(SOCKADDR_IN6, "sin6_addr")
+_SIN6_SCOPE_ID = _offset(SOCKADDR_IN6, "sin6_scope_id")
 
 
 def _encode_wstr(text: str) -> bytes:
+    # The inverse of read_wstr: lone surrogates go back as the same unit.
     return text.encode("utf-16-le", errors="surrogatepass") + b"\0\0"
 
 
 def _encode_sockaddr(sa: SockAddr) -> bytes:
     if isinstance(sa, SocketAddress):
         if sa.address.version == 4:
-            return (
-                struct.pack("<H", AF.AF_INET)
-                + struct.pack(">H", sa.port)
-                + sa.address.packed
-                + bytes(8)
-            )
-        return (
-            struct.pack("<H", AF.AF_INET6)
-            + struct.pack(">H", sa.port)
-            + struct.pack("<I", sa.flowinfo)
-            + sa.address.packed
-            + struct.pack("<I", sa.scope_id)
-        )
-    return struct.pack("<H", sa.family) + sa.data
+            raw = bytearray(ctypes.sizeof(SOCKADDR_IN))
+            struct.pack_into("<H", raw, _SA_FAMILY, AF.AF_INET)
+            struct.pack_into(">H", raw, _SIN_PORT, sa.port)
+            raw[_SIN_ADDR : _SIN_ADDR + 4] = sa.address.packed
+            return bytes(raw)
+        raw = bytearray(ctypes.sizeof(SOCKADDR_IN6))
+        struct.pack_into("<H", raw, _SA_FAMILY, AF.AF_INET6)
+        struct.pack_into(">H", raw, _SIN6_PORT, sa.port)
+        struct.pack_into("<I", raw, _SIN6_FLOWINFO, sa.flowinfo)
+        raw[_SIN6_ADDR : _SIN6_ADDR + 16] = sa.address.packed
+        struct.pack_into("<I", raw, _SIN6_SCOPE_ID, sa.scope_id)
+        return bytes(raw)
+    raw = bytearray(_SA_DATA)
+    struct.pack_into("<H", raw, _SA_FAMILY, sa.family)
+    return bytes(raw) + sa.data
 
 
 class _Builder:
@@ -322,16 +400,20 @@ def _build_image(q: QuerySet, kind: Kind) -> _Image:
     comment = string(q.comment)
     context = string(q.context)
     query = string(q.query_string)
-    version = (
-        None if q.version is None else b.piece(_VERSION.pack(q.version.version, int(q.version.how)))
-    )
+    version = None
+    if q.version is not None:
+        version = b.piece(_VERSION.pack(dwVersion=q.version.version, ecHow=int(q.version.how)))
     provider = None if q.provider_id is None else b.piece(q.provider_id.bytes_le)
     class_id = None
     if kind == "W" and q.service_class_id is not None:
         class_id = b.piece(q.service_class_id.bytes_le)
     protocols = None
     if q.protocols:
-        protocols = b.piece(b"".join(_AFPROTO.pack(p.family, p.protocol) for p in q.protocols))
+        protocols = b.piece(
+            b"".join(
+                _AFPROTO.pack(iAddressFamily=p.family, iProtocol=p.protocol) for p in q.protocols
+            )
+        )
     csaddrs = None
     if q.cs_addrs:
         csaddrs = b.reserve(_CSADDR_INFO.size * len(q.cs_addrs))
@@ -344,62 +426,45 @@ def _build_image(q: QuerySet, kind: Kind) -> _Image:
                     continue
                 raw = _encode_sockaddr(sa)
                 lens.append(len(raw))
-                b.pointer(base + j * struct.calcsize(_SOCKET_ADDRESS_FMT), b.piece(raw))
+                b.pointer(base + _CSADDR_POINTERS[j], b.piece(raw))
             _CSADDR_INFO.pack_into(
-                b.data, base, 0, lens[0], 0, lens[1], cs.socket_type, cs.protocol
+                b.data,
+                base,
+                **{"LocalAddr.iSockaddrLength": lens[0], "RemoteAddr.iSockaddrLength": lens[1]},
+                iSocketType=cs.socket_type,
+                iProtocol=cs.protocol,
             )
     blob = None
     if q.blob is not None:
         blob = b.reserve(_BLOB.size)
         data_at = b.piece(q.blob) if q.blob else None
-        _BLOB.pack_into(b.data, blob, len(q.blob), 0)
-        b.pointer(blob + _BLOB.size - _P, data_at)
-    values: list[int] = [
-        hdr.size,
-        0,  # lpszServiceInstanceName
-    ]
+        _BLOB.pack_into(b.data, blob, cbSize=len(q.blob))
+        b.pointer(blob + _BLOB_DATA_AT, data_at)
+    hdr.pack_into(
+        b.data,
+        0,
+        dwSize=hdr.size,
+        dwNameSpace=int(q.namespace),
+        dwNumberOfProtocols=len(q.protocols),
+        dwNumberOfCsAddrs=len(q.cs_addrs),
+        dwOutputFlags=int(q.output_flags),
+    )
+    pointers = {
+        "lpszServiceInstanceName": name,
+        "lpVersion": version,
+        "lpszComment": comment,
+        "lpNSProviderId": provider,
+        "lpszContext": context,
+        "lpafpProtocols": protocols,
+        "lpszQueryString": query,
+        "lpcsaBuffer": csaddrs,
+        "lpBlob": blob,
+    }
     if kind == "W":
-        values.append(0)  # lpServiceClassId
-    values += [
-        0,  # lpVersion
-        0,  # lpszComment
-        int(q.namespace),
-        0,  # lpNSProviderId
-        0,  # lpszContext
-        len(q.protocols),
-        0,  # lpafpProtocols
-        0,  # lpszQueryString
-        len(q.cs_addrs),
-        0,  # lpcsaBuffer
-        int(q.output_flags),
-        0,  # lpBlob
-    ]
-    hdr.pack_into(b.data, 0, *values)
-    offsets = _header_pointer_offsets(kind)
-    b.pointer(offsets["lpszServiceInstanceName"], name)
-    if kind == "W":
-        b.pointer(offsets["lpServiceClassId"], class_id)
-    b.pointer(offsets["lpVersion"], version)
-    b.pointer(offsets["lpszComment"], comment)
-    b.pointer(offsets["lpNSProviderId"], provider)
-    b.pointer(offsets["lpszContext"], context)
-    b.pointer(offsets["lpafpProtocols"], protocols)
-    b.pointer(offsets["lpszQueryString"], query)
-    b.pointer(offsets["lpcsaBuffer"], csaddrs)
-    b.pointer(offsets["lpBlob"], blob)
+        pointers["lpServiceClassId"] = class_id
+    for field_name, target in pointers.items():
+        b.pointer(hdr.offsets[field_name], target)
     return _Image(bytes(b.data), sorted(b.fixups))
-
-
-_HEADER_OFFSETS: dict[str, dict[str, int]] = {}
-
-
-def _header_pointer_offsets(kind: Kind) -> dict[str, int]:
-    cached = _HEADER_OFFSETS.get(kind)
-    if cached is None:
-        cls = WSAQUERYSET2W if kind == "2W" else WSAQUERYSETW
-        cached = {entry[0]: getattr(cls, entry[0]).offset for entry in cls._fields_}
-        _HEADER_OFFSETS[kind] = cached
-    return cached
 
 
 class _Image:
@@ -464,41 +529,12 @@ def _at(address: int, size: int, bounds: _Bounds, what: str) -> bytes:
 
 
 def _read_wstr(address: int, what: str, bounds: _Bounds = None) -> str | None:
-    """Read a UTF-16LE string, never past the page holding its terminator."""
-    if not address:
-        return None
-    if address % 2:
-        raise _fail(f"{what} is not 2-byte aligned")
-    limit = 2 * (MAX_STRING_CHARS + 1)
-    if bounds is not None:
-        if address < bounds[0] or address >= bounds[1]:
-            raise _fail(f"{what} lies outside the query set's memory")
-        limit = min(limit, bounds[1] - address)
-    chunks: list[bytes] = []
-    total = 0
-    pos = address
-    want = 256
-    while total < limit:
-        # Never read across a page boundary the string has not reached: a
-        # string without a terminator must not make us touch a page beyond it.
-        span = min(_PAGE - (pos % _PAGE), limit - total, want)
-        chunk = ctypes.string_at(pos, span)
-        start = 0
-        while True:
-            end = chunk.find(b"\0\0", start)
-            if end < 0:
-                break
-            if end % 2 == 0:
-                chunks.append(chunk[:end])
-                return b"".join(chunks).decode("utf-16-le", errors="surrogatepass")
-            start = end + 1
-        chunks.append(chunk)
-        total += span
-        pos += span
-        want = min(want * 2, _PAGE)
-    if bounds is not None and total < 2 * (MAX_STRING_CHARS + 1):
-        raise _fail(f"{what} has no terminator inside the query set's memory")
-    raise _fail(f"{what} has no terminator within {MAX_STRING_CHARS} characters")
+    """A string of the query set, read under nspv2's one policy
+    (:func:`nspv2.sdk.wintypes.read_wstr`); a refusal is WSAEINVAL."""
+    try:
+        return read_wstr(address, MAX_STRING_CHARS, within=bounds, what=what)
+    except WstrError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _read_sockaddr(address: int, length: int, what: str, bounds: _Bounds = None) -> SockAddr | None:
@@ -509,20 +545,21 @@ def _read_sockaddr(address: int, length: int, what: str, bounds: _Bounds = None)
     if length < 2 or length > MAX_SOCKADDR_LEN:
         raise _fail(f"{what} length {length} is out of range")
     raw = _at(address, length, bounds, what)
-    (family,) = struct.unpack_from("<H", raw)
+    (family,) = struct.unpack_from("<H", raw, _SA_FAMILY)
     if family == AF.AF_INET:
         if length < ctypes.sizeof(SOCKADDR_IN):
             raise _fail(f"{what}: AF_INET address with length {length}")
-        (port,) = struct.unpack_from(">H", raw, 2)
-        return SocketAddress(ipaddress.IPv4Address(raw[4:8]), port)
+        (port,) = struct.unpack_from(">H", raw, _SIN_PORT)
+        return SocketAddress(ipaddress.IPv4Address(raw[_SIN_ADDR : _SIN_ADDR + 4]), port)
     if family == AF.AF_INET6:
         if length < ctypes.sizeof(SOCKADDR_IN6):
             raise _fail(f"{what}: AF_INET6 address with length {length}")
-        (port,) = struct.unpack_from(">H", raw, 2)
-        (flowinfo,) = struct.unpack_from("<I", raw, 4)
-        (scope,) = struct.unpack_from("<I", raw, 24)
-        return SocketAddress(ipaddress.IPv6Address(raw[8:24]), port, flowinfo, scope)
-    return RawSocketAddress(family, raw[2:])
+        (port,) = struct.unpack_from(">H", raw, _SIN6_PORT)
+        (flowinfo,) = struct.unpack_from("<I", raw, _SIN6_FLOWINFO)
+        (scope,) = struct.unpack_from("<I", raw, _SIN6_SCOPE_ID)
+        ip6 = ipaddress.IPv6Address(raw[_SIN6_ADDR : _SIN6_ADDR + 16])
+        return SocketAddress(ip6, port, flowinfo, scope)
+    return RawSocketAddress(family, raw[_SA_DATA:])
 
 
 def _read_guid(address: int, bounds: _Bounds = None) -> uuid.UUID | None:
@@ -539,32 +576,29 @@ def _read_queryset(address: int | None, kind: Kind, bounds: _Bounds = None) -> Q
     hdr = _QS2W if kind == "2W" else _QSW
     if address % ctypes.alignment(WSAQUERYSET2W):
         raise _fail("query set pointer is misaligned")
-    (dw_size,) = struct.unpack("<I", _at(address, 4, bounds, "dwSize"))
+    size_at = hdr.offsets["dwSize"]
+    (dw_size,) = struct.unpack("<I", _at(address + size_at, 4, bounds, "dwSize"))
     if dw_size < hdr.size:
         raise _fail(f"dwSize {dw_size} is smaller than the structure ({hdr.size})")
-    values = list(hdr.unpack(_at(address, hdr.size, bounds, "the header")))
-    class_id_ptr = 0
-    if kind == "W":
-        class_id_ptr = values.pop(2)
-    (
-        _size,
-        name_ptr,
-        version_ptr,
-        comment_ptr,
-        namespace,
-        provider_ptr,
-        context_ptr,
-        n_protocols,
-        protocols_ptr,
-        query_ptr,
-        n_csaddrs,
-        csaddrs_ptr,
-        output_flags,
-        blob_ptr,
-    ) = values
+    fields = hdr.unpack(_at(address, hdr.size, bounds, "the header"))
+    class_id_ptr = fields.get("lpServiceClassId", 0)
+    name_ptr = fields["lpszServiceInstanceName"]
+    version_ptr = fields["lpVersion"]
+    comment_ptr = fields["lpszComment"]
+    namespace = fields["dwNameSpace"]
+    provider_ptr = fields["lpNSProviderId"]
+    context_ptr = fields["lpszContext"]
+    n_protocols = fields["dwNumberOfProtocols"]
+    protocols_ptr = fields["lpafpProtocols"]
+    query_ptr = fields["lpszQueryString"]
+    n_csaddrs = fields["dwNumberOfCsAddrs"]
+    csaddrs_ptr = fields["lpcsaBuffer"]
+    output_flags = fields["dwOutputFlags"]
+    blob_ptr = fields["lpBlob"]
     version = None
     if version_ptr:
-        number, how = _VERSION.unpack(_at(version_ptr, _VERSION.size, bounds, "lpVersion"))
+        found = _VERSION.unpack(_at(version_ptr, _VERSION.size, bounds, "lpVersion"))
+        number, how = found["dwVersion"], found["ecHow"]
         if how not in (0, 1):
             raise _fail(f"lpVersion->ecHow {how} is not a WSAECOMPARATOR")
         version = Version(number, WSAECOMPARATOR(how))
@@ -575,7 +609,9 @@ def _read_queryset(address: int | None, kind: Kind, bounds: _Bounds = None) -> Q
         if not protocols_ptr:
             raise _fail(f"dwNumberOfProtocols is {n_protocols} but lpafpProtocols is NULL")
         raw = _at(protocols_ptr, _AFPROTO.size * n_protocols, bounds, "lpafpProtocols")
-        protocols = tuple(AfProtocol(f, p) for f, p in _AFPROTO.iter_unpack(raw))
+        protocols = tuple(
+            AfProtocol(p["iAddressFamily"], p["iProtocol"]) for p in _AFPROTO.iter_unpack(raw)
+        )
     cs_addrs: tuple[CsAddr, ...] = ()
     if n_csaddrs:
         if n_csaddrs > MAX_COUNT:
@@ -584,19 +620,22 @@ def _read_queryset(address: int | None, kind: Kind, bounds: _Bounds = None) -> Q
             raise _fail(f"dwNumberOfCsAddrs is {n_csaddrs} but lpcsaBuffer is NULL")
         raw = _at(csaddrs_ptr, _CSADDR_INFO.size * n_csaddrs, bounds, "lpcsaBuffer")
         items = []
-        for i, (lp, ll, rp, rl, stype, proto) in enumerate(_CSADDR_INFO.iter_unpack(raw)):
-            items.append(
-                CsAddr(
-                    _read_sockaddr(lp, ll, f"lpcsaBuffer[{i}].LocalAddr", bounds),
-                    _read_sockaddr(rp, rl, f"lpcsaBuffer[{i}].RemoteAddr", bounds),
-                    stype,
-                    proto,
+        for i, cs in enumerate(_CSADDR_INFO.iter_unpack(raw)):
+            local, remote = (
+                _read_sockaddr(
+                    cs[f"{half}.lpSockaddr"],
+                    cs[f"{half}.iSockaddrLength"],
+                    f"lpcsaBuffer[{i}].{half}",
+                    bounds,
                 )
+                for half in ("LocalAddr", "RemoteAddr")
             )
+            items.append(CsAddr(local, remote, cs["iSocketType"], cs["iProtocol"]))
         cs_addrs = tuple(items)
     blob = None
     if blob_ptr:
-        cb, data_ptr = _BLOB.unpack(_at(blob_ptr, _BLOB.size, bounds, "lpBlob"))
+        found = _BLOB.unpack(_at(blob_ptr, _BLOB.size, bounds, "lpBlob"))
+        cb, data_ptr = found["cbSize"], found["pBlobData"]
         if cb > MAX_BLOB_BYTES:
             raise _fail(f"lpBlob->cbSize {cb} is above {MAX_BLOB_BYTES}")
         if cb and not data_ptr:
