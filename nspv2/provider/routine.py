@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
-from ..sdk.winsock2 import NO_ERROR, SOCKET_ERROR, WSAError
+from ..sdk.winsock2 import NO_ERROR, SOCKET_ERROR, WSAError, code_name
 from ..sdk.ws2spi import NSPV2_ROUTINE, NSPV2_SLOTS, PROTOTYPES
 from .channel import ErrorChannel, current_channel
 from .errors import WinsockError
@@ -95,7 +95,7 @@ def _report(slot: str, exc: BaseException) -> int:
             "%s raised %s; failing the call with %s",
             slot,
             type(exc).__name__,
-            WSAError(code).name,
+            code_name(code),
             exc_info=exc,
         )
     return code

@@ -7,7 +7,8 @@ spelled with an explicit width, never with ``c_long``/``c_ulong``.
 ``WCHAR`` is a 16-bit code unit on Windows. ``ctypes.c_wchar`` is 4 bytes on
 Linux, so nspv2 models ``WCHAR`` as ``c_uint16`` on every platform and
 ``LPWSTR`` as a pointer to it; strings are UTF-16LE. Use :func:`wstr` to make
-one and :func:`read_wstr` to read one back with a bound.
+one and :func:`read_wstr` to read one back with a bound: it is the one reader
+of NUL-terminated UTF-16 strings in nspv2, with one policy (see its docstring).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "WCHAR",
     "WSAAPI_FUNCTYPE",
     "WSTR_MAX_CHARS",
+    "WstrError",
     "read_wstr",
     "wstr",
 ]
@@ -86,30 +88,59 @@ elif sys.platform == "win32":
 else:
     WSAAPI_FUNCTYPE = ctypes.CFUNCTYPE
 
-#: Upper bound, in UTF-16 code units, that readers accept for one string
-#: before giving up on finding its terminator (64 Ki code units).
-WSTR_MAX_CHARS = 65536
+#: Longest string :func:`read_wstr` accepts by default, in UTF-16 code units,
+#: terminator excluded: 32767, the most a Windows counted string
+#: (UNICODE_STRING) can hold.
+WSTR_MAX_CHARS = 32767
+
+_PAGE = 4096
 
 
 def wstr(text: str) -> ctypes.Array[ctypes.c_uint16]:
     """Return a NUL-terminated UTF-16LE buffer holding ``text``.
 
-    The result can be passed wherever an ``LPWSTR`` is expected
+    Non-BMP characters become surrogate pairs; a lone surrogate in ``text``
+    (as :func:`read_wstr` returns for one in memory) is written back as that
+    code unit, so reading and writing a string keeps every unit. The result
+    can be passed wherever an ``LPWSTR`` is expected
     (``ctypes.cast(buf, LPWSTR)``); keep it alive as long as C uses it.
     """
-    data = text.encode("utf-16-le")
+    data = text.encode("utf-16-le", errors="surrogatepass")
     units = len(data) // 2
     buf = (WCHAR * (units + 1))()
     ctypes.memmove(buf, data, len(data))
     return buf
 
 
-def read_wstr(pointer: Any, max_chars: int = WSTR_MAX_CHARS) -> str | None:
-    """Read a NUL-terminated UTF-16LE string, at most ``max_chars`` units.
+class WstrError(ValueError):
+    """A string :func:`read_wstr` refuses (misaligned, unterminated, out of bounds)."""
+
+
+def read_wstr(
+    pointer: Any,
+    max_chars: int = WSTR_MAX_CHARS,
+    *,
+    within: tuple[int, int] | None = None,
+    what: str = "string",
+) -> str | None:
+    """Read a NUL-terminated UTF-16LE string from memory; the one policy.
 
     ``pointer`` is an ``LPWSTR``, a ``c_void_p`` or an integer address.
-    Returns ``None`` for NULL. Raises ``ValueError`` when no terminator is
-    found within ``max_chars`` code units or the text is not valid UTF-16.
+
+    - NULL gives ``None``.
+    - Bound: at most ``max_chars`` code units before the terminator. With
+      ``within=(start, end)``, every byte read (terminator included) must also
+      lie in ``[start, end)``.
+    - Reads stop at the terminator and never cross into a page the string has
+      not reached: a string with no terminator makes the reader touch nothing
+      past the page holding its bound.
+    - Refused, with :class:`WstrError` (a ``ValueError``) naming ``what``: an
+      odd address, an address outside ``within``, and no terminator within
+      the bound.
+    - Invalid UTF-16 is not an error: Windows does not validate WCHAR
+      strings, so a lone surrogate is kept as that code point in the Python
+      string (``surrogatepass``), and :func:`wstr` writes it back as the same
+      unit. Reading then writing a string preserves every code unit.
     """
     if isinstance(pointer, int):
         address = pointer
@@ -117,9 +148,34 @@ def read_wstr(pointer: Any, max_chars: int = WSTR_MAX_CHARS) -> str | None:
         address = ctypes.cast(pointer, ctypes.c_void_p).value or 0
     if not address:
         return None
-    units = ctypes.cast(address, ctypes.POINTER(WCHAR))
-    for n in range(max_chars + 1):
-        if units[n] == 0:
-            raw = ctypes.string_at(address, 2 * n)
-            return raw.decode("utf-16-le", errors="strict")
-    raise ValueError(f"string at 0x{address:x} has no terminator within {max_chars} units")
+    if address % 2:
+        raise WstrError(f"{what} is not 2-byte aligned")
+    full = 2 * (max_chars + 1)
+    limit = full
+    if within is not None:
+        if address < within[0] or address >= within[1]:
+            raise WstrError(f"{what} lies outside its memory")
+        limit = min(limit, within[1] - address)
+    chunks: list[bytes] = []
+    total = 0
+    pos = address
+    want = 256
+    while total < limit:
+        span = min(_PAGE - (pos % _PAGE), limit - total, want)
+        chunk = ctypes.string_at(pos, span)
+        start = 0
+        while True:
+            found = chunk.find(b"\0\0", start)
+            if found < 0:
+                break
+            if found % 2 == 0:
+                chunks.append(chunk[:found])
+                return b"".join(chunks).decode("utf-16-le", errors="surrogatepass")
+            start = found + 1
+        chunks.append(chunk)
+        total += span
+        pos += span
+        want = min(want * 2, _PAGE)
+    if total < full:
+        raise WstrError(f"{what} has no terminator inside its memory")
+    raise WstrError(f"{what} has no terminator within {max_chars} characters")
