@@ -188,7 +188,9 @@ def run_page(blocks: list[Block]) -> list[Result]:
     """Run a page's blocks in order in the current directory; save file blocks into it."""
     # Like `python -c`: the current directory first on sys.path, not tests/.
     sys.path[0] = ""
-    env = dict(os.environ)
+    # A plain shell: no settings of the pytest run that runs the docs, 80 columns.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["COLUMNS"] = "80"
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     namespace: dict[str, Any] = {"__name__": "__main__"}
     results = []
