@@ -310,6 +310,51 @@ CASES: tuple[Case, ...] = (
         ),
     ),
     Case(
+        "Communicator 2007 states sign in, update and look up",
+        (
+            ("open", "a"),
+            ("open", "b"),
+            ("reg", "a", "ann@example.com", (V4,), A.MISTATUS_IN_A_MEETING, 0, NO_ERROR),
+            ("reg", "b", "bea@example.com", (V4,), A.MISTATUS_DO_NOT_DISTURB, 0, NO_ERROR),
+            ("reg", "b", "cat@example.com", (V4,), A.MISTATUS_CUSTOM, 0, NO_ERROR),
+            (
+                "look",
+                "b",
+                "ann@example.com",
+                ALL,
+                NO_ERROR,
+                [full("ann@example.com", A.MISTATUS_IN_A_MEETING, (V4,))],
+            ),
+            ("reg", "a", "ann@example.com", (V4,), A.MISTATUS_OUT_OF_OFFICE, 0, NO_ERROR),
+            (
+                "reg",
+                "b",
+                "bea@example.com",
+                (V4,),
+                A.MISTATUS_ALLOW_URGENT_INTERRUPTIONS,
+                0,
+                NO_ERROR,
+            ),
+            ("reg", "b", "cat@example.com", (V4,), A.MISTATUS_MAY_BE_AVAILABLE, 0, NO_ERROR),
+            ("reg", "a", "dee@example.com", (V4,), A.MISTATUS_IN_A_CONFERENCE, 0, NO_ERROR),
+            (
+                "look",
+                "a",
+                "*@example.com",
+                ALL,
+                NO_ERROR,
+                [
+                    full("ann@example.com", A.MISTATUS_OUT_OF_OFFICE, (V4,), CHANGED, 2),
+                    full(
+                        "bea@example.com", A.MISTATUS_ALLOW_URGENT_INTERRUPTIONS, (V4,), CHANGED, 2
+                    ),
+                    full("cat@example.com", A.MISTATUS_MAY_BE_AVAILABLE, (V4,), CHANGED, 2),
+                    full("dee@example.com", A.MISTATUS_IN_A_CONFERENCE, (V4,)),
+                ],
+            ),
+        ),
+    ),
+    Case(
         "invitations report SESSION_RESULT failures as Winsock errors",
         (
             ("open", "a"),

@@ -90,7 +90,9 @@ def test_seed_enumerations_have_their_documented_values() -> None:
     assert [m.value for m in MISTATUS] == [
         0x0000, 0x0001, 0x0002, 0x0006, 0x000A, 0x000E, 0x0012, 0x0022,
         0x0032, 0x0042, 0x0100, 0x0200, 0x0300, 0x0400,
+        0x0052, 0x0062, 0x0072, 0x0082, 0x0092, 0x00A2, 0x00B2,  # Communicator 2007
     ]  # fmt: skip
+    assert MISTATUS.MISTATUS_IN_A_MEETING == 0x52 and MISTATUS.MISTATUS_CUSTOM == 0xB2
     values = [m.value for m in SESSION_RESULT]
     assert len(values) == 30
     assert values[:25] == list(range(0x81000601, 0x8100061A))

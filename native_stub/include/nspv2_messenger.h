@@ -32,6 +32,17 @@
 #define MISTATUS_LOCAL_DISCONNECTING_FROM_SERVER 0x0400u /* signing out */
 #endif
 
+/* Office Communicator 2007 adds these user-chosen states. */
+#ifndef MISTATUS_IN_A_MEETING
+#define MISTATUS_IN_A_MEETING 0x0052u               /* in a meeting */
+#define MISTATUS_OUT_OF_OFFICE 0x0062u              /* out of the office */
+#define MISTATUS_DO_NOT_DISTURB 0x0072u             /* do not disturb */
+#define MISTATUS_IN_A_CONFERENCE 0x0082u            /* in a conference */
+#define MISTATUS_ALLOW_URGENT_INTERRUPTIONS 0x0092u /* DND, urgent interruptions allowed */
+#define MISTATUS_MAY_BE_AVAILABLE 0x00A2u           /* may be available */
+#define MISTATUS_CUSTOM 0x00B2u                     /* a custom state */
+#endif
+
 /* ---- msgrua.h: results of IMessenger::Signout --------------------------- */
 
 /* (S_OK and E_FAIL are the usual winerror.h values, 0 and 0x80004005.) */

@@ -2,7 +2,8 @@
 
 Windows Messenger's API is retired; nspv2 keeps these values because its
 NS_EMAIL example is a presence directory that speaks them. The seed page
-names the typedef ``LockError``; the enumeration is MISTATUS.
+names the typedef ``LockError``; the enumeration is MISTATUS. The values
+from 0x52 to 0xB2 are those Office Communicator 2007 added.
 """
 
 from __future__ import annotations
@@ -44,6 +45,22 @@ class MISTATUS(enum.IntEnum):
     #: The local client is signing out (until the server acknowledges).
     MISTATUS_LOCAL_DISCONNECTING_FROM_SERVER = 0x0400
 
+    # Office Communicator 2007 (its msgrua.h) adds these user-chosen states.
+    #: In a meeting (Communicator 2007).
+    MISTATUS_IN_A_MEETING = 0x0052
+    #: Out of the office (Communicator 2007).
+    MISTATUS_OUT_OF_OFFICE = 0x0062
+    #: Do not disturb (Communicator 2007).
+    MISTATUS_DO_NOT_DISTURB = 0x0072
+    #: In a conference (Communicator 2007).
+    MISTATUS_IN_A_CONFERENCE = 0x0082
+    #: Do not disturb, but urgent interruptions are allowed (Communicator 2007).
+    MISTATUS_ALLOW_URGENT_INTERRUPTIONS = 0x0092
+    #: Possibly available (Communicator 2007).
+    MISTATUS_MAY_BE_AVAILABLE = 0x00A2
+    #: A custom state defined by the user (Communicator 2007).
+    MISTATUS_CUSTOM = 0x00B2
+
     @property
     def meaning(self) -> str:
         return _MISTATUS_MEANINGS[self]
@@ -64,6 +81,13 @@ _MISTATUS_MEANINGS = {
     MISTATUS.MISTATUS_LOCAL_CONNECTING_TO_SERVER: "connecting to the server",
     MISTATUS.MISTATUS_LOCAL_SYNCHRONIZING_WITH_SERVER: "synchronizing with the server",
     MISTATUS.MISTATUS_LOCAL_DISCONNECTING_FROM_SERVER: "signing out from the server",
+    MISTATUS.MISTATUS_IN_A_MEETING: "in a meeting",
+    MISTATUS.MISTATUS_OUT_OF_OFFICE: "out of the office",
+    MISTATUS.MISTATUS_DO_NOT_DISTURB: "do not disturb",
+    MISTATUS.MISTATUS_IN_A_CONFERENCE: "in a conference",
+    MISTATUS.MISTATUS_ALLOW_URGENT_INTERRUPTIONS: "do not disturb, urgent interruptions allowed",
+    MISTATUS.MISTATUS_MAY_BE_AVAILABLE: "may be available",
+    MISTATUS.MISTATUS_CUSTOM: "a custom state",
 }
 
 
