@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import enum
 import logging
 import threading
 import time
@@ -120,6 +121,26 @@ def test_cleanup_ends_normally_once(h: SlotHarness) -> None:
     assert ended.ended_by == EndedBy.CLEANUP and ended.end_reason is None
     assert prov(h).events[-1] == ("cleanup", token)
     assert prov(h).registry.open_counts() == {"sessions": 0, "lookups": 0}
+
+
+def test_ended_by_is_an_enum_shown_by_its_value(h: SlotHarness) -> None:
+    assert issubclass(EndedBy, enum.Enum)
+    assert {m.name: m.value for m in EndedBy} == {
+        "CLEANUP": "NSPv2Cleanup",
+        "RUNDOWN": "NSPv2ClientSessionRundown",
+        "CLOSE": "table closed",
+        "PROVIDER": "provider",
+        "STARTUP_FAILED": "NSPv2Startup failed",
+    }
+    first, second = h.startup().value, h.startup().value
+    h.cleanup(first)
+    h.rundown(second)
+    cleaned, ran_down = prov(h).registry.ended
+    assert cleaned.ended_by is EndedBy.CLEANUP and ran_down.ended_by is EndedBy.RUNDOWN
+    assert cleaned.describe_end() == "ended by NSPv2Cleanup (normal)"
+    assert ran_down.describe_end() == (
+        "ended by NSPv2ClientSessionRundown: CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_ERROR"
+    )
 
 
 @pytest.mark.parametrize("bad", [None, 0, 1, 0xDEADBEEF])

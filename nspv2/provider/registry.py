@@ -14,6 +14,7 @@ number of native threads. A session ends exactly once; so does a lookup.
 from __future__ import annotations
 
 import collections
+import enum
 import itertools
 import logging
 import threading
@@ -38,8 +39,8 @@ def new_token() -> int:
     return next(_tokens)
 
 
-class EndedBy:
-    """How a session ended (``Session.ended_by``)."""
+class EndedBy(enum.Enum):
+    """How a session ended (``Session.ended_by``); the value is how it is shown."""
 
     CLEANUP = "NSPv2Cleanup"
     RUNDOWN = "NSPv2ClientSessionRundown"
@@ -61,7 +62,7 @@ class Session:
     started_at: float = field(default_factory=time.time)
     data: dict[str, Any] = field(default_factory=dict)
     ended: bool = False
-    ended_by: str | None = None
+    ended_by: EndedBy | None = None
     end_reason: Reason | None = None
     ended_at: float | None = None
     _registry: Registry | None = field(default=None, repr=False)
@@ -87,9 +88,10 @@ class Session:
     def describe_end(self) -> str:
         if not self.ended:
             return "open"
+        by = self.ended_by.value if self.ended_by is not None else "?"
         if self.end_reason is None:
-            return f"ended by {self.ended_by} (normal)"
-        return f"ended by {self.ended_by}: {self.end_reason.name}"
+            return f"ended by {by} (normal)"
+        return f"ended by {by}: {self.end_reason.name}"
 
 
 @dataclass(eq=False)
@@ -138,7 +140,7 @@ class Registry:
         return self._sessions.get(token)
 
     def end_session(
-        self, token: int | None, ended_by: str, reason: Reason | None
+        self, token: int | None, ended_by: EndedBy, reason: Reason | None
     ) -> Session | None:
         """End an open session exactly once; None if unknown or already ended.
 
@@ -211,7 +213,7 @@ class Registry:
         with self._lock:
             return {"sessions": len(self._sessions), "lookups": len(self._lookups)}
 
-    def close_all(self, ended_by: str, reason: Reason) -> list[Session]:
+    def close_all(self, ended_by: EndedBy, reason: Reason) -> list[Session]:
         """End every open session (and so every lookup)."""
         ended = []
         for session in self.sessions():

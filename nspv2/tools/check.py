@@ -27,6 +27,7 @@ from ..host.host import Host
 from ..provider.base import Provider
 from ..provider.errors import WinsockError
 from ..provider.queryset import QuerySet
+from ..provider.registry import EndedBy
 from ..sdk.winsock2 import LUP, NO_ERROR, WSAESETSERVICEOP, WSAQUERYSET2W, WSAError, code_name
 from ..testing.harness import SlotHarness
 from .common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, Progress, add_json, emit_json
@@ -290,13 +291,13 @@ def _host_rules(
             sessions.fail(f"{started} session(s) started, {ended} ended")
         if stats["sessions_open"] or stats["lookups_open"] or stats["async_pending"]:
             sessions.fail(f"the host still has open: {stats}")
-        kinds = sorted({s.ended_by or "?" for s in registry.ended})
+        kinds = sorted({s.ended_by.value if s.ended_by else "?" for s in registry.ended})
         if sessions.passed:
             sessions.note(
                 f"{started} started, {ended} ended once each ({', '.join(kinds)}); nothing open"
             )
         bad_ends = [
-            s for s in registry.ended if s.end_reason is not None and s.ended_by == "NSPv2Cleanup"
+            s for s in registry.ended if s.end_reason is not None and s.ended_by is EndedBy.CLEANUP
         ]
         for s in bad_ends[:3]:
             sessions.fail(

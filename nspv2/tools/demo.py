@@ -296,7 +296,7 @@ def run_demo() -> DemoReport:
             report.sessions.append(
                 {
                     "session": rec.label(session.token),
-                    "ended_by": session.ended_by,
+                    "ended_by": session.ended_by.value if session.ended_by else "?",
                     "end_reason": session.end_reason.name if session.end_reason else "normal",
                     "signed_out": session.data.get("signed_out", []),
                 }

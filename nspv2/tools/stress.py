@@ -75,7 +75,8 @@ def run_stress(
             )
             ended_by: dict[str, int] = {}
             for s in reg.ended:
-                ended_by[s.ended_by or "?"] = ended_by.get(s.ended_by or "?", 0) + 1
+                by = s.ended_by.value if s.ended_by else "?"
+                ended_by[by] = ended_by.get(by, 0) + 1
             phase = {
                 "phase": title,
                 "cycles": r.cycles_done,
