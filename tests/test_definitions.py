@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import nspv2
 from nspv2.provider.errors import WinsockError
 from nspv2.sdk.guiddef import GUID
+from nspv2.sdk.hresult import HRESULTEnum, as_signed, hresult
 from nspv2.sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as R
 from nspv2.sdk.msgrpriv import SESSION_RESULT
 from nspv2.sdk.msgrua import MISTATUS, SignoutResult
@@ -185,3 +186,52 @@ def test_import_loads_no_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_hresult_helpers_convert_between_the_two_forms() -> None:
+    assert hresult(-2130704895) == 0x81000601
+    assert hresult(0x81000601) == 0x81000601
+    assert hresult(0) == 0 and hresult(0x7FFFFFFF) == 0x7FFFFFFF
+    assert as_signed(0x81000601) == -2130704895
+    assert as_signed(-2130704895) == -2130704895
+    assert as_signed(0x8100031E) == ctypes.c_int32(0x8100031E).value
+    assert as_signed(5) == 5
+    for bad in (-0x80000001, 0x100000000):
+        with pytest.raises(ValueError, match="32 bits"):
+            hresult(bad)
+        with pytest.raises(ValueError, match="32 bits"):
+            as_signed(bad)
+
+
+@pytest.mark.parametrize("enum_type", [SESSION_RESULT, SignoutResult])
+def test_hresult_enums_accept_the_signed_and_the_unsigned_form(
+    enum_type: type[HRESULTEnum],
+) -> None:
+    assert issubclass(enum_type, HRESULTEnum)
+    for member in enum_type:
+        assert enum_type(int(member)) is member
+        assert enum_type(as_signed(member)) is member
+        # what C hands back: the LONG an HRESULT is
+        assert enum_type(ctypes.c_int32(member).value) is member
+        assert enum_type(ctypes.c_uint32(member).value) is member
+
+
+def test_hresult_enum_examples() -> None:
+    assert SESSION_RESULT(-2130704895) is SESSION_RESULT.SR_APPLICATION_LAUNCH_FAILED
+    assert int(SESSION_RESULT(-2130704895)) == 0x81000601
+    assert SignoutResult(-2147467259) is SignoutResult.E_FAIL
+    assert SignoutResult(-2130705634) is SignoutResult.MSGR_E_NOT_LOGGED_ON
+    assert SignoutResult(0) is SignoutResult.S_OK
+
+
+@pytest.mark.parametrize("enum_type", [SESSION_RESULT, SignoutResult])
+def test_hresult_enums_refuse_other_values_clearly(enum_type: type[HRESULTEnum]) -> None:
+    name = enum_type.__name__
+    with pytest.raises(ValueError, match=rf"^-1 \(0xffffffff\) is not a {name} value$"):
+        enum_type(-1)
+    with pytest.raises(ValueError, match=rf"^5 \(0x00000005\) is not a {name} value$"):
+        enum_type(5)
+    with pytest.raises(ValueError, match=rf"is not a {name} value \(it does not fit 32 bits\)"):
+        enum_type(0x1_0000_0000 + 0x81000601)
+    with pytest.raises(ValueError, match=rf"is not a {name} value \(an HRESULT is an int\)"):
+        enum_type("0x81000601")  # type: ignore[arg-type]

@@ -4,7 +4,9 @@
 :mod:`~nspv2.sdk.ws2ipdef`, :mod:`~nspv2.sdk.winsock2`, :mod:`~nspv2.sdk.ws2spi`,
 :mod:`~nspv2.sdk.nsemail`, :mod:`~nspv2.sdk.msgrua`, :mod:`~nspv2.sdk.msgrpriv` and
 :mod:`~nspv2.sdk.iphlpapi` keep the header's names, field order and constants;
-:mod:`~nspv2.sdk.layout` computes every structure's x86, x64 and host layout.
+:mod:`~nspv2.sdk.layout` computes every structure's x86, x64 and host layout;
+:mod:`~nspv2.sdk.hresult` converts HRESULTs between their signed and unsigned
+forms (``SESSION_RESULT`` and ``SignoutResult`` accept both).
 Importing this package loads no library.
 """
 

@@ -7,13 +7,17 @@ SESSION_RESULT. Its values jump from 0x81000619 to 0x81000620 (there is no
 
 from __future__ import annotations
 
-import enum
+from .hresult import HRESULTEnum
 
 __all__ = ["SESSION_RESULT"]
 
 
-class SESSION_RESULT(enum.IntEnum):
-    """Result codes of a Messenger session invitation (unsigned 32-bit)."""
+class SESSION_RESULT(HRESULTEnum):
+    """Result codes of a Messenger session invitation (HRESULTs).
+
+    Members hold the unsigned 32-bit form; calling the enumeration also
+    accepts the signed form a LONG holds (``HRESULTEnum``).
+    """
 
     #: The application failed to start.
     SR_APPLICATION_LAUNCH_FAILED = 0x81000601

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import enum
 
+from .hresult import HRESULTEnum
+
 __all__ = ["MISTATUS", "SignoutResult"]
 
 
@@ -91,8 +93,12 @@ _MISTATUS_MEANINGS = {
 }
 
 
-class SignoutResult(enum.IntEnum):
-    """HRESULTs of ``IMessenger::Signout`` (as unsigned 32-bit values)."""
+class SignoutResult(HRESULTEnum):
+    """HRESULTs of ``IMessenger::Signout``.
+
+    Members hold the unsigned 32-bit form; calling the enumeration also
+    accepts the signed form a LONG holds (``HRESULTEnum``).
+    """
 
     #: Signed out.
     S_OK = 0
