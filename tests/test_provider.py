@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +31,8 @@ from nspv2.provider.registry import EndedBy
 from nspv2.sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason
 from nspv2.sdk.winsock2 import WSAQUERYSET2W
 from nspv2.testing import SlotHarness
+
+from .typecheck import errors, mypy_strict
 
 PID = uuid.UUID("8ad1f0c4-31a5-4d47-9b5b-0f9c0d1e2f30")
 ENTRIES = {
@@ -451,3 +454,133 @@ def test_many_threads_no_session_lost_or_ended_twice(caplog: pytest.LogCaptureFi
     ended_tokens = [t for e, t in p.events if e in ("rundown", "cleanup")]
     assert len(set(ended_tokens)) == 1200
     assert "ignored" not in caplog.text
+
+
+# ---- hooks: declared on Provider, called only when overridden ---------------------
+
+
+class Quiet(Provider):
+    provider_id = PID
+
+    def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> list[QuerySet]:
+        return []
+
+
+def test_hooks_not_overridden_are_not_implemented() -> None:
+    p = Quiet()
+    assert not any(
+        p.implements(h) for h in ("startup", "cleanup", "client_session_rundown", "set_service")
+    )
+    with pytest.raises(ValueError, match="no hook"):
+        p.implements("lookup")
+    with p.routine() as r:
+        assert "NSPv2SetServiceEx" not in r.implemented
+    d = Directory()
+    assert all(
+        d.implements(h) for h in ("startup", "cleanup", "client_session_rundown", "set_service")
+    )
+    with d.routine() as r:
+        assert "NSPv2SetServiceEx" in r.implemented
+
+
+def test_hook_inherited_from_an_intermediate_class_or_set_on_the_instance() -> None:
+    class Registering(Quiet):
+        def set_service(
+            self, session: Session, reg_info: QuerySet, operation: WSAESETSERVICEOP, flags: int
+        ) -> None:
+            seen.append(("class", reg_info.service_instance_name))
+
+    class Child(Registering):
+        pass
+
+    seen: list[tuple[str, str | None]] = []
+    with SlotHarness(Child()) as h:
+        token = h.startup().value
+        assert h.set_service(token, QuerySet("a@example.com"), 0).completion == NO_ERROR
+    one = Quiet()
+    one.client_session_rundown = lambda s: seen.append(("instance", str(s.token)))  # type: ignore[method-assign]
+    assert one.implements("client_session_rundown")
+    with SlotHarness(one) as h:
+        token = h.startup().value
+        h.rundown(token)
+    assert seen == [("class", "a@example.com"), ("instance", str(token))]
+
+
+def test_calling_the_base_set_service_fails_with_wsaeopnotsupp() -> None:
+    class Deferring(Quiet):
+        def set_service(
+            self, session: Session, reg_info: QuerySet, operation: WSAESETSERVICEOP, flags: int
+        ) -> None:
+            super().set_service(session, reg_info, operation, flags)
+
+    with SlotHarness(Deferring()) as h:
+        token = h.startup().value
+        assert h.set_service(token, QuerySet("x"), 0).completion == WSAError.WSAEOPNOTSUPP
+
+
+_TYPED_HEADER = """
+import uuid
+from nspv2 import WSAESETSERVICEOP, Provider, QuerySet, Session
+
+
+class P(Provider):
+    provider_id = uuid.UUID(int=1)
+
+    def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> list[QuerySet]:
+        return []
+"""
+
+
+def test_mypy_strict_checks_hook_overrides(tmp_path: Path) -> None:
+    right = (
+        _TYPED_HEADER
+        + """
+    def startup(self, session: Session) -> None:
+        session.data["n"] = 1
+
+    def cleanup(self, session: Session) -> None:
+        pass
+
+    def client_session_rundown(self, session: Session) -> None:
+        pass
+
+    def set_service(
+        self, session: Session, reg_info: QuerySet, operation: WSAESETSERVICEOP, flags: int
+    ) -> None:
+        pass
+"""
+    )
+    wrong_startup = (
+        _TYPED_HEADER
+        + """
+    def startup(self, session: int) -> None:
+        pass
+"""
+    )
+    wrong_set_service = (
+        _TYPED_HEADER
+        + """
+    def set_service(self, session: Session, reg_info: QuerySet) -> None:
+        pass
+"""
+    )
+    wrong_rundown = (
+        _TYPED_HEADER
+        + """
+    def client_session_rundown(self, session: Session) -> int:
+        return 0
+"""
+    )
+    found = mypy_strict(
+        tmp_path,
+        {
+            "right.py": right,
+            "wrong_startup.py": wrong_startup,
+            "wrong_set_service.py": wrong_set_service,
+            "wrong_rundown.py": wrong_rundown,
+        },
+    )
+    assert errors(found["right.py"]) == []
+    for name in ("wrong_startup.py", "wrong_set_service.py", "wrong_rundown.py"):
+        problems = errors(found[name])
+        assert problems and all("[override]" in line for line in problems), found[name]

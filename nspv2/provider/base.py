@@ -22,8 +22,10 @@ NSPv2SetServiceEx              ``set_service(session, reg_info, op, flags)``
 
 The session slots always run, because the registry lives in them; the
 ``startup``/``cleanup``/``client_session_rundown`` methods are optional
-hooks. NSPv2SetServiceEx gets the WSAEOPNOTSUPP stub when ``set_service``
-is not defined. Any method may raise ``WinsockError(code)``.
+hooks, declared on :class:`Provider` with their signatures (so ``mypy
+--strict`` checks an override) and called only when overridden.
+NSPv2SetServiceEx gets the WSAEOPNOTSUPP stub when ``set_service`` is not
+overridden. Any method may raise ``WinsockError(code)``.
 """
 
 from __future__ import annotations
@@ -55,23 +57,41 @@ _CANCELLED = int(WSAError.WSA_E_CANCELLED)
 _FLUSH = int(LUP.LUP_FLUSHPREVIOUS)
 _u32_at = ctypes.c_uint32.from_address
 _ptr_at = ctypes.c_void_p.from_address
+#: The optional hooks a subclass may override.
+_HOOKS = ("startup", "cleanup", "client_session_rundown", "set_service")
 
 
 class Provider:
     """Base class of an NSPv2 provider written in Python."""
 
-    #: The provider's GUID (as registered with WSCInstallNameSpaceEx).
+    #: Required. The provider's GUID: the ``lpProviderId`` it is installed
+    #: under (WSCInstallNameSpaceEx) and advertised with
+    #: (WSAAdvertiseProvider); NSPv2Startup's ``lpProviderId`` is recorded
+    #: on each session as ``session.provider_id``.
     provider_id: ClassVar[uuid.UUID]
-    #: dwMajorVersion, dwMinorVersion of the routine table.
+    #: dwMajorVersion, dwMinorVersion written into the routine table.
     version: ClassVar[tuple[int, int]] = (1, 1)
-    #: The namespace the provider serves.
+    #: The ``dwNameSpace`` the provider is installed for (an ``NS_*`` value;
+    #: NS_EMAIL by default). The scaffold does not filter on it: a host
+    #: only routes queries of that namespace to the provider.
     namespace: ClassVar[int] = NS.NS_EMAIL
-    #: A display name (defaults to the class name).
+    #: The name the provider is installed under (``lpszIdentifier``) and
+    #: logged with; None means the class name. Read it as
+    #: :attr:`display_name`.
     name: ClassVar[str | None] = None
     #: If True, NextEx returns at once and the result is produced and the
     #: call completed from a worker thread (as a provider doing network I/O
     #: would); NSPv2LookupServiceEnd then cancels a NextEx still in flight.
     complete_from_thread: ClassVar[bool] = False
+    #: Names ``nspv2 check`` looks up (the first is also what ``nspv2 bench``
+    #: asks for): each becomes a query set's ``lpszServiceInstanceName``.
+    #: Empty means the rules that need a lookup are skipped unless
+    #: ``--query`` gives names.
+    check_queries: ClassVar[tuple[str, ...]] = ()
+    #: Names ``nspv2 check`` registers through NSPv2SetServiceEx
+    #: (RNRSERVICE_REGISTER, in the checking session) before it looks up,
+    #: so that the lookups find something; ``--register`` replaces them.
+    check_registrations: ClassVar[tuple[str, ...]] = ()
 
     _routine_obj: Routine | None = None
     _registry_obj: Registry | None = None
@@ -98,7 +118,49 @@ class Provider:
 
     @property
     def display_name(self) -> str:
+        """:attr:`name`, or the class name when ``name`` is None."""
         return self.name or type(self).__name__
+
+    # -- optional hooks ---------------------------------------------------------------
+    #
+    # Declared here so that a type checker checks an override's signature. The
+    # scaffold calls a hook only if the subclass (or the instance) overrides
+    # it; :meth:`implements` tells which do.
+
+    def startup(self, session: Session) -> None:
+        """Hook: NSPv2Startup created ``session``. Raising fails Startup and
+        ends the session (STARTUP_FAILED, PROVIDER_OTHER_FAILURE)."""
+
+    def cleanup(self, session: Session) -> None:
+        """Hook: NSPv2Cleanup ended ``session`` (normally). Raising fails
+        Cleanup; the session stays ended, with PROVIDER_OTHER_FAILURE."""
+
+    def client_session_rundown(self, session: Session) -> None:
+        """Hook: ``session`` ended without Cleanup (NSPv2ClientSessionRundown,
+        or the table closing). Called once per session; cannot fail."""
+
+    def set_service(
+        self, session: Session, reg_info: QuerySet, operation: WSAESETSERVICEOP, flags: int
+    ) -> None:
+        """Hook: NSPv2SetServiceEx (register, deregister or delete
+        ``reg_info``). Without an override, the slot is the WSAEOPNOTSUPP stub."""
+        raise WinsockError(WSAError.WSAEOPNOTSUPP, "set_service is not implemented")
+
+    def implements(self, hook: str) -> bool:
+        """Whether ``hook`` (``startup``, ``cleanup``, ``client_session_rundown``
+        or ``set_service``) is overridden by this provider's class or instance."""
+        return self._hook(hook) is not None
+
+    def _hook(self, hook: str) -> Callable[..., Any] | None:
+        """The bound hook if overridden, else None (the base's no-op)."""
+        if hook not in _HOOKS:
+            raise ValueError(f"no hook {hook!r}; hooks are {', '.join(_HOOKS)}")
+        found = getattr(self, hook, None)
+        if found is None or not callable(found):
+            return None
+        if getattr(found, "__func__", None) is getattr(Provider, hook):
+            return None
+        return found  # type: ignore[no-any-return]
 
     def routine(self, channel: ErrorChannel | None = None) -> Routine:
         """The provider's routine table (built on first use, then reused)."""
@@ -139,7 +201,7 @@ class Provider:
             "end": self._slot_end,
             "client_session_rundown": self._slot_rundown,
         }
-        if callable(getattr(self, "set_service", None)):
+        if self.implements("set_service"):
             slots["set_service_ex"] = self._slot_set_service
         return slots
 
@@ -158,7 +220,7 @@ class Provider:
         ended = self.registry.close_all(
             EndedBy.CLOSE, Reason.CPNATFWT_SESSION_TERMINATION_PLATFORM_SHUTDOWN
         )
-        hook = getattr(self, "client_session_rundown", None)
+        hook = self._hook("client_session_rundown")
         for session in ended:
             if hook is not None:
                 try:
@@ -185,7 +247,7 @@ class Provider:
             raise WinsockError(WSAError.WSAEINVAL, "ppvClientSessionArg is NULL")
         pid = uuid.UUID(bytes_le=ctypes.string_at(provider_id, 16)) if provider_id else None
         session = self.registry.new_session(pid)
-        hook = getattr(self, "startup", None)
+        hook = self._hook("startup")
         if hook is not None:
             try:
                 hook(session)
@@ -203,7 +265,7 @@ class Provider:
         session = self.registry.end_session(token, EndedBy.CLEANUP, None)
         if session is None:
             raise WinsockError(WSAError.WSAEINVAL, f"no open client session {token!r}")
-        hook = getattr(self, "cleanup", None)
+        hook = self._hook("cleanup")
         if hook is not None:
             try:
                 hook(session)
@@ -221,7 +283,7 @@ class Provider:
                 token,
             )
             return
-        hook = getattr(self, "client_session_rundown", None)
+        hook = self._hook("client_session_rundown")
         if hook is not None:
             hook(session)
 
@@ -369,6 +431,5 @@ class Provider:
             raise WinsockError(
                 WSAError.WSAEINVAL, f"unknown WSAESETSERVICEOP {operation}"
             ) from None
-        handler: Any = getattr(self, "set_service")  # noqa: B009
-        handler(session, query, op, flags)
+        self.set_service(session, query, op, flags)
         routine.channel_now().complete(h_async, NO_ERROR)

@@ -204,7 +204,7 @@ def _isolated_rules(
                 handle_rule.fail(
                     "nothing to look up: give check_queries on the class or --query NAME"
                 )
-            if callable(getattr(provider, "set_service", None)):
+            if provider.implements("set_service"):
                 optional.note("NSPv2SetServiceEx is implemented (set_service)")
             else:
                 code = h.set_service(token, QuerySet("check@example.com"), 0).code
