@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from nspv2 import LUP, NO_ERROR, CsAddr, Provider, QuerySet, Session, SocketAddress, WSAError
+from nspv2 import LUP, NO_ERROR, NS, CsAddr, Provider, QuerySet, Session, SocketAddress, WSAError
 from nspv2.provider.base import _EFAULT  # the scaffold's internals, overridden to break them
 from nspv2.provider.registry import Lookup
 
@@ -156,3 +156,25 @@ class NotFoundEverywhere(Good):
 class ExplodingConstructor(Good):
     def __init__(self) -> None:
         raise RuntimeError("cannot start")
+
+
+class StartupUnreachable(Good):
+    """Its table has no NSPv2Startup (the WSAEOPNOTSUPP stub): no session ever reaches it."""
+
+    def _slot_callables(self) -> dict[str, Any]:
+        slots = super()._slot_callables()
+        del slots["startup"]
+        return slots
+
+
+class GoodDns(Good):
+    """Good, serving NS_DNS instead of NS_EMAIL."""
+
+    provider_id = uuid.UUID("aaaaaaaa-0000-4000-8000-0000000000d5")
+    namespace = NS.NS_DNS
+
+
+class GoodWithoutQueries(Good):
+    """Good, with nothing to look up (no check_queries)."""
+
+    check_queries = ()

@@ -15,9 +15,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..host.host import Host
+from ..provider.base import Provider
 from ..provider.queryset import CsAddr, QuerySet, SocketAddress
-from ..sdk.winsock2 import NO_ERROR, WSAError
-from .common import EXIT_OK, EXIT_PROBLEMS, Progress, add_json, positive
+from ..sdk.winsock2 import NO_ERROR, NS, WSAError
+from .common import (
+    DWORD_MAX,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    Progress,
+    add_json,
+    add_subject,
+    positive,
+    whole,
+)
 from .measure import (
     BENCH_NAME,
     CYCLES,
@@ -27,6 +37,7 @@ from .measure import (
     advertise_raw,
     bench_result,
     drive,
+    subject,
 )
 
 if TYPE_CHECKING:
@@ -42,14 +53,28 @@ def run_bench(
     cycles: int = 20000,
     repeats: int = 7,
     sessions_open: int = 10000,
+    provider: type[Provider] = ScaffoldBench,
+    name: str = BENCH_NAME,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every benchmark in this process; return the figures."""
+    """Run every benchmark in this process; return the figures.
+
+    ``provider`` is measured as A (the scaffold's bench provider unless
+    given); every provider is asked for ``name``. ``same_answers`` compares
+    the three only for the bench provider (None for another A).
+    """
     say = progress or (lambda _t: None)
-    out: dict[str, Any] = {"cycles": cycles, "repeats": repeats, "cycle_kinds": {}}
+    out: dict[str, Any] = {
+        "cycles": cycles,
+        "repeats": repeats,
+        "provider": provider.__qualname__,
+        "name": name,
+        "cycle_kinds": {},
+    }
     with Host(timeout_ms=5000) as host:
-        a = ScaffoldBench()
+        a = provider()
         host.advertise(a)
+        spaces = {"A": int(provider.namespace), "B": int(NS.NS_EMAIL), "C": int(NS.NS_EMAIL)}
         raw = RawBench(host.winsock.WSAProviderCompleteAsyncCall, host.winsock.WSASetLastError)
         advertise_raw(host, raw)
         c_id = host.advertise_bench_provider()
@@ -57,12 +82,15 @@ def run_bench(
         # the three give the same answer
         with host.open_session() as client:
             answers = {
-                k: host.lookup(client, QuerySet(BENCH_NAME, provider_id=pid))
+                k: host.lookup(client, QuerySet(name, provider_id=pid, namespace=spaces[k]))
                 for k, pid in providers.items()
             }
         out["same_answers"] = (
-            answers["A"] == answers["B"] == answers["C"] == [bench_result(BENCH_NAME)]
+            answers["A"] == answers["B"] == answers["C"] == [bench_result(name)]
+            if provider is ScaffoldBench
+            else None
         )
+        out["results_per_lookup"] = {k: len(v) for k, v in answers.items()}
         for kind in CYCLES:
             samples: dict[str, list[float]] = {k: [] for k in providers}
             for rep in range(repeats + 1):  # repetition 0 is the warm-up
@@ -70,7 +98,14 @@ def run_bench(
                 order = order[rep % 3 :] + order[: rep % 3]  # rotate who goes first
                 for key, pid in order:
                     say(f"{kind} cycle, repetition {rep}/{repeats}, provider {key}")
-                    ns, outcomes = drive(host, kind, pid, cycles if key != "C" else cycles * 4)
+                    ns, outcomes = drive(
+                        host,
+                        kind,
+                        pid,
+                        cycles if key != "C" else cycles * C_FACTOR,
+                        name=name,
+                        namespace=spaces[key],
+                    )
                     bad = {
                         c: n
                         for c, n in outcomes.items()
@@ -89,16 +124,24 @@ def run_bench(
         # NextEx cost with many sessions and lookups open
         if sessions_open:
             say(f"opening {sessions_open} sessions with a lookup each")
-            base = Figure([drive(host, "lookup", a.provider_id, cycles)[0] for _ in range(repeats)])
+            how: dict[str, Any] = {"name": name, "namespace": spaces["A"]}
+            base = Figure(
+                [drive(host, "lookup", a.provider_id, cycles, **how)[0] for _ in range(repeats)]
+            )
             held = []
             for _ in range(sessions_open):
                 s = host.open_session()
                 held.append(
-                    (s, host.lookup_begin(s, QuerySet(BENCH_NAME, provider_id=a.provider_id)))
+                    (
+                        s,
+                        host.lookup_begin(
+                            s, QuerySet(name, provider_id=a.provider_id, namespace=spaces["A"])
+                        ),
+                    )
                 )
             say(f"lookup cycles with {sessions_open} sessions open")
             loaded = Figure(
-                [drive(host, "lookup", a.provider_id, cycles)[0] for _ in range(repeats)]
+                [drive(host, "lookup", a.provider_id, cycles, **how)[0] for _ in range(repeats)]
             )
             open_now = a.registry.open_counts()
             for s, h in held:
@@ -166,6 +209,27 @@ def packing_throughput(
     return out
 
 
+#: C runs this many times more cycles per repetition (it is that much faster).
+C_FACTOR = 4
+#: Repetitions spreading more than this ((max - min) / median) earn a warning.
+SPREAD_LIMIT = 0.10
+
+
+def spread_warnings(doc: dict[str, Any]) -> list[str]:
+    """Every figure whose repetitions spread more than :data:`SPREAD_LIMIT`."""
+    out = []
+    for kind, row in doc["cycle_kinds"].items():
+        for key in "ABC":
+            if row[key]["spread"] > SPREAD_LIMIT:
+                out.append(f"{kind} {key} {row[key]['spread']:.1%}")
+    many = doc.get("many_open")
+    if many:
+        for key in ("baseline", "loaded"):
+            if many[key]["spread"] > SPREAD_LIMIT:
+                out.append(f"many-open {key} {many[key]['spread']:.1%}")
+    return out
+
+
 def bench_table(doc: dict[str, Any]) -> str:
     lines = [
         f"nspv2 bench: {doc['cycles']} cycles x {doc['repeats']} repetitions (after a warm-up), one native thread",
@@ -186,9 +250,15 @@ def bench_table(doc: dict[str, Any]) -> str:
             for kind, row in doc["cycle_kinds"].items()
         )
     )
-    lines.append(
-        f"  the three providers gave the same answer: {'yes' if doc['same_answers'] else 'NO'}"
-    )
+    if doc["same_answers"] is None:
+        lines.append(
+            f"  A is {doc['provider']}, asked for {doc['name']}: results per lookup "
+            + ", ".join(f"{k} {n}" for k, n in doc["results_per_lookup"].items())
+        )
+    else:
+        lines.append(
+            f"  the three providers gave the same answer: {'yes' if doc['same_answers'] else 'NO'}"
+        )
     many = doc.get("many_open")
     if many:
         lines.append(
@@ -206,16 +276,27 @@ def bench_table(doc: dict[str, Any]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    cls, name = subject(args.provider, args.name)
     progress = Progress()
     doc = run_bench(
         cycles=args.cycles,
         repeats=args.repeats,
         sessions_open=args.sessions_open,
+        provider=cls,
+        name=name,
         progress=progress,
     )
     progress.done()
+    doc["spread_warning"] = spread_warnings(doc)
+    if doc["spread_warning"]:
+        print(
+            f"nspv2 bench: warning: repetitions spread more than {SPREAD_LIMIT:.0%} "
+            f"({', '.join(doc['spread_warning'])}); the machine is busy or the run too short, "
+            "so the figures are unreliable",
+            file=sys.stderr,
+        )
     sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.json else bench_table(doc))
-    return EXIT_OK if doc["same_answers"] else EXIT_PROBLEMS
+    return EXIT_PROBLEMS if doc["same_answers"] is False else EXIT_OK
 
 
 def add_commands(sub: SubParsers) -> None:
@@ -228,18 +309,19 @@ def add_commands(sub: SubParsers) -> None:
     )
     p_bench.add_argument(
         "--cycles",
-        type=positive,
+        type=whole(1, DWORD_MAX // C_FACTOR),
         default=20000,
-        help="cycles per repetition (default 20000; C runs 4x)",
+        help=f"cycles per repetition (default 20000; C runs {C_FACTOR}x)",
     )
     p_bench.add_argument(
         "--repeats", type=positive, default=7, help="repetitions after the warm-up (default 7)"
     )
     p_bench.add_argument(
         "--sessions-open",
-        type=int,
+        type=whole(0, DWORD_MAX),
         default=10000,
         help="sessions (each with a lookup) held open for the scaling run (default 10000; 0 skips)",
     )
+    add_subject(p_bench)
     add_json(p_bench, "the figures")
     p_bench.set_defaults(func=cmd_bench)

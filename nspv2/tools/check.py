@@ -17,6 +17,7 @@ import ctypes
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,9 +29,18 @@ from ..provider.base import Provider
 from ..provider.errors import WinsockError
 from ..provider.queryset import QuerySet
 from ..provider.registry import EndedBy
-from ..sdk.winsock2 import LUP, NO_ERROR, WSAESETSERVICEOP, WSAQUERYSET2W, WSAError, code_name
+from ..sdk.guiddef import GUID
+from ..sdk.winsock2 import (
+    LUP,
+    NO_ERROR,
+    SOCKET_ERROR,
+    WSAESETSERVICEOP,
+    WSAQUERYSET2W,
+    WSAError,
+    code_name,
+)
 from ..testing.harness import SlotHarness
-from .common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, Progress, add_json, emit_json
+from .common import EXIT_OK, EXIT_PROBLEMS, Progress, add_json, emit_json
 
 if TYPE_CHECKING:
     import argparse
@@ -51,31 +61,75 @@ class CheckError(Exception):
         self.usage = usage
 
 
+#: Why a rule about lookups cannot be exercised.
+NOTHING_TO_LOOK_UP = "nothing to look up: give check_queries on the class or --query NAME"
+
+
 @dataclass
 class Rule:
+    """One row: passed, failed, or skipped (could not be exercised, with why)."""
+
     name: str
     passed: bool = True
     evidence: list[str] = field(default_factory=list)
+    skipped: str | None = None
 
     def fail(self, text: str) -> None:
         self.passed = False
+        self.skipped = None
         self.evidence.append(text)
 
     def note(self, text: str) -> None:
         self.evidence.append(text)
 
+    def skip(self, reason: str) -> None:
+        """Neither passed nor failed: the rule could not be exercised."""
+        self.passed = False
+        self.skipped = reason
+
+    @property
+    def failed(self) -> bool:
+        return not self.passed and self.skipped is None
+
+    @property
+    def status(self) -> str:
+        return "skipped" if self.skipped is not None else "pass" if self.passed else "fail"
+
     def as_dict(self) -> dict[str, Any]:
-        return {"rule": self.name, "passed": self.passed, "evidence": self.evidence}
+        return {
+            "rule": self.name,
+            "status": self.status,
+            "passed": None if self.skipped is not None else self.passed,
+            "reason": self.skipped,
+            "evidence": self.evidence,
+        }
+
+
+def _on_path(folder: Path) -> None:
+    """Make modules in ``folder`` importable (first), once."""
+    resolved = folder.resolve()
+    present = {Path(entry or os.curdir).resolve() for entry in sys.path}
+    if resolved not in present:
+        sys.path.insert(0, str(resolved))
 
 
 def load_provider_class(spec: str) -> type[Provider]:
-    """``package.module:Class``, ``path/to/file.py:Class`` or ``path/to/file.py``."""
+    """``package.module:Class``, ``path/to/file.py:Class`` or ``path/to/file.py``.
+
+    Modules are found in the current folder (also from the ``nspv2`` console
+    script, whose ``sys.path[0]`` is its own bin folder) and, for a file,
+    beside it. A syntax error is a usage error naming the file and line.
+    """
     target, _, class_name = spec.partition(":")
+    if not target:
+        raise CheckError(f"{spec!r} names no module before :CLASS (MODULE:CLASS)", usage=True)
+    _on_path(Path.cwd())
     try:
         if target.endswith(".py") or Path(target).is_file():
             path = Path(target)
             if not path.is_file():
                 raise CheckError(f"no such file: {path}", usage=True)
+            _on_path(path.parent)
             mod_spec = importlib.util.spec_from_file_location(f"nspv2_check_{path.stem}", path)
             if mod_spec is None or mod_spec.loader is None:
                 raise CheckError(f"cannot import {path}", usage=True)
@@ -86,6 +140,9 @@ def load_provider_class(spec: str) -> type[Provider]:
             module = importlib.import_module(target)
     except CheckError:
         raise
+    except SyntaxError as exc:
+        where = f"{exc.filename or target}, line {exc.lineno}" if exc.lineno else target
+        raise CheckError(f"syntax error in {where}: {exc.msg}", usage=True) from exc
     except ModuleNotFoundError as exc:
         raise CheckError(f"cannot import {target}: {exc}", usage=True) from exc
     except Exception as exc:
@@ -178,6 +235,7 @@ def _isolated_rules(
     cls: type[Provider], queries: list[str], registrations: list[str]
 ) -> list[Rule]:
     provider = _instantiate(cls)
+    ns = int(cls.namespace)
     optional = Rule("optional slots fail with WSAEOPNOTSUPP")
     malformed = Rule("Begin rejects a malformed query set with WSAEINVAL")
     handle_rule = Rule("End with an ended handle gives WSA_INVALID_HANDLE")
@@ -185,9 +243,11 @@ def _isolated_rules(
         with SlotHarness(provider) as h:
             token = h.startup().value
             for name in registrations:
-                h.set_service(token, QuerySet(name), WSAESETSERVICEOP.RNRSERVICE_REGISTER)
+                h.set_service(
+                    token, QuerySet(name, namespace=ns), WSAESETSERVICEOP.RNRSERVICE_REGISTER
+                )
             for name in queries:
-                begun = h.begin(token, QuerySet(name))
+                begun = h.begin(token, QuerySet(name, namespace=ns))
                 if not begun.ok:
                     handle_rule.fail(f"{name}: Begin -> {code_name(begun.code)}")
                     continue
@@ -201,13 +261,11 @@ def _isolated_rules(
                     f"{name}: NSPv2LookupServiceNextEx on the ended handle -> {code_name(stale)}"
                 )
             if not queries:
-                handle_rule.fail(
-                    "nothing to look up: give check_queries on the class or --query NAME"
-                )
+                handle_rule.skip(NOTHING_TO_LOOK_UP)
             if provider.implements("set_service"):
                 optional.note("NSPv2SetServiceEx is implemented (set_service)")
             else:
-                code = h.set_service(token, QuerySet("check@example.com"), 0).code
+                code = h.set_service(token, QuerySet("check@example.com", namespace=ns), 0).code
                 (optional.note if code == _E.WSAEOPNOTSUPP else optional.fail)(
                     f"NSPv2SetServiceEx (not implemented) -> {code_name(code)}"
                 )
@@ -248,6 +306,7 @@ def _host_rules(
     rows = [sizes, flush, end, inside, sessions]
     provider = _instantiate(cls)
     pid = type(provider).provider_id
+    ns = int(type(provider).namespace)
     with Host(timeout_ms=timeout_ms) as host:
         faults_before = host.stats()["provider_faults"]
         host.advertise(provider)
@@ -255,22 +314,32 @@ def _host_rules(
         for name in registrations:
             try:
                 owner.set_service(
-                    QuerySet(name, provider_id=pid), WSAESETSERVICEOP.RNRSERVICE_REGISTER
+                    QuerySet(name, provider_id=pid, namespace=ns),
+                    WSAESETSERVICEOP.RNRSERVICE_REGISTER,
                 )
             except WinsockError as exc:
                 sizes.fail(f"registering {name} failed: {code_name(exc.code)}")
         if not queries:
-            for rule in (sizes, flush, end):
-                rule.fail("nothing to look up: give check_queries on the class or --query NAME")
+            for rule in (sizes, flush, end, inside):
+                rule.skip(NOTHING_TO_LOOK_UP)
         client = host.open_session()
         for name in queries:
             say(f"lookup {name}")
-            _check_query(host, client, QuerySet(name, provider_id=pid), sizes, flush, end)
+            query = QuerySet(name, provider_id=pid, namespace=ns)
+            _check_query(host, client, query, sizes, flush, end)
         client.close()
         dying = host.open_session()
+        # sessions reach the provider even with nothing to look up
+        guid = GUID.from_uuid(pid)
+        for session in (owner, dying):
+            if host.native.nspv2_session_start(session.id, ns, ctypes.byref(guid)) == SOCKET_ERROR:
+                code = host.winsock.WSAGetLastError()
+                sessions.fail(f"nspv2_session_start (NSPv2Startup) -> {code_name(code)}")
         for name in queries[:1]:
             try:  # a lookup left open: the rundown must end it
-                open_handle = host.lookup_begin(dying, QuerySet(name, provider_id=pid))
+                open_handle = host.lookup_begin(
+                    dying, QuerySet(name, provider_id=pid, namespace=ns)
+                )
                 host.lookup_next(open_handle, 0, 65536)
             except WinsockError:
                 pass
@@ -278,13 +347,19 @@ def _host_rules(
         owner.close()
         stats = host.stats()
         faults = stats["provider_faults"] - faults_before
-        (inside.fail if faults else inside.note)(
-            f"{faults} write(s) past the buffer or pointer(s) outside it, seen by the host's guard bytes"
-        )
+        if faults or queries:
+            (inside.fail if faults else inside.note)(
+                f"{faults} write(s) past the buffer or pointer(s) outside it, seen by the host's guard bytes"
+            )
         registry = provider.registry
         counts = registry.open_counts()
         started, ended = registry.sessions_started, registry.sessions_ended
         ended_tokens = [s.token for s in registry.ended]
+        if started == 0:
+            sessions.fail(
+                "no session reached the provider (NSPv2Startup was never called; "
+                f"is it advertised for namespace {ns}?)"
+            )
         if counts != {"sessions": 0, "lookups": 0}:
             sessions.fail(f"left open after cleanup and rundown: {counts}")
         if started != ended or len(set(ended_tokens)) != len(ended_tokens):
@@ -305,7 +380,7 @@ def _host_rules(
             )
     provider.close()
     for rule in rows:
-        if rule.passed and not rule.evidence:
+        if rule.passed and not rule.evidence and rule.skipped is None:
             rule.fail("could not be checked: no lookup got this far (see the other rules)")
     return rows
 
@@ -409,13 +484,19 @@ def _check_query(
 
 def print_rules(rules: list[Rule], target: str, out: TextIO) -> None:
     out.write(f"nspv2 check {target}\n\n")
+    marks = {"pass": "pass", "fail": "FAIL", "skipped": "SKIPPED"}
     for r in rules:
-        mark = "pass" if r.passed else "FAIL"
-        out.write(f"  {mark}  {r.name}\n")
+        out.write(f"  {marks[r.status]:<4}  {r.name}\n")
+        if r.skipped is not None:
+            out.write(f"        {r.skipped}\n")
         for line in r.evidence:
             out.write(f"        {line}\n")
-    failed = [r for r in rules if not r.passed]
-    out.write(f"\n{len(rules) - len(failed)} of {len(rules)} rules pass")
+    passed = [r for r in rules if r.passed]
+    failed = [r for r in rules if r.failed]
+    skipped = len(rules) - len(passed) - len(failed)
+    out.write(f"\n{len(passed)} of {len(rules)} rules pass")
+    if skipped:
+        out.write(f", {skipped} skipped (not exercised)")
     out.write(f"; failing: {', '.join(r.name for r in failed)}\n" if failed else "\n")
 
 
@@ -424,16 +505,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         cls = load_provider_class(args.provider)
         rules = run_check(cls, queries=args.query, registrations=args.register, progress=progress)
-    except CheckError as exc:
+    finally:
         progress.done()
-        print(f"nspv2 check: {exc}", file=sys.stderr)
-        return EXIT_USAGE if exc.usage else EXIT_PROBLEMS
-    progress.done()
     if args.json:
         emit_json([r.as_dict() for r in rules])
     else:
         print_rules(rules, args.provider, sys.stdout)
-    return EXIT_OK if all(r.passed for r in rules) else EXIT_PROBLEMS
+    return EXIT_PROBLEMS if any(r.failed for r in rules) else EXIT_OK
 
 
 def add_commands(sub: SubParsers) -> None:
@@ -441,7 +519,9 @@ def add_commands(sub: SubParsers) -> None:
         "check",
         help="conformance run of a Provider on the native host",
         description="Run the conformance rules against a Provider: MODULE:CLASS, or a path to a .py file "
-        "(with :CLASS if it defines several). Exit 1 if any rule fails.",
+        "(with :CLASS if it defines several). Modules are found in the current folder and beside a "
+        "given file. Rules that need lookups are SKIPPED without check_queries or --query. "
+        "Exit 1 if any rule fails.",
     )
     p_check.add_argument("provider", metavar="MODULE:CLASS")
     p_check.add_argument(

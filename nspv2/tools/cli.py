@@ -4,58 +4,85 @@ Each command family lives in its own module (check, bench, memory, stress,
 fuzz, demo with lookup/register/signout, layout) with its handlers and its
 ``add_commands``; this module builds the parser from them and runs one.
 
-Exit codes: 0 ok, 1 problems found, 2 usage error.
+Every command takes ``--debug`` (before or after its name) and, if it
+prints results, ``--json``; with ``--json`` errors too go to stdout as JSON
+(``{"error": ...}``), with the same exit code.
+
+Exit codes: 0 ok, 1 problems found, 2 usage error, 130 interrupted.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from ..host.native import NativeHostUnavailable
-from . import bench, check, demo, fuzz, layout, memory, stress
-from .common import EXIT_OK, EXIT_PROBLEMS, Parser
+from . import bench, check, config, demo, fuzz, layout, memory, stress
+from .check import CheckError
+from .common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, Parser, UsageError, fail
 
 __all__ = ["main"]
 
-_FAMILIES = (demo, check, layout, bench, memory, stress, fuzz)
+_FAMILIES = (demo, check, layout, bench, memory, stress, fuzz, config)
+_DEBUG_HELP = "show tracebacks"
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="nspv2", description="Toolkit for Winsock NSPv2 namespace providers.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"nspv2 {__version__}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for family in _FAMILIES:
         family.add_commands(sub)
+    for command in sub.choices.values():
+        # after the command too; SUPPRESS keeps a --debug given before it
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP
+        )
     return parser
+
+
+def _asks_for_json(argv: Sequence[str]) -> bool:
+    words = list(argv)
+    return "--json" in (words[: words.index("--")] if "--" in words else words)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    Parser.json_errors = _asks_for_json(words)
+    args = build_parser().parse_args(words)
     try:
         code: int = args.func(args)
+    except UsageError as exc:
+        return fail(args, f"nspv2 {args.command}: error: {exc}", EXIT_USAGE, usage=True)
+    except CheckError as exc:  # the provider named on the command line (check, bench, ...)
+        if args.debug and not exc.usage:
+            raise
+        status = EXIT_USAGE if exc.usage else EXIT_PROBLEMS
+        return fail(args, f"nspv2 {args.command}: {exc}", status, usage=exc.usage)
     except NativeHostUnavailable as exc:
         if args.debug:
             raise
-        print(f"nspv2: {exc}", file=sys.stderr)
-        return EXIT_PROBLEMS
+        return fail(args, f"nspv2: {exc}", EXIT_PROBLEMS)
     except KeyboardInterrupt:
-        print("nspv2: interrupted", file=sys.stderr)
-        return 130
+        return fail(args, "nspv2: interrupted", 130)
     except BrokenPipeError:  # output piped to a reader that stopped (head)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except Exception as exc:
         if args.debug:
             raise
-        print(
+        return fail(
+            args,
             f"nspv2: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-            file=sys.stderr,
+            EXIT_PROBLEMS,
+            exception=type(exc).__name__,
         )
-        return EXIT_PROBLEMS
     return code
 
 

@@ -35,7 +35,7 @@ from ..sdk.winsock2 import (
     WSAError,
     code_name,
 )
-from .common import EXIT_OK, EXIT_PROBLEMS, add_json, emit_json
+from .common import DWORD_MAX, EXIT_OK, EXIT_PROBLEMS, add_json, emit_json, fail
 
 if TYPE_CHECKING:
     from .common import SubParsers
@@ -58,11 +58,16 @@ SEED: tuple[tuple[str, MISTATUS, tuple[str, ...]], ...] = (
 )
 
 
+_PORT_MAX = 0xFFFF
+
+
 def cs_addr(text: str) -> CsAddr:
     """``192.0.2.1:5060`` or ``[2001:db8::1]:5060`` as a remote CS address."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"{text!r} is not ADDRESS:PORT")
+    if int(port) > _PORT_MAX:
+        raise ValueError(f"port {port} is out of range (0 to {_PORT_MAX})")
     return CsAddr(None, SocketAddress.parse(host.strip("[]"), int(port)))
 
 
@@ -346,9 +351,13 @@ def parse_flags(text: str) -> int:
     """LUP flags: a number (0x0ff0) or names joined by ',' or '|' (RETURN_ALL)."""
     text = text.strip()
     try:
-        return int(text, 0)
+        value = int(text, 0)
     except ValueError:
         pass
+    else:
+        if not 0 <= value <= DWORD_MAX:
+            raise argparse.ArgumentTypeError(f"flags {text} are out of range (0 to {DWORD_MAX:#x})")
+        return value
     value = 0
     for part in text.replace("|", ",").split(","):
         name = part.strip().upper()
@@ -376,7 +385,7 @@ def _address(text: str) -> str:
         cs_addr(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not ADDRESS:PORT (e.g. 192.0.2.1:5060)"
+            f"{text!r} is not ADDRESS:PORT (e.g. 192.0.2.1:5060): {exc}"
         ) from exc
     return text
 
@@ -437,8 +446,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         try:
             results = me.lookup(QuerySet(args.name), args.flags)
         except WinsockError as exc:
-            print(f"{args.name}: {exc.name} ({exc.code})", file=sys.stderr)
-            return EXIT_PROBLEMS
+            return fail(args, f"{args.name}: {exc.name} ({exc.code})", EXIT_PROBLEMS, code=exc.code)
         _print_results(results, args.json)
         return EXIT_OK
 
@@ -459,8 +467,9 @@ def cmd_register(args: argparse.Namespace) -> int:
             )
             results = me.lookup(QuerySet(args.name))
         except WinsockError as exc:
-            print(f"register {args.name}: {exc.name} ({exc.code})", file=sys.stderr)
-            return EXIT_PROBLEMS
+            return fail(
+                args, f"register {args.name}: {exc.name} ({exc.code})", EXIT_PROBLEMS, code=exc.code
+            )
         _print_results(results, args.json)
         return EXIT_OK
 

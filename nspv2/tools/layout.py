@@ -17,7 +17,7 @@ __all__ = ["add_commands"]
 
 
 def cmd_layout(args: argparse.Namespace) -> int:
-    sys.stdout.write(render_layout(args.abi or [ABI.X64], args.format))
+    sys.stdout.write(render_layout(args.abi or [ABI.X64], "json" if args.json else args.format))
     return EXIT_OK
 
 
@@ -37,4 +37,5 @@ def add_commands(sub: SubParsers) -> None:
     p_layout.add_argument(
         "--format", choices=FORMATS, default="markdown", help="output format (default: markdown)"
     )
+    p_layout.add_argument("--json", action="store_true", help="the same as --format json")
     p_layout.set_defaults(func=cmd_layout)

@@ -56,6 +56,7 @@ __all__ = [
     "advertise_raw",
     "bench_result",
     "drive",
+    "subject",
 ]
 
 BENCH_NAME = "alice@example.com"
@@ -368,14 +369,39 @@ def advertise_raw(host: Host, raw: RawBench) -> None:
 CYCLES = ("lookup", "session", "rundown")
 
 
+def subject(spec: str | None, name: str | None = None) -> tuple[type[Provider], str]:
+    """The provider measured as A and the name to look up.
+
+    ``spec`` is a user's ``MODULE:CLASS`` (or ``file.py[:CLASS]``), loaded as
+    ``nspv2 check`` loads it (raises :class:`~nspv2.tools.check.CheckError`);
+    None means :class:`ScaffoldBench`. The name defaults to the class's first
+    ``check_queries`` entry, else :data:`BENCH_NAME`.
+    """
+    if spec is None:
+        return ScaffoldBench, name or BENCH_NAME
+    from .check import load_provider_class
+
+    cls = load_provider_class(spec)
+    queries = list(getattr(cls, "check_queries", ()))
+    return cls, name or (queries[0] if queries else BENCH_NAME)
+
+
 def drive(
-    host: Host, kind: str, pid: uuid.UUID, cycles: int, threads: int = 1
+    host: Host,
+    kind: str,
+    pid: uuid.UUID,
+    cycles: int,
+    threads: int = 1,
+    *,
+    name: str = BENCH_NAME,
+    namespace: int = NS.NS_EMAIL,
 ) -> tuple[float, dict[int, int]]:
     r = host.drive(
         threads=threads,
         cycles=cycles,
         provider_id=pid,
-        service_name=BENCH_NAME,
+        service_name=name,
+        name_space=int(namespace),
         session_only=kind != "lookup",
         abandon_every=1 if kind == "rundown" else 0,
         control_flags=int(LUP.LUP_RETURN_ALL),

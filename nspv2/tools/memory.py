@@ -10,9 +10,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..host.host import Host
+from ..provider.base import Provider
 from ..sdk.winsock2 import NO_ERROR, WSAError
-from .common import EXIT_OK, EXIT_PROBLEMS, Progress, add_json, positive
-from .measure import ScaffoldBench, drive
+from .common import EXIT_OK, EXIT_PROBLEMS, Progress, add_json, add_subject, non_negative, positive
+from .measure import BENCH_NAME, ScaffoldBench, drive, subject
 
 if TYPE_CHECKING:
     import argparse
@@ -38,26 +39,29 @@ def run_memory(
     *,
     cycles: int = 1_000_000,
     chunk: int = 20_000,
+    provider: type[Provider] = ScaffoldBench,
+    name: str = BENCH_NAME,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """``cycles`` lookup cycles, then ``cycles`` session+rundown cycles, through
-    the host on the scaffold's provider (A); RSS growth after warm-up and
-    what is left open."""
+    the host on ``provider`` (A: the scaffold's bench provider unless given);
+    RSS growth after warm-up and what is left open."""
     say = progress or (lambda _t: None)
-    out: dict[str, Any] = {"cycles": cycles}
+    out: dict[str, Any] = {"cycles": cycles, "provider": provider.__qualname__, "name": name}
     with Host() as host:
-        a = ScaffoldBench()
+        a = provider()
         host.advertise(a)
+        how: dict[str, Any] = {"name": name, "namespace": int(provider.namespace)}
         for kind in ("lookup", "rundown"):
             warm = max(min(cycles // 10, 50_000), 1000)
-            drive(host, kind, a.provider_id, warm)
+            drive(host, kind, a.provider_id, warm, **how)
             gc.collect()
             before = rss_bytes()
             done = 0
             peak = before
             while done < cycles:
                 n = min(chunk, cycles - done)
-                _, outcomes = drive(host, kind, a.provider_id, n)
+                _, outcomes = drive(host, kind, a.provider_id, n, **how)
                 bad = {
                     c: k
                     for c, k in outcomes.items()
@@ -88,8 +92,9 @@ def run_memory(
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
+    cls, name = subject(args.provider, args.name)
     progress = Progress()
-    doc = run_memory(cycles=args.cycles, progress=progress)
+    doc = run_memory(cycles=args.cycles, provider=cls, name=name, progress=progress)
     progress.done()
     open_total = sum(doc["open"]["provider"].values()) + sum(doc["open"]["host"].values())
     over = [k for k in ("lookup", "rundown") if doc[k]["growth_kib"] > args.max_growth_kib]
@@ -126,9 +131,10 @@ def add_commands(sub: SubParsers) -> None:
     )
     p_memory.add_argument(
         "--max-growth-kib",
-        type=float,
+        type=non_negative,
         default=1024.0,
         help="allowed RSS growth per kind (default 1024)",
     )
+    add_subject(p_memory)
     add_json(p_memory, "the figures")
     p_memory.set_defaults(func=cmd_memory)
