@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import pickle
+import re
+import shutil
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -235,3 +238,85 @@ def test_hresult_enums_refuse_other_values_clearly(enum_type: type[HRESULTEnum])
         enum_type(0x1_0000_0000 + 0x81000601)
     with pytest.raises(ValueError, match=rf"is not a {name} value \(an HRESULT is an int\)"):
         enum_type("0x81000601")  # type: ignore[arg-type]
+
+
+# -- nspv2_messenger.h against the Python enumerations ------------------------------
+
+_INCLUDE = Path(__file__).resolve().parents[1] / "native_stub" / "include"
+_MESSENGER_H = _INCLUDE / "nspv2_messenger.h"
+_C_ENUMS = (MISTATUS, R)  # C enumerations
+_C_HRESULTS = (SESSION_RESULT, SignoutResult)  # typedef HRESULT + #define constants
+
+
+def _messenger_probe() -> tuple[str, dict[str, int]]:
+    """A C file that checks every Python value against nspv2_messenger.h at
+    compile time (_Static_assert) and prints it at run time; the values."""
+    want: dict[str, int] = {}
+    for enum_type in _C_ENUMS:
+        want.update({m.name: int(m) for m in enum_type})
+    for hr_type in _C_HRESULTS:
+        want.update({m.name: as_signed(m) for m in hr_type})
+    lines = [
+        '#include "nspv2_messenger.h"',
+        "#include <stdio.h>",
+        '_Static_assert(sizeof(HRESULT) == 4 && (HRESULT)-1 < 0, "HRESULT is a signed LONG");',
+        '_Static_assert(sizeof(SESSION_RESULT) == 4 && sizeof(SignoutResult) == 4, "HRESULTs");',
+    ]
+    lines += [f'_Static_assert({n} == {v}, "{n}");' for n, v in want.items()]
+    lines += [
+        "int main(void)",
+        "{",
+        "    MISTATUS m = MISTATUS_ONLINE;",
+        "    CPNATFWT_SESSION_TERMINATION_REASON r = CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_ERROR;",
+        "    SESSION_RESULT s = SR_APP_NOT_REGISTERED;",
+        "    SignoutResult o = MSGR_E_NOT_LOGGED_ON;",
+        '    printf("typed %d %d %ld %ld\\n", (int)m, (int)r, (long)s, (long)o);',
+    ]
+    lines += [f'    printf("%s %lld\\n", "{n}", (long long)({n}));' for n in want]
+    lines += ["    return 0;", "}", ""]
+    return "\n".join(lines), want
+
+
+def test_messenger_header_declares_exactly_the_python_names() -> None:
+    text = _MESSENGER_H.read_text()
+    enum_names = set(re.findall(r"^\s+((?:MISTATUS|CPNATFWT)_\w+) = ", text, re.M))
+    hr_names = set(re.findall(r"^#define ((?:SR|MSGR_E|S|E)_\w+) ", text, re.M))
+    assert enum_names == {m.name for e in _C_ENUMS for m in e}
+    assert hr_names == {m.name for e in _C_HRESULTS for m in e}
+    # the HRESULT types are not C enumerations (values above INT_MAX)
+    assert "typedef HRESULT SESSION_RESULT;" in text and "typedef HRESULT SignoutResult;" in text
+    assert "} MISTATUS;" in text and "} CPNATFWT_SESSION_TERMINATION_REASON;" in text
+
+
+def test_messenger_header_values_match_the_python_enumerations(tmp_path: Path) -> None:
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no C compiler")
+    source, want = _messenger_probe()
+    (tmp_path / "probe.c").write_text(source)
+    flags = ["-std=c11", "-pedantic-errors", "-Wall", "-Wextra", "-Werror", f"-I{_INCLUDE}"]
+    subprocess.run(
+        [cc, *flags, str(tmp_path / "probe.c"), "-o", str(tmp_path / "probe")],
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [str(tmp_path / "probe")], check=True, capture_output=True, text=True
+    ).stdout
+    got = dict(line.rsplit(" ", 1) for line in out.splitlines() if not line.startswith("typed"))
+    assert {n: int(v) for n, v in got.items()} == want
+    assert want["SR_APP_NOT_REGISTERED"] == -2130704882 == as_signed(0x8100060E)
+
+
+@pytest.mark.parametrize("cross", ["x86_64-w64-mingw32-gcc", "i686-w64-mingw32-gcc"])
+def test_messenger_header_values_hold_under_windows_headers(cross: str, tmp_path: Path) -> None:
+    """The same _Static_asserts with the real <winsock2.h> (winerror.h's
+    HRESULT, S_OK and E_FAIL) of mingw-w64."""
+    cc = shutil.which(cross)
+    if cc is None:
+        pytest.skip(f"{cross} not installed")
+    source, _ = _messenger_probe()
+    (tmp_path / "probe.c").write_text(source)
+    flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{_INCLUDE}", "-fsyntax-only"]
+    result = subprocess.run([cc, *flags, str(tmp_path / "probe.c")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

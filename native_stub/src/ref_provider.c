@@ -161,7 +161,7 @@ static int email_decode_presence(const BLOB *b, DWORD *status)
 }
 
 /* The Winsock error a client receives for a SESSION_RESULT. */
-static int email_sr_error(DWORD session_result)
+static int email_sr_error(SESSION_RESULT session_result)
 {
     switch (session_result) {
     case SR_APP_ALREADY_REGISTERED:
