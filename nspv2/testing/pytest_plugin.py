@@ -7,25 +7,33 @@ Fixtures for the two ways people test providers:
     closed, providers unadvertised).
 ``nspv2_advertise``
     ``nspv2_advertise(provider)`` advertises a Provider on ``nspv2_host`` and
-    returns it.
+    returns it, typed as what was passed: annotate the parameter with
+    :class:`Advertise` and ``nspv2_advertise(Presence())`` is a ``Presence``
+    to mypy.
 ``nspv2_client``
     a fresh client session on ``nspv2_host`` (``.lookup``, ``.set_service``,
     ``.close()``, ``.abandon()``).
 ``nspv2_harness``
     ``nspv2_harness(provider)`` returns a :class:`nspv2.testing.SlotHarness`:
-    call one entry point in isolation through its C function pointer.
+    call one entry point in isolation through its C function pointer
+    (annotate with :class:`MakeHarness`).
 ``nspv2_no_unraisable``
     fails the test if any exception reached ``sys.unraisablehook`` (what
     ctypes does with an exception escaping a callback).
 
-See ``docs/tutorial.md`` for a complete test file.
+See ``docs/tutorial.md`` for a complete test file. Typed parameters::
+
+    from nspv2.testing.pytest_plugin import Advertise
+
+    def test_sign_in(nspv2_advertise: Advertise, nspv2_client: ClientSession) -> None:
+        presence = nspv2_advertise(Presence())  # a Presence, not just a Provider
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -34,12 +42,31 @@ from ..provider.base import Provider
 from .harness import SlotHarness
 
 __all__ = [
+    "Advertise",
+    "MakeHarness",
     "nspv2_advertise",
     "nspv2_client",
     "nspv2_harness",
     "nspv2_host",
     "nspv2_no_unraisable",
 ]
+
+
+_P = TypeVar("_P", bound=Provider)
+
+
+class Advertise(Protocol):
+    """The ``nspv2_advertise`` fixture: advertises ``provider`` and returns it,
+    with the type it was given."""
+
+    def __call__(self, provider: _P, /) -> _P: ...
+
+
+class MakeHarness(Protocol):
+    """The ``nspv2_harness`` fixture: a SlotHarness for ``provider``, closed
+    (with the provider) after the test."""
+
+    def __call__(self, provider: Provider, /) -> SlotHarness: ...
 
 
 @pytest.fixture
@@ -50,10 +77,10 @@ def nspv2_host() -> Iterator[Host]:
 
 
 @pytest.fixture
-def nspv2_advertise(nspv2_host: Host) -> Callable[[Provider], Provider]:
+def nspv2_advertise(nspv2_host: Host) -> Advertise:
     """Advertise a provider on ``nspv2_host``; it is unadvertised after the test."""
 
-    def advertise(provider: Provider) -> Provider:
+    def advertise(provider: _P, /) -> _P:
         nspv2_host.advertise(provider)
         return provider
 
@@ -69,11 +96,11 @@ def nspv2_client(nspv2_host: Host) -> Iterator[ClientSession]:
 
 
 @pytest.fixture
-def nspv2_harness() -> Iterator[Callable[[Provider], SlotHarness]]:
+def nspv2_harness() -> Iterator[MakeHarness]:
     """Make isolated-call harnesses: ``h = nspv2_harness(MyProvider())``."""
     made: list[SlotHarness] = []
 
-    def make(provider: Provider) -> SlotHarness:
+    def make(provider: Provider, /) -> SlotHarness:
         harness = SlotHarness(provider)
         made.append(harness)
         return harness
