@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..host.host import Host
 from ..provider.base import Provider
-from ..sdk.winsock2 import LUP, NO_ERROR, WSAError
+from ..sdk.winsock2 import LUP, NO_ERROR, WSAError, code_name
 from .common import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -157,7 +157,7 @@ def run_stress(
             )
             host.unadvertise(instance)
             instance.close()
-            outcomes = {("NO_ERROR" if c == 0 else WSAError(c).name): n for c, n in codes.items()}
+            outcomes = {code_name(c): n for c, n in codes.items()}
             reg = instance.registry
             ok = (
                 reg.sessions_started == done
