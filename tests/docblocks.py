@@ -170,8 +170,14 @@ def _run_c(block: Block, env: dict[str, str]) -> Result:
     source = Path(f"block_{block.line}.c")
     source.write_text(f'#line {block.line + 1} "{block.page}"\n' + block.code)
     exe = f"./block_{block.line}"
+    config = subprocess.run(
+        ["nspv2", "config", "--cflags", "--libs"], capture_output=True, text=True, env=env
+    )
+    if config.returncode != 0:
+        return Result(block.line, False, "", "nspv2 config failed:\n" + config.stderr)
     build = subprocess.run(
-        ["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", exe, str(source)],
+        ["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", exe, str(source)]
+        + config.stdout.split(),
         capture_output=True,
         text=True,
         env=env,
