@@ -175,9 +175,9 @@ def _run_c(block: Block, env: dict[str, str]) -> Result:
     )
     if config.returncode != 0:
         return Result(block.line, False, "", "nspv2 config failed:\n" + config.stderr)
-    build = subprocess.run(
-        ["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", exe, str(source)]
-        + config.stdout.split(),
+    warnings = ["-std=c11", "-Wall", "-Wextra", "-Werror"]
+    build = subprocess.run(  # the libraries after the source, as the linker needs
+        ["cc", *warnings, "-o", exe, str(source), *config.stdout.split()],
         capture_output=True,
         text=True,
         env=env,
