@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from nspv2.tools.check import run_check
 
 from . import broken_providers as bp
-
-ROOT = Path(__file__).resolve().parent.parent
+from .clirun import BROKEN_FILE, nspv2_cli
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nspv2", *args], capture_output=True, text=True, cwd=ROOT
-    )
+    return nspv2_cli(*args)
 
 
 def test_demo_is_deterministic_and_tells_the_story() -> None:
@@ -117,11 +112,11 @@ def test_usage_errors_are_one_line_and_exit_2(args: list[str]) -> None:
 
 
 def test_provider_fault_in_constructor_exits_1_without_traceback() -> None:
-    out = cli("check", "tests.broken_providers:ExplodingConstructor")
+    out = cli("check", f"{BROKEN_FILE}:ExplodingConstructor")
     assert out.returncode == 1
     assert "ExplodingConstructor() raised RuntimeError: cannot start" in out.stderr
     assert "Traceback" not in out.stderr
-    debug = cli("--debug", "check", "tests.broken_providers:ExplodingConstructor")
+    debug = cli("--debug", "check", f"{BROKEN_FILE}:ExplodingConstructor")
     assert debug.returncode == 1
 
 
@@ -142,7 +137,7 @@ def test_check_passes_the_example() -> None:
 
 
 def test_check_a_file_path() -> None:
-    out = cli("check", "tests/broken_providers.py:Good")
+    out = cli("check", f"{BROKEN_FILE}:Good")
     assert out.returncode == 0, out.stdout
 
 
@@ -168,7 +163,7 @@ def test_check_names_each_fault(name: str, rule: str) -> None:
 
 
 def test_check_cli_exit_1_lists_failing_rules() -> None:
-    out = cli("check", "tests.broken_providers:Overruns")
+    out = cli("check", f"{BROKEN_FILE}:Overruns")
     assert out.returncode == 1
     assert "FAIL  packed results stay inside the buffer" in out.stdout
     assert "packed results stay inside the buffer" in out.stdout.splitlines()[-1]

@@ -20,16 +20,9 @@ from nspv2.tools.bench import SPREAD_LIMIT, spread_warnings
 from nspv2.tools.check import run_check
 
 from . import broken_providers as bp
+from .clirun import BROKEN_FILE, OUTSIDE, SCRIPT, command, nspv2_cli
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = Path(sys.executable).parent / ("nspv2.exe" if sys.platform == "win32" else "nspv2")
-
-
-def run(
-    *args: str, cwd: Path = ROOT, script: bool = False, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    head = [str(SCRIPT)] if script else [sys.executable, "-m", "nspv2"]
-    return subprocess.run([*head, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+run = nspv2_cli
 
 
 def needs_script() -> None:
@@ -54,8 +47,8 @@ def test_debug_before_or_after_the_command() -> None:
     assert before.returncode == after.returncode == 0
     assert before.stdout == after.stdout
     # --debug shows the traceback of a provider that cannot be constructed
-    plain = run("check", "tests.broken_providers:ExplodingConstructor")
-    debug = run("check", "tests.broken_providers:ExplodingConstructor", "--debug")
+    plain = run("check", f"{BROKEN_FILE}:ExplodingConstructor")
+    debug = run("check", f"{BROKEN_FILE}:ExplodingConstructor", "--debug")
     assert "Traceback" not in plain.stderr and "Traceback" in debug.stderr
     assert plain.returncode == debug.returncode == 1
 
@@ -162,10 +155,10 @@ def test_rules_that_cannot_be_exercised_are_skipped_not_passed() -> None:
     assert len(skipped) == 5
     assert all("check_queries" in (r.skipped or "") and not r.passed for r in skipped)
     assert not any(r.failed for r in rules.values())
-    out = run("check", "tests.broken_providers:GoodWithoutQueries")
+    out = run("check", f"{BROKEN_FILE}:GoodWithoutQueries")
     assert out.returncode == 0, out.stdout
     assert "SKIPPED" in out.stdout and "4 of 9 rules pass, 5 skipped" in out.stdout
-    doc = json.loads(run("check", "tests.broken_providers:GoodWithoutQueries", "--json").stdout)
+    doc = json.loads(run("check", f"{BROKEN_FILE}:GoodWithoutQueries", "--json").stdout)
     assert {r["status"] for r in doc} == {"pass", "skipped"}
     assert all(r["passed"] is None and r["reason"] for r in doc if r["status"] == "skipped")
 
@@ -178,7 +171,7 @@ def test_sessions_rule_fails_when_nothing_reached_the_provider() -> None:
 
 
 def test_bench_memory_stress_measure_a_users_provider() -> None:
-    spec = "tests.broken_providers:GoodDns"
+    spec = f"{BROKEN_FILE}:GoodDns"
     bench = run("bench", spec, "--cycles", "50", "--repeats", "1", "--sessions-open", "3", "--json")
     assert bench.returncode == 0, bench.stderr
     doc = json.loads(bench.stdout)
@@ -192,7 +185,7 @@ def test_bench_memory_stress_measure_a_users_provider() -> None:
     assert stress.returncode == 0, stress.stdout + stress.stderr
     phases = json.loads(stress.stdout)["phases"]
     assert [p["cycles"] for p in phases] == [80, 80, 80] and all(p["ok"] for p in phases)
-    unknown = run("stress", "tests.broken_providers:Nope", "--cycles", "1")
+    unknown = run("stress", f"{BROKEN_FILE}:Nope", "--cycles", "1")
     assert unknown.returncode == 2 and "Nope" in unknown.stderr
 
 
@@ -212,8 +205,8 @@ def test_bench_warns_when_repetitions_spread() -> None:
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child is POSIX")
 def test_ctrl_c_ends_stress_within_a_second_with_partial_figures() -> None:
     child = subprocess.Popen(
-        [sys.executable, "-m", "nspv2", "stress", "--threads", "4", "--cycles", "100000000"],
-        cwd=ROOT,
+        [*command(), "stress", "--threads", "4", "--cycles", "100000000"],
+        cwd=OUTSIDE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -258,11 +251,11 @@ def test_layout_json_is_format_json() -> None:
 
 
 def test_help_on_every_command() -> None:
-    for command in (
+    for name in (
         "demo", "lookup", "register", "signout", "check", "layout",
         "bench", "memory", "stress", "fuzz", "config",
     ):  # fmt: skip
-        out = run(command, "--help")
-        assert out.returncode == 0 and "--debug" in out.stdout, command
-        printing = command not in ("layout",)
-        assert ("--json" in out.stdout) or not printing, command
+        out = run(name, "--help")
+        assert out.returncode == 0 and "--debug" in out.stdout, name
+        printing = name not in ("layout",)
+        assert ("--json" in out.stdout) or not printing, name

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,14 +10,10 @@ import pytest
 from nspv2.sdk.layout import ABI, STRUCTS, layout, render_layout
 from nspv2.tools.cli import main
 
+from .clirun import nspv2_cli
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC_ABIS = ["x86", "x64"]
-
-
-def nspv2_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nspv2", *args], capture_output=True, text=True, cwd=ROOT
-    )
 
 
 def test_layout_doc_is_fresh() -> None:
