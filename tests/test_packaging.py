@@ -81,7 +81,9 @@ def test_install_without_compiler_says_so_in_one_line_and_ships_no_stale_library
     venv.EnvBuilder(with_pip=True).create(env_dir)
     bin_dir = env_dir / "bin"
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("PIP_REQUIRE", "PYTHON"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIP_REQUIRE", "PYTHON", "NSPV2_"))  # NSPV2_HOST_LIBRARY would find a host
     }
     env.update(PATH=str(bin_dir), CC=str(tmp_path / "no-such-cc"))
     pip = subprocess.run(
@@ -107,3 +109,22 @@ def test_install_without_compiler_says_so_in_one_line_and_ships_no_stale_library
         timeout=60,
     )
     assert used.returncode == 1 and "NativeHostUnavailable" in used.stderr, used.stderr
+
+
+def test_suite_refuses_to_test_the_source_tree(tmp_path: Path) -> None:
+    """With the checkout first on sys.path, the run stops before any test."""
+    env = {k: v for k, v in os.environ.items() if k != "NSPV2_TEST_SOURCE_TREE"}
+    env["PYTHONPATH"] = str(ROOT)
+    run = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            "-c", str(ROOT / "pyproject.toml"), str(ROOT / "tests" / "test_packaging.py"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
+    assert "imported from the source tree" in run.stderr, run.stderr
