@@ -42,6 +42,7 @@ from ..sdk.winsock2 import (
     WSAQUERYSET2W,
     WSAError,
 )
+from ..sdk.wintypes import WstrError, read_wstr
 from ..sdk.ws2def import AF, CSADDR_INFO, IPPROTO, SOCK, SOCKADDR_IN, SOCKET_ADDRESS
 from ..sdk.ws2ipdef import SOCKADDR_IN6
 from ..sdk.ws2spi import NSPV2_ROUTINE, PROTOTYPES
@@ -262,16 +263,17 @@ class RawBench:
                     set_error(int(WSAError.WSAEINVAL))
                     return SOCKET_ERROR
                 name_ptr = ptr_at(qs + _offset(WSAQUERYSET2W, "lpszServiceInstanceName")).value
-                if not name_ptr:
+                try:  # the one UTF-16 reading policy (nspv2.sdk.wintypes.read_wstr)
+                    name = read_wstr(name_ptr, what="lpszServiceInstanceName")
+                except WstrError:
+                    name = None
+                if not name:
                     set_error(int(WSAError.WSAEINVAL))
                     return SOCKET_ERROR
-                n = 0
-                units = ctypes.cast(name_ptr, ctypes.POINTER(ctypes.c_uint16))
-                while units[n] and n < 1024:
-                    n += 1
                 handle = next(ids)
+                image = self._image(name.encode("utf-16-le", "surrogatepass"))
                 with lock:
-                    lookups[handle] = [token, False, self._image(ctypes.string_at(name_ptr, 2 * n))]
+                    lookups[handle] = [token, False, image]
                 ptr_at(ph).value = handle
                 return NO_ERROR
             except Exception:
