@@ -9,6 +9,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,17 @@ def mypy_strict(tmp_path: Path, files: dict[str, str]) -> dict[str, list[str]]:
         pytest.skip(reason)
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    # The package as this interpreter imports it (an editable install's
-    # import hook is invisible to mypy, so name its folder).
+    # The package as this interpreter imports it. An installed one mypy finds
+    # in site-packages (and refuses it on MYPYPATH); an editable install's
+    # import hook is invisible to mypy, so then name its folder.
     import nspv2
 
-    env = dict(os.environ, MYPYPATH=str(Path(nspv2.__file__).resolve().parent.parent))
+    env = dict(os.environ)
+    env.pop("MYPYPATH", None)
+    home = Path(nspv2.__file__).resolve().parent.parent
+    installed = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+    if home not in installed:
+        env["MYPYPATH"] = str(home)
     out = subprocess.run(
         [
             sys.executable,
