@@ -50,16 +50,8 @@
  * when the contract of nspv2_host.h says it is, and the outcome is the one
  * it gives; the host never writes to the client's query set.
  */
-#include "nspv2_host.h"
-
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#define FUZZ_NAME "fuzz_queryset"
+#include "fuzz_common.h"
 
 /* {46555A5A-5153-4554-8A1F-46555A5A5153} */
 static const GUID fz_id = {0x46555a5a, 0x5153, 0x4554,
@@ -80,15 +72,6 @@ static struct {
     const WSAQUERYSETW *client; /* the query set being converted */
     int startups, begins, sets;
 } st;
-
-/* FUZZ_VERBOSE=1 in the environment: print each input's outcome. */
-static int verbose;
-
-static void die(const char *what)
-{
-    fprintf(stderr, "fuzz_queryset: %s\n", what);
-    abort();
-}
 
 /* ---- the in-harness provider ------------------------------------------- */
 
@@ -264,24 +247,26 @@ static void decode_slot(unsigned char *slot, unsigned char *arena, size_t n, siz
     memcpy(slot, &p, sizeof p);
 }
 
-static int outcome(INT r)
+/* The outcome r of `call`: refused by the host (the error `refused`, not
+ * zero), the provider's `routine` not called; or routed, the routine
+ * called exactly once (calls) and its outcome `reached` passed on. */
+static void expect_routed(int r, int refused, int calls, int reached, const char *call,
+                          const char *routine)
 {
-    if (r == NO_ERROR)
-        return NO_ERROR;
-    if (r != SOCKET_ERROR)
-        die("return value neither NO_ERROR nor SOCKET_ERROR");
-    int e = WSAGetLastError();
-    if (e == 0)
-        die("SOCKET_ERROR without an error code");
-    return e;
-}
-
-static void expect(int got, int want, const char *call)
-{
-    if (got != want) {
-        fprintf(stderr, "fuzz_queryset: %s returned %d, expected %d\n", call, got, want);
+    if (refused) {
+        expect(r, refused, call);
+        if (calls) {
+            fprintf(stderr, FUZZ_NAME ": %s called for a query set the host must refuse\n",
+                    routine);
+            abort();
+        }
+        return;
+    }
+    if (calls != 1) {
+        fprintf(stderr, FUZZ_NAME ": %s not called exactly once\n", routine);
         abort();
     }
+    expect(r, reached, call);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -372,15 +357,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             expect(r, WSAEFAULT, "nspv2_lookup_begin(lphLookup NULL)");
         if (st.begins)
             die("Begin called with lphLookup NULL");
-    } else if (!size_ok || route_err || startup_err) {
-        expect(r, !size_ok ? WSAEINVAL : route_err ? route_err : startup_err,
-               "nspv2_lookup_begin");
-        if (st.begins)
-            die("Begin called for a query set the host must refuse");
     } else {
-        if (st.begins != 1)
-            die("Begin not called exactly once");
-        expect(r, (st.ctl & CTL_BEGIN_FAILS) ? WSANO_DATA : NO_ERROR, "nspv2_lookup_begin");
+        expect_routed(r, !size_ok ? WSAEINVAL : route_err ? route_err : startup_err, st.begins,
+                      (st.ctl & CTL_BEGIN_FAILS) ? WSANO_DATA : NO_ERROR, "nspv2_lookup_begin",
+                      "Begin");
     }
     int lookup_r = r;
     if (r == NO_ERROR) {
@@ -393,18 +373,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned op = st.ctl & CTL_OP;
     WSASetLastError(0);
     r = outcome(nspv2_set_service(sid, &qs, (WSAESETSERVICEOP)op, flags));
-    if (!size_ok || op > (unsigned)RNRSERVICE_DELETE || route_err || startup_err) {
-        expect(r, (!size_ok || op > (unsigned)RNRSERVICE_DELETE) ? WSAEINVAL
+    expect_routed(r,
+                  (!size_ok || op > (unsigned)RNRSERVICE_DELETE) ? WSAEINVAL
                   : route_err                                    ? route_err
                                                                  : startup_err,
-               "nspv2_set_service");
-        if (st.sets)
-            die("SetServiceEx called for a query set the host must refuse");
-    } else {
-        if (st.sets != 1)
-            die("SetServiceEx not called exactly once");
-        expect(r, (st.ctl & CTL_SETSVC_FAILS) ? WSANO_DATA : NO_ERROR, "nspv2_set_service");
-    }
+                  st.sets, (st.ctl & CTL_SETSVC_FAILS) ? WSANO_DATA : NO_ERROR,
+                  "nspv2_set_service", "SetServiceEx");
 
     if (verbose)
         fprintf(stderr, "fuzz_queryset: begin -> %d (Begin called %d), set_service(op %u) -> %d\n",

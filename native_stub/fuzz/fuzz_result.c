@@ -73,16 +73,8 @@
  * no exception for strings: a result string is exactly the provider's,
  * terminator included.
  */
-#include "nspv2_host.h"
-
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#define FUZZ_NAME "fuzz_result"
+#include "fuzz_common.h"
 
 /* {46555A5A-5253-4C54-8A1F-46555A5A5253} */
 static const GUID fr_id = {0x46555a5a, 0x5253, 0x4c54,
@@ -135,15 +127,6 @@ static struct {
     unsigned char *snap; /* the scratch buffer as the provider left it */
     int overran;
 } P;
-
-/* FUZZ_VERBOSE=1 in the environment: print each input's outcome. */
-static int verbose;
-
-static void die(const char *what)
-{
-    fprintf(stderr, "fuzz_result: %s\n", what);
-    abort();
-}
 
 /* ---- the in-harness provider -------------------------------------------- */
 
@@ -568,26 +551,6 @@ static void check_result(const unsigned char *cb, size_t clen)
 }
 
 /* ---- one input ------------------------------------------------------------ */
-
-static int outcome(INT r)
-{
-    if (r == NO_ERROR)
-        return NO_ERROR;
-    if (r != SOCKET_ERROR)
-        die("return value neither NO_ERROR nor SOCKET_ERROR");
-    int e = WSAGetLastError();
-    if (e == 0)
-        die("SOCKET_ERROR without an error code");
-    return e;
-}
-
-static void expect(int got, int want, const char *what)
-{
-    if (got != want) {
-        fprintf(stderr, "fuzz_result: %s: got %d, expected %d\n", what, got, want);
-        abort();
-    }
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

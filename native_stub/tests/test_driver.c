@@ -29,8 +29,7 @@ TEST(test_driver)
     advertise_ref();
     /* a session keeps two names of example.com (and one elsewhere) signed
      * in while the driver runs */
-    uint64_t keeper;
-    CHECK_OK(nspv2_session_open(&keeper));
+    uint64_t keeper = open_session();
     CHECK_OK(sign_in(keeper, "bob@example.com", MISTATUS_BUSY));
     CHECK_OK(sign_in(keeper, "alice@example.com", MISTATUS_AWAY));
     CHECK_OK(sign_in(keeper, "carol@example.org", MISTATUS_ONLINE));

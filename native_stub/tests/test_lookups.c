@@ -16,15 +16,11 @@ TEST(test_completion_errors)
     CHECK_ERR(WSAProviderCompleteAsyncCall((HANDLE)(uintptr_t)0xdeadbeef, NO_ERROR), WSAEINVAL);
 
     advertise_tp();
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
-    WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
-    HANDLE h;
-    CHECK_OK(nspv2_lookup_begin(s, &q, 0, &h));
+    uint64_t s = open_session();
+    HANDLE h = begin_lookup(s, TP_NAMESPACE, "x", 0);
     tp_set_mode(TP_DOUBLE);
     result_buf buf;
-    DWORD len = sizeof buf.bytes;
-    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSATRY_AGAIN); /* the first counts */
+    CHECK_ERR(next_result(h, 0, &buf), WSATRY_AGAIN); /* the first counts */
     CHECK(tp.second_ret == SOCKET_ERROR && tp.second_err == WSAEINVAL);
     CHECK(stats().async_pending == 0);
     CHECK_OK(nspv2_lookup_end(h));
@@ -47,24 +43,33 @@ static void completer_main(void *p)
     c->err = c->ret ? WSAGetLastError() : 0;
 }
 
+/* A lookup of the test provider whose next call the provider leaves
+ * pending (TP_DEFER). */
+static HANDLE deferred_lookup(uint64_t s)
+{
+    HANDLE h = begin_lookup(s, TP_NAMESPACE, "x", 0);
+    tp_set_mode(TP_DEFER);
+    return h;
+}
+
+static uint64_t ms_since(uint64_t t0_ns)
+{
+    return (nspv2_now_ns() - t0_ns) / 1000000u;
+}
+
 TEST(test_completion_from_other_thread)
 {
     fresh();
     advertise_tp();
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
-    WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
-    HANDLE h;
-    CHECK_OK(nspv2_lookup_begin(s, &q, 0, &h));
-    tp_set_mode(TP_DEFER);
+    uint64_t s = open_session();
+    HANDLE h = deferred_lookup(s);
     completer c = {50, WSATRY_AGAIN, -2, 0};
     nspv2_thread t;
     CHECK(nspv2_thread_create(&t, completer_main, &c) == 0);
     result_buf buf;
-    DWORD len = sizeof buf.bytes;
     uint64_t t0 = nspv2_now_ns();
-    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSATRY_AGAIN);
-    uint64_t waited_ms = (nspv2_now_ns() - t0) / 1000000u;
+    CHECK_ERR(next_result(h, 0, &buf), WSATRY_AGAIN);
+    uint64_t waited_ms = ms_since(t0);
     nspv2_thread_join(t);
     CHECK(c.ret == NO_ERROR);
     CHECK(waited_ms >= 40 && waited_ms < 4000);
@@ -72,8 +77,7 @@ TEST(test_completion_from_other_thread)
     tp_set_mode(TP_DEFER);
     c.code = WSA_E_NO_MORE; /* -> the lookup ends: no other provider */
     CHECK(nspv2_thread_create(&t, completer_main, &c) == 0);
-    len = sizeof buf.bytes;
-    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSA_E_NO_MORE);
+    CHECK_ERR(next_result(h, 0, &buf), WSA_E_NO_MORE);
     nspv2_thread_join(t);
     CHECK(c.ret == NO_ERROR);
     CHECK(stats().async_pending == 0);
@@ -86,17 +90,12 @@ TEST(test_timeout_and_late_completion)
     fresh();
     advertise_tp();
     nspv2_host_set_timeout_ms(100);
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
-    WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
-    HANDLE h;
-    CHECK_OK(nspv2_lookup_begin(s, &q, 0, &h));
-    tp_set_mode(TP_DEFER);
+    uint64_t s = open_session();
+    HANDLE h = deferred_lookup(s);
     result_buf buf;
-    DWORD len = sizeof buf.bytes;
     uint64_t t0 = nspv2_now_ns();
-    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSA_E_CANCELLED);
-    uint64_t waited_ms = (nspv2_now_ns() - t0) / 1000000u;
+    CHECK_ERR(next_result(h, 0, &buf), WSA_E_CANCELLED);
+    uint64_t waited_ms = ms_since(t0);
     CHECK(waited_ms >= 90 && waited_ms < 3000);
     CHECK(stats().async_pending == 0);
     HANDLE late = tp_wait_deferred();
@@ -107,8 +106,7 @@ TEST(test_timeout_and_late_completion)
 
     /* the lookup still works afterwards */
     tp_set_mode(TP_SYNC);
-    len = sizeof buf.bytes;
-    CHECK_OK(nspv2_lookup_next(h, 0, &len, &buf.qs));
+    CHECK_OK(next_result(h, 0, &buf));
     CHECK(wstr_is(buf.qs.lpszServiceInstanceName, "tp0"));
     CHECK_OK(nspv2_lookup_end(h));
     CHECK_OK(nspv2_session_close(s));
@@ -118,12 +116,8 @@ TEST(test_end_races_next)
 {
     fresh();
     advertise_tp();
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
-    WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
-    HANDLE h;
-    CHECK_OK(nspv2_lookup_begin(s, &q, 0, &h));
-    tp_set_mode(TP_DEFER);
+    uint64_t s = open_session();
+    HANDLE h = deferred_lookup(s);
     next_runner n = {h, 0, 0};
     nspv2_thread t;
     CHECK(nspv2_thread_create(&t, next_runner_main, &n) == 0);
@@ -138,8 +132,7 @@ TEST(test_end_races_next)
     CHECK_ERR(nspv2_lookup_end(h), WSA_INVALID_HANDLE);
 
     /* the same with the session closed under the waiting next */
-    CHECK_OK(nspv2_lookup_begin(s, &q, 0, &h));
-    tp_set_mode(TP_DEFER);
+    h = deferred_lookup(s);
     n.h = h;
     CHECK(nspv2_thread_create(&t, next_runner_main, &n) == 0);
     pending = tp_wait_deferred();
@@ -160,18 +153,14 @@ TEST(test_ns_all_drains_in_order)
     nspv2_mutex_lock(&tp.lock);
     tp.results = 2;
     nspv2_mutex_unlock(&tp.lock);
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
+    uint64_t s = open_session();
     CHECK_OK(sign_in(s, "bob@example.com", MISTATUS_BUSY));
     CHECK_OK(sign_in(s, "alice@example.com", -1));
-    WSAQUERYSETW q = query(NS_ALL, NULL, "*@example.com");
-    HANDLE h;
-    CHECK_OK(nspv2_lookup_begin(s, &q, LUP_RETURN_ALL, &h));
+    HANDLE h = begin_lookup(s, NS_ALL, "*@example.com", LUP_RETURN_ALL);
     const char *expected[] = {"alice@example.com", "bob@example.com", "tp0", "tp1"};
     result_buf buf;
     for (int i = 0; i < 4; i++) {
-        DWORD len = sizeof buf.bytes;
-        CHECK_OK(nspv2_lookup_next(h, 0, &len, &buf.qs));
+        CHECK_OK(next_result(h, 0, &buf));
         CHECK(wstr_is(buf.qs.lpszServiceInstanceName, expected[i]));
     }
     /* tp's result carries an AFPROTOCOLS array, relocated too */
@@ -179,15 +168,12 @@ TEST(test_ns_all_drains_in_order)
           in_buffer(buf.qs.lpafpProtocols, sizeof(AFPROTOCOLS), buf.bytes, 4096) &&
           buf.qs.lpafpProtocols->iAddressFamily == NSPV2_AF_INET6 &&
           buf.qs.lpafpProtocols->iProtocol == 17);
-    DWORD len = sizeof buf.bytes;
-    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSA_E_NO_MORE);
+    CHECK_ERR(next_result(h, 0, &buf), WSA_E_NO_MORE);
     CHECK_OK(nspv2_lookup_end(h));
     CHECK(tp.ends == 1);
     /* a provider whose Begin fails is skipped while another succeeds */
-    q = query(NS_ALL, NULL, "nobody@example.com");
-    CHECK_OK(nspv2_lookup_begin(s, &q, LUP_RETURN_NAME, &h));
-    len = sizeof buf.bytes;
-    CHECK_OK(nspv2_lookup_next(h, 0, &len, &buf.qs));
+    h = begin_lookup(s, NS_ALL, "nobody@example.com", LUP_RETURN_NAME);
+    CHECK_OK(next_result(h, 0, &buf));
     CHECK(wstr_is(buf.qs.lpszServiceInstanceName, "tp0"));
     CHECK_OK(nspv2_lookup_end(h));
     CHECK_OK(nspv2_session_close(s));
@@ -198,8 +184,7 @@ TEST(test_set_service)
 {
     fresh();
     advertise_bench();
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
+    uint64_t s = open_session();
     WSAQUERYSETW q = query(NS_EMAIL, NULL, "dave@example.com");
     CHECK_ERR(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0), WSAEOPNOTSUPP);
     q.lpNSProviderId = (LPGUID)&nspv2_bench_provider_id;
@@ -273,9 +258,7 @@ static void stress_lookup_main(void *p)
         } else {
             stress_unexpected("begin", WSAGetLastError());
         }
-        INT r = (i + (int)seed) % 3 == 0 ? nspv2_session_abandon(s) : nspv2_session_close(s);
-        if (r != NO_ERROR)
-            stress_unexpected("close", WSAGetLastError());
+        stress_end_session(s, (i + (int)seed) % 3 == 0, "close");
     }
     free(buf);
 }
@@ -373,32 +356,24 @@ TEST(test_stress)
     tp.results = 2;
     nspv2_mutex_unlock(&tp.lock);
     stress_start();
-    nspv2_thread completer, workers[4], helpers[3];
+    /* the workers first, then their helpers; the completer after them all */
+    nspv2_thread completer, t[7];
     CHECK(nspv2_thread_create(&completer, tp_completer_main, NULL) == 0);
-    CHECK(nspv2_thread_create(&helpers[0], stress_ender_main, NULL) == 0);
-    CHECK(nspv2_thread_create(&helpers[1], stress_closer_main, NULL) == 0);
-    CHECK(nspv2_thread_create(&helpers[2], stress_churn_main, NULL) == 0);
-    CHECK(nspv2_thread_create(&workers[0], stress_lookup_main, (void *)1) == 0);
-    CHECK(nspv2_thread_create(&workers[1], stress_lookup_main, (void *)2) == 0);
-    CHECK(nspv2_thread_create(&workers[2], stress_session_main, NULL) == 0);
-    CHECK(nspv2_thread_create(&workers[3], stress_session_main, NULL) == 0);
-    nspv2_sleep_ms(STRESS_MS);
-    stress_stop();
-    for (int i = 0; i < 4; i++)
-        nspv2_thread_join(workers[i]);
-    for (int i = 0; i < 3; i++)
-        nspv2_thread_join(helpers[i]);
+    CHECK(nspv2_thread_create(&t[4], stress_ender_main, NULL) == 0);
+    CHECK(nspv2_thread_create(&t[5], stress_closer_main, NULL) == 0);
+    CHECK(nspv2_thread_create(&t[6], stress_churn_main, NULL) == 0);
+    CHECK(nspv2_thread_create(&t[0], stress_lookup_main, (void *)1) == 0);
+    CHECK(nspv2_thread_create(&t[1], stress_lookup_main, (void *)2) == 0);
+    CHECK(nspv2_thread_create(&t[2], stress_session_main, NULL) == 0);
+    CHECK(nspv2_thread_create(&t[3], stress_session_main, NULL) == 0);
+    stress_run(t, 7);
     nspv2_mutex_lock(&tp.lock);
     tp.stop = 1;
     nspv2_mutex_unlock(&tp.lock);
     nspv2_thread_join(completer);
     CHECK_OK(nspv2_session_close(keeper));
 
-    CHECK(st.errors == 0);
-    nspv2_host_stats s = stats();
-    CHECK(s.sessions_open == 0 && s.lookups_open == 0 && s.async_pending == 0);
-    CHECK(s.startups == s.cleanups + s.rundowns);
-    CHECK(s.provider_faults == 0);
+    nspv2_host_stats s = stress_check_books();
     int once = 1;
     for (int i = 0; i < tp.nsessions; i++)
         if (tp.sessions[i]->cleanups + tp.sessions[i]->rundowns != 1)

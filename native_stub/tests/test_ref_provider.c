@@ -12,9 +12,7 @@ TEST(test_ref_sign_in_and_look_up)
 {
     fresh();
     advertise_ref();
-    uint64_t a, b;
-    CHECK_OK(nspv2_session_open(&a));
-    CHECK_OK(nspv2_session_open(&b));
+    uint64_t a = open_session(), b = open_session();
     reg r;
     reg_init(&r, "alice@example.com");
     reg_v4(&r, 1, 5060);
@@ -43,9 +41,7 @@ TEST(test_ref_sign_in_and_look_up)
                 RESULT_IS_ADDED, 1);
     CHECK(buf.qs.dwNumberOfCsAddrs == 1 && is_v4(&buf.qs.lpcsaBuffer[0], 1, 5060));
     /* NS_ALL reaches it too (in the query and in the registration) */
-    WSAQUERYSETW q = query(NS_ALL, NULL, "alice@example.com");
-    HANDLE h;
-    CHECK_OK(nspv2_lookup_begin(b, &q, LUP_RETURN_NAME, &h));
+    HANDLE h = begin_lookup(b, NS_ALL, "alice@example.com", LUP_RETURN_NAME);
     CHECK_OK(nspv2_lookup_end(h));
     reg_init(&r, "carol@example.org");
     r.q.dwNameSpace = NS_ALL;
@@ -61,8 +57,7 @@ TEST(test_ref_lup_return_flags)
 {
     fresh();
     advertise_ref();
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
+    uint64_t s = open_session();
     CHECK_OK(sign_in(s, "carol@example.org", MISTATUS_BUSY));
     result_buf buf;
     look_one(s, "carol@example.org", LUP_RETURN_NAME, &buf);
@@ -97,8 +92,7 @@ TEST(test_ref_update_and_deregister)
 {
     fresh();
     advertise_ref();
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
+    uint64_t s = open_session();
     reg r;
     reg_init(&r, "dave@example.com");
     reg_v4(&r, 1, 5060);
@@ -170,8 +164,7 @@ TEST(test_ref_wildcard_sorted)
 {
     fresh();
     advertise_ref();
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
+    uint64_t s = open_session();
     const char *names[] = {"zed@example.net", "Bob@example.net", "amy@example.net",
                            "max@other.net", "eve@sub.example.net", "al@example.nett"};
     for (int i = 0; i < 6; i++)
@@ -187,17 +180,13 @@ TEST(test_ref_wildcard_sorted)
     CHECK(look_error(s, "*@nowhere.com") == WSASERVICE_NOT_FOUND);
     CHECK(look_error(s, "*@net") == WSAEINVAL); /* not a domain.tld */
     /* one per NextEx, then WSA_E_NO_MORE */
-    WSAQUERYSETW q = query(NS_EMAIL, NULL, "*@example.net");
-    HANDLE h;
-    CHECK_OK(nspv2_lookup_begin(s, &q, LUP_RETURN_ALL, &h));
+    HANDLE h = begin_lookup(s, NS_EMAIL, "*@example.net", LUP_RETURN_ALL);
     result_buf buf;
     for (int i = 0; i < 3; i++) {
-        DWORD len = sizeof buf.bytes;
-        CHECK_OK(nspv2_lookup_next(h, 0, &len, &buf.qs));
+        CHECK_OK(next_result(h, 0, &buf));
         CHECK(buf.qs.dwNumberOfCsAddrs == 1);
     }
-    DWORD len = sizeof buf.bytes;
-    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSA_E_NO_MORE);
+    CHECK_ERR(next_result(h, 0, &buf), WSA_E_NO_MORE);
     CHECK_OK(nspv2_lookup_end(h));
     CHECK_ERR(nspv2_lookup_end(h), WSA_INVALID_HANDLE);
     CHECK_OK(nspv2_session_close(s));
@@ -207,8 +196,7 @@ TEST(test_ref_bad_input)
 {
     fresh();
     advertise_ref();
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
+    uint64_t s = open_session();
     CHECK_OK(sign_in(s, "gus@example.com", -1));
     /* names: local@domain.tld, or *@domain.tld for lookups */
     const char *bad[] = {"not an address", "no-at-sign", "@example.com", "a@", "a@b",
@@ -270,8 +258,7 @@ TEST(test_ref_bad_input)
     for (int i = 0; i < 8; i++)
         CHECK_OK(sign_in(s, "fay@example.com", (long)can[i]));
     /* a bad blob fails even for another session's name (checked first) */
-    uint64_t b;
-    CHECK_OK(nspv2_session_open(&b));
+    uint64_t b = open_session();
     CHECK_ERR(sign_in(b, "fay@example.com", MISTATUS_OFFLINE), WSAEINVAL);
     CHECK_ERR(sign_in(b, "fay@example.com", MISTATUS_ONLINE), WSAEALREADY);
 
@@ -328,9 +315,7 @@ TEST(test_ref_another_sessions_name)
 {
     fresh();
     advertise_ref();
-    uint64_t a, b;
-    CHECK_OK(nspv2_session_open(&a));
-    CHECK_OK(nspv2_session_open(&b));
+    uint64_t a = open_session(), b = open_session();
     CHECK_OK(sign_in(a, "gus@example.com", -1));
     CHECK_ERR(sign_in(b, "GUS@example.com", MISTATUS_BUSY), WSAEALREADY);
     reg r;
@@ -352,31 +337,24 @@ TEST(test_ref_sign_out_in_flight)
 {
     fresh();
     advertise_ref();
-    uint64_t a, b;
-    CHECK_OK(nspv2_session_open(&a));
-    CHECK_OK(nspv2_session_open(&b));
+    uint64_t a = open_session(), b = open_session();
     CHECK_OK(sign_in(a, "hal@example.com", MISTATUS_AWAY));
     CHECK_OK(sign_in(a, "ida@example.com", MISTATUS_BUSY));
-    WSAQUERYSETW q = query(NS_EMAIL, NULL, "*@example.com");
-    HANDLE h;
-    CHECK_OK(nspv2_lookup_begin(b, &q, LUP_RETURN_ALL, &h));
+    HANDLE h = begin_lookup(b, NS_EMAIL, "*@example.com", LUP_RETURN_ALL);
     result_buf buf;
-    DWORD len = sizeof buf.bytes;
-    CHECK_OK(nspv2_lookup_next(h, 0, &len, &buf.qs));
+    CHECK_OK(next_result(h, 0, &buf));
     check_entry(&buf.qs, sizeof buf.bytes, "hal@example.com", MISTATUS_AWAY, "MISTATUS_AWAY",
                 RESULT_IS_ADDED, 1);
     /* ida signs out, and signs in again (a new entry) from another session:
      * the lookup still holds the old one, disconnecting */
     CHECK_OK(sign_out(a, "ida@example.com"));
     CHECK_OK(sign_in(b, "ida@example.com", MISTATUS_ONLINE));
-    len = sizeof buf.bytes;
-    CHECK_OK(nspv2_lookup_next(h, 0, &len, &buf.qs));
+    CHECK_OK(next_result(h, 0, &buf));
     check_entry(&buf.qs, sizeof buf.bytes, "ida@example.com",
                 MISTATUS_LOCAL_DISCONNECTING_FROM_SERVER,
                 "MISTATUS_LOCAL_DISCONNECTING_FROM_SERVER", RESULT_IS_DELETED, 1);
     CHECK(buf.qs.dwNumberOfCsAddrs == 1 && is_v4(&buf.qs.lpcsaBuffer[0], 1, 5060));
-    len = sizeof buf.bytes;
-    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSA_E_NO_MORE);
+    CHECK_ERR(next_result(h, 0, &buf), WSA_E_NO_MORE);
     CHECK_OK(nspv2_lookup_end(h));
     look_one(a, "ida@example.com", LUP_RETURN_ALL, &buf);
     check_entry(&buf.qs, sizeof buf.bytes, "ida@example.com", MISTATUS_ONLINE,
@@ -387,7 +365,7 @@ TEST(test_ref_sign_out_in_flight)
     CHECK_ERR(sign_out(b, "ida@example.com"), WSASERVICE_NOT_FOUND);
     CHECK_ERR(sign_out(a, "nobody@example.com"), WSASERVICE_NOT_FOUND);
     /* a lookup ended before reaching a signed-out entry frees it */
-    CHECK_OK(nspv2_lookup_begin(b, &q, LUP_RETURN_ALL, &h));
+    h = begin_lookup(b, NS_EMAIL, "*@example.com", LUP_RETURN_ALL);
     CHECK_OK(sign_out(a, "hal@example.com"));
     CHECK_OK(nspv2_lookup_end(h));
     CHECK_OK(nspv2_session_close(a));
@@ -398,18 +376,13 @@ TEST(test_ref_session_end_signs_out)
 {
     fresh();
     advertise_ref();
-    uint64_t a, b, c;
-    CHECK_OK(nspv2_session_open(&a));
-    CHECK_OK(nspv2_session_open(&b));
-    CHECK_OK(nspv2_session_open(&c));
+    uint64_t a = open_session(), b = open_session(), c = open_session();
     CHECK_OK(sign_in(a, "jan@example.com", -1));
     CHECK_OK(sign_in(b, "kim@example.com", -1));
     CHECK_OK(sign_in(b, "lee@example.com", -1));
     CHECK_OK(sign_in(c, "mo@example.com", -1));
     /* a lookup in flight sees the names of an abandoned session go */
-    WSAQUERYSETW q = query(NS_EMAIL, NULL, "*@example.com");
-    HANDLE h;
-    CHECK_OK(nspv2_lookup_begin(c, &q, LUP_RETURN_NAME | LUP_RETURN_COMMENT, &h));
+    HANDLE h = begin_lookup(c, NS_EMAIL, "*@example.com", LUP_RETURN_NAME | LUP_RETURN_COMMENT);
     CHECK_OK(nspv2_session_close(a)); /* NSPv2Cleanup */
     CHECK(look_error(c, "jan@example.com") == WSASERVICE_NOT_FOUND);
     CHECK_OK(nspv2_session_abandon(b)); /* NSPv2ClientSessionRundown */
@@ -422,8 +395,7 @@ TEST(test_ref_session_end_signs_out)
                                {"mo@example.com", "MISTATUS_ONLINE"}};
     result_buf buf;
     for (int i = 0; i < 4; i++) {
-        DWORD len = sizeof buf.bytes;
-        CHECK_OK(nspv2_lookup_next(h, 0, &len, &buf.qs));
+        CHECK_OK(next_result(h, 0, &buf));
         CHECK(wstr_is(buf.qs.lpszServiceInstanceName, expect[i][0]));
         CHECK(wstr_is(buf.qs.lpszComment, expect[i][1]));
         CHECK(buf.qs.dwOutputFlags == (i < 3 ? RESULT_IS_DELETED : RESULT_IS_ADDED));
@@ -443,9 +415,7 @@ TEST(test_ref_invitations)
 {
     fresh();
     advertise_ref();
-    uint64_t a, b;
-    CHECK_OK(nspv2_session_open(&a));
-    CHECK_OK(nspv2_session_open(&b));
+    uint64_t a = open_session(), b = open_session();
     CHECK_OK(sign_in(a, "max@example.com", -1));
     CHECK_OK(sign_in(b, "ned@example.com", -1));
     CHECK_OK(sign_in(b, "oli@example.com", MISTATUS_INVISIBLE));
@@ -478,48 +448,21 @@ TEST(test_ref_every_buffer_size)
 {
     fresh();
     advertise_ref();
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
+    uint64_t s = open_session();
     reg r;
     reg_init(&r, "alice@example.com");
     reg_v4(&r, 10, 5061);
     reg_v6(&r, 0x10, 5061);
     reg_status(&r, MISTATUS_AWAY);
     CHECK_OK(reg_set(s, &r, RNRSERVICE_REGISTER, 0));
-    WSAQUERYSETW q = query(NS_EMAIL, NULL, "alice@example.com");
-    HANDLE h;
-    CHECK_OK(nspv2_lookup_begin(s, &q, LUP_RETURN_ALL, &h));
-    DWORD need = 0;
-    CHECK_ERR(nspv2_lookup_next(h, 0, &need, NULL), WSAEFAULT);
-    CHECK(need > sizeof(WSAQUERYSETW) && need < 4096);
+    HANDLE h = begin_lookup(s, NS_EMAIL, "alice@example.com", LUP_RETURN_ALL);
     static result_buf buf;
-    int sizes_ok = 1;
-    for (DWORD size = 0; size < need; size++) {
-        DWORD len = size;
-        memset(buf.bytes, 0xee, sizeof buf.bytes);
-        INT rc = nspv2_lookup_next(h, 0, &len, size ? &buf.qs : NULL);
-        if (rc != SOCKET_ERROR || WSAGetLastError() != WSAEFAULT || len != need)
-            sizes_ok = 0;
-        for (size_t i = 0; i < sizeof buf.bytes; i++) /* nothing written */
-            if (buf.bytes[i] != 0xee)
-                sizes_ok = 0;
-    }
-    CHECK(sizes_ok);
-    memset(buf.bytes, 0xee, sizeof buf.bytes);
-    DWORD len = need;
-    CHECK_OK(nspv2_lookup_next(h, 0, &len, &buf.qs));
+    DWORD need = next_at_every_size(h, &buf);
     check_entry(&buf.qs, need, "alice@example.com", MISTATUS_AWAY, "MISTATUS_AWAY",
                 RESULT_IS_ADDED, 1);
     CHECK(buf.qs.dwNumberOfCsAddrs == 2 && is_v4(&buf.qs.lpcsaBuffer[0], 10, 5061) &&
           is_v6(&buf.qs.lpcsaBuffer[1], 0x10, 5061));
-    int tail_ok = 1;
-    for (size_t i = need; i < sizeof buf.bytes; i++)
-        if (buf.bytes[i] != 0xee)
-            tail_ok = 0;
-    CHECK(tail_ok); /* not a byte past the caller's length */
-    len = need;
-    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSA_E_NO_MORE);
-    CHECK_OK(nspv2_lookup_end(h));
+    lookup_finish_sized(h, &buf, need);
     printf("     required size for alice (LUP_RETURN_ALL): %lu bytes\n", (unsigned long)need);
     CHECK_OK(nspv2_session_close(s));
 }
@@ -528,44 +471,34 @@ TEST(test_ref_held_result_and_flush_previous)
 {
     fresh();
     advertise_ref();
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
+    uint64_t s = open_session();
     CHECK_OK(sign_in(s, "alice@example.com", MISTATUS_ONLINE));
     CHECK_OK(sign_in(s, "bob@example.com", MISTATUS_BUSY));
-    WSAQUERYSETW q = query(NS_EMAIL, NULL, "*@example.com");
-    HANDLE h;
-    CHECK_OK(nspv2_lookup_begin(s, &q, LUP_RETURN_ALL, &h));
+    HANDLE h = begin_lookup(s, NS_EMAIL, "*@example.com", LUP_RETURN_ALL);
     result_buf buf;
-    DWORD len = 16;
-    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSAEFAULT);
-    len = sizeof buf.bytes;
-    CHECK_OK(nspv2_lookup_next(h, LUP_FLUSHPREVIOUS, &len, &buf.qs));
+    CHECK_ERR(next_sized(h, 16, &buf), WSAEFAULT);
+    CHECK_OK(next_result(h, LUP_FLUSHPREVIOUS, &buf));
     CHECK(wstr_is(buf.qs.lpszServiceInstanceName, "bob@example.com")); /* alice dropped */
-    len = sizeof buf.bytes;
-    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSA_E_NO_MORE);
+    CHECK_ERR(next_result(h, 0, &buf), WSA_E_NO_MORE);
     CHECK_OK(nspv2_lookup_end(h));
     /* without a preceding WSAEFAULT, LUP_FLUSHPREVIOUS drops nothing */
-    CHECK_OK(nspv2_lookup_begin(s, &q, LUP_RETURN_ALL, &h));
-    len = sizeof buf.bytes;
-    CHECK_OK(nspv2_lookup_next(h, LUP_FLUSHPREVIOUS, &len, &buf.qs));
+    h = begin_lookup(s, NS_EMAIL, "*@example.com", LUP_RETURN_ALL);
+    CHECK_OK(next_result(h, LUP_FLUSHPREVIOUS, &buf));
     CHECK(wstr_is(buf.qs.lpszServiceInstanceName, "alice@example.com"));
     CHECK_OK(nspv2_lookup_end(h));
     /* the held result is the one taken when it did not fit (as Python
      * holds the QuerySet): an update in between shows next time only */
-    CHECK_OK(nspv2_lookup_begin(s, &q, LUP_RETURN_ALL, &h));
-    len = 16;
-    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSAEFAULT);
+    h = begin_lookup(s, NS_EMAIL, "*@example.com", LUP_RETURN_ALL);
+    CHECK_ERR(next_sized(h, 16, &buf), WSAEFAULT);
     CHECK_OK(sign_in(s, "alice@example.com", MISTATUS_AWAY));
     CHECK_OK(sign_out(s, "alice@example.com"));
-    len = sizeof buf.bytes;
-    CHECK_OK(nspv2_lookup_next(h, 0, &len, &buf.qs));
+    CHECK_OK(next_result(h, 0, &buf));
     check_entry(&buf.qs, sizeof buf.bytes, "alice@example.com", MISTATUS_ONLINE,
                 "MISTATUS_ONLINE", RESULT_IS_ADDED, 1);
     CHECK_OK(nspv2_lookup_end(h));
     /* a held result survives the end of the entry and of the lookup */
-    CHECK_OK(nspv2_lookup_begin(s, &q, LUP_RETURN_ALL, &h));
-    len = 16;
-    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &buf.qs), WSAEFAULT);
+    h = begin_lookup(s, NS_EMAIL, "*@example.com", LUP_RETURN_ALL);
+    CHECK_ERR(next_sized(h, 16, &buf), WSAEFAULT);
     CHECK_OK(sign_out(s, "bob@example.com"));
     nspv2_ref_provider_reset();
     CHECK_OK(nspv2_lookup_end(h));
@@ -576,19 +509,15 @@ TEST(test_ref_reset_with_lookups_in_flight)
 {
     fresh();
     advertise_ref();
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
+    uint64_t s = open_session();
     CHECK_OK(sign_in(s, "pia@example.com", MISTATUS_AWAY));
     CHECK_OK(sign_in(s, "quin@example.com", MISTATUS_AWAY));
-    WSAQUERYSETW q = query(NS_EMAIL, NULL, "*@example.com");
-    HANDLE h;
-    CHECK_OK(nspv2_lookup_begin(s, &q, LUP_RETURN_ALL, &h));
+    HANDLE h = begin_lookup(s, NS_EMAIL, "*@example.com", LUP_RETURN_ALL);
     nspv2_ref_provider_reset();
     CHECK(look_error(s, "pia@example.com") == WSASERVICE_NOT_FOUND);
     result_buf buf;
     for (int i = 0; i < 2; i++) {
-        DWORD len = sizeof buf.bytes;
-        CHECK_OK(nspv2_lookup_next(h, 0, &len, &buf.qs));
+        CHECK_OK(next_result(h, 0, &buf));
         CHECK(buf.qs.dwOutputFlags == RESULT_IS_DELETED);
         CHECK(blob_is_presence(buf.qs.lpBlob, MISTATUS_LOCAL_DISCONNECTING_FROM_SERVER));
     }
@@ -661,8 +590,7 @@ TEST(test_ref_one_counter)
 {
     fresh();
     advertise_ref();
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
+    uint64_t s = open_session();
     CHECK_OK(sign_in(s, "alice@example.com", -1));
     NSPV2_ROUTINE r;
     nspv2_ref_provider_routine(&r);
@@ -729,9 +657,7 @@ static void presence_writer_main(void *p)
             (e = WSAGetLastError()) != WSASERVICE_NOT_FOUND)
             stress_unexpected("sign out", e);
         if (i % 16 == 15) { /* the session ends: its names go */
-            INT rc = (i / 16) % 2 ? nspv2_session_abandon(s) : nspv2_session_close(s);
-            if (rc != NO_ERROR)
-                stress_unexpected("writer close", WSAGetLastError());
+            stress_end_session(s, (i / 16) % 2, "writer close");
             s = 0;
         }
     }
@@ -791,9 +717,7 @@ static void presence_reader_main(void *p)
         } else if (WSAGetLastError() != WSASERVICE_NOT_FOUND) {
             stress_unexpected("reader begin", WSAGetLastError());
         }
-        INT rc = i % 4 == 0 ? nspv2_session_abandon(s) : nspv2_session_close(s);
-        if (rc != NO_ERROR)
-            stress_unexpected("reader close", WSAGetLastError());
+        stress_end_session(s, i % 4 == 0, "reader close");
     }
     free(buf);
 }
@@ -818,15 +742,8 @@ TEST(test_ref_stress)
     CHECK(nspv2_thread_create(&t[2], presence_reader_main, (void *)0) == 0);
     CHECK(nspv2_thread_create(&t[3], presence_reader_main, (void *)1) == 0);
     CHECK(nspv2_thread_create(&t[4], presence_resetter_main, NULL) == 0);
-    nspv2_sleep_ms(STRESS_MS);
-    stress_stop();
-    for (int i = 0; i < 5; i++)
-        nspv2_thread_join(t[i]);
-    CHECK(st.errors == 0);
-    nspv2_host_stats s = stats();
-    CHECK(s.sessions_open == 0 && s.lookups_open == 0 && s.async_pending == 0);
-    CHECK(s.startups == s.cleanups + s.rundowns);
-    CHECK(s.provider_faults == 0);
+    stress_run(t, 5);
+    nspv2_host_stats s = stress_check_books();
     printf("     presence stress: startups %" PRIu64 ", cleanups %" PRIu64 ", rundowns %" PRIu64
            "\n",
            s.startups, s.cleanups, s.rundowns);

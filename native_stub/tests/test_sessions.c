@@ -61,8 +61,7 @@ TEST(test_advertise_validation)
     r = tp_routine();
     CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
     memset(&r, 0, sizeof r);
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
+    uint64_t s = open_session();
     WSAQUERYSETW q = query(NS_ALL, &tp_id, "x");
     HANDLE h = NULL;
     CHECK_OK(nspv2_lookup_begin(s, &q, LUP_RETURN_ALL, &h));
@@ -86,8 +85,7 @@ TEST(test_startup_failure)
     CHECK_OK(WSAAdvertiseProvider(&tp_fail_id, &r));
     NSPV2_SLOT(r, NSPv2Startup, silent_fail_startup);
     CHECK_OK(WSAAdvertiseProvider(&tp_silent_id, &r));
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
+    uint64_t s = open_session();
     WSAQUERYSETW q = query(NS_ALL, &tp_fail_id, "x");
     HANDLE h;
     CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSAEACCES);
@@ -107,10 +105,7 @@ TEST(test_sessions)
 {
     fresh();
     advertise_tp();
-    uint64_t a, b, c;
-    CHECK_OK(nspv2_session_open(&a));
-    CHECK_OK(nspv2_session_open(&b));
-    CHECK_OK(nspv2_session_open(&c));
+    uint64_t a = open_session(), b = open_session(), c = open_session();
     CHECK(a >= 1 && b > a && c > b);
     CHECK(stats().sessions_open == 3);
     CHECK_ERR(nspv2_session_open(NULL), WSAEFAULT);
@@ -142,8 +137,7 @@ TEST(test_sessions)
     CHECK(tp.sessions[1]->cleanups == 0 && tp.sessions[1]->rundowns == 1);
 
     /* ids are never reused */
-    uint64_t d;
-    CHECK_OK(nspv2_session_open(&d));
+    uint64_t d = open_session();
     CHECK(d > c);
     /* closing a session ends its open lookups first */
     CHECK_OK(nspv2_lookup_begin(d, &q, 0, &h));
@@ -219,8 +213,7 @@ TEST(test_winsock_named_calls)
     CHECK_ERR(WSALookupServiceEnd(NULL), WSANOTINITIALISED);
     CHECK_ERR(WSASetServiceW(&q, RNRSERVICE_REGISTER, 0), WSANOTINITIALISED);
     CHECK_ERR(nspv2_session_enter(424242), WSAEINVAL);
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
+    uint64_t s = open_session();
     CHECK_OK(nspv2_session_enter(s));
     CHECK_ERR(WSALookupServiceBeginW(&q, LUP_RETURN_ALL, &h), WSASERVICE_NOT_FOUND);
     CHECK_OK(WSASetServiceW(&q, RNRSERVICE_REGISTER, 0));
@@ -254,11 +247,8 @@ TEST(test_last_error_per_thread)
 TEST(test_reset)
 {
     advertise_tp();
-    uint64_t s;
-    CHECK_OK(nspv2_session_open(&s));
-    WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
-    HANDLE h;
-    CHECK_OK(nspv2_lookup_begin(s, &q, 0, &h));
+    uint64_t s = open_session();
+    HANDLE h = begin_lookup(s, TP_NAMESPACE, "x", 0);
     nspv2_host_reset();
     nspv2_host_stats st = stats();
     CHECK(st.providers == 0 && st.sessions_open == 0 && st.lookups_open == 0);

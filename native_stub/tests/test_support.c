@@ -82,12 +82,71 @@ void advertise_bench(void)
     CHECK_OK(WSAAdvertiseProvider(&nspv2_bench_provider_id, &r));
 }
 
+uint64_t open_session(void)
+{
+    uint64_t s = 0;
+    CHECK_OK(nspv2_session_open(&s));
+    return s;
+}
+
+HANDLE begin_lookup(uint64_t s, DWORD ns, const char *name, DWORD flags)
+{
+    WSAQUERYSETW q = query(ns, NULL, name);
+    HANDLE h = NULL;
+    CHECK_OK(nspv2_lookup_begin(s, &q, flags, &h));
+    return h;
+}
+
+INT next_result(HANDLE h, DWORD flags, result_buf *buf)
+{
+    DWORD len = sizeof buf->bytes;
+    return nspv2_lookup_next(h, flags, &len, &buf->qs);
+}
+
+INT next_sized(HANDLE h, DWORD len, result_buf *buf)
+{
+    return nspv2_lookup_next(h, 0, &len, &buf->qs);
+}
+
+DWORD next_at_every_size(HANDLE h, result_buf *buf)
+{
+    DWORD need = 0;
+    CHECK_ERR(nspv2_lookup_next(h, 0, &need, NULL), WSAEFAULT);
+    CHECK(need > sizeof(WSAQUERYSETW) && need < 4096);
+    int sizes_ok = 1;
+    for (DWORD size = 0; size < need; size++) {
+        DWORD len = size;
+        memset(buf->bytes, 0xee, sizeof buf->bytes);
+        INT r = nspv2_lookup_next(h, 0, &len, size ? &buf->qs : NULL);
+        if (r != SOCKET_ERROR || WSAGetLastError() != WSAEFAULT || len != need)
+            sizes_ok = 0;
+        for (size_t i = 0; i < sizeof buf->bytes; i++) /* nothing written */
+            if (buf->bytes[i] != 0xee)
+                sizes_ok = 0;
+    }
+    CHECK(sizes_ok);
+    memset(buf->bytes, 0xee, sizeof buf->bytes);
+    DWORD len = need;
+    CHECK_OK(nspv2_lookup_next(h, 0, &len, &buf->qs));
+    return need;
+}
+
+void lookup_finish_sized(HANDLE h, result_buf *buf, DWORD need)
+{
+    int tail_ok = 1;
+    for (size_t i = need; i < sizeof buf->bytes; i++)
+        if (buf->bytes[i] != 0xee)
+            tail_ok = 0;
+    CHECK(tail_ok); /* not a byte past the caller's length */
+    CHECK_ERR(next_sized(h, need, buf), WSA_E_NO_MORE);
+    CHECK_OK(nspv2_lookup_end(h));
+}
+
 void next_runner_main(void *p)
 {
     next_runner *n = p;
     result_buf buf;
-    DWORD len = sizeof buf.bytes;
-    n->ret = nspv2_lookup_next(n->h, 0, &len, &buf.qs);
+    n->ret = next_result(n->h, 0, &buf);
     n->err = n->ret ? WSAGetLastError() : 0;
 }
 
@@ -198,21 +257,25 @@ static INT WSAAPI tp_startup(LPGUID id, LPVOID *arg)
     return NO_ERROR;
 }
 
+/* One more of a counter of tp (or of one of its sessions), under its lock. */
+static void tp_count(int *counter)
+{
+    nspv2_mutex_lock(&tp.lock);
+    (*counter)++;
+    nspv2_mutex_unlock(&tp.lock);
+}
+
 static INT WSAAPI tp_cleanup(LPGUID id, LPVOID arg)
 {
     (void)id;
-    nspv2_mutex_lock(&tp.lock);
-    ((tp_session *)arg)->cleanups++;
-    nspv2_mutex_unlock(&tp.lock);
+    tp_count(&((tp_session *)arg)->cleanups);
     return NO_ERROR;
 }
 
 static VOID WSAAPI tp_rundown(LPGUID id, LPVOID arg)
 {
     (void)id;
-    nspv2_mutex_lock(&tp.lock);
-    ((tp_session *)arg)->rundowns++;
-    nspv2_mutex_unlock(&tp.lock);
+    tp_count(&((tp_session *)arg)->rundowns);
 }
 
 static INT WSAAPI tp_begin(LPGUID id, LPWSAQUERYSET2W qs, DWORD flags, LPVOID arg, LPHANDLE h)
@@ -233,9 +296,7 @@ static INT WSAAPI tp_begin(LPGUID id, LPWSAQUERYSET2W qs, DWORD flags, LPVOID ar
 static INT WSAAPI tp_end(HANDLE h)
 {
     (void)h;
-    nspv2_mutex_lock(&tp.lock);
-    tp.ends++;
-    nspv2_mutex_unlock(&tp.lock);
+    tp_count(&tp.ends);
     return NO_ERROR;
 }
 
@@ -598,11 +659,9 @@ void look_one(uint64_t s, const char *name, DWORD flags, result_buf *out)
     HANDLE h;
     memset(out, 0, sizeof *out);
     CHECK_OK(nspv2_lookup_begin(s, &q, flags, &h));
-    DWORD len = 4096;
-    CHECK_OK(nspv2_lookup_next(h, 0, &len, &out->qs));
+    CHECK_OK(next_sized(h, 4096, out));
     result_buf more;
-    len = 4096;
-    CHECK_ERR(nspv2_lookup_next(h, 0, &len, &more.qs), WSA_E_NO_MORE);
+    CHECK_ERR(next_sized(h, 4096, &more), WSA_E_NO_MORE);
     CHECK_OK(nspv2_lookup_end(h));
 }
 
@@ -627,10 +686,7 @@ int look_names(uint64_t s, const char *name, char *out, size_t cap)
     if (nspv2_lookup_begin(s, &q, LUP_RETURN_NAME, &h) != NO_ERROR)
         return WSAGetLastError();
     result_buf buf;
-    for (;;) {
-        DWORD len = sizeof buf.bytes;
-        if (nspv2_lookup_next(h, 0, &len, &buf.qs) != NO_ERROR)
-            break;
+    while (next_result(h, 0, &buf) == NO_ERROR) {
         size_t n = strlen(out);
         if (n && n + 1 < cap)
             out[n++] = ' ';
@@ -677,4 +733,29 @@ void stress_stop(void)
     nspv2_mutex_lock(&st.lock);
     st.done = 1;
     nspv2_mutex_unlock(&st.lock);
+}
+
+void stress_end_session(uint64_t s, int abandon, const char *what)
+{
+    INT r = abandon ? nspv2_session_abandon(s) : nspv2_session_close(s);
+    if (r != NO_ERROR)
+        stress_unexpected(what, WSAGetLastError());
+}
+
+void stress_run(nspv2_thread *t, int n)
+{
+    nspv2_sleep_ms(STRESS_MS);
+    stress_stop();
+    for (int i = 0; i < n; i++)
+        nspv2_thread_join(t[i]);
+}
+
+nspv2_host_stats stress_check_books(void)
+{
+    CHECK(st.errors == 0);
+    nspv2_host_stats s = stats();
+    CHECK(s.sessions_open == 0 && s.lookups_open == 0 && s.async_pending == 0);
+    CHECK(s.startups == s.cleanups + s.rundowns);
+    CHECK(s.provider_faults == 0);
+    return s;
 }

@@ -119,6 +119,26 @@ typedef union {
     unsigned char bytes[4096 + 64];
 } result_buf;
 
+/* Opens a client session (one check). */
+uint64_t open_session(void);
+/* Begins a lookup of name in ns, any provider, with flags (one check); the
+ * lookup handle. */
+HANDLE begin_lookup(uint64_t s, DWORD ns, const char *name, DWORD flags);
+/* nspv2_lookup_next on h into the whole of buf; its return value (the last
+ * error as the call left it). */
+INT next_result(HANDLE h, DWORD flags, result_buf *buf);
+/* The same with a buffer length of len bytes (at most what buf holds). */
+INT next_sized(HANDLE h, DWORD len, result_buf *buf);
+/* The first result of h asked for at every buffer length below the one it
+ * needs: each try fails with WSAEFAULT, reports exactly that length and
+ * writes nothing. Then the result at exactly that length into buf (every
+ * byte after it left as it was, for lookup_finish_sized to check); returns
+ * the length. */
+DWORD next_at_every_size(HANDLE h, result_buf *buf);
+/* After next_at_every_size(h, buf) returned need: not a byte of buf past
+ * need written; no more results; ends the lookup. */
+void lookup_finish_sized(HANDLE h, result_buf *buf, DWORD need);
+
 /* One nspv2_lookup_next on h in a thread (into a local 4096-byte buffer). */
 typedef struct next_runner {
     HANDLE h;
@@ -242,5 +262,13 @@ void stress_stop(void);
 int stress_done(void);
 /* counts an unexpected outcome (prints the first ten) */
 void stress_unexpected(const char *what, int code);
+/* Closes (or abandons) s; any failure is unexpected, as `what`. */
+void stress_end_session(uint64_t s, int abandon, const char *what);
+/* Lets the n threads run for STRESS_MS, stops them and joins them. */
+void stress_run(nspv2_thread *t, int n);
+/* The books after a stress run: no unexpected outcome, nothing left open
+ * or pending, as many provider sessions ended as began, no provider fault (four
+ * checks); the host's stats. */
+nspv2_host_stats stress_check_books(void);
 
 #endif /* NSPV2_TEST_SUPPORT_H */
