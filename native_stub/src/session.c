@@ -225,6 +225,19 @@ NSPV2_HOST_API INT nspv2_session_enter(uint64_t session_id)
 /* ------------------------------------------------------------------------ */
 /* client-facing lookups                                                     */
 
+/* The end of a call routed to providers: leaves the lock, runs what was
+ * put off, releases the route; fails with first_err (WSASERVICE_NOT_FOUND
+ * when no provider gave one) if failed, else NO_ERROR. */
+static INT route_done_L(todo *t, provider **route, size_t nroute, int failed, int first_err)
+{
+    host_unlock();
+    todo_run(t);
+    route_release(route, nroute);
+    if (failed)
+        return host_fail(first_err ? first_err : WSASERVICE_NOT_FOUND);
+    return NO_ERROR;
+}
+
 NSPV2_HOST_API INT nspv2_lookup_begin(uint64_t session_id, LPWSAQUERYSETW lpqsRestrictions,
                                       DWORD dwControlFlags, LPHANDLE lphLookup)
 {
@@ -320,12 +333,7 @@ NSPV2_HOST_API INT nspv2_lookup_begin(uint64_t session_id, LPWSAQUERYSETW lpqsRe
     } else {
         lookup_unref_L(lk);
     }
-    host_unlock();
-    todo_run(&t);
-    route_release(route, nroute);
-    if (!ok)
-        return host_fail(first_err ? first_err : WSASERVICE_NOT_FOUND);
-    return NO_ERROR;
+    return route_done_L(&t, route, nroute, !ok, first_err);
 }
 
 NSPV2_HOST_API INT nspv2_session_start(uint64_t session_id, DWORD name_space,
@@ -354,12 +362,7 @@ NSPV2_HOST_API INT nspv2_session_start(uint64_t session_id, DWORD name_space,
         started++;
         ps_call_release_L(ps, &t);
     }
-    host_unlock();
-    todo_run(&t);
-    route_release(route, nroute);
-    if (!started)
-        return host_fail(first_err ? first_err : WSASERVICE_NOT_FOUND);
-    return NO_ERROR;
+    return route_done_L(&t, route, nroute, !started, first_err);
 }
 
 NSPV2_HOST_API INT nspv2_lookup_next(HANDLE hLookup, DWORD dwControlFlags,
@@ -564,10 +567,7 @@ NSPV2_HOST_API INT nspv2_set_service(uint64_t session_id, LPWSAQUERYSETW lpqsReg
         if (e && !first_err)
             first_err = e;
     }
-    host_unlock();
-    todo_run(&t);
-    route_release(route, nroute);
-    return first_err ? host_fail(first_err) : NO_ERROR;
+    return route_done_L(&t, route, nroute, first_err != 0, first_err);
 }
 
 /* ------------------------------------------------------------------------ */
