@@ -144,6 +144,11 @@ typedef struct nspv2_host_stats {
 NSPV2_HOST_API void nspv2_host_stats_get(nspv2_host_stats *out);
 /* Zero the counters (not the "now" figures). */
 NSPV2_HOST_API void nspv2_host_stats_reset(void);
+/* How many unadvertised providers the host still holds (a call in flight, a
+ * Rundown or End deferred past WSAUnadvertiseProvider). When it reads 0 the
+ * host has returned from the last call into every unadvertised table and
+ * never calls one again; bindings free such tables' entry points then. */
+NSPV2_HOST_API uint32_t nspv2_host_retired_tables(void);
 /* Unadvertise everything, run down every open session: back to empty. */
 NSPV2_HOST_API void nspv2_host_reset(void);
 

@@ -83,8 +83,11 @@ static DWORD provider_namespace_L(const provider *p)
 
 void provider_unref_L(provider *p)
 {
-    if (--p->refs == 0)
+    if (--p->refs == 0) {
+        if (p->removed)
+            host_g.retired--; /* its last call has returned: nothing calls it again */
         free(p);
+    }
 }
 
 /* The providers a query reaches, in advertise order, each with a counted
@@ -318,6 +321,7 @@ NSPV2_HOST_API INT WSAAPI WSAUnadvertiseProvider(const GUID *puuidProviderId)
             (host_g.nprov - idx - 1) * sizeof *host_g.prov);
     host_g.nprov--;
     p->removed = 1;
+    host_g.retired++;
 
     /* 1. end its parts of every open lookup (a next waiting on one of them
      *    is cancelled) */
@@ -540,6 +544,18 @@ NSPV2_HOST_API void nspv2_host_stats_get(nspv2_host_stats *out)
     out->late_completions = host_g.late_completions;
     out->provider_faults = host_g.provider_faults;
     host_unlock();
+}
+
+/* Unadvertised providers the host may still call (a deferred Rundown or End,
+ * a call in flight): 0 means it has returned from the last call into every
+ * unadvertised routine table, and will never call one again. */
+NSPV2_HOST_API uint32_t nspv2_host_retired_tables(void)
+{
+    host_init();
+    host_lock();
+    uint32_t n = host_g.retired;
+    host_unlock();
+    return n;
 }
 
 NSPV2_HOST_API void nspv2_host_stats_reset(void)

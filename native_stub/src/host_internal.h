@@ -255,6 +255,7 @@ typedef struct host_state {
     uint64_t next_session, next_lookup, next_async;
     uint32_t timeout_ms;
     uint32_t async_pending;
+    uint32_t retired; /* unadvertised providers whose struct is still referenced */
     uint64_t startups, cleanups, rundowns, late_completions, provider_faults;
 } host_state;
 
