@@ -1,0 +1,93 @@
+"""The native host built under AddressSanitizer + UBSan, for crash cases.
+
+A test that proves the absence of a use-after-free runs its scenario in a
+child Python whose host library is this build (``asan_host`` fixture, built
+once per test session into a temporary folder). The child runs with the ASan
+runtime preloaded; :meth:`AsanHost.run` returns the finished process, and
+:func:`sanitizer_reports` lists what the sanitizers printed.
+
+Skips (saying why) only when no ASan build is possible: no compiler, no
+``make``, no libasan, or not POSIX.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NATIVE = ROOT / "native_stub"
+ASAN_CFLAGS = "-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer"
+#: What the sanitizers print when they find something.
+MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
+
+
+@dataclass(frozen=True)
+class AsanHost:
+    """An ASan build of the native host library and how to load it."""
+
+    library: Path
+    runtime: Path
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["LD_PRELOAD"] = str(self.runtime)
+        env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0:halt_on_error=1"
+        env["UBSAN_OPTIONS"] = "print_stacktrace=1"
+        env["NSPV2_HOST_LIBRARY"] = str(self.library)
+        env["PYTHONFAULTHANDLER"] = "1"
+        return env
+
+    def run(self, code: str, *, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run ``code`` (dedented) in a child Python on this host library."""
+        return subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+def sanitizer_reports(output: str) -> list[str]:
+    """The lines of ``output`` where a sanitizer reported an error."""
+    return [line for line in output.splitlines() if any(m in line for m in MARKERS)]
+
+
+def _build(dest: Path) -> AsanHost:
+    if sys.platform == "win32":
+        pytest.skip("the ASan host build is POSIX only")
+    if shutil.which("make") is None or shutil.which("cc") is None:
+        pytest.skip("no make or cc: cannot build the ASan host")
+    if not (NATIVE / "Makefile").is_file():
+        pytest.skip(f"no native_stub sources beside the tests ({NATIVE})")
+    found = subprocess.run(
+        ["cc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=False
+    )
+    runtime = Path(found.stdout.strip())
+    if found.returncode != 0 or not runtime.is_absolute() or not runtime.exists():
+        pytest.skip("the compiler has no libasan.so: cannot build the ASan host")
+    built = subprocess.run(
+        ["make", "-C", str(NATIVE), "lib", f"BUILD={dest}", f"CFLAGS={ASAN_CFLAGS}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if built.returncode != 0:
+        pytest.fail(f"building the ASan host failed:\n{built.stdout}\n{built.stderr}")
+    return AsanHost(dest / "libnspv2host.so", runtime)
+
+
+@pytest.fixture(scope="session")
+def asan_host(tmp_path_factory: pytest.TempPathFactory) -> AsanHost:
+    """The native host library under ASan+UBSan, built once per session."""
+    return _build(tmp_path_factory.mktemp("asan-host"))
