@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -178,3 +180,64 @@ class GoodWithoutQueries(Good):
     """Good, with nothing to look up (no check_queries)."""
 
     check_queries = ()
+
+
+# Providers that take the process down or never return: ``nspv2 check`` runs
+# the provider in a child process and must report each as a failed rule.
+# Each notes the pid of the process it runs in (and of any process it forks)
+# in the file named by NSPV2_TEST_PIDS, so a test can prove none is left.
+
+
+def note_pid(pid: int | None = None) -> None:
+    path = os.environ.get("NSPV2_TEST_PIDS")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{os.getpid() if pid is None else pid}\n")
+
+
+class SleepsInLookup(Good):
+    """Blocks forever in its first lookup (time.sleep releases the GIL)."""
+
+    def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> Iterator[QuerySet]:
+        note_pid()
+        time.sleep(3600)
+        yield result("late@example.com")
+
+
+class SpinsInLookup(Good):
+    """Spins forever in its first lookup, holding the GIL."""
+
+    def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> Iterator[QuerySet]:
+        note_pid()
+        while True:
+            pass
+        yield result("never@example.com")  # pragma: no cover
+
+
+class ExitsInLookup(Good):
+    """Calls os._exit(3) in its first lookup."""
+
+    def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> Iterator[QuerySet]:
+        note_pid()
+        os._exit(3)
+        yield result("never@example.com")  # pragma: no cover
+
+
+class CrashesInLookup(Good):
+    """Reads address 0 in its first lookup: SIGSEGV."""
+
+    def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> Iterator[QuerySet]:
+        note_pid()
+        ctypes.string_at(0)
+        yield result("never@example.com")  # pragma: no cover
+
+
+class ForksInLookup(Good):
+    """Forks in every lookup; both processes go on as if nothing happened."""
+
+    def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> Iterator[QuerySet]:
+        note_pid()
+        child = os.fork()
+        if child:
+            note_pid(child)
+        yield from super().lookup(session, restrictions, flags)
