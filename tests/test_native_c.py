@@ -143,6 +143,88 @@ def test_windows_cross_build(build_dir: Path, target: str, compiler: str, abi: s
         assert path.read_bytes()[:2] == b"MZ", f"{name} is not a PE image"
 
 
+WINSOCK_EXPORTS = (
+    "WSAAdvertiseProvider",
+    "WSAUnadvertiseProvider",
+    "WSAProviderCompleteAsyncCall",
+    "WSASetLastError",
+    "WSAGetLastError",
+    "WSCInstallNameSpaceEx",
+    "WSCUnInstallNameSpace",
+    "WSALookupServiceBeginW",
+    "WSALookupServiceNextW",
+    "WSALookupServiceEnd",
+    "WSASetServiceW",
+)
+
+
+def _export_names(objdump: str, dll: Path) -> set[str]:
+    """The names in a PE image's export table (``objdump -p``)."""
+    dump = subprocess.run(
+        [objdump, "-p", str(dll)], capture_output=True, text=True, timeout=TIMEOUT, check=True
+    ).stdout
+    table = dump.split("[Ordinal/Name Pointer] Table", 1)
+    assert len(table) == 2, f"no export table in {dll.name}:\n{dump}"
+    names = set()
+    for line in table[1].splitlines()[1:]:
+        match = re.match(r"^\s*\[\s*\d+\]\s+(\S+)$", line)
+        if match is None:
+            break
+        names.add(match.group(1))
+    return names
+
+
+@pytest.mark.parametrize(
+    ("target", "prefix", "abi"),
+    [("mingw64", "x86_64-w64-mingw32", "x64"), ("mingw32", "i686-w64-mingw32", "x86")],
+)
+def test_windows_dll_exports_plain_names(
+    build_dir: Path, target: str, prefix: str, abi: str
+) -> None:
+    """ws2_32.dll exports its functions undecorated on both ABIs; so does the
+    host DLL (no ``WSAAdvertiseProvider@8`` on x86), and a C client linked
+    with its import library imports the plain names."""
+    package = "gcc-mingw-w64-x86-64" if abi == "x64" else "gcc-mingw-w64-i686"
+    _require(f"{prefix}-gcc", package)
+    _require(f"{prefix}-objdump", "binutils-mingw-w64")
+    make(target, build_dir)
+    objdump = f"{prefix}-objdump"
+    names = _export_names(objdump, build_dir / f"nspv2host-{abi}.dll")
+    assert set(WINSOCK_EXPORTS) <= names, sorted(names)
+    assert not [n for n in names if "@" in n], sorted(names)
+
+    client = build_dir / f"import_client-{abi}.c"
+    client.write_text(
+        '#include "nspv2_host.h"\n'
+        "int main(void)\n{\n"
+        "    WSASetLastError(WSAEINVAL);\n"
+        "    return WSAGetLastError() == WSAEINVAL ? 0 : 1;\n}\n"
+    )
+    exe = build_dir / f"import_client-{abi}.exe"
+    subprocess.run(
+        [
+            f"{prefix}-gcc",
+            "-I",
+            str(NATIVE / "include"),
+            str(client),
+            "-o",
+            str(exe),
+            str(build_dir / f"libnspv2host-{abi}.dll.a"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    dump = subprocess.run(
+        [objdump, "-p", str(exe)], capture_output=True, text=True, timeout=TIMEOUT, check=True
+    ).stdout
+    imports = dump.split(f"DLL Name: nspv2host-{abi}.dll", 1)
+    assert len(imports) == 2, dump
+    imported = set(re.findall(r"^\s*[0-9a-f]+\s+\d+\s+(\S+)$", imports[1], re.MULTILINE))
+    assert {"WSASetLastError", "WSAGetLastError"} <= imported, imports[1]
+
+
 def _wine() -> str | None:
     for name in WINE_CANDIDATES:
         found = shutil.which(name)

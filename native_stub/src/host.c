@@ -21,9 +21,11 @@ void host_unlock(void) { nspv2_mutex_unlock(&host_g.lock); }
 /* ------------------------------------------------------------------------ */
 /* per-thread state                                                          */
 
-/* The Winsock last error, and the session entered (in two 32-bit halves:
- * a TLS value is pointer-sized). */
+/* The session entered (in two 32-bit halves: a TLS value is pointer-sized),
+ * and, except on Windows, the Winsock last error. */
+#ifndef _WIN32
 NSPV2_TLS_UINTPTR(tls_last_error)
+#endif
 NSPV2_TLS_UINTPTR(tls_session_lo)
 NSPV2_TLS_UINTPTR(tls_session_hi)
 
@@ -38,14 +40,29 @@ void set_current_session(uint64_t id)
     tls_session_hi_set((uintptr_t)(uint32_t)(id >> 32));
 }
 
+/* On Windows the Winsock last error IS the Win32 last error, as in ws2_32:
+ * a provider that reports with SetLastError (as Microsoft's sample does) is
+ * read by WSAGetLastError, and a client's GetLastError sees what
+ * WSASetLastError set. Rule for the host's code: nothing that may change the
+ * Win32 last error runs between reading a provider's error and using it, or
+ * between host_fail() and returning (the TLS helpers of platform.h preserve
+ * it; SRW locks and free() leave it alone). */
 NSPV2_HOST_API void WSAAPI WSASetLastError(int iError)
 {
+#ifdef _WIN32
+    SetLastError((DWORD)iError);
+#else
     tls_last_error_set((uintptr_t)(unsigned int)iError);
+#endif
 }
 
 NSPV2_HOST_API int WSAAPI WSAGetLastError(void)
 {
+#ifdef _WIN32
+    return (int)GetLastError();
+#else
     return (int)(unsigned int)tls_last_error_get();
+#endif
 }
 
 INT host_fail(int err)

@@ -244,6 +244,43 @@ TEST(test_last_error_per_thread)
     CHECK(WSAGetLastError() == 1234); /* untouched here */
 }
 
+#ifdef _WIN32
+/* A provider reporting its error the way Microsoft's sample does: with the
+ * Win32 SetLastError, which ws2_32 reads back through WSAGetLastError. */
+static INT WSAAPI win32_error_begin(LPGUID id, LPWSAQUERYSET2W qs, DWORD flags, LPVOID arg,
+                                    LPHANDLE h)
+{
+    (void)id;
+    (void)qs;
+    (void)flags;
+    (void)arg;
+    (void)h;
+    SetLastError(WSATYPE_NOT_FOUND);
+    return SOCKET_ERROR;
+}
+
+TEST(test_last_error_is_win32_last_error)
+{
+    fresh();
+    WSASetLastError(WSAENOMORE);
+    CHECK(GetLastError() == WSAENOMORE);
+    SetLastError(WSAEREFUSED);
+    CHECK(WSAGetLastError() == WSAEREFUSED);
+
+    NSPV2_ROUTINE r = tp_routine();
+    NSPV2_SLOT(r, NSPv2LookupServiceBegin, win32_error_begin);
+    CHECK_OK(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), TP_NAMESPACE, 1, (LPGUID)&tp_id, NULL));
+    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
+    uint64_t s = open_session();
+    WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
+    HANDLE h = NULL;
+    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSATYPE_NOT_FOUND);
+    CHECK(GetLastError() == WSATYPE_NOT_FOUND);
+    CHECK_OK(nspv2_session_close(s));
+    fresh();
+}
+#endif
+
 TEST(test_reset)
 {
     advertise_tp();
@@ -266,5 +303,8 @@ void run_session_tests(void)
     RUN(test_unadvertise_with_sessions);
     RUN(test_winsock_named_calls);
     RUN(test_last_error_per_thread);
+#ifdef _WIN32
+    RUN(test_last_error_is_win32_last_error);
+#endif
     RUN(test_reset);
 }
