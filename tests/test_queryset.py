@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import dataclasses
 import ipaddress
+import logging
 import struct
 import uuid
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from nspv2 import WinsockError, WSAError
+from nspv2 import Provider, Session, WinsockError, WSAError
 from nspv2.provider import queryset
 from nspv2.provider.queryset import (
+    MAX_BLOB_BYTES,
+    MAX_COUNT,
+    MAX_SOCKADDR_LEN,
     MAX_STRING_CHARS,
     AfProtocol,
     CsAddr,
@@ -26,8 +32,12 @@ from nspv2.provider.queryset import (
 )
 from nspv2.sdk.winsock2 import WSAECOMPARATOR, WSAQUERYSET2W, WSAQUERYSETW
 from nspv2.sdk.wintypes import WSTR_MAX_CHARS, WstrError, read_wstr, wstr
+from nspv2.testing import SlotHarness
 
+from .asan import AsanHost, asan_host, sanitizer_reports
 from .guarded import GuardedArena
+
+__all__ = ["asan_host"]  # the fixture, re-exported for pytest
 
 P = ctypes.sizeof(ctypes.c_void_p)
 
@@ -392,3 +402,253 @@ def test_bounded_read_refuses_a_string_running_out_of_its_memory() -> None:
     with pytest.raises(WstrError, match="no terminator within 2 characters"):
         read_wstr(start, max_chars=2)
     assert read_wstr(start, max_chars=3) == "ABC"
+
+
+# ---- the packer writes only what the reader reads back equal ----------------------
+
+LONG = [
+    "a" * MAX_STRING_CHARS,
+    "a" * (MAX_STRING_CHARS + 1),
+    "\U0001f600" * (MAX_STRING_CHARS // 2) + "a",  # 32,767 units
+    "\U0001f600" * (MAX_STRING_CHARS // 2 + 1),  # 32,768 units
+]
+any_text = st.text(max_size=20) | st.sampled_from(LONG)  # NULs and lone surrogates too
+wide_ints = st.integers(-(2**31) - 1, 2**32)
+wide_sockaddrs = st.one_of(
+    st.builds(SocketAddress, st.ip_addresses(v=4), st.integers(-1, 65536), st.integers(0, 1)),
+    st.builds(SocketAddress, st.ip_addresses(v=6), st.integers(0, 65536), wide_ints, wide_ints),
+    st.builds(
+        RawSocketAddress,
+        st.sampled_from([0, 1, 2, 23, 26, 65535, 65536]),
+        st.binary(max_size=130),
+    ),
+)
+wide_querysets = st.builds(
+    QuerySet,
+    service_instance_name=st.none() | any_text,
+    version=st.none() | st.builds(Version, wide_ints, st.integers(0, 2)),
+    comment=st.none() | any_text,
+    namespace=wide_ints,
+    context=st.none() | any_text,
+    protocols=st.lists(st.builds(AfProtocol, wide_ints, wide_ints), max_size=3).map(tuple),
+    query_string=st.none() | any_text,
+    cs_addrs=st.lists(
+        st.builds(
+            CsAddr, st.none() | wide_sockaddrs, st.none() | wide_sockaddrs, wide_ints, wide_ints
+        ),
+        max_size=3,
+    ).map(tuple),
+    output_flags=wide_ints,
+    blob=st.none() | st.binary(max_size=40),
+    service_class_id=st.none() | st.uuids(),
+)
+
+
+def expected(q: QuerySet, kind: str) -> QuerySet:
+    """What reading back a packed ``q`` gives (WSAQUERYSET2W has no class id)."""
+    return q if kind == "W" else dataclasses.replace(q, service_class_id=None)
+
+
+def read_exactly(q: QuerySet, kind: str) -> QuerySet:
+    """Pack ``q`` into a buffer of exactly its size and read it back, bounded."""
+    buf = q.to_buffer(kind)  # type: ignore[arg-type]
+    start = ctypes.addressof(buf)
+    return QuerySet.from_address(start, kind, bounds=(start, start + len(buf)))  # type: ignore[arg-type]
+
+
+def unchecked_image_reads(q: QuerySet, kind: str) -> QuerySet | None:
+    """Pack ``q`` skipping the packer's checks and read it back: None when the
+    image cannot even be written (a field outside its C type) or the reader
+    refuses it."""
+    with mock.patch.object(queryset, "_check", lambda _q: None):
+        try:
+            image = queryset._build_image(q, kind)  # type: ignore[arg-type]
+        except struct.error:
+            return None
+    buf = ctypes.create_string_buffer(image.size)
+    start = ctypes.addressof(buf)
+    image.pack_into(start, image.size)
+    try:
+        return QuerySet.from_address(start, kind, bounds=(start, start + image.size))  # type: ignore[arg-type]
+    except WinsockError as exc:
+        assert exc.code == WSAError.WSAEINVAL
+        return None
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(wide_querysets, st.sampled_from(["2W", "W"]))
+@example(QuerySet("a\0b"), "2W")
+@example(QuerySet(comment=LONG[1]), "W")
+@example(QuerySet(cs_addrs=(CsAddr(RawSocketAddress(26, bytes(127))),)), "2W")
+@example(QuerySet(cs_addrs=(CsAddr(RawSocketAddress(2, bytes(14))),)), "2W")
+def test_the_packer_refuses_exactly_what_the_reader_would_not_read_back(
+    q: QuerySet, kind: str
+) -> None:
+    """Whatever the packer writes reads back equal; whatever it refuses, the
+    reader would refuse or read back as something else."""
+    try:
+        q.required_size(kind)  # type: ignore[arg-type]
+    except queryset.QuerySetError:
+        assert unchecked_image_reads(q, kind) != expected(q, kind)
+    else:
+        assert read_exactly(q, kind) == expected(q, kind)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.builds(
+        QuerySet,
+        service_instance_name=st.none()
+        | st.text(alphabet=st.characters(blacklist_characters="\0")),
+        comment=st.none() | st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\0")),
+        cs_addrs=st.lists(cs_addrs, max_size=3).map(tuple),
+        blob=st.none() | st.binary(max_size=64),
+    ).filter(
+        lambda q: (
+            not any(
+                isinstance(sa, RawSocketAddress) and sa.family in (2, 23)
+                for cs in q.cs_addrs
+                for sa in (cs.local, cs.remote)
+            )
+        )
+    ),
+    st.sampled_from(["2W", "W"]),
+)
+def test_anything_packed_reads_back_equal_in_exactly_its_memory(q: QuerySet, kind: str) -> None:
+    """Lone surrogates included, read with the buffer's bounds."""
+    assert read_exactly(q, kind) == expected(q, kind)
+
+
+REFUSED = [
+    (QuerySet("alice\0@example.com"), "service_instance_name holds a NUL character at index 5"),
+    (QuerySet(comment="\0"), "comment holds a NUL character at index 0"),
+    (QuerySet(context=LONG[1]), "context is 32768 UTF-16 code units long"),
+    (QuerySet(query_string=LONG[3]), "query_string is 32768 UTF-16 code units long"),
+    (
+        QuerySet(cs_addrs=(CsAddr(None, RawSocketAddress(26, bytes(127))),)),
+        r"cs_addrs\[0\].remote is 129 bytes long; a reader accepts 128",
+    ),
+    (
+        QuerySet(cs_addrs=(CsAddr(RawSocketAddress(2, bytes(14))),)),
+        r"cs_addrs\[0\].local: a RawSocketAddress of family 2",
+    ),
+    (
+        QuerySet(cs_addrs=(CsAddr(SocketAddress.parse("192.0.2.1", 70000)),)),
+        r"cs_addrs\[0\].local.port is 70000",
+    ),
+    (
+        QuerySet(cs_addrs=(CsAddr(SocketAddress(ipaddress.IPv4Address("192.0.2.1"), 1, 0, 3)),)),
+        "an IPv4 address has no flowinfo or scope_id",
+    ),
+    (QuerySet(protocols=(AfProtocol(2, 6),) * (MAX_COUNT + 1)), "protocols holds 65537 items"),
+    (QuerySet(cs_addrs=(CsAddr(),) * (MAX_COUNT + 1)), "cs_addrs holds 65537 items"),
+    (QuerySet(blob=bytes(MAX_BLOB_BYTES + 1)), "blob is 16777217 bytes"),
+    (QuerySet(namespace=-1), "namespace is -1"),
+    (QuerySet(version=Version(1, 7)), "version.how is 7"),  # type: ignore[arg-type]
+]
+
+
+@pytest.mark.parametrize("kind", ["2W", "W"])
+@pytest.mark.parametrize(("q", "reason"), REFUSED, ids=[r[:30] for _q, r in REFUSED])
+def test_what_the_reader_refuses_the_packer_refuses_writing_nothing(
+    q: QuerySet, reason: str, kind: str
+) -> None:
+    with pytest.raises(queryset.QuerySetError, match=reason):
+        q.required_size(kind)  # type: ignore[arg-type]
+    arena = (ctypes.c_uint8 * 4096)(*([0x5A] * 4096))
+    with pytest.raises(queryset.QuerySetError, match=reason):
+        q.pack_into(ctypes.addressof(arena), len(arena), kind)  # type: ignore[arg-type]
+    assert bytes(arena) == b"\x5a" * 4096
+
+
+def test_the_largest_accepted_values_read_back_equal() -> None:
+    q = QuerySet(
+        LONG[0],
+        comment=LONG[2],
+        protocols=(AfProtocol(-(2**31), 2**31 - 1),) * MAX_COUNT,
+        cs_addrs=(CsAddr(RawSocketAddress(26, bytes(MAX_SOCKADDR_LEN - 2))),),
+        blob=bytes(MAX_BLOB_BYTES),
+        namespace=2**32 - 1,
+    )
+    assert read_exactly(q, "2W") == q
+
+
+def test_an_unpackable_result_fails_next_with_wsano_recovery_and_the_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Through the C routine table: the call fails, the log says why."""
+
+    class Truncating(Provider):
+        provider_id = uuid.UUID("5a2b8c1e-7d3f-4e6a-9b0c-1d2e3f4a5b6c")
+
+        def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> Any:
+            yield QuerySet("alice@example.com\0ignored")
+
+    caplog.set_level(logging.ERROR, "nspv2")
+    with SlotHarness(Truncating()) as h:
+        token = h.startup().value
+        begun = h.begin(token, QuerySet("alice@example.com"))
+        assert h.next(begun.value).completion == WSAError.WSANO_RECOVERY
+    assert "service_instance_name holds a NUL character at index 17" in caplog.text
+
+
+# ---- the reader never reads past the memory it was given (under ASan) ---------------
+
+READ_EXACT_BLOCKS = """
+    import ctypes
+    from nspv2 import CsAddr, QuerySet, SocketAddress
+    from nspv2.sdk.wintypes import read_wstr
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+
+    def block(size):  # a heap block of exactly size bytes: ASan poisons the byte after it
+        address = libc.malloc(size)
+        assert address
+        return address
+
+    reads = 0
+    for text in ("", "a", "alice@example.com", "\\u00e9" * 300, "\\U0001f600" * 700, "x" * 9000):
+        data = (text + "\\0").encode("utf-16-le")
+        p = block(len(data))
+        ctypes.memmove(p, data, len(data))
+        assert read_wstr(p) == text
+        assert read_wstr(p, within=(p, p + len(data))) == text
+        try:
+            read_wstr(p, within=(p, p + len(data) - 2))
+            raise AssertionError("a string cut short by its bound was read")
+        except ValueError as exc:  # no terminator inside, or (empty) outside its memory
+            assert "its memory" in str(exc), exc
+        libc.free(p)
+        reads += 3
+    q = QuerySet(
+        "alice@example.com",
+        comment="MISTATUS_ONLINE",
+        context="c",
+        query_string="q",
+        cs_addrs=(CsAddr(None, SocketAddress.parse("2001:db8::1", 5060)),),
+    )
+    for last in (q, QuerySet(comment="only a comment")):
+        for kind in ("2W", "W"):
+            size = last.required_size(kind)
+            p = block(size)
+            last.pack_into(p, size, kind)
+            assert QuerySet.from_address(p, kind) == last
+            assert QuerySet.from_address(p, kind, bounds=(p, p + size)) == last
+            libc.free(p)
+            reads += 2
+    print("reads", reads)
+"""
+
+
+def test_the_reader_reads_nothing_past_a_heap_block(asan_host: AsanHost) -> None:
+    """Strings and query sets in heap blocks of exactly their size: under
+    ASan, a reader that reads ahead (as the page-careful one did, up to 256
+    bytes) is a heap-buffer-overflow report."""
+    child = asan_host.run(READ_EXACT_BLOCKS)
+    output = child.stdout + child.stderr
+    assert not sanitizer_reports(output), output[-4000:]
+    assert child.returncode == 0, output[-4000:]
+    assert "reads 26" in child.stdout

@@ -7,6 +7,15 @@ family, a string with no terminator within :data:`MAX_STRING_CHARS` units;
 each raises ``WinsockError(WSAEINVAL)``. It reads no byte past what the
 counts and terminators allow.
 
+Packing writes only what the reader reads back equal: a query set the
+reader would refuse or change (a string holding a NUL character or longer
+than :data:`MAX_STRING_CHARS` units, a count above :data:`MAX_COUNT`, a blob
+above :data:`MAX_BLOB_BYTES`, a socket address above
+:data:`MAX_SOCKADDR_LEN` bytes, a field out of its C type's range...) makes
+:meth:`QuerySet.required_size` and :meth:`QuerySet.pack_into` raise
+:class:`QuerySetError` (a ``ValueError``) naming the field, before any byte
+is written.
+
 Packing (:meth:`QuerySet.pack_into`) writes the structure and everything it
 points to into one caller's buffer: the header first, then each piece
 aligned to the pointer size relative to the buffer start, all pointers
@@ -51,6 +60,7 @@ __all__ = [
     "AfProtocol",
     "CsAddr",
     "QuerySet",
+    "QuerySetError",
     "RawSocketAddress",
     "SockAddr",
     "SocketAddress",
@@ -72,6 +82,11 @@ Kind = Literal["2W", "W"]
 _P = ctypes.sizeof(ctypes.c_void_p)
 _PTR = "Q" if _P == 8 else "I"
 _INVALID = WSAError.WSAEINVAL
+
+
+class QuerySetError(ValueError):
+    """A query set the packer refuses: the reader would refuse what it would
+    write, or read back something else (the message names the field)."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +178,10 @@ class QuerySet:
     # ---- packing -----------------------------------------------------------
 
     def required_size(self, kind: Kind = "2W") -> int:
-        """Bytes needed to pack this query set as ``kind``."""
+        """Bytes needed to pack this query set as ``kind``.
+
+        Raises :class:`QuerySetError` for a query set the reader would not
+        read back equal (so does :meth:`pack_into`)."""
         return self._image(kind).size
 
     def pack_into(self, address: int, capacity: int, kind: Kind = "2W") -> int:
@@ -389,7 +407,92 @@ class _Builder:
             self.fixups.append((at, target))
 
 
+_U16 = (0, 0xFFFF)
+_U32 = (0, 0xFFFFFFFF)
+_I32 = (-(2**31), 2**31 - 1)
+
+
+def _check_int(value: object, bounds: tuple[int, int], what: str) -> None:
+    if not isinstance(value, int) or not bounds[0] <= value <= bounds[1]:
+        raise QuerySetError(f"{what} is {value!r}, outside [{bounds[0]}, {bounds[1]}]")
+
+
+def _check_string(text: object, what: str) -> None:
+    if text is None:
+        return
+    if not isinstance(text, str):
+        raise QuerySetError(f"{what} is a {type(text).__name__}, not a str")
+    nul = text.find("\0")
+    if nul >= 0:
+        raise QuerySetError(
+            f"{what} holds a NUL character at index {nul}: a reader would cut the string there"
+        )
+    units = len(text) + sum(1 for c in text if c > "\uffff")  # UTF-16 code units
+    if units > MAX_STRING_CHARS:
+        raise QuerySetError(
+            f"{what} is {units} UTF-16 code units long; a reader accepts {MAX_STRING_CHARS}"
+        )
+
+
+def _check_sockaddr(sa: SockAddr | None, what: str) -> None:
+    if sa is None:
+        return
+    if isinstance(sa, SocketAddress):
+        _check_int(sa.port, _U16, f"{what}.port")
+        if sa.address.version == 4:
+            if sa.flowinfo or sa.scope_id:
+                raise QuerySetError(f"{what}: an IPv4 address has no flowinfo or scope_id")
+        else:
+            _check_int(sa.flowinfo, _U32, f"{what}.flowinfo")
+            _check_int(sa.scope_id, _U32, f"{what}.scope_id")
+        return
+    if not isinstance(sa, RawSocketAddress):
+        raise QuerySetError(f"{what} is a {type(sa).__name__}, not a socket address")
+    _check_int(sa.family, _U16, f"{what}.family")
+    if sa.family in (AF.AF_INET, AF.AF_INET6):
+        raise QuerySetError(
+            f"{what}: a RawSocketAddress of family {sa.family} reads back as a SocketAddress "
+            "(or is refused); use SocketAddress"
+        )
+    length = _SA_DATA + len(sa.data)
+    if length > MAX_SOCKADDR_LEN:
+        raise QuerySetError(
+            f"{what} is {length} bytes long; a reader accepts {MAX_SOCKADDR_LEN} (SOCKADDR_STORAGE)"
+        )
+
+
+def _check(q: QuerySet) -> None:
+    """Refuse what the reader would refuse or read back differently."""
+    for name, text in (
+        ("service_instance_name", q.service_instance_name),
+        ("comment", q.comment),
+        ("context", q.context),
+        ("query_string", q.query_string),
+    ):
+        _check_string(text, name)
+    if q.version is not None:
+        _check_int(q.version.version, _U32, "version.version")
+        if q.version.how not in (WSAECOMPARATOR.COMP_EQUAL, WSAECOMPARATOR.COMP_NOTLESS):
+            raise QuerySetError(f"version.how is {q.version.how!r}, not a WSAECOMPARATOR")
+    _check_int(q.namespace, _U32, "namespace")
+    _check_int(q.output_flags, _U32, "output_flags")
+    for what, count in (("protocols", len(q.protocols)), ("cs_addrs", len(q.cs_addrs))):
+        if count > MAX_COUNT:
+            raise QuerySetError(f"{what} holds {count} items; a reader accepts {MAX_COUNT}")
+    for i, p in enumerate(q.protocols):
+        _check_int(p.family, _I32, f"protocols[{i}].family")
+        _check_int(p.protocol, _I32, f"protocols[{i}].protocol")
+    for i, cs in enumerate(q.cs_addrs):
+        _check_sockaddr(cs.local, f"cs_addrs[{i}].local")
+        _check_sockaddr(cs.remote, f"cs_addrs[{i}].remote")
+        _check_int(cs.socket_type, _I32, f"cs_addrs[{i}].socket_type")
+        _check_int(cs.protocol, _I32, f"cs_addrs[{i}].protocol")
+    if q.blob is not None and len(q.blob) > MAX_BLOB_BYTES:
+        raise QuerySetError(f"blob is {len(q.blob)} bytes; a reader accepts {MAX_BLOB_BYTES}")
+
+
 def _build_image(q: QuerySet, kind: Kind) -> _Image:
+    _check(q)
     hdr = _QS2W if kind == "2W" else _QSW
     b = _Builder(hdr.size)
 

@@ -14,6 +14,8 @@ of NUL-terminated UTF-16 strings in nspv2, with one policy (see its docstring).
 from __future__ import annotations
 
 import ctypes
+import functools
+import operator
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -93,8 +95,6 @@ else:
 #: (UNICODE_STRING) can hold.
 WSTR_MAX_CHARS = 32767
 
-_PAGE = 4096
-
 
 def wstr(text: str) -> ctypes.Array[ctypes.c_uint16]:
     """Return a NUL-terminated UTF-16LE buffer holding ``text``.
@@ -131,9 +131,13 @@ def read_wstr(
     - Bound: at most ``max_chars`` code units before the terminator. With
       ``within=(start, end)``, every byte read (terminator included) must also
       lie in ``[start, end)``.
-    - Reads stop at the terminator and never cross into a page the string has
-      not reached: a string with no terminator makes the reader touch nothing
-      past the page holding its bound.
+    - Never a byte past what is known to be valid. Without ``within``, the
+      only memory known to be valid is the string itself, up to its
+      terminator: the reader reads it code unit by code unit and stops at the
+      terminator. With ``within``, the caller vouches for ``[start, end)``: the
+      reader reads chunks of it (never past ``end``), which is faster for long
+      strings. A string with no terminator is read up to its bound, no
+      further.
     - Refused, with :class:`WstrError` (a ``ValueError``) naming ``what``: an
       odd address, an address outside ``within``, and no terminator within
       the bound.
@@ -150,32 +154,53 @@ def read_wstr(
         return None
     if address % 2:
         raise WstrError(f"{what} is not 2-byte aligned")
-    full = 2 * (max_chars + 1)
-    limit = full
-    if within is not None:
-        if address < within[0] or address >= within[1]:
-            raise WstrError(f"{what} lies outside its memory")
-        limit = min(limit, within[1] - address)
+    full = max_chars + 1  # units the bound lets the reader examine
+    if within is None:
+        units = _count_units(address, full)
+        if units < 0:
+            raise WstrError(f"{what} has no terminator within {max_chars} characters")
+        return ctypes.string_at(address, 2 * units).decode("utf-16-le", errors="surrogatepass")
+    if address < within[0] or address + 2 > within[1]:
+        raise WstrError(f"{what} lies outside its memory")
+    limit = min(2 * full, (within[1] - address) & ~1)  # bytes the reader may read
     chunks: list[bytes] = []
     total = 0
-    pos = address
-    want = 256
+    span = _FIRST_CHUNK
     while total < limit:
-        span = min(_PAGE - (pos % _PAGE), limit - total, want)
-        chunk = ctypes.string_at(pos, span)
-        start = 0
-        while True:
-            found = chunk.find(b"\0\0", start)
-            if found < 0:
-                break
-            if found % 2 == 0:
-                chunks.append(chunk[:found])
-                return b"".join(chunks).decode("utf-16-le", errors="surrogatepass")
-            start = found + 1
+        span = min(span, limit - total)
+        chunk = ctypes.string_at(address + total, span)
+        found = chunk.find(b"\0\0")
+        while found >= 0 and found % 2:  # a zero high byte then a zero low byte
+            found = chunk.find(b"\0\0", found + 1)
+        if found >= 0:
+            chunks.append(chunk[:found])
+            return b"".join(chunks).decode("utf-16-le", errors="surrogatepass")
         chunks.append(chunk)
         total += span
-        pos += span
-        want = min(want * 2, _PAGE)
-    if total < full:
+        span *= 4
+    if limit < 2 * full:
         raise WstrError(f"{what} has no terminator inside its memory")
     raise WstrError(f"{what} has no terminator within {max_chars} characters")
+
+
+# First chunk of a bounded read, in bytes (even: chunks stay unit-aligned).
+_FIRST_CHUNK = 256
+
+
+@functools.lru_cache(maxsize=8)
+def _units_type(count: int) -> type[ctypes.Array[ctypes.c_uint16]]:
+    return ctypes.c_uint16 * count
+
+
+def _count_units(address: int, limit: int) -> int:
+    """Code units before the first zero unit at ``address``, examining at most
+    ``limit`` units one at a time (a memoryview iterates item by item and
+    ``operator.indexOf`` stops at the first match, both in C); -1 if none.
+    Nothing past the zero unit is read."""
+    units = memoryview(_units_type(limit).from_address(address)).cast("B").cast("H")
+    try:
+        return operator.indexOf(units, 0)
+    except ValueError:
+        return -1
+    finally:
+        units.release()
