@@ -11,11 +11,19 @@ class WinsockError(Exception):
     """A Winsock error code, with its symbolic name.
 
     Raise it from a provider callback to fail the call with ``code``; nspv2's
-    host bindings raise it when a Winsock function fails.
+    host bindings raise it when a Winsock function fails. ``code`` must fit
+    in 32 bits (a signed INT or a DWORD such as an HRESULT): anything else
+    is refused with ValueError, since C would silently truncate it (a code
+    of 2**32 would arrive as NO_ERROR). Raised from a slot, a WinsockError
+    of NO_ERROR fails the call with WSANO_RECOVERY (see
+    :mod:`nspv2.provider.routine`).
     """
 
     def __init__(self, code: int, message: str | None = None) -> None:
-        self.code = int(code)
+        code = int(code)
+        if not -(2**31) <= code < 2**32:
+            raise ValueError(f"a Winsock error code fits in 32 bits; {code} does not")
+        self.code = code
         self.message = message
         text = error_meaning(self.code)
         super().__init__(f"{text}: {message}" if message else text)

@@ -12,9 +12,20 @@ Every slot is guarded (:func:`guard_int`, :func:`guard_async`,
 raised in a slot            the call fails with
 ==========================  =========================================
 ``WinsockError(code)``      ``code``
+``WinsockError(0)``         ``WSANO_RECOVERY`` (logged: "failing" with
+                            NO_ERROR would report a phantom success)
 ``MemoryError``             ``WSA_NOT_ENOUGH_MEMORY``
 anything else               ``WSANO_RECOVERY`` (logged with traceback)
 ==========================  =========================================
+
+A code outside 32 bits cannot be built (``WinsockError`` raises
+ValueError, which the guard turns into WSANO_RECOVERY like any bug); a code
+changed afterwards to such a value is treated the same way.
+
+The guards' own reporting never lets an exception reach C: if logging or
+the error channel fails (even with RecursionError at the recursion limit),
+the call still fails with its code, and nothing is left to
+``sys.unraisablehook``.
 
 INT slots fail by ``WSASetLastError(code)`` and returning ``SOCKET_ERROR``;
 NextEx and SetServiceEx by ``WSAProviderCompleteAsyncCall(hAsyncCall,
@@ -40,6 +51,8 @@ __all__ = [
     "Routine",
     "RoutineClosedError",
     "code_for_exception",
+    "log_failure",
+    "report_exception",
 ]
 
 log = logging.getLogger("nspv2")
@@ -50,6 +63,7 @@ log = logging.getLogger("nspv2")
 #: retry it as they would WSATRY_AGAIN, and it cannot be mistaken for a
 #: validation error (WSAEINVAL) or a normal end (WSA_E_NO_MORE).
 FALLBACK_ERROR = WSAError.WSANO_RECOVERY
+_FALLBACK = int(FALLBACK_ERROR)
 
 #: Winsock refuses to advertise a table without these.
 REQUIRED_SLOTS = ("NSPv2LookupServiceBegin", "NSPv2LookupServiceNextEx", "NSPv2LookupServiceEnd")
@@ -78,18 +92,39 @@ class RoutineClosedError(RuntimeError):
 
 
 def code_for_exception(exc: BaseException) -> int:
-    """The Winsock code a slot fails with when ``exc`` escapes it."""
+    """The Winsock code a slot fails with when ``exc`` escapes it (as C's
+    signed INT). A WinsockError whose code is NO_ERROR or does not fit in 32
+    bits fails with WSANO_RECOVERY instead."""
     if isinstance(exc, WinsockError):
-        return exc.code
+        code = exc.code
+        if type(code) is int and code != NO_ERROR and -(2**31) <= code < 2**32:
+            return code - 2**32 if code >= 2**31 else code
+        return int(FALLBACK_ERROR)
     if isinstance(exc, MemoryError):
         return int(WSAError.WSA_NOT_ENOUGH_MEMORY)
     return int(FALLBACK_ERROR)
 
 
+def log_failure(message: str, name: str, exc: BaseException) -> None:
+    """Log ``exc`` with its traceback; never raises (logging itself may fail,
+    e.g. with RecursionError near the recursion limit)."""
+    try:
+        log.error(message, name, exc_info=exc)
+    except BaseException:
+        pass
+
+
 def _report(slot: str, exc: BaseException) -> int:
     code = code_for_exception(exc)
-    if isinstance(exc, WinsockError):
+    if isinstance(exc, WinsockError) and code != FALLBACK_ERROR:
         log.debug("%s failed: %s", slot, exc)
+    elif isinstance(exc, WinsockError):
+        log.error(
+            "%s raised WinsockError(%r), which no call can fail with; failing it with %s",
+            slot,
+            exc.code,
+            code_name(code),
+        )
     else:
         log.error(
             "%s raised %s; failing the call with %s",
@@ -99,6 +134,17 @@ def _report(slot: str, exc: BaseException) -> int:
             exc_info=exc,
         )
     return code
+
+
+def report_exception(slot: str, exc: BaseException) -> int:
+    """Log ``exc`` as the guards do and return the code to fail with; never raises."""
+    try:
+        return _report(slot, exc)
+    except BaseException:
+        try:
+            return code_for_exception(exc)
+        except BaseException:
+            return _FALLBACK
 
 
 ChannelSource = Callable[[], ErrorChannel]
@@ -121,10 +167,22 @@ def guard_int(
                 return result
             return int(result)
         except BaseException as exc:
+            # No call below may raise out of here: each has its own fallback.
+            code = _FALLBACK
             try:
-                channel().set_last_error(_report(slot, exc))
+                code = _report(slot, exc)
             except BaseException:
-                log.exception("%s: could not set the last error", slot)
+                try:
+                    code = code_for_exception(exc)
+                except BaseException:
+                    pass
+            try:
+                channel().set_last_error(code)
+            except BaseException:
+                try:
+                    log.error("%s: could not set the last error", slot)
+                except BaseException:
+                    pass
             return SOCKET_ERROR
 
     return thunk
@@ -142,17 +200,29 @@ def guard_async(
                 raise WinsockError(WSAError.WSAEINVALIDPROVIDER, "routine table closed")
             fn(h_async, *args)
         except BaseException as exc:
+            # No call below may raise out of here: each has its own fallback.
+            code = _FALLBACK
             try:
-                rc = channel().complete(h_async, _report(slot, exc))
-                if rc != NO_ERROR:
+                code = _report(slot, exc)
+            except BaseException:
+                try:
+                    code = code_for_exception(exc)
+                except BaseException:
+                    pass
+            try:
+                rc = channel().complete(h_async, code)
+            except BaseException:
+                rc = None
+            if rc != NO_ERROR:
+                try:
                     log.warning(
                         "%s: completing async call %s after an exception returned %s",
                         slot,
                         h_async,
                         rc,
                     )
-            except BaseException:
-                log.exception("%s: could not complete async call %s", slot, h_async)
+                except BaseException:
+                    pass
 
     return thunk
 

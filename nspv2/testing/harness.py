@@ -71,11 +71,15 @@ class SlotCall:
 
     @property
     def code(self) -> int:
-        """The call's outcome: NO_ERROR, or the error it reported."""
+        """The call's outcome: NO_ERROR, or the error it reported.
+
+        SOCKET_ERROR without a last error is still a failure: WSAEINVAL, as
+        the native host reports it.
+        """
         if self.completion is not None:
             return self.completion
         if self.returned == SOCKET_ERROR:
-            return self.last_error
+            return self.last_error or int(WSAError.WSAEINVAL)
         return NO_ERROR
 
     @property
