@@ -406,10 +406,13 @@ def test_end_while_next_pending_cancels_it() -> None:
         )
         assert p.entered.wait(5)
         assert h.end(begun.value).returned == NO_ERROR
-        assert h.channel.wait(h_async, 5) == WSAError.WSA_E_CANCELLED
-        p.release.set()
         time.sleep(0.1)
-        assert h.channel.refused == 0  # the worker did not complete it a second time
+        assert h.channel.pending() == 1  # End marked the lookup; the worker owns the call
+        p.release.set()
+        assert h.channel.wait(h_async, 5) == WSAError.WSA_E_CANCELLED
+        time.sleep(0.1)
+        assert h.channel.refused == 0  # completed once, by the worker
+        assert buf.raw == bytes(4096)  # and nothing written
         assert p.registry.open_counts() == {"sessions": 1, "lookups": 0}
     p.close()
     assert p.closed_generators == 1

@@ -30,11 +30,12 @@ overridden. Any method may raise ``WinsockError(code)``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
@@ -43,8 +44,8 @@ from ..sdk.winsock2 import LUP, NO_ERROR, NS, WSAESETSERVICEOP, WSAError
 from .channel import ErrorChannel
 from .errors import WinsockError
 from .queryset import QuerySet
-from .registry import EndedBy, Lookup, Registry, Session, close_results
-from .routine import Routine, code_for_exception
+from .registry import EndedBy, Lookup, Registry, Session, close_taken
+from .routine import Routine, log_failure, report_exception
 
 __all__ = ["Provider"]
 
@@ -54,6 +55,9 @@ _EFAULT = int(WSAError.WSAEFAULT)
 _NO_MORE = int(WSAError.WSA_E_NO_MORE)
 _INVALID_HANDLE = int(WSAError.WSA_INVALID_HANDLE)
 _CANCELLED = int(WSAError.WSA_E_CANCELLED)
+_ALREADY = int(WSAError.WSAEALREADY)
+_NEXT_SLOT = "NSPv2LookupServiceNextEx"
+_COMMUNICATION_ERROR = Reason.CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_ERROR
 _FLUSH = int(LUP.LUP_FLUSHPREVIOUS)
 _u32_at = ctypes.c_uint32.from_address
 _ptr_at = ctypes.c_void_p.from_address
@@ -81,7 +85,9 @@ class Provider:
     name: ClassVar[str | None] = None
     #: If True, NextEx returns at once and the result is produced and the
     #: call completed from a worker thread (as a provider doing network I/O
-    #: would); NSPv2LookupServiceEnd then cancels a NextEx still in flight.
+    #: would). Ending the lookup meanwhile (End, its session ending, the
+    #: table closing) only marks it ended; the worker, which owns the call,
+    #: then completes it WSA_E_CANCELLED without writing the buffer.
     complete_from_thread: ClassVar[bool] = False
     #: Names ``nspv2 check`` looks up (the first is also what ``nspv2 bench``
     #: asks for): each becomes a query set's ``lpszServiceInstanceName``.
@@ -95,9 +101,6 @@ class Provider:
 
     _routine_obj: Routine | None = None
     _registry_obj: Registry | None = None
-    #: Why a rundown ends a session: the client went away, unless the host
-    #: is running sessions down because the provider is being unadvertised.
-    _rundown_reason: Reason = Reason.CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_ERROR
 
     def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> Iterable[QuerySet]:
         """Return the results of a lookup (an iterable of QuerySet).
@@ -176,6 +179,7 @@ class Provider:
             raise TypeError(f"{cls.__name__}.provider_id must be a uuid.UUID, not {pid!r}")
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
+        self.registry.reopen()
         routine = Routine(
             **self._slot_callables(),
             version=cls.version,
@@ -217,7 +221,9 @@ class Provider:
         self.close()
 
     def _on_close(self) -> None:
-        ended = self.registry.close_all(
+        # The registry refuses new sessions first: a Startup racing close()
+        # either ends here with the others or fails; none is left open.
+        ended = self.registry.close(
             EndedBy.CLOSE, Reason.CPNATFWT_SESSION_TERMINATION_PLATFORM_SHUTDOWN
         )
         hook = self._hook("client_session_rundown")
@@ -225,8 +231,8 @@ class Provider:
             if hook is not None:
                 try:
                     hook(session)
-                except Exception:
-                    log.exception("%s: client_session_rundown on close", self.display_name)
+                except BaseException as exc:  # every session's hook runs
+                    log_failure("%s: client_session_rundown on close", self.display_name, exc)
         executor = getattr(self, "_executor", None)
         if executor is not None:
             executor.shutdown(wait=True)
@@ -240,13 +246,30 @@ class Provider:
         )
         return self.registry.close_all(ended_by, reason)
 
+    @contextlib.contextmanager
+    def running_down(self, reason: Reason) -> Iterator[None]:
+        """The host is about to run down every open session (e.g. unadvertise).
+
+        Each session open now is marked: its NSPv2ClientSessionRundown, on
+        whichever thread the host delivers it (during or after the block),
+        ends it with ``reason``. A rundown of any other session (a client
+        that really went away) still reports OTHER_COMMUNICATION_ERROR. The
+        reason travels with the sessions, never through a provider-wide
+        setting toggled around the C call::
+
+            with provider.running_down(Reason.CPNATFWT_SESSION_TERMINATION_PLATFORM_SHUTDOWN):
+                winsock.unadvertise(provider_id)
+        """
+        self.registry.mark_rundown(reason)
+        yield
+
     # -- slots (pointers arrive as integers) --------------------------------------------
 
     def _slot_startup(self, provider_id: int | None, pp_session: int | None) -> int:
         if not pp_session:
             raise WinsockError(WSAError.WSAEINVAL, "ppvClientSessionArg is NULL")
         pid = uuid.UUID(bytes_le=ctypes.string_at(provider_id, 16)) if provider_id else None
-        session = self.registry.new_session(pid)
+        session = self.registry.new_session(pid)  # WSAEINVALIDPROVIDER once closed
         hook = self._hook("startup")
         if hook is not None:
             try:
@@ -258,6 +281,10 @@ class Provider:
                     Reason.CPNATFWT_SESSION_TERMINATION_PROVIDER_OTHER_FAILURE,
                 )
                 raise
+        if session.ended:  # ended meanwhile (the table closed): it was ended once, there
+            raise WinsockError(
+                WSAError.WSAEINVALIDPROVIDER, f"client session {session.token:#x} ended in Startup"
+            )
         _ptr_at(pp_session).value = session.token
         return NO_ERROR
 
@@ -275,7 +302,7 @@ class Provider:
         return NO_ERROR
 
     def _slot_rundown(self, _provider_id: int | None, token: int | None) -> None:
-        session = self.registry.end_session(token, EndedBy.RUNDOWN, self._rundown_reason)
+        session = self.registry.end_session(token, EndedBy.RUNDOWN, _COMMUNICATION_ERROR)
         if session is None:
             log.warning(
                 "%s: NSPv2ClientSessionRundown for unknown or ended session %r ignored",
@@ -302,10 +329,22 @@ class Provider:
             raise WinsockError(WSAError.WSAEINVAL, "lphLookup is NULL")
         query = QuerySet.from_address(restrictions)
         results = iter(self.lookup(session, query, flags))
-        lookup = self.registry.new_lookup(session, query, flags)
-        lookup.results = results
+        # If the session ended since the check above, this closes results
+        # and fails Begin with WSAEINVAL.
+        lookup = self.registry.new_lookup(session, query, flags, results)
         _ptr_at(ph_lookup).value = lookup.handle
         return NO_ERROR
+
+    # NextEx: one owner per call. ---------------------------------------------------
+    #
+    # The slot that accepts a NextEx (or, with complete_from_thread, the worker
+    # it hands the call to) owns it: it is the only party that writes the
+    # caller's buffer or length and the only one that completes the call, once.
+    # It decides under lookup.lock: if the lookup has ended, WSA_E_CANCELLED
+    # without writing; otherwise it writes and completes, still under the lock.
+    # Ending a lookup only marks it ended under the same lock, so nothing is
+    # ever written after a completion. One NextEx at a time per lookup: a second
+    # one while the first is in flight completes at once with WSAEALREADY.
 
     def _slot_next_ex(
         self,
@@ -320,16 +359,26 @@ class Provider:
         channel = routine.channel_now()
         lookup = self.registry.lookup(h_lookup)
         if lookup is None:
-            channel.complete(h_async, _INVALID_HANDLE)
+            raise WinsockError(_INVALID_HANDLE, f"no open lookup {h_lookup!r}")
+        if not h_async:
+            raise WinsockError(WSAError.WSAEINVAL, "hAsyncCall is NULL")
+        with lookup.lock:
+            if lookup.ended:
+                raise WinsockError(_CANCELLED, "the lookup has ended")
+            if lookup.in_flight is not None:
+                raise WinsockError(_ALREADY, "another NextEx on this lookup is in flight")
+            lookup.in_flight = h_async  # from here on, _next_step owns the call
+        if not self.complete_from_thread:
+            self._next_step(channel, h_async, lookup, flags, p_length, p_results)
             return
-        if self.complete_from_thread:
-            with lookup.lock:
-                lookup.pending_async = h_async
+        try:
             self._pool().submit(
                 self._next_step, channel, h_async, lookup, flags, p_length, p_results
             )
-            return
-        self._next_step(channel, h_async, lookup, flags, p_length, p_results)
+        except BaseException:
+            with lookup.lock:  # not handed over: the guard completes it
+                lookup.in_flight = None
+            raise
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._executor_lock:
@@ -342,53 +391,87 @@ class Provider:
     def _next_step(
         self,
         channel: ErrorChannel,
-        h_async: int | None,
+        h_async: int,
         lookup: Lookup,
         flags: int,
         p_length: int | None,
         p_results: int | None,
     ) -> None:
+        """Run a NextEx this thread owns; complete it exactly once."""
+        code = int(WSAError.WSANO_RECOVERY)
+        to_close: object = None
+        failure: BaseException | None = None
         try:
-            code = self._produce(lookup, flags, p_length, p_results)
-        except BaseException as exc:
-            code = code_for_exception(exc)
-            if not isinstance(exc, WinsockError):
-                log.error("%s: lookup results raised", self.display_name, exc_info=exc)
-        if lookup.ended and lookup.results is not None:
-            close_results(lookup)
-        if self.complete_from_thread:
+            try:
+                self._pull(lookup, flags, p_length)  # the generator runs unlocked
+            except BaseException as exc:
+                failure = exc
             with lookup.lock:
-                if lookup.pending_async != h_async:
-                    return  # End cancelled it and completed it already
-                lookup.pending_async = None
-        channel.complete(h_async, code)
+                try:
+                    lookup.in_flight = None
+                    if lookup.ended:
+                        lookup.pulled = None
+                        to_close, lookup.results = lookup.results, None
+                        code = _CANCELLED
+                    elif failure is not None:
+                        code = report_exception(_NEXT_SLOT, failure)
+                    else:
+                        code = self._produce(lookup, flags, p_length, p_results)
+                except BaseException as exc:
+                    code = report_exception(_NEXT_SLOT, exc)
+                finally:
+                    try:
+                        channel.complete(h_async, code)
+                    except BaseException as exc:
+                        log_failure("%s: completing NextEx", self.display_name, exc)
+        finally:
+            if to_close is not None:
+                close_taken(lookup, to_close)
+
+    def _pull(self, lookup: Lookup, flags: int, p_length: int | None) -> None:
+        """Pull the next result into ``lookup.pulled`` unless the held one
+        will be returned. Runs without the lock; the owner alone touches
+        ``results`` while ``in_flight`` is set (End leaves it to the owner)."""
+        if not p_length:
+            raise WinsockError(WSAError.WSAEINVAL, "lpdwBufferLength is NULL")
+        with lookup.lock:
+            if lookup.ended or (lookup.held is not None and not flags & _FLUSH):
+                return
+            results = lookup.results
+        if results is None:
+            return
+        try:
+            result = next(results)
+        except StopIteration:
+            with lookup.lock:
+                if lookup.results is results:
+                    lookup.results = None
+            return
+        if not isinstance(result, QuerySet):
+            raise TypeError(f"lookup() yielded {type(result).__name__}, not QuerySet")
+        with lookup.lock:
+            lookup.pulled = result
 
     def _produce(
         self, lookup: Lookup, flags: int, p_length: int | None, p_results: int | None
     ) -> int:
-        if not p_length:
-            raise WinsockError(WSAError.WSAEINVAL, "lpdwBufferLength is NULL")
-        if lookup.ended:
-            return _CANCELLED
-        length = _u32_at(p_length)
+        """Write the call's outcome into the caller's buffer and length; the
+        owner calls it under ``lookup.lock``, the lookup not ended. A result
+        that cannot be written stays held for the next call."""
         if flags & _FLUSH:
             lookup.held = None
+        if lookup.held is None:
+            lookup.held = lookup.pulled
+        lookup.pulled = None
         result = lookup.held
         if result is None:
-            results = lookup.results
-            if results is None:
-                return _NO_MORE
-            try:
-                result = next(results)
-            except StopIteration:
-                lookup.results = None
-                return _NO_MORE
-            if not isinstance(result, QuerySet):
-                raise TypeError(f"lookup() yielded {type(result).__name__}, not QuerySet")
+            return _NO_MORE
+        if not p_length:
+            raise WinsockError(WSAError.WSAEINVAL, "lpdwBufferLength is NULL")
+        length = _u32_at(p_length)
         size = result.required_size()
         if length.value < size:
             length.value = size
-            lookup.held = result
             return _EFAULT
         if not p_results:
             raise WinsockError(WSAError.WSAEINVAL, "lpqsResults is NULL")
@@ -397,17 +480,11 @@ class Provider:
         return NO_ERROR
 
     def _slot_end(self, h_lookup: int | None) -> int:
+        # Marks the lookup ended and closes its generator unless a NextEx is
+        # running it; never completes that NextEx (its owner does).
         lookup = self.registry.end_lookup(h_lookup)
         if lookup is None:
             raise WinsockError(WSAError.WSA_INVALID_HANDLE, f"no open lookup {h_lookup!r}")
-        if self.complete_from_thread:
-            with lookup.lock:
-                pending = lookup.pending_async
-                lookup.pending_async = None
-            if pending:
-                routine = self._routine_obj
-                assert routine is not None
-                routine.channel_now().complete(pending, _CANCELLED)
         return NO_ERROR
 
     def _slot_set_service(
@@ -432,4 +509,10 @@ class Provider:
                 WSAError.WSAEINVAL, f"unknown WSAESETSERVICEOP {operation}"
             ) from None
         self.set_service(session, query, op, flags)
-        routine.channel_now().complete(h_async, NO_ERROR)
+        # The slot owns the call: the guard completes it with the code of
+        # anything raised above; otherwise it is completed here, once, and
+        # nothing after this can raise into the guard.
+        try:
+            routine.channel_now().complete(h_async, NO_ERROR)
+        except BaseException as exc:
+            log_failure("%s: completing SetServiceEx", self.display_name, exc)

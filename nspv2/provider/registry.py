@@ -7,8 +7,22 @@ resolves to the same object. ``NSPv2LookupServiceBegin`` creates a
 process-wide counter: non-zero, never reused, never an address or ``id()``,
 and a lookup handle is never a valid session token (or the reverse).
 
-Every operation takes the registry's lock, so calls may arrive from any
-number of native threads. A session ends exactly once; so does a lookup.
+Every operation, reads included, takes the registry's lock, so calls may
+arrive from any number of native threads (correctness does not rest on the
+GIL). A session ends exactly once; so does a lookup.
+
+Lookup ownership (enforced here and in :mod:`nspv2.provider.base`):
+
+- A lookup's ``results``, ``held`` and ``in_flight`` are read and written
+  only under ``lookup.lock``. Lock order: the registry's lock, then a
+  lookup's lock; no provider code runs under either.
+- Ending a lookup (End, its session ending, the table closing) only marks
+  it ``ended`` under its lock. It never completes a NextEx in flight: that
+  call's owner (the thread running it) completes it, exactly once, under
+  the lookup's lock: WSA_E_CANCELLED without writing if the lookup ended,
+  else it writes the result and completes NO_ERROR.
+- The generator is closed exactly once: by whoever ends the lookup, or, if
+  a NextEx is running it at that moment, by that NextEx when it is done.
 """
 
 from __future__ import annotations
@@ -25,18 +39,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
+from ..sdk.winsock2 import WSAError
+from .errors import WinsockError
 from .queryset import QuerySet
 
-__all__ = ["EndedBy", "Lookup", "Registry", "Session", "close_results", "new_token"]
+__all__ = ["EndedBy", "Lookup", "Registry", "Session", "close_results", "close_taken", "new_token"]
 
 # One counter for every token and handle in the process. It starts well
 # above small integers so that a stray 0/1/-1 never names anything.
 _tokens = itertools.count(0x10001)
+_tokens_lock = threading.Lock()
+log = logging.getLogger("nspv2")
 
 
 def new_token() -> int:
     """A fresh non-zero identifier, unique in this process."""
-    return next(_tokens)
+    with _tokens_lock:  # not the GIL: next() on a shared counter is not atomic everywhere
+        return next(_tokens)
 
 
 class EndedBy(enum.Enum):
@@ -65,6 +84,10 @@ class Session:
     ended_by: EndedBy | None = None
     end_reason: Reason | None = None
     ended_at: float | None = None
+    #: Set when the host started running the session's provider down (e.g.
+    #: unadvertise): the reason its rundown then reports, on whatever thread
+    #: the host delivers it. Never cleared.
+    rundown_reason: Reason | None = None
     _registry: Registry | None = field(default=None, repr=False)
     _lookups: set[int] = field(default_factory=set, repr=False)
 
@@ -104,9 +127,22 @@ class Lookup:
     flags: int
     results: Iterator[QuerySet] | None = None
     held: QuerySet | None = None  # a result that did not fit, returned again next time
-    pending_async: int | None = None  # async handle of a NextEx in flight
+    #: The result the NextEx in flight pulled from ``results`` (its owner's).
+    pulled: QuerySet | None = None
+    #: Async handle of the NextEx in flight (its owner completes it), or None.
+    in_flight: int | None = None
     ended: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def end_locked(self) -> Iterator[QuerySet] | None:
+        """Mark ended (caller holds ``lock``); return the generator to close,
+        or None if a NextEx in flight will close it."""
+        self.ended = True
+        self.held = None
+        if self.in_flight is not None:
+            return None
+        results, self.results = self.results, None
+        return results
 
 
 class Registry:
@@ -122,13 +158,18 @@ class Registry:
         self.sessions_ended = 0
         self.lookups_started = 0
         self.lookups_ended = 0
+        self._closed = False
 
     # -- sessions -------------------------------------------------------------
 
     def new_session(self, provider_id: uuid.UUID | None) -> Session:
+        """A new open session; WSAEINVALIDPROVIDER once :meth:`close` ran
+        (a Startup racing the table's close never leaves a session open)."""
         session = Session(new_token(), provider_id)
         session._registry = self
         with self._lock:
+            if self._closed:
+                raise WinsockError(WSAError.WSAEINVALIDPROVIDER, "routine table closed")
             self._sessions[session.token] = session
             self.sessions_started += 1
         return session
@@ -137,14 +178,16 @@ class Registry:
         """The open session for ``token``, or None."""
         if not token:
             return None
-        return self._sessions.get(token)
+        with self._lock:
+            return self._sessions.get(token)
 
     def end_session(
         self, token: int | None, ended_by: EndedBy, reason: Reason | None
     ) -> Session | None:
         """End an open session exactly once; None if unknown or already ended.
 
-        Its open lookups end with it.
+        Its open lookups end with it. A rundown of a session marked with a
+        ``rundown_reason`` reports that reason instead of ``reason``.
         """
         if not token:
             return None
@@ -152,6 +195,8 @@ class Registry:
             session = self._sessions.pop(token, None)
             if session is None:
                 return None
+            if ended_by is EndedBy.RUNDOWN and session.rundown_reason is not None:
+                reason = session.rundown_reason
             session.ended = True
             session.ended_by = ended_by
             session.end_reason = reason
@@ -160,12 +205,20 @@ class Registry:
             self.ended.append(session)
             orphans = [self._lookups.pop(h) for h in session._lookups if h in self._lookups]
             session._lookups.clear()
+            to_close = []
             for lk in orphans:
-                lk.ended = True
+                with lk.lock:
+                    to_close.append(lk.end_locked())
                 self.lookups_ended += 1
-        for lk in orphans:
-            close_results(lk)
+        for lk, results in zip(orphans, to_close, strict=True):
+            close_taken(lk, results)
         return session
+
+    def mark_rundown(self, reason: Reason) -> None:
+        """Mark every open session: a later rundown of it reports ``reason``."""
+        with self._lock:
+            for session in self._sessions.values():
+                session.rundown_reason = reason
 
     def sessions(self) -> list[Session]:
         with self._lock:
@@ -173,20 +226,32 @@ class Registry:
 
     # -- lookups ----------------------------------------------------------------
 
-    def new_lookup(self, session: Session, restrictions: QuerySet | None, flags: int) -> Lookup:
-        lookup = Lookup(new_token(), session, restrictions, flags)
+    def new_lookup(
+        self,
+        session: Session,
+        restrictions: QuerySet | None,
+        flags: int,
+        results: Iterator[QuerySet] | None = None,
+    ) -> Lookup:
+        """A new lookup of ``session`` over ``results``. If the session has
+        ended meanwhile, ``results`` is closed and this raises WSAEINVAL."""
+        lookup = Lookup(new_token(), session, restrictions, flags, results)
         with self._lock:
-            if session.ended:
-                raise LookupError("session ended")
-            self._lookups[lookup.handle] = lookup
-            session._lookups.add(lookup.handle)
-            self.lookups_started += 1
+            ended = session.ended
+            if not ended:
+                self._lookups[lookup.handle] = lookup
+                session._lookups.add(lookup.handle)
+                self.lookups_started += 1
+        if ended:
+            close_taken(lookup, results)
+            raise WinsockError(WSAError.WSAEINVAL, f"client session {session.token:#x} ended")
         return lookup
 
     def lookup(self, handle: int | None) -> Lookup | None:
         if not handle:
             return None
-        return self._lookups.get(handle)
+        with self._lock:
+            return self._lookups.get(handle)
 
     def end_lookup(self, handle: int | None) -> Lookup | None:
         """End an open lookup exactly once; None if unknown or already ended."""
@@ -196,10 +261,11 @@ class Registry:
             lookup = self._lookups.pop(handle, None)
             if lookup is None:
                 return None
-            lookup.ended = True
+            with lookup.lock:
+                results = lookup.end_locked()
             lookup.session._lookups.discard(handle)
             self.lookups_ended += 1
-        close_results(lookup)
+        close_taken(lookup, results)
         return lookup
 
     def lookups(self) -> list[Lookup]:
@@ -212,6 +278,22 @@ class Registry:
         """What is open now: ``{"sessions": n, "lookups": m}`` (for leak checks)."""
         with self._lock:
             return {"sessions": len(self._sessions), "lookups": len(self._lookups)}
+
+    @property
+    def closed(self) -> bool:
+        with self._lock:
+            return self._closed
+
+    def close(self, ended_by: EndedBy, reason: Reason) -> list[Session]:
+        """Refuse new sessions from now on, then end every open one."""
+        with self._lock:
+            self._closed = True
+        return self.close_all(ended_by, reason)
+
+    def reopen(self) -> None:
+        """Accept sessions again (a new routine table for the provider)."""
+        with self._lock:
+            self._closed = False
 
     def close_all(self, ended_by: EndedBy, reason: Reason) -> list[Session]:
         """End every open session (and so every lookup)."""
@@ -226,19 +308,30 @@ class Registry:
 
 
 def close_results(lookup: Lookup) -> None:
-    """Close a lookup's result generator (runs its ``finally`` blocks).
+    """Close a lookup's result generator now, unless a NextEx is running it
+    (that NextEx closes it when it is done, if the lookup has ended)."""
+    with lookup.lock:
+        if lookup.in_flight is not None:
+            return
+        results, lookup.results = lookup.results, None
+    close_taken(lookup, results)
 
-    If the generator is running on another thread (a NextEx in flight), it
-    is left for that thread to close when it is done.
+
+def close_taken(lookup: Lookup, results: object) -> None:
+    """Close ``results`` (runs a generator's ``finally``); never raises.
+
+    The caller took ``results`` out of the lookup under its lock, so it is
+    closed exactly once. Whatever its ``finally`` raises, BaseException
+    included (KeyboardInterrupt, SystemExit), is logged and goes no further:
+    the session or table being ended still ends completely.
     """
-    results = lookup.results
-    lookup.results = None
     close = getattr(results, "close", None)
     if close is None:
         return
     try:
         close()
-    except ValueError:  # "generator already executing": its NextEx closes it
-        lookup.results = results
-    except Exception:  # the generator's finally block failed
-        logging.getLogger("nspv2").exception("closing the results of lookup %#x", lookup.handle)
+    except BaseException as exc:
+        try:
+            log.error("closing the results of lookup %#x raised", lookup.handle, exc_info=exc)
+        except BaseException:
+            pass
