@@ -40,7 +40,7 @@ from ..sdk.winsock2 import (
     code_name,
 )
 from ..testing.harness import SlotHarness
-from .common import EXIT_OK, EXIT_PROBLEMS, Progress, add_json, emit_json
+from .common import EXIT_OK, EXIT_PROBLEMS, Progress, UsageError, add_json, emit_json
 
 if TYPE_CHECKING:
     import argparse
@@ -51,18 +51,38 @@ __all__ = ["CheckError", "Rule", "add_commands", "load_provider_class", "print_r
 
 _E = WSAError
 _MAX_RESULTS = 1000
+EXIT_INTERRUPTED = 130
+#: Seconds one step of a rule may take in ``nspv2 check`` (``--timeout``).
+DEFAULT_TIMEOUT = 10.0
 
 
 class CheckError(Exception):
     """The provider could not be loaded or constructed (exit 1 or 2)."""
 
-    def __init__(self, message: str, usage: bool) -> None:
+    def __init__(self, message: str, usage: bool, child_traceback: str = "") -> None:
         super().__init__(message)
         self.usage = usage
+        #: The traceback in the child process that ran the provider (``nspv2 check``).
+        self.child_traceback = child_traceback
 
 
 #: Why a rule about lookups cannot be exercised.
 NOTHING_TO_LOOK_UP = "nothing to look up: give check_queries on the class or --query NAME"
+
+# The rules, in the order they are reported.
+ESCAPED = "no exception escapes a slot"
+OPTIONAL = "optional slots fail with WSAEOPNOTSUPP"
+MALFORMED = "Begin rejects a malformed query set with WSAEINVAL"
+ENDED_HANDLE = "End with an ended handle gives WSA_INVALID_HANDLE"
+SIZES = "every short buffer gives WSAEFAULT with the exact size; then the full result"
+FLUSH = "LUP_FLUSHPREVIOUS drops the held result"
+END = "the end is WSA_E_NO_MORE"
+INSIDE = "packed results stay inside the buffer"
+SESSIONS = "each session ends once; nothing left open after cleanup and after rundown"
+RULE_NAMES = (ESCAPED, OPTIONAL, MALFORMED, ENDED_HANDLE, SIZES, FLUSH, END, INSIDE, SESSIONS)
+
+#: ``step(rule, what)``: the check starts on ``what`` (for a name, a slot) for ``rule``.
+Step = Callable[[str, str], None]
 
 
 @dataclass
@@ -94,6 +114,13 @@ class Rule:
     @property
     def status(self) -> str:
         return "skipped" if self.skipped is not None else "pass" if self.passed else "fail"
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Rule:
+        rule = cls(str(doc["rule"]), evidence=[str(e) for e in doc["evidence"]])
+        rule.passed = doc["status"] == "pass"
+        rule.skipped = None if doc["reason"] is None else str(doc["reason"])
+        return rule
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -198,9 +225,29 @@ def run_check(
     registrations: Sequence[str] = (),
     timeout_ms: int = 2000,
     progress: Callable[[str], None] | None = None,
+    on_step: Step | None = None,
+    on_rule: Callable[[Rule], None] | None = None,
 ) -> list[Rule]:
-    """Run every rule against a fresh instance of ``cls``; return the rows."""
-    say = progress or (lambda _text: None)
+    """Run every rule against a fresh instance of ``cls``; return the rows.
+
+    In this process: a provider that hangs or kills its process takes the
+    caller with it (the command line runs this in a child process, see
+    :mod:`nspv2.tools.check_worker`). ``on_step(rule, what)`` is called as the
+    check starts on each part of each rule, ``on_rule(row)`` as each row is final.
+    """
+
+    def step(rule: str, what: str) -> None:
+        if progress is not None:
+            progress(what)
+        if on_step is not None:
+            on_step(rule, what)
+
+    def final(rows: list[Rule]) -> list[Rule]:
+        for row in rows:
+            if on_rule is not None:
+                on_rule(row)
+        return rows
+
     queries = list(queries) or list(getattr(cls, "check_queries", ()))
     registrations = list(registrations) or list(getattr(cls, "check_registrations", ()))
     errors = _ErrorLog()
@@ -211,14 +258,12 @@ def run_check(
     sys.unraisablehook = unraisable.append
     rules: list[Rule] = []
     try:
-        say("isolated calls")
-        rules += _isolated_rules(cls, queries, registrations)
-        say("through the native host")
-        rules += _host_rules(cls, queries, registrations, timeout_ms, say)
+        rules += final(_isolated_rules(cls, queries, registrations, step))
+        rules += final(_host_rules(cls, queries, registrations, timeout_ms, step))
     finally:
         sys.unraisablehook = previous_hook
         logger.removeHandler(errors)
-    escaped = Rule("no exception escapes a slot")
+    escaped = Rule(ESCAPED)
     if unraisable:
         escaped.fail(f"{len(unraisable)} exception(s) reached C: {unraisable[0].exc_value!r}")
     unexpected = [r for r in errors.records if r.exc_info]
@@ -228,25 +273,30 @@ def run_check(
     if escaped.passed:
         escaped.note("no exception other than WinsockError was raised by the provider")
     rules.insert(0, escaped)
+    final([escaped])
     return rules
 
 
 def _isolated_rules(
-    cls: type[Provider], queries: list[str], registrations: list[str]
+    cls: type[Provider], queries: list[str], registrations: list[str], at: Step
 ) -> list[Rule]:
+    at(ENDED_HANDLE, "constructing the provider")
     provider = _instantiate(cls)
     ns = int(cls.namespace)
-    optional = Rule("optional slots fail with WSAEOPNOTSUPP")
-    malformed = Rule("Begin rejects a malformed query set with WSAEINVAL")
-    handle_rule = Rule("End with an ended handle gives WSA_INVALID_HANDLE")
+    optional = Rule(OPTIONAL)
+    malformed = Rule(MALFORMED)
+    handle_rule = Rule(ENDED_HANDLE)
     try:
         with SlotHarness(provider) as h:
+            at(ENDED_HANDLE, "NSPv2Startup through its C function pointer")
             token = h.startup().value
             for name in registrations:
+                at(ENDED_HANDLE, f"registering {name} through NSPv2SetServiceEx")
                 h.set_service(
                     token, QuerySet(name, namespace=ns), WSAESETSERVICEOP.RNRSERVICE_REGISTER
                 )
             for name in queries:
+                at(ENDED_HANDLE, f"{name}: Begin, End twice, NextEx on the ended handle")
                 begun = h.begin(token, QuerySet(name, namespace=ns))
                 if not begun.ok:
                     handle_rule.fail(f"{name}: Begin -> {code_name(begun.code)}")
@@ -262,6 +312,7 @@ def _isolated_rules(
                 )
             if not queries:
                 handle_rule.skip(NOTHING_TO_LOOK_UP)
+            at(OPTIONAL, "NSPv2SetServiceEx")
             if provider.implements("set_service"):
                 optional.note("NSPv2SetServiceEx is implemented (set_service)")
             else:
@@ -269,6 +320,7 @@ def _isolated_rules(
                 (optional.note if code == _E.WSAEOPNOTSUPP else optional.fail)(
                     f"NSPv2SetServiceEx (not implemented) -> {code_name(code)}"
                 )
+            at(MALFORMED, "Begin with malformed query sets")
             small = WSAQUERYSET2W()
             small.dwSize = 4
             nulls = WSAQUERYSET2W()
@@ -285,6 +337,7 @@ def _isolated_rules(
                 (malformed.note if call.code == _E.WSAEINVAL else malformed.fail)(text)
                 if call.ok and call.value:
                     h.end(call.value)
+            at(MALFORMED, "NSPv2Cleanup")
             h.cleanup(token)
     finally:
         provider.close()
@@ -296,14 +349,15 @@ def _host_rules(
     queries: list[str],
     registrations: list[str],
     timeout_ms: int,
-    say: Callable[[str], None],
+    at: Step,
 ) -> list[Rule]:
-    sizes = Rule("every short buffer gives WSAEFAULT with the exact size; then the full result")
-    flush = Rule("LUP_FLUSHPREVIOUS drops the held result")
-    end = Rule("the end is WSA_E_NO_MORE")
-    inside = Rule("packed results stay inside the buffer")
-    sessions = Rule("each session ends once; nothing left open after cleanup and after rundown")
+    sizes = Rule(SIZES)
+    flush = Rule(FLUSH)
+    end = Rule(END)
+    inside = Rule(INSIDE)
+    sessions = Rule(SESSIONS)
     rows = [sizes, flush, end, inside, sessions]
+    at(SIZES, "advertising on the native host")
     provider = _instantiate(cls)
     pid = type(provider).provider_id
     ns = int(type(provider).namespace)
@@ -312,6 +366,7 @@ def _host_rules(
         host.advertise(provider)
         owner = host.open_session()
         for name in registrations:
+            at(SIZES, f"registering {name}")
             try:
                 owner.set_service(
                     QuerySet(name, provider_id=pid, namespace=ns),
@@ -324,9 +379,9 @@ def _host_rules(
                 rule.skip(NOTHING_TO_LOOK_UP)
         client = host.open_session()
         for name in queries:
-            say(f"lookup {name}")
             query = QuerySet(name, provider_id=pid, namespace=ns)
-            _check_query(host, client, query, sizes, flush, end)
+            _check_query(host, client, query, sizes, flush, end, at)
+        at(SESSIONS, "sessions: startup, a lookup left open, rundown, cleanup")
         client.close()
         dying = host.open_session()
         # sessions reach the provider even with nothing to look up
@@ -378,6 +433,7 @@ def _host_rules(
             sessions.fail(
                 f"session {s.token:#x}: cleanup hook failed ({s.end_reason.name if s.end_reason else ''})"
             )
+        at(SESSIONS, "closing the native host")
     provider.close()
     for rule in rows:
         if rule.passed and not rule.evidence and rule.skipped is None:
@@ -392,9 +448,11 @@ def _check_query(
     sizes: Rule,
     flush: Rule,
     end: Rule,
+    at: Step,
 ) -> None:
     name = query.service_instance_name
     reference: list[QuerySet] = []
+    at(SIZES, f"{name}: the whole lookup")
     try:
         handle = host.lookup_begin(client, query)
         try:
@@ -412,6 +470,7 @@ def _check_query(
         sizes.fail(f"{name}: no result to check")
         return
     # every buffer size below the required one
+    at(SIZES, f"{name}: every buffer size")
     try:
         handle = host.lookup_begin(client, query)
     except WinsockError as exc:
@@ -442,6 +501,7 @@ def _check_query(
                     f"{name}: sizes 0..{need - 1} -> WSAEFAULT, size {need}; then the complete result"
                 )
         # the rest, and the end
+        at(END, f"{name}: the rest, to the end")
         count = 1
         while count < _MAX_RESULTS:
             step = host.lookup_next(handle, 0, 65536)
@@ -461,6 +521,7 @@ def _check_query(
     finally:
         host.lookup_end(handle)
     # LUP_FLUSHPREVIOUS
+    at(FLUSH, f"{name}: LUP_FLUSHPREVIOUS")
     handle = host.lookup_begin(client, query)
     try:
         held = host.lookup_next(handle, 0, 8)
@@ -501,16 +562,38 @@ def print_rules(rules: list[Rule], target: str, out: TextIO) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .check_isolated import run_isolated
+
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout must be more than 0 seconds, not {args.timeout:g}")
     progress = Progress()
     try:
-        cls = load_provider_class(args.provider)
-        rules = run_check(cls, queries=args.query, registrations=args.register, progress=progress)
+        run = run_isolated(
+            args.provider,
+            queries=args.query,
+            registrations=args.register,
+            timeout=args.timeout,
+            progress=progress,
+        )
+    except CheckError as exc:
+        if args.debug and exc.child_traceback:
+            sys.stderr.write(exc.child_traceback)
+        raise
     finally:
         progress.done()
+    if run.traceback and args.debug:
+        sys.stderr.write(run.traceback)
+    rules = run.rules
     if args.json:
-        emit_json([r.as_dict() for r in rules])
+        doc: Any = [r.as_dict() for r in rules]
+        emit_json({"error": "nspv2: interrupted", "rules": doc} if run.interrupted else doc)
     else:
         print_rules(rules, args.provider, sys.stdout)
+    if run.interrupted:
+        if not args.json:
+            print("(interrupted: the rules above are partial)")
+        print("nspv2: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_PROBLEMS if any(r.failed for r in rules) else EXIT_OK
 
 
@@ -521,7 +604,8 @@ def add_commands(sub: SubParsers) -> None:
         description="Run the conformance rules against a Provider: MODULE:CLASS, or a path to a .py file "
         "(with :CLASS if it defines several). Modules are found in the current folder and beside a "
         "given file. Rules that need lookups are SKIPPED without check_queries or --query. "
-        "Exit 1 if any rule fails.",
+        "The provider runs in a child process: one that hangs, exits or crashes fails the rule "
+        "it was in. Exit 1 if any rule fails, 130 on Ctrl-C (with the rules finished so far).",
     )
     p_check.add_argument("provider", metavar="MODULE:CLASS")
     p_check.add_argument(
@@ -529,6 +613,14 @@ def add_commands(sub: SubParsers) -> None:
     )
     p_check.add_argument(
         "--register", action="append", default=[], help="a name to sign in first (repeatable)"
+    )
+    p_check.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="the longest one step of a rule (one name, one slot) may take before the "
+        "provider's process is killed and the rule fails (default: %(default)g)",
     )
     add_json(p_check, "the rules")
     p_check.set_defaults(func=cmd_check)
