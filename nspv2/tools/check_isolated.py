@@ -261,7 +261,7 @@ def run_isolated(
         else:
             ended = ""
         if ended and not state.rule:  # still loading the provider
-            raise CheckError(f"loading {spec}: {ended}", usage=False)
+            raise CheckError(ended, usage=False)
         return IsolatedRun(
             _rows(state, ended),
             interrupted=interrupted,
