@@ -3,15 +3,20 @@
  * WSAQUERYSETW a client hands to nspv2_lookup_begin and nspv2_set_service,
  * converted by the host to the WSAQUERYSET2W its providers see.
  *
- * The client is trusted the way Winsock trusts it: every pointer the harness
- * produces is NULL or points inside the arena (never a wild address), is
- * aligned for its type, and a pointer to ONE fixed-size structure (GUID,
- * WSAVERSION, BLOB) has the whole structure inside the arena. Everything
- * else may lie: counts (dwNumberOfProtocols, dwNumberOfCsAddrs) with NULL or
- * short arrays, strings without a terminator before the end of the arena,
- * bogus sockaddr lengths and families, huge blob sizes, a small dwSize. The
- * arena is an allocation of exactly its size, so any read past it (past a
- * count, a length or a missing terminator) is an AddressSanitizer report.
+ * The client is trusted the way Winsock trusts it, which reads (marshals)
+ * everything the query set points to: every pointer the harness produces is
+ * NULL or points inside the arena (never a wild address), is aligned for its
+ * type, a pointer to ONE fixed-size structure (GUID, WSAVERSION, BLOB) has
+ * the whole structure inside the arena, and what a non-NULL pointer
+ * describes is readable: the arena ends with a NUL WCHAR after the input's
+ * bytes (every string ends by then), and a count (dwNumberOfProtocols,
+ * dwNumberOfCsAddrs), a positive iSockaddrLength or a cbSize that would run
+ * past the arena is cut to what it holds; a BLOB sharing bytes with the
+ * CSADDR_INFO array is left out (lpBlob NULL). Everything else may lie: counts
+ * with NULL arrays, non-positive sockaddr lengths, NULL sockaddrs or blob
+ * data with a size, bogus families, a small dwSize. The arena is an
+ * allocation of exactly its size, so any read past it is an
+ * AddressSanitizer report.
  *
  * Input encoding (missing bytes read as zero)
  * -------------------------------------------
@@ -29,7 +34,8 @@
  *               the counts, dwOutputFlags); each pointer field holds a
  *               selector (below) in its first 4 bytes
  *   [5+H..)     the arena: the rest of the input, copied to a malloc'd
- *               block of exactly that size. Inside it, the lpSockaddr
+ *               block of exactly that size (rounded up to even) plus a NUL
+ *               WCHAR. Inside it, the lpSockaddr
  *               fields of the CSADDR_INFO elements lpcsaBuffer points at
  *               (those wholly inside the arena, up to dwNumberOfCsAddrs)
  *               and the pBlobData field of *lpBlob are selectors too, and
@@ -46,7 +52,9 @@
  *
  * Oracle (abort() = a finding): a call returns NO_ERROR, or SOCKET_ERROR
  * with a non-zero WSAGetLastError(); the provider sees exactly the client's
- * fields (dwSize = sizeof(WSAQUERYSET2W)); the provider is reached exactly
+ * fields and contents (dwSize = sizeof(WSAQUERYSET2W)) in a copy of its own
+ * (no pointer into the arena), which the harness's provider then overwrites
+ * whole (ASan checks the copy's bounds); the provider is reached exactly
  * when the contract of nspv2_host.h says it is, and the outcome is the one
  * it gives; the host never writes to the client's query set.
  */
@@ -75,22 +83,102 @@ static struct {
 
 /* ---- the in-harness provider ------------------------------------------- */
 
-static void check_converted(const WSAQUERYSET2W *q)
+static struct {
+    const unsigned char *lo;
+    size_t n;
+} arena_seen; /* the client's arena: the provider's copy must not point into it */
+
+static size_t wlen(const void *w)
+{
+    const unsigned char *p = w;
+    size_t n = 0;
+    for (;; n++) {
+        WCHAR u;
+        memcpy(&u, p + n * sizeof u, sizeof u);
+        if (!u)
+            return n;
+    }
+}
+
+/* p (non-NULL) lies in the provider's copy, not in the client's arena. */
+static void not_client(const void *p)
+{
+    uintptr_t u = (uintptr_t)p, lo = (uintptr_t)arena_seen.lo;
+    if (u >= lo && u < lo + arena_seen.n + 2)
+        die("the provider was handed the client's memory, not a copy");
+}
+
+/* copy and client are both NULL, or copy holds client's len bytes
+ * elsewhere; then the provider overwrites them. */
+static void same_bytes(void *copy, const void *client, size_t len)
+{
+    if (!copy != !client)
+        die("WSAQUERYSETW -> WSAQUERYSET2W: a pointer's NULL-ness changed");
+    if (!copy)
+        return;
+    not_client(copy);
+    if (len && memcmp(copy, client, len) != 0)
+        die("WSAQUERYSET2W: copied bytes differ from the client's");
+    if (len)
+        memset(copy, 0xEE, len);
+}
+
+static void same_wstr(void *copy, const void *client)
+{
+    size_t len = client ? (wlen(client) + 1) * sizeof(WCHAR) : 0;
+    if (copy && client && wlen(copy) + 1 != len / sizeof(WCHAR))
+        die("WSAQUERYSET2W: a string's length differs from the client's");
+    same_bytes(copy, client, len);
+}
+
+static void check_converted(WSAQUERYSET2W *q)
 {
     const WSAQUERYSETW *w = st.client;
     if (!q || !w)
         die("provider called without a query set");
+    not_client(q);
     if (q->dwSize != sizeof(WSAQUERYSET2W))
         die("WSAQUERYSET2W.dwSize is not sizeof(WSAQUERYSET2W)");
-    if (q->lpszServiceInstanceName != w->lpszServiceInstanceName ||
-        q->lpVersion != w->lpVersion || q->lpszComment != w->lpszComment ||
-        q->dwNameSpace != w->dwNameSpace || q->lpNSProviderId != w->lpNSProviderId ||
-        (const void *)q->lpszContext != (const void *)w->lpszContext ||
-        q->dwNumberOfProtocols != w->dwNumberOfProtocols ||
-        q->lpafpProtocols != w->lpafpProtocols || q->lpszQueryString != w->lpszQueryString ||
-        q->dwNumberOfCsAddrs != w->dwNumberOfCsAddrs || q->lpcsaBuffer != w->lpcsaBuffer ||
-        q->dwOutputFlags != w->dwOutputFlags || q->lpBlob != w->lpBlob)
+    if (q->dwNameSpace != w->dwNameSpace || q->dwNumberOfProtocols != w->dwNumberOfProtocols ||
+        q->dwNumberOfCsAddrs != w->dwNumberOfCsAddrs || q->dwOutputFlags != w->dwOutputFlags)
         die("WSAQUERYSETW -> WSAQUERYSET2W conversion changed a field");
+    same_wstr(q->lpszServiceInstanceName, w->lpszServiceInstanceName);
+    same_wstr(q->lpszComment, w->lpszComment);
+    same_wstr((void *)q->lpszContext, (const void *)w->lpszContext);
+    same_wstr(q->lpszQueryString, w->lpszQueryString);
+    same_bytes(q->lpVersion, w->lpVersion, sizeof(WSAVERSION));
+    same_bytes(q->lpNSProviderId, w->lpNSProviderId, sizeof(GUID));
+    same_bytes(q->lpafpProtocols, w->lpafpProtocols,
+               w->lpafpProtocols ? (size_t)w->dwNumberOfProtocols * sizeof(AFPROTOCOLS) : 0);
+    if (!q->lpcsaBuffer != !w->lpcsaBuffer)
+        die("WSAQUERYSETW -> WSAQUERYSET2W: lpcsaBuffer's NULL-ness changed");
+    for (DWORD i = 0; q->lpcsaBuffer && i < q->dwNumberOfCsAddrs; i++) {
+        CSADDR_INFO *c = &q->lpcsaBuffer[i];
+        CSADDR_INFO o;
+        memcpy(&o, (const unsigned char *)w->lpcsaBuffer + (size_t)i * sizeof o, sizeof o);
+        not_client(c);
+        if (c->iSocketType != o.iSocketType || c->iProtocol != o.iProtocol ||
+            c->LocalAddr.iSockaddrLength != o.LocalAddr.iSockaddrLength ||
+            c->RemoteAddr.iSockaddrLength != o.RemoteAddr.iSockaddrLength)
+            die("WSAQUERYSET2W: a CSADDR_INFO differs from the client's");
+        INT ll = o.LocalAddr.iSockaddrLength, rl = o.RemoteAddr.iSockaddrLength;
+        same_bytes(c->LocalAddr.lpSockaddr, o.LocalAddr.lpSockaddr, ll > 0 ? (size_t)ll : 0);
+        same_bytes(c->RemoteAddr.lpSockaddr, o.RemoteAddr.lpSockaddr, rl > 0 ? (size_t)rl : 0);
+    }
+    if (q->lpcsaBuffer)
+        memset(q->lpcsaBuffer, 0xEE, (size_t)q->dwNumberOfCsAddrs * sizeof(CSADDR_INFO));
+    if (!q->lpBlob != !w->lpBlob)
+        die("WSAQUERYSETW -> WSAQUERYSET2W: lpBlob's NULL-ness changed");
+    if (q->lpBlob) {
+        BLOB o;
+        memcpy(&o, w->lpBlob, sizeof o);
+        not_client(q->lpBlob);
+        if (q->lpBlob->cbSize != o.cbSize)
+            die("WSAQUERYSET2W: the blob's size differs from the client's");
+        same_bytes(q->lpBlob->pBlobData, o.pBlobData, o.pBlobData ? o.cbSize : 0);
+        memset(q->lpBlob, 0xEE, sizeof(BLOB));
+    }
+    memset(q, 0xEE, sizeof *q); /* a provider may overwrite all it was given */
 }
 
 static void check_session_arg(LPVOID arg)
@@ -247,6 +335,13 @@ static void decode_slot(unsigned char *slot, unsigned char *arena, size_t n, siz
     memcpy(slot, &p, sizeof p);
 }
 
+/* A positive sockaddr length cut to the arena's bytes from p (non-NULL). */
+static void clamp_len(INT *len, const void *p, const unsigned char *arena, size_t n)
+{
+    if (p && *len > 0 && (size_t)*len > (size_t)(arena + n - (const unsigned char *)p))
+        *len = (INT)(arena + n - (const unsigned char *)p);
+}
+
 /* The outcome r of `call`: refused by the host (the error `refused`, not
  * zero), the provider's `routine` not called; or routed, the routine
  * called exactly once (calls) and its outcome `reached` passed on. */
@@ -277,7 +372,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     DWORD flags = rd32(data, size, 1);
 
     size_t n = size > HDR_AT + H ? size - HDR_AT - H : 0;
-    unsigned char *arena = malloc(n ? n : 1);
+    unsigned char *arena = calloc(1, n + (n & 1u) + sizeof(WCHAR)); /* even, then a NUL WCHAR */
     if (!arena)
         return 0;
     if (n)
@@ -319,10 +414,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         _Alignof(SOCKADDR_IN6));
             decode_slot(el + offsetof(CSADDR_INFO, RemoteAddr.lpSockaddr), arena, n,
                         _Alignof(SOCKADDR_IN6));
+            /* what a sockaddr's length describes is readable */
+            CSADDR_INFO c;
+            memcpy(&c, el, sizeof c);
+            clamp_len(&c.LocalAddr.iSockaddrLength, c.LocalAddr.lpSockaddr, arena, n);
+            clamp_len(&c.RemoteAddr.iSockaddrLength, c.RemoteAddr.lpSockaddr, arena, n);
+            memcpy(el, &c, sizeof c);
         }
+        qs.dwNumberOfCsAddrs = (DWORD)count; /* the array is readable */
     }
-    if (qs.lpBlob)
+    if (qs.lpafpProtocols) {
+        size_t room =
+            (size_t)(arena + n - (unsigned char *)qs.lpafpProtocols) / sizeof(AFPROTOCOLS);
+        if (qs.dwNumberOfProtocols > room)
+            qs.dwNumberOfProtocols = (DWORD)room;
+    }
+    /* a BLOB sharing bytes with the CSADDR_INFO array would rewrite its
+     * pointers and lengths: no client's memory looks like that; drop it */
+    if (qs.lpBlob && qs.lpcsaBuffer &&
+        (unsigned char *)qs.lpBlob <
+            (unsigned char *)qs.lpcsaBuffer + (size_t)qs.dwNumberOfCsAddrs * sizeof(CSADDR_INFO) &&
+        (unsigned char *)qs.lpcsaBuffer < (unsigned char *)qs.lpBlob + sizeof(BLOB))
+        qs.lpBlob = NULL;
+    if (qs.lpBlob) {
         decode_slot((unsigned char *)qs.lpBlob + offsetof(BLOB, pBlobData), arena, n, 1);
+        BLOB b;
+        memcpy(&b, qs.lpBlob, sizeof b);
+        if (b.pBlobData && b.cbSize > (size_t)(arena + n - b.pBlobData))
+            b.cbSize = (ULONG)(arena + n - b.pBlobData);
+        memcpy(qs.lpBlob, &b, sizeof b);
+    }
 
     /* What the contract says must happen. */
     int size_ok = qs.dwSize >= sizeof(WSAQUERYSETW);
@@ -333,6 +454,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         route_err = WSASERVICE_NOT_FOUND; /* the provider serves NS_EMAIL */
     int startup_err = (st.ctl & CTL_STARTUP_FAILS) ? WSASYSNOTREADY : 0;
 
+    arena_seen.lo = arena;
+    arena_seen.n = n;
     unsigned char *arena_copy = malloc(n ? n : 1);
     WSAQUERYSETW qs_copy;
     memcpy(&qs_copy, &qs, sizeof qs);

@@ -400,8 +400,7 @@ NSPV2_HOST_API INT WSAAPI WSAProviderCompleteAsyncCall(HANDLE hAsyncCall, INT iR
         idmap_remove(&host_g.asyncs, id);
         host_g.late_completions++;
         host_unlock();
-        free(a->scratch);
-        free(a);
+        async_free(a);
         return host_fail(WSAEINVAL);
     }
     host_unlock(); /* completed already */
@@ -489,6 +488,7 @@ void async_free(async_call *a)
 {
     if (a) {
         free(a->scratch);
+        free(a->qs);
         free(a);
     }
 }

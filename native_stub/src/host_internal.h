@@ -203,8 +203,9 @@ typedef struct async_call {
     DWORD len;              /* *lpdwBufferLength for NextEx */
     size_t scratch_size;
     unsigned char *scratch; /* scratch_size bytes + GUARD_BYTES, or NULL */
-    GUID provider_id;       /* copies handed to SetServiceEx */
-    WSAQUERYSET2W qs2;
+    GUID provider_id;       /* the provider's GUID (SetServiceEx gets a copy) */
+    WSAQUERYSET2W *qs;      /* SetServiceEx: the provider's copy of the query set */
+    size_t qs_size;
 } async_call;
 
 typedef struct lookup_part {
@@ -314,7 +315,10 @@ static inline int guid_eq(const GUID *a, const GUID *b) { return memcmp(a, b, si
 
 /* 0, WSAEFAULT (NULL) or WSAEINVAL (dwSize too small). */
 int check_query_set(const WSAQUERYSETW *qs);
-void to_query_set2(const WSAQUERYSETW *in, WSAQUERYSET2W *out);
+/* The provider's deep copy of a client query set, in one allocation: *out
+ * (free() it) of *size bytes. 0, WSAEFAULT (counts no memory can hold) or
+ * WSA_NOT_ENOUGH_MEMORY. */
+int copy_query_set2(const WSAQUERYSETW *in, WSAQUERYSET2W **out, size_t *size);
 /* 1 if nothing was written past the provider's buffer. */
 int guard_intact(const unsigned char *scratch, size_t scratch_size);
 /* Returns 0 on success, -1 on a provider fault. The client buffer holds at

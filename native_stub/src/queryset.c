@@ -19,23 +19,125 @@ int check_query_set(const WSAQUERYSETW *qs)
     return 0;
 }
 
-void to_query_set2(const WSAQUERYSETW *in, WSAQUERYSET2W *out)
+/* The deep copy a provider is handed (Begin, SetServiceEx): the client's
+ * WSAQUERYSETW as a WSAQUERYSET2W with everything it points to, in one
+ * allocation owned by the host, as a process boundary would marshal it.
+ * Ownership rule: the host frees the copy once the provider's call is over
+ * (Begin: when it returns; SetServiceEx: when it completes, or when its held
+ * record is released); the provider may scribble on it, never on the
+ * client's memory. Every field keeps its value; a pointer is NULL in the
+ * copy exactly when it is in the client's: strings are copied to their
+ * terminator, fixed structures whole, arrays for their count, a sockaddr for
+ * its iSockaddrLength bytes (none when <= 0), blob data for cbSize bytes.
+ * Two passes over the same walk: measure (base NULL), then fill. */
+typedef struct qs_copier {
+    unsigned char *base; /* NULL while measuring */
+    size_t off;
+    int overflow;
+} qs_copier;
+
+#define QS_COPY_ALIGN 8u
+
+static void *qs_put(qs_copier *c, const void *src, size_t len)
 {
-    memset(out, 0, sizeof *out);
-    out->dwSize = sizeof(WSAQUERYSET2W);
-    out->lpszServiceInstanceName = in->lpszServiceInstanceName;
-    out->lpVersion = in->lpVersion;
-    out->lpszComment = in->lpszComment;
-    out->dwNameSpace = in->dwNameSpace;
-    out->lpNSProviderId = in->lpNSProviderId;
-    out->lpszContext = (void *)in->lpszContext; /* LPTSTR under mingw-w64 */
-    out->dwNumberOfProtocols = in->dwNumberOfProtocols;
-    out->lpafpProtocols = in->lpafpProtocols;
-    out->lpszQueryString = in->lpszQueryString;
-    out->dwNumberOfCsAddrs = in->dwNumberOfCsAddrs;
-    out->lpcsaBuffer = in->lpcsaBuffer;
-    out->dwOutputFlags = in->dwOutputFlags;
-    out->lpBlob = in->lpBlob;
+    if (!src)
+        return NULL;
+    size_t at = (c->off + QS_COPY_ALIGN - 1) & ~(size_t)(QS_COPY_ALIGN - 1);
+    if (at < c->off || len > SIZE_MAX - at) {
+        c->overflow = 1;
+        return NULL;
+    }
+    c->off = at + len;
+    if (!c->base || c->overflow)
+        return NULL;
+    if (len)
+        memcpy(c->base + at, src, len);
+    return c->base + at;
+}
+
+static void *qs_put_array(qs_copier *c, const void *src, DWORD count, size_t size)
+{
+    if (src && count > SIZE_MAX / size) {
+        c->overflow = 1;
+        return NULL;
+    }
+    return qs_put(c, src, (size_t)count * size);
+}
+
+static WCHAR *qs_put_wstr(qs_copier *c, const void *src)
+{
+    if (!src)
+        return NULL;
+    const unsigned char *p = src;
+    size_t n = 0;
+    for (;;) {
+        WCHAR u;
+        memcpy(&u, p + n * sizeof(WCHAR), sizeof u);
+        n++;
+        if (!u)
+            break;
+    }
+    return qs_put(c, src, n * sizeof(WCHAR));
+}
+
+static void qs_copy_walk(qs_copier *c, const WSAQUERYSETW *in)
+{
+    WSAQUERYSET2W *out = qs_put(c, in, sizeof(WSAQUERYSET2W)); /* header, rewritten below */
+    WSAQUERYSET2W q;
+    memset(&q, 0, sizeof q);
+    q.dwSize = sizeof(WSAQUERYSET2W);
+    q.lpszServiceInstanceName = qs_put_wstr(c, in->lpszServiceInstanceName);
+    q.lpVersion = qs_put(c, in->lpVersion, sizeof(WSAVERSION));
+    q.lpszComment = qs_put_wstr(c, in->lpszComment);
+    q.dwNameSpace = in->dwNameSpace;
+    q.lpNSProviderId = qs_put(c, in->lpNSProviderId, sizeof(GUID));
+    q.lpszContext = (void *)qs_put_wstr(c, (const void *)in->lpszContext); /* LPTSTR under mingw-w64 */
+    q.dwNumberOfProtocols = in->dwNumberOfProtocols;
+    q.lpafpProtocols =
+        qs_put_array(c, in->lpafpProtocols, in->dwNumberOfProtocols, sizeof(AFPROTOCOLS));
+    q.lpszQueryString = qs_put_wstr(c, in->lpszQueryString);
+    q.dwNumberOfCsAddrs = in->dwNumberOfCsAddrs;
+    q.lpcsaBuffer = qs_put_array(c, in->lpcsaBuffer, in->dwNumberOfCsAddrs, sizeof(CSADDR_INFO));
+    if (in->lpcsaBuffer) {
+        const unsigned char *src = (const unsigned char *)in->lpcsaBuffer;
+        for (DWORD i = 0; i < in->dwNumberOfCsAddrs && !c->overflow; i++) {
+            CSADDR_INFO e;
+            memcpy(&e, src + (size_t)i * sizeof e, sizeof e);
+            INT ll = e.LocalAddr.iSockaddrLength, rl = e.RemoteAddr.iSockaddrLength;
+            e.LocalAddr.lpSockaddr = qs_put(c, e.LocalAddr.lpSockaddr, ll > 0 ? (size_t)ll : 0);
+            e.RemoteAddr.lpSockaddr = qs_put(c, e.RemoteAddr.lpSockaddr, rl > 0 ? (size_t)rl : 0);
+            if (c->base && !c->overflow)
+                memcpy((unsigned char *)q.lpcsaBuffer + (size_t)i * sizeof e, &e, sizeof e);
+        }
+    }
+    q.dwOutputFlags = in->dwOutputFlags;
+    q.lpBlob = qs_put(c, in->lpBlob, sizeof(BLOB));
+    if (in->lpBlob) {
+        BLOB b;
+        memcpy(&b, in->lpBlob, sizeof b);
+        b.pBlobData = qs_put(c, b.pBlobData, b.cbSize);
+        if (c->base && !c->overflow)
+            memcpy(q.lpBlob, &b, sizeof b);
+    }
+    if (out && !c->overflow)
+        memcpy(out, &q, sizeof q);
+}
+
+int copy_query_set2(const WSAQUERYSETW *in, WSAQUERYSET2W **out, size_t *size)
+{
+    *out = NULL;
+    *size = 0;
+    qs_copier m = {NULL, 0, 0};
+    qs_copy_walk(&m, in);
+    if (m.overflow)
+        return WSAEFAULT; /* counts or lengths no memory can hold */
+    qs_copier f = {malloc(m.off), 0, 0};
+    if (!f.base)
+        return WSA_NOT_ENOUGH_MEMORY;
+    qs_copy_walk(&f, in);
+    *out = (WSAQUERYSET2W *)(void *)f.base;
+    *size = m.off;
+    return 0;
 }
 
 /* Relocation of a provider's WSAQUERYSET2W result (in the scratch buffer)

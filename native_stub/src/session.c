@@ -247,8 +247,6 @@ NSPV2_HOST_API INT nspv2_lookup_begin(uint64_t session_id, LPWSAQUERYSETW lpqsRe
         return host_fail(err);
     if (!lphLookup)
         return host_fail(WSAEFAULT);
-    WSAQUERYSET2W qs2;
-    to_query_set2(lpqsRestrictions, &qs2);
 
     todo t = {0};
     provider **route = NULL;
@@ -286,9 +284,17 @@ NSPV2_HOST_API INT nspv2_lookup_begin(uint64_t session_id, LPWSAQUERYSETW lpqsRe
         LPVOID arg = ps->arg;
         HANDLE h = NULL;
         host_unlock();
-        WSASetLastError(0);
-        INT r = p->fn.begin(&id, &qs2, dwControlFlags, arg, &h);
-        e = r == NO_ERROR ? 0 : provider_error();
+        /* each provider gets its own copy, freed when Begin returns: what
+         * it does to it cannot reach the client or another provider */
+        WSAQUERYSET2W *qs2 = NULL;
+        size_t qs2_size = 0;
+        e = copy_query_set2(lpqsRestrictions, &qs2, &qs2_size);
+        if (!e) {
+            WSASetLastError(0);
+            INT r = p->fn.begin(&id, qs2, dwControlFlags, arg, &h);
+            e = r == NO_ERROR ? 0 : provider_error();
+            free(qs2);
+        }
         host_lock();
         if (e) {
             if (!first_err)
@@ -539,22 +545,29 @@ NSPV2_HOST_API INT nspv2_set_service(uint64_t session_id, LPWSAQUERYSETW lpqsReg
         else
             e = ps_acquire_L(session_id, p, &ps, &t);
         async_call *a = NULL;
-        if (!e && (!(a = async_alloc(0, 0)) || async_register_L(a) != 0)) {
-            free(a);
-            e = WSA_NOT_ENOUGH_MEMORY;
-            ps_call_release_L(ps, &t);
+        if (!e) {
+            /* the provider's own copy of the registration, kept with the
+             * call until it completes (or its held record is released) */
+            if (!(a = async_alloc(0, 0)))
+                e = WSA_NOT_ENOUGH_MEMORY;
+            else if (!(e = copy_query_set2(lpqsRegInfo, &a->qs, &a->qs_size)) &&
+                     async_register_L(a) != 0)
+                e = WSA_NOT_ENOUGH_MEMORY;
+            if (e) {
+                async_free(a);
+                ps_call_release_L(ps, &t);
+            }
         }
         if (e) {
             if (!first_err)
                 first_err = e;
             continue;
         }
-        to_query_set2(lpqsRegInfo, &a->qs2);
         a->provider_id = p->id;
         LPVOID arg = ps->arg;
         uint64_t deadline = deadline_after_L();
         host_unlock();
-        p->fn.set_service_ex(id_to_handle(a->id), &a->provider_id, &a->qs2, essOperation,
+        p->fn.set_service_ex(id_to_handle(a->id), &a->provider_id, a->qs, essOperation,
                              dwControlFlags, arg);
         host_lock();
         ps_call_release_L(ps, &t);

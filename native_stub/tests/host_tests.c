@@ -14,6 +14,7 @@ int main(void)
     run_queryset_tests();
     run_ref_provider_tests();
     run_driver_tests();
+    run_lifetime_tests();
     fresh();
     printf("%lu checks, %lu failed\n", checks_run, checks_failed);
     return checks_failed ? 1 : 0;

@@ -12,6 +12,8 @@
  *                       result at every buffer size) and provider faults
  *   test_ref_provider.c the reference provider, its stress test included
  *   test_driver.c       nspv2_driver_run
+ *   test_lifetime.c     the provider's copy of a query set, held buffers of
+ *                       calls never completed
  *   test_support.c      the checks' counters and the helpers below
  *
  * Built together with the library sources (see the Makefile); prints one
@@ -91,6 +93,7 @@ void run_lookup_tests(void);
 void run_queryset_tests(void);
 void run_ref_provider_tests(void);
 void run_driver_tests(void);
+void run_lifetime_tests(void);
 
 /* ------------------------------------------------------------------------ */
 /* helpers                                                                   */
