@@ -97,10 +97,12 @@ def presence(host: Host) -> Presence:
     return p
 
 
-def test_channel_is_the_hosts_while_open() -> None:
+def test_host_leaves_the_process_default_channel_alone() -> None:
+    """The channel is handed to each table; ``with`` installs nothing."""
     before = current_channel()
     with Host() as h:
-        assert current_channel() is h._channel
+        assert current_channel() is before
+        assert h.channel is not before
     assert current_channel() is before
 
 
@@ -438,12 +440,16 @@ def test_advertise_bare_table_keeps_owner_alive_until_unadvertised() -> None:
     calls: list[str] = []
 
     class Owner:
-        def __init__(self) -> None:
+        def __init__(self, host: Host) -> None:
             def begin(*_args: Any) -> int:
                 calls.append("begin")
                 raise WinsockError(WSAError.WSASERVICE_NOT_FOUND)
 
-            self.routine = Routine(begin=begin, next_ex=lambda *a: None, end=lambda *a: 0)
+            # A bare table is opaque to the host: whoever fills it gives its
+            # entry points their channel.
+            self.routine = Routine(
+                begin=begin, next_ex=lambda *a: None, end=lambda *a: 0, channel=host.channel
+            )
             self.table = NSPV2_ROUTINE()
             ctypes.memmove(
                 ctypes.addressof(self.table),
@@ -453,7 +459,7 @@ def test_advertise_bare_table_keeps_owner_alive_until_unadvertised() -> None:
 
     pid = uuid.UUID("6e737032-7465-7374-0000-0000000000a1")
     with Host() as host:
-        owner = Owner()
+        owner = Owner(host)
         ref = weakref.ref(owner)
         entry = host.advertise(owner.table, pid, owner=owner, name="bare")
         assert entry.table is owner.table and entry.owner is owner

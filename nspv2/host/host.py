@@ -14,13 +14,19 @@
 
 Everything goes through the host's C functions (the same the native
 driver uses): WSAAdvertiseProvider with the routine table, client sessions,
-WSALookupServiceBeginW/NextW/End on WSAQUERYSETW, WSASetServiceW. While a
-Host is open, the process's error channel is the host's, so providers'
-WSASetLastError and WSAProviderCompleteAsyncCall reach it.
+WSALookupServiceBeginW/NextW/End on WSAQUERYSETW, WSASetServiceW.
+
+Ownership (docs/host.md): each table advertised here reports to this host's
+error channel, handed to it by :meth:`Host.advertise` (no process-wide
+default; ``with`` only adds ``close()`` at the end). What C can call through
+the table is kept alive by the process-level registry
+(:mod:`nspv2.host.tables`), not by the Host: dropping a Host without
+``close()`` leaves its tables advertised and alive.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import threading
 import uuid
@@ -28,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..provider.base import Provider
-from ..provider.channel import ErrorChannel, set_channel
+from ..provider.channel import ErrorChannel
 from ..provider.errors import WinsockError
 from ..provider.queryset import QuerySet
 from ..provider.routine import Routine
@@ -37,6 +43,7 @@ from ..sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa
 from ..sdk.winsock2 import LUP, NO_ERROR, NS, SOCKET_ERROR, WSAESETSERVICEOP, WSAError
 from ..sdk.wintypes import wstr
 from ..sdk.ws2spi import NSPV2_ROUTINE
+from . import tables
 from .winsock import (
     DriverConfig,
     DriverResult,
@@ -50,6 +57,16 @@ __all__ = ["Advertised", "ClientSession", "Host", "NextResult"]
 
 _EFAULT = int(WSAError.WSAEFAULT)
 _NO_MORE = int(WSAError.WSA_E_NO_MORE)
+_U32_MAX = 0xFFFFFFFF
+
+
+def _u32(value: int, what: str) -> int:
+    """``value`` as a C DWORD/uint32_t, or ValueError: ctypes would silently
+    truncate it (a buffer size of -1 would reach C as 4 GiB)."""
+    number = int(value)
+    if not 0 <= number <= _U32_MAX:
+        raise ValueError(f"{what} must be between 0 and 2**32-1, not {value!r}")
+    return number
 
 
 @dataclass
@@ -65,6 +82,8 @@ class Advertised:
     table: NSPV2_ROUTINE | None = None
     #: Whatever keeps a bare table's entry points alive (its thunks).
     owner: object = None
+    #: The process-level registry's entry holding all of the above.
+    kept: tables.Kept | None = None
 
 
 @dataclass(frozen=True)
@@ -127,43 +146,49 @@ class Host:
         assert native is not None
         #: The native host's own functions, typed (``host.native.nspv2_lookup_end(h)``).
         self.native: NativeHostFunctions = native
-        native.nspv2_host_set_timeout_ms(timeout_ms)
-        #: What this Host advertised; each entry keeps its table (and the
-        #: thunks C calls through it) alive until it is unadvertised.
+        native.nspv2_host_set_timeout_ms(_u32(timeout_ms, "timeout_ms"))
+        #: What this Host advertised (the tables themselves are kept alive
+        #: by the process-level registry, see nspv2.host.tables).
         self.advertised: dict[uuid.UUID, Advertised] = {}
         self.sessions: list[ClientSession] = []
+        #: The error channel every table advertised here reports to.
         self._channel: ErrorChannel = self.winsock.channel()
-        self._previous: ErrorChannel | None = None
+        # Guards self.sessions and self.advertised (any thread may open
+        # sessions, advertise or unadvertise); never held across a C call
+        # that can call a provider.
         self._lock = threading.Lock()
 
     # -- lifetime ---------------------------------------------------------------------
 
+    @property
+    def channel(self) -> ErrorChannel:
+        """The error channel of the tables advertised on this host."""
+        return self._channel
+
     def __enter__(self) -> Host:
-        self._previous = set_channel(self._channel)
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        """Close the sessions it opened, unadvertise what it advertised,
-        give the process its previous error channel back."""
-        for session in self.sessions:
+        """Close the sessions it opened, unadvertise what it advertised."""
+        with self._lock:
+            sessions, self.sessions = self.sessions, []
+        for session in sessions:
             if not session.closed:
                 try:
                     session.close()
                 except WinsockError:
                     pass
-        self.sessions.clear()
-        for pid in list(self.advertised):
+        with self._lock:
+            pids = list(self.advertised)
+        for pid in pids:
             self.unadvertise(pid)
-        if self._previous is not None:
-            set_channel(self._previous)
-            self._previous = None
 
     def set_timeout(self, timeout_ms: int) -> None:
         """How long the host waits for WSAProviderCompleteAsyncCall."""
-        self.native.nspv2_host_set_timeout_ms(timeout_ms)
+        self.native.nspv2_host_set_timeout_ms(_u32(timeout_ms, "timeout_ms"))
 
     # -- providers --------------------------------------------------------------------
 
@@ -187,15 +212,16 @@ class Host:
         provider = target if isinstance(target, Provider) else None
         routine = target if isinstance(target, Routine) else None
         if provider is not None:
-            routine = provider.routine()
+            # The table reports to this host's channel, from its first call.
+            routine = provider.routine(channel=self._channel)
             provider_id = provider_id or type(provider).provider_id
             if namespace is None:
                 namespace = type(provider).namespace
             name = name or provider.display_name
+        elif routine is not None and routine.channel is None:
+            routine.channel = self._channel
         if provider_id is None:
             raise ValueError("advertising a Routine or an NSPV2_ROUTINE needs provider_id")
-        if provider_id in self.advertised:
-            raise ValueError(f"provider {provider_id} is already advertised on this host")
         if routine is not None:
             table = routine.table
             name = name or routine.name
@@ -206,27 +232,55 @@ class Host:
                 f"cannot advertise {type(target).__name__}: "
                 "expected a Provider, a Routine or an NSPV2_ROUTINE"
             )
-        namespace = int(NS.NS_EMAIL if namespace is None else namespace)
+        namespace = _u32(NS.NS_EMAIL if namespace is None else namespace, "namespace")
         guid = GUID.from_uuid(provider_id)
         text = wstr(name or str(provider_id))
-        self.winsock.check(
-            self.winsock.WSCInstallNameSpaceEx(
-                ctypes.cast(text, ctypes.POINTER(ctypes.c_uint16)),
-                None,
-                namespace,
-                1,
-                ctypes.byref(guid),
-                None,
-            ),
-            "WSCInstallNameSpaceEx",
-        )
-        rc = self.winsock.WSAAdvertiseProvider(ctypes.byref(guid), ctypes.byref(table))
-        if rc == SOCKET_ERROR:
-            error = WinsockError(self.winsock.WSAGetLastError(), "WSAAdvertiseProvider")
-            self.winsock.WSCUnInstallNameSpace(ctypes.byref(guid))
-            raise error
         entry = Advertised(provider_id, routine, provider, namespace, guid, table, owner)
-        self.advertised[provider_id] = entry
+        with self._lock:
+            if provider_id in self.advertised:
+                raise ValueError(f"provider {provider_id} is already advertised on this host")
+            self.advertised[provider_id] = entry  # reserved: a second advertise is refused
+        # Everything C may call through the table is owned by the process
+        # registry from before WSAAdvertiseProvider until the host has
+        # returned from the last call into it (tables.retire, tables.sweep).
+        entry.kept = tables.keep(
+            self.winsock.library,
+            provider_id,
+            self.winsock.retired_tables,
+            table,
+            routine,
+            provider,
+            owner,
+        )
+        installed = False
+        try:
+            self.winsock.check(
+                self.winsock.WSCInstallNameSpaceEx(
+                    ctypes.cast(text, ctypes.POINTER(ctypes.c_uint16)),
+                    None,
+                    namespace,
+                    1,
+                    ctypes.byref(guid),
+                    None,
+                ),
+                "WSCInstallNameSpaceEx",
+            )
+            installed = True
+            self.winsock.check(
+                self.winsock.WSAAdvertiseProvider(ctypes.byref(guid), ctypes.byref(table)),
+                "WSAAdvertiseProvider",
+            )
+        except BaseException:
+            # Undo what was done, whatever failed (a Winsock error, an
+            # exception or an interrupt between the two calls): the GUID is
+            # not left installed, the registry does not keep the table.
+            if installed:
+                self.winsock.WSCUnInstallNameSpace(ctypes.byref(guid))
+            tables.forget(entry.kept)
+            with self._lock:
+                self.advertised.pop(provider_id, None)
+            raise
+        tables.sweep()
         return entry
 
     def unadvertise(self, target: Provider | Routine | uuid.UUID) -> None:
@@ -237,21 +291,24 @@ class Host:
         elif isinstance(target, Provider):
             pid = type(target).provider_id
         else:
-            found = [a.provider_id for a in self.advertised.values() if a.routine is target]
+            with self._lock:
+                found = [a.provider_id for a in self.advertised.values() if a.routine is target]
             if not found:
                 raise KeyError("that routine is not advertised on this host")
             pid = found[0]
-        entry = self.advertised.pop(pid, None)
+        with self._lock:
+            entry = self.advertised.pop(pid, None)
         provider = entry.provider if entry else None
-        if provider is not None:
-            provider._rundown_reason = Reason.CPNATFWT_SESSION_TERMINATION_PLATFORM_SHUTDOWN
-        try:
+        running_down = (
+            provider.running_down(Reason.CPNATFWT_SESSION_TERMINATION_PLATFORM_SHUTDOWN)
+            if provider is not None
+            else contextlib.nullcontext()
+        )
+        with running_down:
+            # Retires the table in the process registry: unadvertised, but a
+            # call may be in flight and a Rundown or End deferred past it, so
+            # it is held until the host says it is done.
             self.winsock.unadvertise(pid)
-        finally:
-            if provider is not None:
-                provider._rundown_reason = (
-                    Reason.CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_ERROR
-                )
         if entry is not None:
             guid = entry.guid
             self.winsock.WSCUnInstallNameSpace(ctypes.byref(guid))
@@ -282,15 +339,16 @@ class Host:
 
     def _check(self, rc: int, what: str) -> None:
         if rc == SOCKET_ERROR:
-            raise WinsockError(self.winsock.WSAGetLastError(), what)
+            raise WinsockError(self.winsock.last_error(), what)
 
     def open_session(self) -> ClientSession:
         sid = ctypes.c_uint64()
         self._check(self.native.nspv2_session_open(ctypes.byref(sid)), "nspv2_session_open")
         session = ClientSession(self, sid.value)
-        self.sessions.append(session)
-        if len(self.sessions) > 1024:
-            self.sessions = [s for s in self.sessions if not s.closed]
+        with self._lock:  # any thread: the append and the trim are one step
+            self.sessions.append(session)
+            if len(self.sessions) > 1024:
+                self.sessions = [s for s in self.sessions if not s.closed]
         return session
 
     def lookup_begin(
@@ -298,25 +356,32 @@ class Host:
     ) -> int:
         if isinstance(restrictions, str):
             restrictions = QuerySet(restrictions)
+        flags = _u32(flags, "flags")
         buf = restrictions.to_buffer("W")
         handle = ctypes.c_void_p()
         rc = self.native.nspv2_lookup_begin(
-            session.id, ctypes.addressof(buf), int(flags), ctypes.byref(handle)
+            session.id, ctypes.addressof(buf), flags, ctypes.byref(handle)
         )
         if rc == SOCKET_ERROR:
-            raise WinsockError(self.winsock.WSAGetLastError(), "WSALookupServiceBeginW")
+            raise WinsockError(self.winsock.last_error(), "WSALookupServiceBeginW")
         assert handle.value
         return handle.value
 
     def lookup_next(self, handle: int, flags: int = 0, buffer_size: int = 1024) -> NextResult:
-        """One WSALookupServiceNextW with a ``buffer_size``-byte buffer."""
+        """One WSALookupServiceNextW with a ``buffer_size``-byte buffer.
+
+        ``buffer_size`` and ``flags`` are DWORDs: outside 0..2**32-1 they
+        raise ValueError before C sees them (the buffer is exactly that big).
+        """
+        buffer_size = _u32(buffer_size, "buffer_size")
+        flags = _u32(flags, "flags")
         buf = (ctypes.c_uint64 * ((buffer_size + 7) // 8 or 1))()
         length = ctypes.c_uint32(buffer_size)
         rc = self.native.nspv2_lookup_next(
-            handle, int(flags), ctypes.byref(length), ctypes.addressof(buf)
+            handle, flags, ctypes.byref(length), ctypes.addressof(buf)
         )
         if rc == SOCKET_ERROR:
-            return NextResult(self.winsock.WSAGetLastError(), None, length.value)
+            return NextResult(self.winsock.last_error(), None, length.value)
         return NextResult(NO_ERROR, QuerySet.from_address(ctypes.addressof(buf), "W"), length.value)
 
     def lookup_end(self, handle: int) -> None:
@@ -331,6 +396,7 @@ class Host:
         buffer_size: int = 1024,
     ) -> list[QuerySet]:
         """Begin, Next until WSA_E_NO_MORE (growing the buffer on WSAEFAULT), End."""
+        _u32(buffer_size, "buffer_size")  # refused before Begin, not after
         handle = self.lookup_begin(session, restrictions, flags)
         out: list[QuerySet] = []
         try:
@@ -355,10 +421,10 @@ class Host:
         self, session: ClientSession, reg_info: QuerySet, operation: int, flags: int = 0
     ) -> None:
         """WSASetServiceW in ``session`` (operation: WSAESETSERVICEOP)."""
+        op = int(WSAESETSERVICEOP(_u32(operation, "operation")))
+        flags = _u32(flags, "flags")
         buf = reg_info.to_buffer("W")
-        rc = self.native.nspv2_set_service(
-            session.id, ctypes.addressof(buf), int(WSAESETSERVICEOP(operation)), int(flags)
-        )
+        rc = self.native.nspv2_set_service(session.id, ctypes.addressof(buf), op, flags)
         self._check(rc, "WSASetServiceW")
 
     # -- inspection and the native driver ---------------------------------------------
@@ -386,6 +452,16 @@ class Host:
         grow_on_efault: bool = False,
     ) -> DriverResult:
         """Run the native driver: ``threads`` native threads x ``cycles`` cycles."""
+        numbers = {
+            "threads": threads,
+            "cycles": cycles,
+            "abandon_every": abandon_every,
+            "buffer_size": buffer_size,
+            "name_space": name_space,
+            "control_flags": control_flags,
+        }
+        for what, value in numbers.items():
+            _u32(value, what)
         name = wstr(service_name)
         guid = GUID.from_uuid(provider_id) if provider_id else None
         cfg = DriverConfig(
@@ -402,6 +478,7 @@ class Host:
         )
         result = DriverResult()
         self._check(
-            self.native.nspv2_driver_run(ctypes.byref(cfg), ctypes.byref(result)), "nspv2_driver_run"
+            self.native.nspv2_driver_run(ctypes.byref(cfg), ctypes.byref(result)),
+            "nspv2_driver_run",
         )
         return result

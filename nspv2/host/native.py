@@ -55,13 +55,20 @@ def library_path() -> Path:
 
 
 def load_library() -> ctypes.CDLL:
-    """Load the native host once per process and return it."""
+    """Load the native host once per process and return it.
+
+    On Windows it is a ``WinDLL``: its Winsock functions are WSAAPI
+    (stdcall on x86). The bindings do not depend on the class: every
+    function is bound through its own prototype, WINFUNCTYPE for WSAAPI and
+    CFUNCTYPE for the ``nspv2_*`` functions (see nspv2.host.winsock).
+    """
     global _loaded
     with _lock:
         if _loaded is None:
             path = library_path()
+            loader = getattr(ctypes, "WinDLL") if sys.platform == "win32" else ctypes.CDLL  # noqa: B009
             try:
-                _loaded = ctypes.CDLL(str(path), use_errno=True)
+                _loaded = loader(str(path))
             except OSError as exc:
                 raise NativeHostUnavailable(f"cannot load the native host {path}: {exc}") from exc
         return _loaded

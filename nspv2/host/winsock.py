@@ -19,12 +19,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ..provider.base import Provider
 from ..provider.errors import WinsockError
 from ..provider.routine import Routine
 from ..sdk.guiddef import GUID
-from ..sdk.winsock2 import NO_ERROR, SOCKET_ERROR
+from ..sdk.winsock2 import NO_ERROR, SOCKET_ERROR, WSAError
 from ..sdk.wintypes import DWORD, HANDLE, INT, LPDWORD, LPHANDLE, WCHAR
 from ..sdk.ws2spi import HOST_FUNCTIONS
+from . import tables
 
 __all__ = [
     "DriverConfig",
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 _u64 = ctypes.c_uint64
+_EINVAL = int(WSAError.WSAEINVAL)
 
 
 class HostStats(ctypes.Structure):
@@ -53,6 +56,9 @@ class HostStats(ctypes.Structure):
         ("rundowns", _u64),
         ("late_completions", _u64),
         ("provider_faults", _u64),
+        ("timed_out_held", _u64),
+        ("timed_out_held_bytes", _u64),
+        ("timed_out_released", _u64),
     ]
 
     def as_dict(self) -> dict[str, int]:
@@ -165,12 +171,13 @@ class NativeHostFunctions:
     nspv2_ref_provider_reset: Callable[[], None]
     nspv2_bench_provider_routine: Callable[[int], None]
 
-    def __init__(self, library: Any) -> None:
+    def __init__(self, library: Any, *, use_last_error: bool = False) -> None:
+        # These are plain C functions (cdecl, no WSAAPI in nspv2_host.h):
+        # bound through CFUNCTYPE whatever the library object's class (the
+        # host DLL is a WinDLL on Windows, for its WSAAPI functions).
         for name, (restype, argtypes) in _NATIVE_SIGNATURES.items():
-            fn = getattr(library, name)
-            fn.restype = restype
-            fn.argtypes = list(argtypes)
-            setattr(self, name, fn)
+            prototype = ctypes.CFUNCTYPE(restype, *argtypes, use_last_error=use_last_error)
+            setattr(self, name, prototype((name, library)))
 
 
 class Winsock:
@@ -178,38 +185,114 @@ class Winsock:
 
     ``native_host`` says whether the library is nspv2's native host, which
     also has client-facing functions (``self.native``, None on ws2_32).
+
+    The last error, on Windows, is the thread's Windows last error
+    (``WSASetLastError`` is ``SetLastError``, in ws2_32.dll and in the
+    native host's DLL alike). A ctypes function bound with
+    ``use_last_error=True`` swaps that value with a private copy before the
+    call and swaps it back after (CPython, ``_ctypes/callproc.c``): the
+    value the call set ends up in the copy (``ctypes.get_last_error()``)
+    and the thread gets its previous value back. So:
+
+    * ``WSASetLastError`` (what a provider calls before returning
+      SOCKET_ERROR to ws2_32) is bound *without* ``use_last_error``: the
+      code stays the thread's last error, which ws2_32 reads when the thunk
+      returns (the thunks' prototypes do not swap either);
+    * ``WSAGetLastError`` is bound the same way: a provider reads the
+      thread's real value;
+    * every call whose failure Python reads afterwards (advertise,
+      unadvertise, install, uninstall, complete, the native host's
+      ``nspv2_*`` client functions) is bound *with* it on Windows, and
+      :meth:`last_error` reads ``ctypes.get_last_error()``, so nothing
+      Python does in between can overwrite the code.
+
+    Elsewhere ctypes ignores ``use_last_error`` and the native host keeps
+    the last error in its own thread-local slot: :meth:`last_error` is its
+    ``WSAGetLastError``. Every WSAAPI function is bound through a WINFUNCTYPE prototype on
+    Windows (:meth:`nspv2.sdk.ws2spi.FunctionSpec.bind`), whatever the
+    class of ``library``.
     """
 
     def __init__(self, library: Any, *, native_host: bool) -> None:
         self.library = library
         self.native_host = native_host
-        self.WSAAdvertiseProvider = HOST_FUNCTIONS["WSAAdvertiseProvider"].bind(library)
-        self.WSAUnadvertiseProvider = HOST_FUNCTIONS["WSAUnadvertiseProvider"].bind(library)
-        self.WSAProviderCompleteAsyncCall = HOST_FUNCTIONS["WSAProviderCompleteAsyncCall"].bind(
-            library
-        )
-        self.WSASetLastError = HOST_FUNCTIONS["WSASetLastError"].bind(library)
-        self.WSAGetLastError = HOST_FUNCTIONS["WSAGetLastError"].bind(library)
-        self.WSCInstallNameSpaceEx = HOST_FUNCTIONS["WSCInstallNameSpaceEx"].bind(library)
-        self.WSCUnInstallNameSpace = HOST_FUNCTIONS["WSCUnInstallNameSpace"].bind(library)
-        self.native = NativeHostFunctions(library) if native_host else None
+        #: Windows: calls whose failure Python reads swap the last error.
+        self.swaps_last_error = swap = sys.platform == "win32"
+
+        def bind(name: str, use_last_error: bool) -> Any:
+            return HOST_FUNCTIONS[name].bind(library, use_last_error=use_last_error)
+
+        self.WSAAdvertiseProvider = bind("WSAAdvertiseProvider", swap)
+        self.WSAUnadvertiseProvider = bind("WSAUnadvertiseProvider", swap)
+        self.WSAProviderCompleteAsyncCall = bind("WSAProviderCompleteAsyncCall", swap)
+        self.WSASetLastError = bind("WSASetLastError", False)
+        self.WSAGetLastError = bind("WSAGetLastError", False)
+        self.WSCInstallNameSpaceEx = bind("WSCInstallNameSpaceEx", swap)
+        self.WSCUnInstallNameSpace = bind("WSCUnInstallNameSpace", swap)
+        self.native = NativeHostFunctions(library, use_last_error=swap) if native_host else None
+        #: The library's "unadvertised tables it may still call" count
+        #: (None on ws2_32.dll and on a native host without it).
+        self.retired_tables = tables.probe_for(library) if native_host else None
+
+    def last_error(self) -> int:
+        """The code the last failed call made from Python set on this thread."""
+        if not self.swaps_last_error:
+            return int(self.WSAGetLastError())
+        get_last_error: Callable[[], int] = getattr(ctypes, "get_last_error")  # noqa: B009
+        return get_last_error()
 
     def check(self, result: int, what: str) -> None:
-        """Raise WinsockError with WSAGetLastError() if ``result`` is SOCKET_ERROR."""
+        """Raise WinsockError with :meth:`last_error` if ``result`` is SOCKET_ERROR."""
         if result == SOCKET_ERROR:
-            raise WinsockError(self.WSAGetLastError(), what)
+            raise WinsockError(self.last_error(), what)
 
-    def advertise(self, provider_id: uuid.UUID, routine: Routine) -> GUID:
-        """WSAAdvertiseProvider(&guid, table); returns the GUID object."""
+    def advertise(self, provider_id: uuid.UUID, target: Routine | Provider) -> GUID:
+        """WSAAdvertiseProvider(&guid, table); returns the GUID object.
+
+        The table reports to this binding's channel (a Provider's table is
+        built with it; a Routine without a channel is given it), and the
+        process-level registry (:mod:`nspv2.host.tables`) keeps the table,
+        its thunks and its provider alive from before the call until
+        :meth:`unadvertise` has returned and the host has returned from the
+        last call into it (for ws2_32.dll, which cannot say: process exit).
+        """
+        routine = self._routine_for(target)
         guid = GUID.from_uuid(provider_id)
-        self.check(
-            self.WSAAdvertiseProvider(ctypes.byref(guid), routine.pointer()), "WSAAdvertiseProvider"
+        kept = tables.keep(
+            self.library, provider_id, self.retired_tables, routine, target, routine.table
         )
+        try:
+            self.check(
+                self.WSAAdvertiseProvider(ctypes.byref(guid), routine.pointer()),
+                "WSAAdvertiseProvider",
+            )
+        except BaseException:
+            tables.forget(kept)  # C kept nothing
+            raise
+        tables.sweep()
         return guid
 
+    def _routine_for(self, target: Routine | Provider) -> Routine:
+        """``target``'s routine table, reporting to this binding's channel."""
+        if isinstance(target, Provider):
+            return target.routine(channel=self.channel())
+        if target.channel is None:
+            target.channel = self.channel()
+        return target
+
     def unadvertise(self, provider_id: uuid.UUID) -> None:
+        """WSAUnadvertiseProvider; then whatever was advertised as
+        ``provider_id`` on this library (by this object, a Host or another
+        binding) is retired: held until the host has returned from the last
+        call into it. Also when the host no longer knows the id (WSAEINVAL:
+        unadvertised already, by ``nspv2_host_reset`` say)."""
         guid = GUID.from_uuid(provider_id)
-        self.check(self.WSAUnadvertiseProvider(ctypes.byref(guid)), "WSAUnadvertiseProvider")
+        if self.WSAUnadvertiseProvider(ctypes.byref(guid)) == SOCKET_ERROR:
+            code = self.last_error()
+            if code == _EINVAL:
+                tables.retire(self.library, provider_id)
+            raise WinsockError(code, "WSAUnadvertiseProvider")
+        tables.retire(self.library, provider_id)
 
     def channel(self) -> WinsockChannel:
         return WinsockChannel(self)
@@ -217,12 +300,14 @@ class Winsock:
 
 class WinsockChannel:
     """An ErrorChannel that calls the bound library's WSASetLastError,
-    WSAGetLastError and WSAProviderCompleteAsyncCall."""
+    WSAGetLastError and WSAProviderCompleteAsyncCall (see :class:`Winsock`
+    for which value each one reads and sets)."""
 
     def __init__(self, winsock: Winsock) -> None:
         self._set = winsock.WSASetLastError
         self._get = winsock.WSAGetLastError
         self._complete = winsock.WSAProviderCompleteAsyncCall
+        self._last_error = winsock.last_error
 
     def set_last_error(self, code: int) -> None:
         self._set(code)
@@ -233,7 +318,7 @@ class WinsockChannel:
 
     def complete(self, async_handle: int | None, code: int) -> int:
         rc: int = self._complete(async_handle, code)
-        return NO_ERROR if rc == NO_ERROR else int(self._get())
+        return NO_ERROR if rc == NO_ERROR else self._last_error()
 
 
 def load_ws2_32() -> Winsock:
@@ -241,7 +326,9 @@ def load_ws2_32() -> Winsock:
     if sys.platform != "win32":
         raise OSError("ws2_32.dll exists only on Windows; use load_native_host() elsewhere")
     windll = getattr(ctypes, "WinDLL")  # noqa: B009 - absent from typeshed off Windows
-    return Winsock(windll("ws2_32", use_last_error=True), native_host=False)
+    # The library object's own flags do not matter: Winsock binds every
+    # function through its own prototype (see Winsock for use_last_error).
+    return Winsock(windll("ws2_32"), native_host=False)
 
 
 def load_native_host() -> Winsock:

@@ -42,6 +42,7 @@ __all__ = [
     "WSTR_MAX_CHARS",
     "WstrError",
     "read_wstr",
+    "wsaapi_prototype",
     "wstr",
 ]
 
@@ -89,6 +90,22 @@ elif sys.platform == "win32":
     WSAAPI_FUNCTYPE = ctypes.WINFUNCTYPE
 else:
     WSAAPI_FUNCTYPE = ctypes.CFUNCTYPE
+
+
+def wsaapi_prototype(restype: Any, *argtypes: Any, use_last_error: bool = False) -> Any:
+    """A prototype for a ``WSAAPI`` function, chosen when called (not at import).
+
+    On Windows it is always ``WINFUNCTYPE`` (stdcall: the x86 callee pops its
+    arguments), whatever library object the function is then looked up on
+    (``CDLL``'s own functions would be cdecl); elsewhere ``CFUNCTYPE``.
+    ``use_last_error`` as for ctypes: see :meth:`nspv2.sdk.ws2spi.FunctionSpec.bind`.
+    """
+    if sys.platform == "win32":
+        factory = getattr(ctypes, "WINFUNCTYPE")  # noqa: B009 - absent from typeshed off Windows
+    else:
+        factory = ctypes.CFUNCTYPE
+    return factory(restype, *argtypes, use_last_error=use_last_error)
+
 
 #: Longest string :func:`read_wstr` accepts by default, in UTF-16 code units,
 #: terminator excluded: 32767, the most a Windows counted string

@@ -20,7 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 from .guiddef import GUID, LPGUID
 from .winsock2 import LPBLOB, LPWSAQUERYSET2W
-from .wintypes import DWORD, HANDLE, INT, LPDWORD, LPHANDLE, LPVOID, LPWSTR, WSAAPI_FUNCTYPE
+from .wintypes import (
+    DWORD,
+    HANDLE,
+    INT,
+    LPDWORD,
+    LPHANDLE,
+    LPVOID,
+    LPWSTR,
+    WSAAPI_FUNCTYPE,
+    wsaapi_prototype,
+)
 
 __all__ = [
     "HOST_FUNCTIONS",
@@ -272,14 +282,26 @@ class FunctionSpec:
     c_declaration: str
     x86_export: str
 
-    def bind(self, library: Any) -> Any:
-        """Return ``library.<name>`` with argtypes and restype set.
+    def bind(self, library: Any, *, use_last_error: bool = False) -> Any:
+        """Return the function ``name`` of ``library``, typed, as a fresh object.
 
-        ``library`` is a ``ctypes.CDLL``/``WinDLL`` (ideally created with
-        ``use_last_error=True``). The function object is cached by ctypes on
-        the library, so binding twice is harmless.
+        The calling convention comes from the prototype, never from the
+        library object: :func:`~nspv2.sdk.wintypes.wsaapi_prototype` is
+        ``WINFUNCTYPE`` on Windows (stdcall, which the x86 host DLL and
+        ws2_32.dll use) even when ``library`` is a ``CDLL``. The symbol is
+        the undecorated ``name``, as ws2_32.dll and the x86 host DLL export
+        it; ``x86_export`` is the stdcall-decorated spelling, for reference.
+
+        ``use_last_error=True`` makes ctypes swap the thread's Windows last
+        error with its private copy around the call (read it back with
+        ``ctypes.get_last_error()``): right for a call whose failure Python
+        reads afterwards, wrong for ``WSASetLastError`` called by a provider,
+        whose value the swap-back would take away from ws2_32 (see
+        :class:`nspv2.host.winsock.Winsock`). Off Windows ctypes ignores it.
         """
-        function = getattr(library, self.name)
+        prototype = wsaapi_prototype(self.restype, *self.argtypes, use_last_error=use_last_error)
+        function = prototype((self.name, library))
+        function.__name__ = self.name
         function.argtypes = list(self.argtypes)
         function.restype = self.restype
         return function

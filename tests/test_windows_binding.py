@@ -1,0 +1,141 @@
+"""The Windows binding, correct by construction, proven off Windows.
+
+There is no Windows here, so each test fakes the platform (``sys.platform``
+and the Windows-only parts of ctypes) and reads the bound function objects:
+their calling convention and last-error flags are in ``_flags_``, the same
+bits CPython's ``_ctypes`` acts on when calling them on Windows. The faked
+WINFUNCTYPE builds prototypes with the stdcall flag set as on Windows (no
+``FUNCFLAG_CDECL``); on x86-64 Linux the ABI is the same, so the functions
+bound through it are also called for real on the native host.
+
+Why the flags matter (CPython ``Modules/_ctypes/callproc.c``): a function
+with ``FUNCFLAG_USE_LASTERROR`` runs ``SetLastError(private)`` before the
+call and, after it, saves ``GetLastError()`` into ctypes' private copy and
+puts the thread's previous value back. A provider's ``WSASetLastError``
+bound that way would set the code and have it taken away again before
+ws2_32 reads it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from typing import Any, ClassVar
+
+import pytest
+
+from nspv2.host import native
+from nspv2.host.winsock import Winsock, load_native_host, load_ws2_32
+from nspv2.provider.errors import WinsockError
+from nspv2.sdk.winsock2 import SOCKET_ERROR
+from nspv2.sdk.ws2spi import HOST_FUNCTIONS
+
+FUNCFLAG_CDECL = ctypes._FUNCFLAG_CDECL  # type: ignore[attr-defined]
+FUNCFLAG_USE_LASTERROR = ctypes._FUNCFLAG_USE_LASTERROR  # type: ignore[attr-defined]
+CFuncPtr: Any = ctypes._CFuncPtr  # type: ignore[attr-defined]
+
+#: The functions a provider calls to report back, which must not swap.
+PROVIDER_SIDE = {"WSASetLastError", "WSAGetLastError"}
+
+
+def fake_winfunctype(restype: Any, *argtypes: Any, use_last_error: bool = False) -> Any:
+    """ctypes.WINFUNCTYPE as on Windows: stdcall (no CDECL bit), optional swap."""
+
+    class WinFunction(CFuncPtr):  # type: ignore[misc]
+        _argtypes_ = argtypes
+        _restype_ = restype
+        _flags_ = FUNCFLAG_USE_LASTERROR if use_last_error else 0
+
+    return WinFunction
+
+
+class FakeWinDLL(ctypes.CDLL):
+    """ctypes.WinDLL as on Windows: its own functions are stdcall."""
+
+    loaded: ClassVar[list[tuple[str, dict[str, Any]]]] = []
+
+    class _FuncPtr(CFuncPtr):  # type: ignore[misc]
+        _flags_ = 0
+        _restype_ = ctypes.c_int
+
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        FakeWinDLL.loaded.append((name, kwargs))
+        # "ws2_32" is the native host here: same exports, same signatures
+        super().__init__(str(native.library_path()) if name == "ws2_32" else name)
+
+
+@pytest.fixture
+def windows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Pretend to be Windows; returns the values get_last_error will give."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(ctypes, "WINFUNCTYPE", fake_winfunctype, raising=False)
+    monkeypatch.setattr(ctypes, "WinDLL", FakeWinDLL, raising=False)
+    codes: list[int] = []
+    monkeypatch.setattr(ctypes, "get_last_error", lambda: codes.pop(0), raising=False)
+    monkeypatch.setattr(native, "_loaded", None)  # load again, as on Windows
+    FakeWinDLL.loaded.clear()
+    return codes
+
+
+def flags(fn: Any) -> int:
+    value: int = type(fn)._flags_
+    return value
+
+
+WSAAPI_ATTRIBUTES = sorted(HOST_FUNCTIONS)
+
+
+def test_native_host_dll_is_loaded_as_windll_on_windows(windows: list[int]) -> None:
+    library = native.load_library()
+    assert isinstance(library, FakeWinDLL)
+    assert FakeWinDLL.loaded and FakeWinDLL.loaded[0][0] == str(native.library_path())
+
+
+@pytest.mark.parametrize("loader", ["native host", "ws2_32"])
+def test_every_wsaapi_function_is_stdcall_whatever_the_library_object(
+    windows: list[int], loader: str
+) -> None:
+    winsock = load_native_host() if loader == "native host" else load_ws2_32()
+    for name in WSAAPI_ATTRIBUTES:
+        fn = getattr(winsock, name)
+        assert flags(fn) & FUNCFLAG_CDECL == 0, f"{name} is bound cdecl"
+        # the plain export name, as ws2_32.dll has it
+        assert fn.__name__ == name
+        plain = ctypes.CDLL(str(native.library_path()))[name]
+        assert ctypes.cast(fn, ctypes.c_void_p).value == ctypes.cast(plain, ctypes.c_void_p).value
+
+
+def test_a_cdll_object_still_gets_stdcall_wsaapi_functions(windows: list[int]) -> None:
+    winsock = Winsock(ctypes.CDLL(str(native.library_path())), native_host=True)
+    assert all(flags(getattr(winsock, n)) & FUNCFLAG_CDECL == 0 for n in WSAAPI_ATTRIBUTES)
+    # ... and the nspv2_* client functions stay cdecl, as nspv2_host.h declares them
+    assert winsock.native is not None
+    assert flags(winsock.native.nspv2_session_open) & FUNCFLAG_CDECL
+
+
+@pytest.mark.parametrize("loader", ["native host", "ws2_32"])
+def test_provider_side_last_error_functions_do_not_swap(windows: list[int], loader: str) -> None:
+    winsock = load_native_host() if loader == "native host" else load_ws2_32()
+    for name in WSAAPI_ATTRIBUTES:
+        swapped = bool(flags(getattr(winsock, name)) & FUNCFLAG_USE_LASTERROR)
+        assert swapped is (name not in PROVIDER_SIDE), name
+    channel = winsock.channel()
+    assert channel._set is winsock.WSASetLastError
+    assert channel._get is winsock.WSAGetLastError
+
+
+def test_failures_are_read_from_ctypes_copy_on_windows(windows: list[int]) -> None:
+    winsock = load_ws2_32()
+    windows.append(10050)  # what ctypes saved after the failed call
+    with pytest.raises(WinsockError) as failed:
+        winsock.check(SOCKET_ERROR, "WSAAdvertiseProvider")
+    assert failed.value.code == 10050
+
+
+def test_the_faked_stdcall_binding_really_calls_the_native_host(windows: list[int]) -> None:
+    """The stdcall-flagged functions work (same ABI on x86-64): the fake
+    platform proves flags, not a different binding."""
+    winsock = Winsock(ctypes.CDLL(str(native.library_path())), native_host=True)
+    winsock.WSASetLastError(10093)
+    assert winsock.WSAGetLastError() == 10093
+    winsock.WSASetLastError(0)
