@@ -473,7 +473,12 @@ def test_advertise_bare_table_keeps_owner_alive_until_unadvertised() -> None:
             host.advertise(NSPV2_ROUTINE(), pid)
         host.unadvertise(pid)
         gc.collect()
-        assert ref() is None, "the host kept the owner after unadvertise"
+        if host.winsock.retired_tables is None:
+            # a library that cannot say when it is done: kept until exit
+            assert ref() is not None, "released with no proof the host is done"
+        else:
+            assert host.winsock.retired_tables() == 0
+            assert ref() is None, "the owner was kept after the host was done"
 
 
 def test_advertise_refuses_what_is_not_a_table() -> None:
