@@ -129,6 +129,18 @@ NSPV2_HOST_API INT WSAAPI WSASetServiceW(LPWSAQUERYSETW lpqsRegInfo,
 /* How long the host waits for WSAProviderCompleteAsyncCall (default 5000). */
 NSPV2_HOST_API void nspv2_host_set_timeout_ms(uint32_t timeout_ms);
 
+/* The bound on buffers held for calls that timed out without completing
+ * (defaults below). When one more would exceed either limit, the oldest
+ * held calls are released: their buffers freed, their handles forgotten (a
+ * completion then gets WSAEINVAL). WSAUnadvertiseProvider releases the
+ * provider's held calls, nspv2_host_reset all of them. Ownership rule: once
+ * the provider has not completed a call by then, it must not write the
+ * call's buffer after the host released it (the same rule as after
+ * completing it). */
+#define NSPV2_HELD_MAX_CALLS 1024u
+#define NSPV2_HELD_MAX_BYTES (16u * 1024u * 1024u)
+NSPV2_HOST_API void nspv2_host_set_held_limit(uint32_t max_calls, uint64_t max_bytes);
+
 typedef struct nspv2_host_stats {
     uint32_t providers;        /* advertised now */
     uint32_t sessions_open;    /* client sessions open now */
@@ -139,6 +151,14 @@ typedef struct nspv2_host_stats {
     uint64_t rundowns;         /* NSPv2ClientSessionRundown calls made */
     uint64_t late_completions; /* completions refused after a timeout */
     uint64_t provider_faults;  /* buffer overruns and other provider faults */
+    /* Calls that timed out (or were cancelled) and were never completed:
+     * their buffers (NextEx scratch buffer, SetServiceEx query-set copy) are
+     * held for a late completion, within the bound set by
+     * nspv2_host_set_held_limit. */
+    uint64_t timed_out_held;       /* such calls held now */
+    uint64_t timed_out_held_bytes; /* bytes of their buffers, now */
+    uint64_t timed_out_released;   /* released before any completion (bound
+                                    * exceeded, unadvertise, reset), since reset */
 } nspv2_host_stats;
 
 NSPV2_HOST_API void nspv2_host_stats_get(nspv2_host_stats *out);

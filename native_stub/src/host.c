@@ -10,7 +10,10 @@
 /* ------------------------------------------------------------------------ */
 /* global state                                                              */
 
-host_state host_g = {.lock = NSPV2_MUTEX_INIT, .timeout_ms = DEFAULT_TIMEOUT_MS};
+host_state host_g = {.lock = NSPV2_MUTEX_INIT,
+                     .timeout_ms = DEFAULT_TIMEOUT_MS,
+                     .held_max_calls = NSPV2_HELD_MAX_CALLS,
+                     .held_max_bytes = NSPV2_HELD_MAX_BYTES};
 
 static nspv2_once g_once = NSPV2_ONCE_INIT;
 static void g_init(void) { nspv2_cond_init(&host_g.cv); }
@@ -370,11 +373,15 @@ NSPV2_HOST_API INT WSAAPI WSAUnadvertiseProvider(const GUID *puuidProviderId)
         ps_unref_L(ps); /* the list's reference */
     }
     free(vals);
+    /* 3. release its held calls (timed out, never completed) */
+    held_release_L(&p->id);
     provider_unref_L(p);
     host_unlock();
     todo_run(&t);
     return NO_ERROR;
 }
+
+static void held_unlink_L(async_call *a); /* async calls, below */
 
 NSPV2_HOST_API INT WSAAPI WSAProviderCompleteAsyncCall(HANDLE hAsyncCall, INT iRetCode)
 {
@@ -398,6 +405,7 @@ NSPV2_HOST_API INT WSAAPI WSAProviderCompleteAsyncCall(HANDLE hAsyncCall, INT iR
     }
     if (a->state == AS_EXPIRED) { /* its waiter gave up: refuse, and free it */
         idmap_remove(&host_g.asyncs, id);
+        held_unlink_L(a);
         host_g.late_completions++;
         host_unlock();
         async_free(a);
@@ -509,7 +517,80 @@ int async_register_L(async_call *a)
  * deadline passes. Returns 1 when completed (a is removed from the table
  * and belongs to the caller), 0 otherwise (a stays in the table, EXPIRED,
  * for the late completion to free). */
-int async_wait_L(async_call *a, uint64_t deadline_ns)
+/* ---- held calls: timed out, never completed ----------------------------
+ * Ownership rule: an EXPIRED call belongs to the host's held list, not to
+ * its waiter (gone) nor to the provider; a late completion frees it; else
+ * the host releases it when the bound is exceeded (oldest first), when its
+ * provider is unadvertised, or at reset. The provider must not write a
+ * released call's buffer (as after completing it). */
+
+static uint64_t held_size(const async_call *a)
+{
+    return (uint64_t)(a->scratch ? a->scratch_size + GUARD_BYTES : 0) + (uint64_t)a->qs_size;
+}
+
+static void held_unlink_L(async_call *a)
+{
+    if (a->hprev)
+        a->hprev->hnext = a->hnext;
+    else
+        host_g.held_head = a->hnext;
+    if (a->hnext)
+        a->hnext->hprev = a->hprev;
+    else
+        host_g.held_tail = a->hprev;
+    a->hprev = a->hnext = NULL;
+    host_g.held_calls--;
+    host_g.held_bytes -= held_size(a);
+}
+
+/* Forget a held call and free it: its handle is unknown from now on. */
+static void held_drop_L(async_call *a)
+{
+    held_unlink_L(a);
+    idmap_remove(&host_g.asyncs, a->id);
+    host_g.held_released++;
+    async_free(a);
+}
+
+static void held_trim_L(void)
+{
+    while (host_g.held_head && (host_g.held_calls > host_g.held_max_calls ||
+                                host_g.held_bytes > host_g.held_max_bytes))
+        held_drop_L(host_g.held_head);
+}
+
+void held_release_L(const GUID *id)
+{
+    async_call *a = host_g.held_head;
+    while (a) {
+        async_call *next = a->hnext;
+        if (!id || guid_eq(&a->provider_id, id))
+            held_drop_L(a);
+        a = next;
+    }
+}
+
+/* The waiter of p's call a gave up: hold a (or drop it at once when p was
+ * unadvertised: nothing may complete it any more). */
+static void held_add_L(async_call *a, const provider *p)
+{
+    a->hprev = host_g.held_tail;
+    a->hnext = NULL;
+    if (host_g.held_tail)
+        host_g.held_tail->hnext = a;
+    else
+        host_g.held_head = a;
+    host_g.held_tail = a;
+    host_g.held_calls++;
+    host_g.held_bytes += held_size(a);
+    if (p->removed)
+        held_drop_L(a);
+    else
+        held_trim_L();
+}
+
+int async_wait_L(async_call *a, uint64_t deadline_ns, const provider *p)
 {
     while (a->state == AS_PENDING && !a->cancelled) {
         uint64_t now = nspv2_now_ns();
@@ -526,6 +607,7 @@ int async_wait_L(async_call *a, uint64_t deadline_ns)
     }
     a->state = AS_EXPIRED;
     host_g.async_pending--;
+    held_add_L(a, p); /* may free a */
     return 0;
 }
 
@@ -545,6 +627,16 @@ NSPV2_HOST_API void nspv2_host_set_timeout_ms(uint32_t timeout_ms)
     host_unlock();
 }
 
+NSPV2_HOST_API void nspv2_host_set_held_limit(uint32_t max_calls, uint64_t max_bytes)
+{
+    host_init();
+    host_lock();
+    host_g.held_max_calls = max_calls;
+    host_g.held_max_bytes = max_bytes;
+    held_trim_L();
+    host_unlock();
+}
+
 NSPV2_HOST_API void nspv2_host_stats_get(nspv2_host_stats *out)
 {
     host_init();
@@ -560,6 +652,9 @@ NSPV2_HOST_API void nspv2_host_stats_get(nspv2_host_stats *out)
     out->rundowns = host_g.rundowns;
     out->late_completions = host_g.late_completions;
     out->provider_faults = host_g.provider_faults;
+    out->timed_out_held = host_g.held_calls;
+    out->timed_out_held_bytes = host_g.held_bytes;
+    out->timed_out_released = host_g.held_released;
     host_unlock();
 }
 
@@ -580,7 +675,7 @@ NSPV2_HOST_API void nspv2_host_stats_reset(void)
     host_init();
     host_lock();
     host_g.startups = host_g.cleanups = host_g.rundowns = 0;
-    host_g.late_completions = host_g.provider_faults = 0;
+    host_g.late_completions = host_g.provider_faults = host_g.held_released = 0;
     host_unlock();
 }
 
@@ -604,6 +699,9 @@ NSPV2_HOST_API void nspv2_host_reset(void)
         if (host_g.sessions.keys[i])
             ids[k++] = host_g.sessions.keys[i];
     host_g.ninst = 0;
+    held_release_L(NULL); /* the bound's default too */
+    host_g.held_max_calls = NSPV2_HELD_MAX_CALLS;
+    host_g.held_max_bytes = NSPV2_HELD_MAX_BYTES;
     host_unlock();
     for (size_t i = 0; i < k; i++)
         nspv2_session_abandon(ids[i]);

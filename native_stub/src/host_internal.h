@@ -99,9 +99,13 @@
  *   End included, need a session entered (else WSANOTINITIALISED);
  *   nspv2_session_enter of an unknown session -> WSAEINVAL.
  * late_completions counts completions refused after a timeout or a
- *   cancellation. Such calls keep their scratch buffer until that late
- *   completion (also across nspv2_host_reset), since the provider may still
- *   write it.
+ *   cancellation. Such calls keep their buffers (scratch buffer, query-set
+ *   copy) until that late completion, since the provider may still write
+ *   them, but only within the held bound (nspv2_host_set_held_limit: the
+ *   oldest go first), until WSAUnadvertiseProvider of their provider, or
+ *   nspv2_host_reset; a call expiring after its provider was unadvertised
+ *   is not held at all. Released calls are forgotten: their completion gets
+ *   WSAEINVAL and is not counted.
  * Handles are counter values of HANDLE width: on 32-bit Windows they wrap
  *   after 2^32, skipping values still in use.
  * nspv2_driver_run: NULL cfg or out, threads 0 or above 1024 -> WSAEINVAL.
@@ -206,6 +210,7 @@ typedef struct async_call {
     GUID provider_id;       /* the provider's GUID (SetServiceEx gets a copy) */
     WSAQUERYSET2W *qs;      /* SetServiceEx: the provider's copy of the query set */
     size_t qs_size;
+    struct async_call *hprev, *hnext; /* the held list, while EXPIRED */
 } async_call;
 
 typedef struct lookup_part {
@@ -258,6 +263,11 @@ typedef struct host_state {
     uint32_t async_pending;
     uint32_t retired; /* unadvertised providers whose struct is still referenced */
     uint64_t startups, cleanups, rundowns, late_completions, provider_faults;
+    /* EXPIRED calls, oldest first, and what they hold (bounded by held_max_*) */
+    struct async_call *held_head, *held_tail;
+    uint64_t held_calls, held_bytes, held_released;
+    uint32_t held_max_calls;
+    uint64_t held_max_bytes;
 } host_state;
 
 /* all the host's tables; defined in host.c */
@@ -291,7 +301,9 @@ int todo_run(todo *t);
 async_call *async_alloc(size_t scratch_size, int with_scratch);
 void async_free(async_call *a);
 int async_register_L(async_call *a);
-int async_wait_L(async_call *a, uint64_t deadline_ns);
+int async_wait_L(async_call *a, uint64_t deadline_ns, const provider *p);
+/* Releases held (EXPIRED) calls: of provider id (NULL: all). */
+void held_release_L(const GUID *id);
 uint64_t deadline_after_L(void);
 
 /* ---- idmap.c ------------------------------------------------------------ */

@@ -437,12 +437,13 @@ NSPV2_HOST_API INT nspv2_lookup_next(HANDLE hLookup, DWORD dwControlFlags,
         NSPV2_SDK_LOOKUPSERVICENEXTEX next_ex = ps->prov->fn.next_ex;
         uint64_t deadline = deadline_after_L();
         a->len = (DWORD)scratch_size;
+        a->provider_id = ps->prov->id; /* for releasing it held (unadvertise) */
         host_unlock();
         next_ex(id_to_handle(a->id), hprov, dwControlFlags, &a->len,
                 (LPWSAQUERYSET2W)(void *)a->scratch);
         host_lock();
         ps_call_release_L(ps, &t);
-        int completed = async_wait_L(a, deadline);
+        int completed = async_wait_L(a, deadline, ps->prov); /* lk's part keeps ps */
         lk->pending = NULL;
         if (!completed) {
             a = NULL; /* stays in the table (EXPIRED) for a late completion */
@@ -571,7 +572,7 @@ NSPV2_HOST_API INT nspv2_set_service(uint64_t session_id, LPWSAQUERYSETW lpqsReg
                              dwControlFlags, arg);
         host_lock();
         ps_call_release_L(ps, &t);
-        if (async_wait_L(a, deadline)) {
+        if (async_wait_L(a, deadline, p)) { /* the route keeps p */
             e = a->code;
             async_free(a);
         } else {

@@ -205,7 +205,141 @@ TEST(test_provider_scribbles_on_its_copy)
     fresh();
 }
 
+
+/* ------------------------------------------------------------------------ */
+/* buffers of calls never completed: held within a bound, then released      */
+
+/* One next on h that times out at once (TP_DEFER, timeout 0) with a
+ * len-byte buffer; the async handle the provider was given. */
+static HANDLE expire_next(HANDLE h, DWORD len)
+{
+    static result_buf buf;
+    tp_set_mode(TP_DEFER);
+    CHECK_ERR(next_sized(h, len, &buf), WSA_E_CANCELLED);
+    return tp_wait_deferred();
+}
+
+/* the bytes one held NextEx call of a len-byte client buffer holds */
+static uint64_t held_bytes_of(DWORD len)
+{
+    return (uint64_t)(len - NSPV2_QS_DELTA) + 64u; /* scratch + guard bytes */
+}
+
+TEST(test_held_buffers_are_bounded_and_visible)
+{
+    fresh();
+    advertise_tp();
+    nspv2_host_set_timeout_ms(0);
+    uint64_t s = open_session();
+    HANDLE h = begin_lookup(s, TP_NAMESPACE, "x", 0);
+    CHECK(stats().timed_out_held == 0 && stats().timed_out_held_bytes == 0);
+
+    /* held until the late completion, which frees it */
+    HANDLE a1 = expire_next(h, 1000);
+    CHECK(a1 != NULL);
+    nspv2_host_stats st = stats();
+    CHECK(st.timed_out_held == 1 && st.timed_out_held_bytes == held_bytes_of(1000));
+    CHECK(st.async_pending == 0);
+    CHECK_ERR(WSAProviderCompleteAsyncCall(a1, NO_ERROR), WSAEINVAL);
+    st = stats();
+    CHECK(st.timed_out_held == 0 && st.timed_out_held_bytes == 0);
+    CHECK(st.late_completions == 1 && st.timed_out_released == 0);
+
+    /* at most 2 calls: the third pushes the oldest out, forgotten */
+    nspv2_host_set_held_limit(2, NSPV2_HELD_MAX_BYTES);
+    HANDLE b1 = expire_next(h, 1000), b2 = expire_next(h, 2000), b3 = expire_next(h, 3000);
+    st = stats();
+    CHECK(st.timed_out_held == 2);
+    CHECK(st.timed_out_held_bytes == held_bytes_of(2000) + held_bytes_of(3000));
+    CHECK(st.timed_out_released == 1);
+    CHECK_ERR(WSAProviderCompleteAsyncCall(b1, NO_ERROR), WSAEINVAL);
+    CHECK(stats().late_completions == 1); /* b1 is unknown now: not a late completion */
+    CHECK_ERR(WSAProviderCompleteAsyncCall(b2, NO_ERROR), WSAEINVAL);
+    CHECK(stats().late_completions == 2);
+
+    /* the byte bound: a 1000-byte call pushes out b3 (3000 bytes) */
+    nspv2_host_set_held_limit(100, held_bytes_of(1000) + 10);
+    st = stats();
+    CHECK(st.timed_out_held == 0 && st.timed_out_released == 2); /* b3 over the new bound */
+    HANDLE c1 = expire_next(h, 1000);
+    CHECK(stats().timed_out_held == 1);
+    HANDLE c2 = expire_next(h, 1000);
+    st = stats();
+    CHECK(st.timed_out_held == 1 && st.timed_out_held_bytes == held_bytes_of(1000));
+    CHECK(st.timed_out_released == 3);
+    CHECK_ERR(WSAProviderCompleteAsyncCall(c1, NO_ERROR), WSAEINVAL);
+    CHECK(stats().late_completions == 2);
+    (void)b3;
+    (void)c2;
+
+    /* unadvertise releases the provider's held calls */
+    nspv2_host_set_held_limit(NSPV2_HELD_MAX_CALLS, NSPV2_HELD_MAX_BYTES);
+    HANDLE d1 = expire_next(h, 500);
+    CHECK(stats().timed_out_held == 2);
+    CHECK_OK(WSAUnadvertiseProvider(&tp_id));
+    st = stats();
+    CHECK(st.timed_out_held == 0 && st.timed_out_held_bytes == 0);
+    CHECK(st.timed_out_released == 5);
+    CHECK_ERR(WSAProviderCompleteAsyncCall(d1, NO_ERROR), WSAEINVAL);
+    CHECK(stats().late_completions == 2);
+    CHECK_OK(nspv2_session_close(s));
+
+    /* and so does reset */
+    NSPV2_ROUTINE r = tp_routine();
+    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r)); /* still installed */
+    s = open_session();
+    h = begin_lookup(s, TP_NAMESPACE, "x", 0);
+    expire_next(h, 700);
+    CHECK(stats().timed_out_held == 1);
+    nspv2_host_reset();
+    st = stats();
+    CHECK(st.timed_out_held == 0 && st.timed_out_held_bytes == 0);
+    fresh();
+}
+
+/* A registration that times out keeps the provider's copy of the query set
+ * held, counted in bytes, until the late completion. */
+static HANDLE held_set_async;
+static VOID WSAAPI defer_set_service(HANDLE async, LPGUID id, LPWSAQUERYSET2W qs,
+                                     WSAESETSERVICEOP op, DWORD flags, LPVOID arg)
+{
+    (void)id;
+    (void)qs;
+    (void)op;
+    (void)flags;
+    (void)arg;
+    held_set_async = async;
+}
+
+TEST(test_held_registration_copy)
+{
+    fresh();
+    NSPV2_ROUTINE r = tp_routine();
+    NSPV2_SLOT(r, NSPv2SetServiceEx, defer_set_service);
+    CHECK_OK(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), TP_NAMESPACE, 1, (LPGUID)&tp_id, NULL));
+    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
+    nspv2_host_set_timeout_ms(0);
+    uint64_t s = open_session();
+    static full_qs client;
+    full_qs_init(&client);
+    held_set_async = NULL;
+    CHECK_ERR(nspv2_set_service(s, &client.q, RNRSERVICE_REGISTER, 0), WSA_E_CANCELLED);
+    nspv2_host_stats st = stats();
+    CHECK(held_set_async != NULL);
+    CHECK(st.timed_out_held == 1);
+    /* the header, 4 strings, GUID, version, protocols, CS addresses with
+     * their sockaddrs, the blob and its data */
+    CHECK(st.timed_out_held_bytes > sizeof(WSAQUERYSET2W) + sizeof client.data);
+    CHECK(st.timed_out_held_bytes < sizeof client + 256);
+    CHECK_ERR(WSAProviderCompleteAsyncCall(held_set_async, NO_ERROR), WSAEINVAL);
+    CHECK(stats().timed_out_held == 0 && stats().timed_out_held_bytes == 0);
+    CHECK_OK(nspv2_session_close(s));
+    fresh();
+}
+
 void run_lifetime_tests(void)
 {
     RUN(test_provider_scribbles_on_its_copy);
+    RUN(test_held_buffers_are_bounded_and_visible);
+    RUN(test_held_registration_copy);
 }
