@@ -21,6 +21,8 @@ import pytest
 
 import nspv2
 
+from .asan import skip_unsuitable_under_asan
+
 ROOT = Path(__file__).resolve().parent.parent
 UNDER_TEST = Path(nspv2.__file__).resolve().parent
 FROM_SOURCE_TREE = UNDER_TEST == (ROOT / "nspv2").resolve()
@@ -29,6 +31,10 @@ FROM_SOURCE_TREE = UNDER_TEST == (ROOT / "nspv2").resolve()
 def pytest_report_header() -> str:
     where = "the SOURCE TREE" if FROM_SOURCE_TREE else "installed"
     return f"nspv2 under test: {UNDER_TEST} ({where})"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    skip_unsuitable_under_asan(items)  # only in .ci/run's ASan step (tests/asan.py)
 
 
 def pytest_configure(config: pytest.Config) -> None:

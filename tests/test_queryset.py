@@ -104,7 +104,7 @@ BIG = QuerySet(
 )
 
 
-@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(querysets)
 @example(QuerySet())
 @example(QuerySet("", comment="", context="", query_string="", blob=b""))
@@ -116,7 +116,7 @@ def test_round_trip(q: QuerySet) -> None:
     assert QuerySet.from_address(ctypes.addressof(bufw), "W") == q
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(querysets, st.integers(0, 64).map(lambda n: n * P), st.data())
 def test_pack_stays_inside_and_is_exact(q: QuerySet, offset: int, data: st.DataObject) -> None:
     size = q.required_size()
