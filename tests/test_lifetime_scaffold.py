@@ -484,3 +484,83 @@ def test_guard_near_the_recursion_limit(no_unraisable: list[Any]) -> None:
     assert len(outcomes) > 10
     assert set(outcomes) == {(SOCKET_ERROR, WSAError.WSANO_RECOVERY)}
     assert not no_unraisable
+
+
+# ---- 5. a Startup hook re-entering its own session ----------------------------
+
+_REENTRANT_CHILD = """
+import json
+from nspv2 import Host, Provider, QuerySet, WinsockError
+
+class Reentrant(Provider):
+    provider_id = PID
+
+    def __init__(self):
+        self.host = None
+        self.entered = False
+        self.clients = []
+        self.inner = []
+        self.cleanups = []
+
+    def startup(self, session):
+        if self.entered:
+            return  # only the first Startup re-enters
+        self.entered = True
+        own, other = self.clients
+        for client in (own, other):  # its own session, then another one
+            try:
+                found = self.host.lookup(client, "x")
+                self.inner.append(["ok", [q.service_instance_name for q in found]])
+            except WinsockError as e:
+                self.inner.append(["error", int(e.code)])
+
+    def lookup(self, session, restrictions, flags):
+        return [QuerySet("r0")]
+
+    def cleanup(self, session):
+        self.cleanups.append(session.token)
+
+p = Reentrant()
+with Host() as host:
+    p.host = host
+    host.advertise(p)
+    own, other = host.open_session(), host.open_session()
+    p.clients = [own, other]
+    outer = [q.service_instance_name for q in own.lookup("x")]
+    own.close()
+    other.close()
+reg = p.registry
+print(json.dumps({
+    "outer": outer, "inner": p.inner, "cleanups": p.cleanups,
+    "started": reg.sessions_started, "ended": reg.sessions_ended,
+}))
+"""
+
+
+def test_a_startup_hook_looking_up_in_its_own_session_fails_instead_of_hanging() -> None:
+    """Provider.startup calling Host.lookup for the client session it is
+    starting: that lookup fails with WSAEINPROGRESS at once (it would wait
+    for this very Startup); a lookup in another session from the same hook
+    works; the outer lookup gets its result and every session ends once.
+    Runs in a child Python so that a hang fails the test within its time."""
+    import os
+    import subprocess
+
+    code = f"import uuid\nPID = uuid.UUID({str(PID)!r})\n" + _REENTRANT_CHILD
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the Startup hook waited for its own Startup (the child hung for 30 s)")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["inner"] == [["error", int(WSAError.WSAEINPROGRESS)], ["ok", ["r0"]]]
+    assert out["outer"] == ["r0"]
+    assert out["started"] == out["ended"] == 2
+    assert len(out["cleanups"]) == len(set(out["cleanups"])) == 2

@@ -43,6 +43,31 @@ void set_current_session(uint64_t id)
     tls_session_hi_set((uintptr_t)(uint32_t)(id >> 32));
 }
 
+/* The NSPv2Startup calls this thread is inside, innermost first: a chain of
+ * startup_frame records on the stacks of the ps_acquire_L calls running them
+ * (see startup_frame in host_internal.h). */
+NSPV2_TLS_UINTPTR(tls_startups)
+
+void startup_enter(startup_frame *f, const psess *ps)
+{
+    f->ps = ps;
+    f->outer = (startup_frame *)tls_startups_get();
+    tls_startups_set((uintptr_t)f);
+}
+
+void startup_leave(startup_frame *f)
+{
+    tls_startups_set((uintptr_t)f->outer);
+}
+
+int startup_running_here(const psess *ps)
+{
+    for (const startup_frame *f = (const startup_frame *)tls_startups_get(); f; f = f->outer)
+        if (f->ps == ps)
+            return 1;
+    return 0;
+}
+
 /* On Windows the Winsock last error IS the Win32 last error, as in ws2_32:
  * a provider that reports with SetLastError (as Microsoft's sample does) is
  * read by WSAGetLastError, and a client's GetLastError sees what

@@ -95,7 +95,10 @@
  *   (NSPv2LookupServiceEnd), then run Cleanup / Rundown; they return
  *   NO_ERROR whatever Cleanup returns. An end that races a call still
  *   using the session argument (another thread inside Begin, say) runs when
- *   that call returns, on that thread. The Winsock-named calls, Next and
+ *   that call returns, on that thread. A call needing a provider session
+  whose Startup runs waits for it, except on the thread running that
+  Startup (at any depth): WSAEINPROGRESS at once, for that provider. The
+  Winsock-named calls, Next and
  *   End included, need a session entered (else WSANOTINITIALISED);
  *   nspv2_session_enter of an unknown session -> WSAEINVAL.
  * late_completions counts completions refused after a timeout or a
@@ -283,6 +286,20 @@ INT host_fail(int err);
 int provider_error(void);
 uint64_t current_session(void);
 void set_current_session(uint64_t id);
+
+/* One NSPv2Startup in progress on this thread, for the psess it starts: a
+ * record on the stack of the call running it, linked into a per-thread chain
+ * (Startups nest when a Startup calls the host for another session or
+ * provider). The psess is held (ps_call_hold_L) for as long as the record
+ * is linked, so the pointer stays that psess's. */
+typedef struct startup_frame {
+    const psess *ps;
+    struct startup_frame *outer;
+} startup_frame;
+void startup_enter(startup_frame *f, const psess *ps);
+void startup_leave(startup_frame *f);
+/* 1 if this thread is inside the Startup of ps (at any depth). */
+int startup_running_here(const psess *ps);
 
 size_t provider_index_L(const GUID *id);
 void provider_unref_L(provider *p);

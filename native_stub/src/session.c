@@ -44,6 +44,18 @@ static int ps_acquire_L(uint64_t session_id, provider *p, psess **out, todo *t)
             return WSAEINVAL;
         psess *ps = session_find_ps_L(s, p);
         if (ps && ps->state == PS_STARTING) {
+            /* Rule: a call that needs a (session, provider) whose Startup
+             * is running waits for it to finish -- unless this very thread
+             * is running that Startup (at any depth: Startup -> host ->
+             * another provider's Startup -> host counts too). Waiting would
+             * wait for itself, forever, so the call fails at once with
+             * WSAEINPROGRESS: Winsock's code for a call made on a thread
+             * while a blocking call (here, the Startup this call would
+             * wait for) is in progress on that same thread. The Startup is
+             * left to finish; the session starts (or not) with its result.
+             * Other threads still wait. */
+            if (startup_running_here(ps))
+                return WSAEINPROGRESS;
             nspv2_cond_wait(&host_g.cv, &host_g.lock);
             continue;
         }
@@ -77,6 +89,8 @@ static int ps_acquire_L(uint64_t session_id, provider *p, psess **out, todo *t)
         LPVOID arg = NULL;
         if (p->fn.startup) {
             GUID id = p->id;
+            startup_frame frame; /* ps is held until after startup_leave */
+            startup_enter(&frame, ps);
             host_unlock();
             WSASetLastError(0);
             INT r = p->fn.startup(&id, &arg);
@@ -91,6 +105,7 @@ static int ps_acquire_L(uint64_t session_id, provider *p, psess **out, todo *t)
                 }
             }
             host_lock();
+            startup_leave(&frame);
             host_g.startups++;
         }
         nspv2_cond_broadcast(&host_g.cv);

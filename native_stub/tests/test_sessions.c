@@ -281,6 +281,160 @@ TEST(test_last_error_is_win32_last_error)
 }
 #endif
 
+/* ------------------------------------------------------------------------ */
+/* a Startup calling back into the host                                      */
+
+/* What the re-entering Startup does and saw. Set before the outer call,
+ * read after it returns (the Startup runs on the caller's thread). */
+static struct {
+    int armed;          /* the next Startup re-enters (once) */
+    uint64_t session;   /* the session whose Startup re-enters */
+    uint64_t other;     /* another session, for the nested lookup */
+    INT own_begin, own_winsock, own_start;
+    int own_begin_err, own_winsock_err, own_start_err;
+    INT other_session, other_provider;
+    nspv2_thread waiter;  /* another thread needing the same provider session */
+    int waiter_started;
+    next_runner waited;   /* its outcome (h unused) */
+} reent;
+
+static void reentrant_waiter_main(void *p)
+{
+    (void)p;
+    HANDLE h = NULL;
+    WSAQUERYSETW q = query(NS_ALL, &tp_id, "x");
+    reent.waited.ret = nspv2_lookup_begin(reent.session, &q, 0, &h);
+    reent.waited.err = WSAGetLastError();
+    if (reent.waited.ret == NO_ERROR)
+        nspv2_lookup_end(h);
+}
+
+typedef INT (WSAAPI *startup_fn)(LPGUID, LPVOID *);
+static startup_fn tp_routine_startup; /* the test provider's own Startup */
+
+static INT WSAAPI reentrant_startup(LPGUID id, LPVOID *arg)
+{
+    INT r = tp_routine_startup(id, arg);
+    if (r != NO_ERROR || !reent.armed)
+        return r;
+    reent.armed = 0;
+    /* another thread waits for this Startup, as before, and then works */
+    reent.waiter_started = nspv2_thread_create(&reent.waiter, reentrant_waiter_main, NULL) == 0;
+    nspv2_sleep_ms(20);
+    HANDLE h = NULL;
+    /* the same session and provider: its Startup is this very call */
+    WSAQUERYSETW q = query(NS_ALL, &tp_id, "x");
+    reent.own_begin = nspv2_lookup_begin(reent.session, &q, 0, &h);
+    reent.own_begin_err = WSAGetLastError();
+    reent.own_winsock = WSALookupServiceBeginW(&q, 0, &h); /* the session entered */
+    reent.own_winsock_err = WSAGetLastError();
+    reent.own_start = nspv2_session_start(reent.session, NS_ALL, &tp_id);
+    reent.own_start_err = WSAGetLastError();
+    /* the same provider in another session: starts it there, and works */
+    reent.other_session = nspv2_lookup_begin(reent.other, &q, 0, &h);
+    if (reent.other_session == NO_ERROR)
+        nspv2_lookup_end(h);
+    /* another provider in the same session: works */
+    q.lpNSProviderId = (LPGUID)&tp_fail_id;
+    reent.other_provider = nspv2_lookup_begin(reent.session, &q, 0, &h);
+    if (reent.other_provider == NO_ERROR)
+        nspv2_lookup_end(h);
+    return NO_ERROR;
+}
+
+static struct {
+    nspv2_mutex lock;
+    int done;
+    INT outer;
+    int outer_err;
+} reent_run = {NSPV2_MUTEX_INIT, 0, 0, 0};
+
+static void reentrant_lookup_main(void *p)
+{
+    (void)p;
+    HANDLE h = NULL;
+    WSAQUERYSETW q = query(NS_ALL, &tp_id, "x");
+    nspv2_session_enter(reent.session);
+    INT r = nspv2_lookup_begin(reent.session, &q, 0, &h);
+    int e = WSAGetLastError();
+    if (r == NO_ERROR)
+        nspv2_lookup_end(h);
+    nspv2_session_enter(0);
+    nspv2_mutex_lock(&reent_run.lock);
+    reent_run.outer = r;
+    reent_run.outer_err = e;
+    reent_run.done = 1;
+    nspv2_mutex_unlock(&reent_run.lock);
+}
+
+TEST(test_startup_reentering_its_own_session_fails_at_once)
+{
+    fresh();
+    NSPV2_ROUTINE r = tp_routine();
+    tp_routine_startup = (startup_fn)(void (*)(void))r.NSPv2Startup;
+    NSPV2_SLOT(r, NSPv2Startup, reentrant_startup);
+    CHECK_OK(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), TP_NAMESPACE, 1, (LPGUID)&tp_id, NULL));
+    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
+    NSPV2_ROUTINE plain = tp_routine();
+    CHECK_OK(WSAAdvertiseProvider(&tp_fail_id, &plain));
+    memset(&reent, 0, sizeof reent);
+    reent.session = open_session();
+    reent.other = open_session();
+    reent.armed = 1;
+    reent_run.done = 0;
+
+    /* the lookup runs in a thread the test watches: a Startup that waits
+     * for itself fails the test after 5 s instead of hanging it */
+    nspv2_thread t;
+    CHECK(nspv2_thread_create(&t, reentrant_lookup_main, NULL) == 0);
+    int done = 0;
+    for (int i = 0; i < 5000 && !done; i++) {
+        nspv2_mutex_lock(&reent_run.lock);
+        done = reent_run.done;
+        nspv2_mutex_unlock(&reent_run.lock);
+        if (!done)
+            nspv2_sleep_ms(1);
+    }
+    CHECK(done);
+    if (!done) {
+        printf("FAILED %s: the re-entrant Startup waited for itself (deadlock)\n",
+               current_test);
+        printf("%lu checks, %lu failed\n", checks_run, checks_failed);
+        exit(1); /* the thread is stuck inside the host: nothing can go on */
+    }
+    nspv2_thread_join(t);
+
+    CHECK(reent_run.outer == NO_ERROR);
+    CHECK(reent.own_begin == SOCKET_ERROR && reent.own_begin_err == WSAEINPROGRESS);
+    CHECK(reent.own_winsock == SOCKET_ERROR && reent.own_winsock_err == WSAEINPROGRESS);
+    CHECK(reent.own_start == SOCKET_ERROR && reent.own_start_err == WSAEINPROGRESS);
+    CHECK(reent.other_session == NO_ERROR);
+    CHECK(reent.other_provider == NO_ERROR);
+    CHECK(reent.waiter_started);
+    if (reent.waiter_started)
+        nspv2_thread_join(reent.waiter);
+    CHECK(reent.waited.ret == NO_ERROR);
+    /* tp in the session, tp in the other session, the plain provider in the
+     * session: three Startups, and the refused calls started nothing */
+    CHECK(stats().startups == 3 && tp.nsessions == 3);
+    CHECK(tp.begins == 4); /* the outer lookup, the waiter's, two from the Startup */
+
+    /* once started, the session is the provider's like any other */
+    WSAQUERYSETW q = query(NS_ALL, &tp_id, "x");
+    HANDLE h;
+    CHECK_OK(nspv2_lookup_begin(reent.session, &q, 0, &h));
+    CHECK_OK(nspv2_lookup_end(h));
+    CHECK(stats().startups == 3);
+
+    CHECK_OK(nspv2_session_close(reent.session));
+    CHECK_OK(nspv2_session_close(reent.other));
+    nspv2_host_stats st = stats();
+    CHECK(st.cleanups == 3 && st.rundowns == 0 && st.sessions_open == 0);
+    for (int i = 0; i < tp.nsessions; i++)
+        CHECK(tp.sessions[i]->cleanups == 1 && tp.sessions[i]->rundowns == 0);
+    fresh();
+}
+
 TEST(test_reset)
 {
     advertise_tp();
@@ -306,5 +460,6 @@ void run_session_tests(void)
 #ifdef _WIN32
     RUN(test_last_error_is_win32_last_error);
 #endif
+    RUN(test_startup_reentering_its_own_session_fails_at_once);
     RUN(test_reset);
 }

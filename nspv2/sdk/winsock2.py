@@ -172,6 +172,7 @@ class WSAError(enum.IntEnum):
     WSAEFAULT = 10014
     WSAEINVAL = 10022
     WSAEWOULDBLOCK = 10035
+    WSAEINPROGRESS = 10036
     WSAEALREADY = 10037
     WSAEPROTONOSUPPORT = 10043
     WSAEOPNOTSUPP = 10045
@@ -211,6 +212,7 @@ _MEANINGS: dict[int, str] = {
     WSAError.WSAEFAULT: "bad address, or the buffer is too small",
     WSAError.WSAEINVAL: "invalid argument",
     WSAError.WSAEWOULDBLOCK: "the operation would block",
+    WSAError.WSAEINPROGRESS: "a blocking operation is in progress on this thread",
     WSAError.WSAEALREADY: "an operation is already in progress",
     WSAError.WSAEPROTONOSUPPORT: "protocol not supported",
     WSAError.WSAEOPNOTSUPP: "operation not supported",
