@@ -132,35 +132,50 @@ def test_winsock_advertise_owns_its_table_until_unadvertise(asan_host: AsanHost)
 
 
 def test_rundown_deferred_past_unadvertise_reaches_a_live_table(asan_host: AsanHost) -> None:
-    """A SetServiceEx waiting for its completion holds the session: the host
-    delivers its Rundown after WSAUnadvertiseProvider has returned, when the
-    call completes, on the client's thread. Meanwhile nothing in Python
-    references the table (the provider's frames have returned) and the
-    garbage collector runs: the registry must still hold the thunks, and
-    release them once the host says it is done."""
+    """A SetServiceEx still running holds the session: the host delivers its
+    Rundown after WSAUnadvertiseProvider has returned, when that call
+    returns, on the client's thread. The Rundown's thunk belongs to an
+    owner nothing in Python references any more, and the garbage collector
+    runs meanwhile: the registry must still hold it, and release it once
+    the host says it is done. (The running SetServiceEx is another table's
+    thunk, kept by the test, so its frame keeps nothing of the owner.)"""
     out = run_child(
         asan_host,
         PRELUDE
         + textwrap.dedent(
             """
-        pending, calls = [], []
-        entered = threading.Event()
-        def startup(pid, pp):
-            ctypes.c_void_p.from_address(pp).value = 0x1234
-            return 0
-        def set_service_ex(h_async, pid, qs, op, flags, arg):
-            pending.append(h_async)  # completed later, from another thread
-            entered.set()
-        def rundown(pid, arg):
-            calls.append("rundown")
-
+        from nspv2.sdk.ws2spi import NSPV2_ROUTINE
+        entered, release = threading.Event(), threading.Event()
+        calls = []
         host = Host(timeout_ms=10000)
-        routine = Routine(startup=startup, begin=lambda *a: 0, next_ex=lambda *a: None,
-                          end=lambda *a: 0, set_service_ex=set_service_ex,
-                          client_session_rundown=rundown, pointers="int")
-        ref = weakref.ref(routine)
-        host.advertise(routine, PID)
-        del routine
+
+        def set_service_ex(h_async, pid, qs, op, flags, arg):
+            entered.set()
+            release.wait(10)
+            host.channel.complete(h_async, 0)
+        helper = Routine(begin=lambda *a: 0, next_ex=lambda *a: None, end=lambda *a: 0,
+                         set_service_ex=set_service_ex, pointers="int", channel=host.channel)
+
+        class Owner:
+            def __init__(self):
+                def startup(pid, pp):
+                    ctypes.c_void_p.from_address(pp).value = 0x1234
+                    return 0
+                def rundown(pid, arg):
+                    calls.append("rundown")
+                self.routine = Routine(startup=startup, begin=lambda *a: 0,
+                                       next_ex=lambda *a: None, end=lambda *a: 0,
+                                       client_session_rundown=rundown, pointers="int",
+                                       channel=host.channel)
+                self.table = NSPV2_ROUTINE()
+                ctypes.memmove(ctypes.addressof(self.table), self.routine.address,
+                               ctypes.sizeof(NSPV2_ROUTINE))
+                self.table.NSPv2SetServiceEx = helper.table.NSPv2SetServiceEx
+
+        owner = Owner()
+        ref = weakref.ref(owner)
+        host.advertise(owner.table, PID, owner=owner)
+        del owner
         session = host.open_session()
         worker = threading.Thread(
             target=host.set_service, args=(session, QuerySet("a@example.com"), 0))
@@ -170,7 +185,7 @@ def test_rundown_deferred_past_unadvertise_reaches_a_live_table(asan_host: AsanH
         deferred = calls == []
         gc.collect()
         print(deferred, ref() is not None, host.winsock.retired_tables())
-        host.channel.complete(pending[0], 0)  # the call ends: the Rundown follows
+        release.set()  # the call returns: the Rundown follows, on the worker
         worker.join(10)
         print(calls, host.winsock.retired_tables())
         session.close()
