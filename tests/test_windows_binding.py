@@ -67,6 +67,8 @@ class FakeWinDLL(ctypes.CDLL):
 @pytest.fixture
 def windows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Pretend to be Windows; returns the values get_last_error will give."""
+    found = native.library_path()  # found as here; then "loaded as on Windows"
+    monkeypatch.setattr(native, "library_path", lambda: found)
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setattr(ctypes, "WINFUNCTYPE", fake_winfunctype, raising=False)
     monkeypatch.setattr(ctypes, "WinDLL", FakeWinDLL, raising=False)
@@ -139,3 +141,40 @@ def test_the_faked_stdcall_binding_really_calls_the_native_host(windows: list[in
     winsock.WSASetLastError(10093)
     assert winsock.WSAGetLastError() == 10093
     winsock.WSASetLastError(0)
+
+
+def test_x86_host_dll_exports_every_name_the_binding_looks_up(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The binding looks symbols up by their plain names (as ws2_32.dll
+    exports them): the x86 host DLL, where stdcall decorates, must export
+    each one undecorated."""
+    import re
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from nspv2.host.winsock import _NATIVE_SIGNATURES
+
+    compiler, objdump = "i686-w64-mingw32-gcc", "i686-w64-mingw32-objdump"
+    native_stub = Path(__file__).resolve().parent.parent / "native_stub"
+    if not all(shutil.which(tool) for tool in ("make", compiler, objdump)):
+        pytest.skip(f"needs make, {compiler} and {objdump} (Debian: gcc-mingw-w64-i686)")
+    if not (native_stub / "Makefile").is_file():
+        pytest.skip(f"no native_stub sources beside the tests ({native_stub})")
+    build = tmp_path_factory.mktemp("x86")
+    dll = build / "nspv2host-x86.dll"
+    made = subprocess.run(
+        ["make", "-C", str(native_stub), str(dll), f"BUILD={build}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    table = subprocess.run(
+        [objdump, "-p", str(dll)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    exported = set(re.findall(r"^\s*\[\s*\d+\]\s+(\S+)$", table, re.MULTILINE))
+    wanted = set(HOST_FUNCTIONS) | set(_NATIVE_SIGNATURES) | {"nspv2_host_retired_tables"}
+    assert wanted <= exported, sorted(wanted - exported)
