@@ -137,6 +137,16 @@ NSPV2_HOST_API void nspv2_host_set_timeout_ms(uint32_t timeout_ms);
  * the provider has not completed a call by then, it must not write the
  * call's buffer after the host released it (the same rule as after
  * completing it). */
+/* The bounds of a client's query set that the host copies for a provider
+ * (the same bounds as nspv2's readers: a provider could accept nothing
+ * larger). A query set beyond them fails with WSAEINVAL before the host
+ * reads the memory they describe, so a client's count or length that lies
+ * cannot make the host read past what the client owns. */
+#define NSPV2_QS_MAX_STRING_CHARS 32767u /* UTF-16 units, terminator excluded */
+#define NSPV2_QS_MAX_COUNT 65536u        /* dwNumberOfProtocols, dwNumberOfCsAddrs */
+#define NSPV2_QS_MAX_BLOB_BYTES (16u * 1024u * 1024u)
+#define NSPV2_QS_MAX_SOCKADDR_LEN 128    /* SOCKADDR_STORAGE */
+
 #define NSPV2_HELD_MAX_CALLS 1024u
 #define NSPV2_HELD_MAX_BYTES (16u * 1024u * 1024u)
 NSPV2_HOST_API void nspv2_host_set_held_limit(uint32_t max_calls, uint64_t max_bytes);

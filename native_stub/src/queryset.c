@@ -29,11 +29,15 @@ int check_query_set(const WSAQUERYSETW *qs)
  * copy exactly when it is in the client's: strings are copied to their
  * terminator, fixed structures whole, arrays for their count, a sockaddr for
  * its iSockaddrLength bytes (none when <= 0), blob data for cbSize bytes.
+ * Beyond the NSPV2_QS_MAX_* bounds (nspv2_host.h) the copy stops reading and
+ * the call fails with WSAEINVAL: a count or length that lies cannot make the
+ * host read past the client's memory by more than the bounds allow.
  * Two passes over the same walk: measure (base NULL), then fill. */
 typedef struct qs_copier {
     unsigned char *base; /* NULL while measuring */
     size_t off;
     int overflow;
+    int invalid; /* beyond the NSPV2_QS_MAX_* bounds: nothing more is read */
 } qs_copier;
 
 #define QS_COPY_ALIGN 8u
@@ -57,6 +61,10 @@ static void *qs_put(qs_copier *c, const void *src, size_t len)
 
 static void *qs_put_array(qs_copier *c, const void *src, DWORD count, size_t size)
 {
+    if (src && count > NSPV2_QS_MAX_COUNT) {
+        c->invalid = 1;
+        return NULL;
+    }
     if (src && count > SIZE_MAX / size) {
         c->overflow = 1;
         return NULL;
@@ -71,6 +79,10 @@ static WCHAR *qs_put_wstr(qs_copier *c, const void *src)
     const unsigned char *p = src;
     size_t n = 0;
     for (;;) {
+        if (n > NSPV2_QS_MAX_STRING_CHARS) { /* no terminator within the bound */
+            c->invalid = 1;
+            return NULL;
+        }
         WCHAR u;
         memcpy(&u, p + n * sizeof(WCHAR), sizeof u);
         n++;
@@ -98,12 +110,16 @@ static void qs_copy_walk(qs_copier *c, const WSAQUERYSETW *in)
     q.lpszQueryString = qs_put_wstr(c, in->lpszQueryString);
     q.dwNumberOfCsAddrs = in->dwNumberOfCsAddrs;
     q.lpcsaBuffer = qs_put_array(c, in->lpcsaBuffer, in->dwNumberOfCsAddrs, sizeof(CSADDR_INFO));
-    if (in->lpcsaBuffer) {
+    if (in->lpcsaBuffer && !c->invalid) {
         const unsigned char *src = (const unsigned char *)in->lpcsaBuffer;
-        for (DWORD i = 0; i < in->dwNumberOfCsAddrs && !c->overflow; i++) {
+        for (DWORD i = 0; i < in->dwNumberOfCsAddrs && !c->overflow && !c->invalid; i++) {
             CSADDR_INFO e;
             memcpy(&e, src + (size_t)i * sizeof e, sizeof e);
             INT ll = e.LocalAddr.iSockaddrLength, rl = e.RemoteAddr.iSockaddrLength;
+            if (ll > (INT)NSPV2_QS_MAX_SOCKADDR_LEN || rl > (INT)NSPV2_QS_MAX_SOCKADDR_LEN) {
+                c->invalid = 1;
+                break;
+            }
             e.LocalAddr.lpSockaddr = qs_put(c, e.LocalAddr.lpSockaddr, ll > 0 ? (size_t)ll : 0);
             e.RemoteAddr.lpSockaddr = qs_put(c, e.RemoteAddr.lpSockaddr, rl > 0 ? (size_t)rl : 0);
             if (c->base && !c->overflow)
@@ -115,6 +131,10 @@ static void qs_copy_walk(qs_copier *c, const WSAQUERYSETW *in)
     if (in->lpBlob) {
         BLOB b;
         memcpy(&b, in->lpBlob, sizeof b);
+        if (b.pBlobData && b.cbSize > NSPV2_QS_MAX_BLOB_BYTES) {
+            c->invalid = 1;
+            b.pBlobData = NULL;
+        }
         b.pBlobData = qs_put(c, b.pBlobData, b.cbSize);
         if (c->base && !c->overflow)
             memcpy(q.lpBlob, &b, sizeof b);
@@ -127,11 +147,13 @@ int copy_query_set2(const WSAQUERYSETW *in, WSAQUERYSET2W **out, size_t *size)
 {
     *out = NULL;
     *size = 0;
-    qs_copier m = {NULL, 0, 0};
+    qs_copier m = {NULL, 0, 0, 0};
     qs_copy_walk(&m, in);
+    if (m.invalid)
+        return WSAEINVAL; /* beyond the NSPV2_QS_MAX_* bounds */
     if (m.overflow)
         return WSAEFAULT; /* counts or lengths no memory can hold */
-    qs_copier f = {malloc(m.off), 0, 0};
+    qs_copier f = {malloc(m.off), 0, 0, 0};
     if (!f.base)
         return WSA_NOT_ENOUGH_MEMORY;
     qs_copy_walk(&f, in);

@@ -206,6 +206,58 @@ TEST(test_provider_scribbles_on_its_copy)
 }
 
 
+/* A client whose counts and lengths lie: the host refuses the query set
+ * with WSAEINVAL before reading what they describe (under ASan a read past
+ * these small heap buffers would be reported), and the provider is never
+ * called. */
+TEST(test_copy_refuses_lying_counts_and_lengths)
+{
+    fresh();
+    NSPV2_ROUTINE r = tp_routine();
+    NSPV2_SLOT(r, NSPv2LookupServiceBegin, scribble_begin);
+    NSPV2_SLOT(r, NSPv2SetServiceEx, scribble_set_service);
+    CHECK_OK(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), TP_NAMESPACE, 1, (LPGUID)&tp_id, NULL));
+    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
+    uint64_t s = open_session();
+    scribble_calls = 0;
+    for (int lie = 0; lie < 5; lie++) {
+        full_qs *f = malloc(sizeof *f);
+        WCHAR *run = malloc((NSPV2_QS_MAX_STRING_CHARS + 1) * sizeof(WCHAR));
+        CHECK(f != NULL && run != NULL);
+        if (!f || !run)
+            break;
+        full_qs_init(f);
+        switch (lie) {
+        case 0: /* 2 protocols there, 70000 claimed */
+            f->q.dwNumberOfProtocols = NSPV2_QS_MAX_COUNT + 4464u;
+            break;
+        case 1: /* 2 CSADDR_INFOs there, 100000 claimed */
+            f->q.dwNumberOfCsAddrs = 100000u;
+            break;
+        case 2: /* 24 blob bytes there, 2 GiB claimed */
+            f->blob.cbSize = 0x7FFFFFFFu;
+            break;
+        case 3: /* a 28-byte sockaddr claimed as 129 bytes */
+            f->cs[1].RemoteAddr.iSockaddrLength = NSPV2_QS_MAX_SOCKADDR_LEN + 1;
+            break;
+        default: /* a name with no terminator within the bound, then the heap's end */
+            for (size_t i = 0; i <= NSPV2_QS_MAX_STRING_CHARS; i++)
+                run[i] = 'A';
+            f->q.lpszServiceInstanceName = run;
+            break;
+        }
+        HANDLE h = NULL;
+        CHECK_ERR(nspv2_lookup_begin(s, &f->q, LUP_RETURN_ALL, &h), WSAEINVAL);
+        CHECK_ERR(nspv2_set_service(s, &f->q, RNRSERVICE_REGISTER, 0), WSAEINVAL);
+        free(run);
+        free(f);
+    }
+    CHECK(scribble_calls == 0);
+    CHECK_OK(nspv2_session_close(s));
+    fresh();
+}
+
+
 /* ------------------------------------------------------------------------ */
 /* buffers of calls never completed: held within a bound, then released      */
 
@@ -340,6 +392,7 @@ TEST(test_held_registration_copy)
 void run_lifetime_tests(void)
 {
     RUN(test_provider_scribbles_on_its_copy);
+    RUN(test_copy_refuses_lying_counts_and_lengths);
     RUN(test_held_buffers_are_bounded_and_visible);
     RUN(test_held_registration_copy);
 }

@@ -124,9 +124,10 @@ def build_image(
 ) -> int:
     """Write a random query-set image at the start of ``arena``; return its address.
 
-    ``host_safe``: every string is terminated inside the arena or runs for
-    more than the reader's bound before the guard page (a reader that is not
-    given the arena's bounds, as a provider behind the host, must not fault).
+    ``host_safe``: every string, read from any address a pointer here can
+    hold, is terminated inside the arena; an over-long one runs for more than
+    the readers' bound first (a reader that is not given the arena's bounds,
+    as the host copying a client's query set, must not fault).
     """
     arena.clear()
     header = WSAQUERYSET2W if kind == "2W" else WSAQUERYSETW
@@ -173,8 +174,11 @@ def build_image(
             return pointer("str", data + b"\0\0", 2)
         # unterminated
         if host_safe:
+            # Over the bound, then at least one NUL unit before the guard
+            # page: a dangling pointer into the run (see pointer()) must also
+            # meet a terminator before the arena ends.
             run = 2 * (MAX_STRING_CHARS + 1)
-            start = size - run - rnd.randrange(0, 64) * 2
+            start = size - run - rnd.randrange(1, 64) * 2
             if start < hsize:
                 return 0
             ctypes.memset(addr(start), 0x41, run)
