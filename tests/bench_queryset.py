@@ -15,6 +15,7 @@ import argparse
 import ctypes
 import time
 from collections.abc import Callable
+from functools import partial
 
 from nspv2 import CsAddr, QuerySet, SocketAddress
 from nspv2.sdk.wintypes import read_wstr, wstr
@@ -62,21 +63,18 @@ def main() -> None:
         keep.append(buf)
         start = ctypes.addressof(buf)
         bounds = (start, start + len(buf))
-        cases.append((f"from_address {label}, unbounded", lambda s=start: QuerySet.from_address(s)))
+        cases.append((f"from_address {label}, unbounded", partial(QuerySet.from_address, start)))
         cases.append(
-            (
-                f"from_address {label}, bounded",
-                lambda s=start, b=bounds: QuerySet.from_address(s, bounds=b),
-            )
+            (f"from_address {label}, bounded", partial(QuerySet.from_address, start, bounds=bounds))
         )
     for n in (17, 1000):
         text = wstr("a" * n)
         keep.append(text)
         start = ctypes.addressof(text)
         end = start + ctypes.sizeof(text)
-        cases.append((f"read_wstr {n} units, unbounded", lambda s=start: read_wstr(s)))
+        cases.append((f"read_wstr {n} units, unbounded", partial(read_wstr, start)))
         cases.append(
-            (f"read_wstr {n} units, bounded", lambda s=start, e=end: read_wstr(s, within=(s, e)))
+            (f"read_wstr {n} units, bounded", partial(read_wstr, start, within=(start, end)))
         )
     print(f"{'case':<42} {'reads/s':>10} {'us/read':>8}")
     for name, fn in cases:
