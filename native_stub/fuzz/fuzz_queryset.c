@@ -445,8 +445,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(qs.lpBlob, &b, sizeof b);
     }
 
-    /* What the contract says must happen. */
+    /* What the contract says must happen. A sockaddr longer than
+     * NSPV2_QS_MAX_SOCKADDR_LEN is refused with dwSize's code, before
+     * routing (counts, strings and blobs here stay inside the bounds: the
+     * input is at most a few KiB). */
     int size_ok = qs.dwSize >= sizeof(WSAQUERYSETW);
+    if (size_ok && qs.lpcsaBuffer) {
+        for (DWORD i = 0; i < qs.dwNumberOfCsAddrs; i++) {
+            CSADDR_INFO c;
+            memcpy(&c, (unsigned char *)qs.lpcsaBuffer + (size_t)i * sizeof c, sizeof c);
+            if (c.LocalAddr.iSockaddrLength > (INT)NSPV2_QS_MAX_SOCKADDR_LEN ||
+                c.RemoteAddr.iSockaddrLength > (INT)NSPV2_QS_MAX_SOCKADDR_LEN)
+                size_ok = 0;
+        }
+    }
     int route_err = 0;
     if (qs.lpNSProviderId && memcmp(qs.lpNSProviderId, &fz_id, sizeof fz_id) != 0)
         route_err = WSAEINVAL; /* not an advertised provider */

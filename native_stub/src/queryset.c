@@ -10,14 +10,6 @@
 /* ------------------------------------------------------------------------ */
 /* query sets                                                                */
 
-int check_query_set(const WSAQUERYSETW *qs)
-{
-    if (!qs)
-        return WSAEFAULT;
-    if (qs->dwSize < sizeof(WSAQUERYSETW))
-        return WSAEINVAL;
-    return 0;
-}
 
 /* The deep copy a provider is handed (Begin, SetServiceEx): the client's
  * WSAQUERYSETW as a WSAQUERYSET2W with everything it points to, in one
@@ -159,6 +151,25 @@ int copy_query_set2(const WSAQUERYSETW *in, WSAQUERYSET2W **out, size_t *size)
     qs_copy_walk(&f, in);
     *out = (WSAQUERYSET2W *)(void *)f.base;
     *size = m.off;
+    return 0;
+}
+
+/* A client's query set as every call taking one checks it first, before
+ * routing (so no provider, and no Startup, sees one the copy would refuse):
+ * NULL -> WSAEFAULT; dwSize too small or beyond the NSPV2_QS_MAX_* bounds ->
+ * WSAEINVAL; counts or lengths no memory can hold -> WSAEFAULT. */
+int check_query_set(const WSAQUERYSETW *qs)
+{
+    if (!qs)
+        return WSAEFAULT;
+    if (qs->dwSize < sizeof(WSAQUERYSETW))
+        return WSAEINVAL;
+    qs_copier m = {NULL, 0, 0, 0};
+    qs_copy_walk(&m, qs);
+    if (m.invalid)
+        return WSAEINVAL;
+    if (m.overflow)
+        return WSAEFAULT;
     return 0;
 }
 
