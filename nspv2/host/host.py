@@ -382,7 +382,11 @@ class Host:
         )
         if rc == SOCKET_ERROR:
             return NextResult(self.winsock.last_error(), None, length.value)
-        return NextResult(NO_ERROR, QuerySet.from_address(ctypes.addressof(buf), "W"), length.value)
+        # The result lies wholly in the buffer (the host relocated it there):
+        # read it within the buffer's bounds.
+        start = ctypes.addressof(buf)
+        result = QuerySet.from_address(start, "W", bounds=(start, start + buffer_size))
+        return NextResult(NO_ERROR, result, length.value)
 
     def lookup_end(self, handle: int) -> None:
         self._check(self.native.nspv2_lookup_end(handle), "WSALookupServiceEnd")

@@ -212,7 +212,8 @@ class SlotHarness:
         problem = None
         if code == NO_ERROR:
             try:
-                result = QuerySet.from_address(start)
+                # a result must lie wholly inside the buffer it was given
+                result = QuerySet.from_address(start, bounds=(start, start + buffer_size))
             except WinsockError as exc:
                 problem = str(exc)
         return NextCall(
