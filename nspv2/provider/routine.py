@@ -168,14 +168,7 @@ def guard_int(
             return int(result)
         except BaseException as exc:
             # No call below may raise out of here: each has its own fallback.
-            code = _FALLBACK
-            try:
-                code = _report(slot, exc)
-            except BaseException:
-                try:
-                    code = code_for_exception(exc)
-                except BaseException:
-                    pass
+            code = _failure_code(slot, exc)
             try:
                 channel().set_last_error(code)
             except BaseException:
@@ -186,6 +179,19 @@ def guard_int(
             return SOCKET_ERROR
 
     return thunk
+
+
+def _failure_code(slot: str, exc: BaseException) -> int:
+    """The code a failed slot reports (logged with the traceback); never
+    raises: if reporting fails, the exception's own code; if that fails too,
+    the fallback."""
+    try:
+        return _report(slot, exc)
+    except BaseException:
+        try:
+            return code_for_exception(exc)
+        except BaseException:
+            return _FALLBACK
 
 
 def guard_async(
@@ -201,14 +207,7 @@ def guard_async(
             fn(h_async, *args)
         except BaseException as exc:
             # No call below may raise out of here: each has its own fallback.
-            code = _FALLBACK
-            try:
-                code = _report(slot, exc)
-            except BaseException:
-                try:
-                    code = code_for_exception(exc)
-                except BaseException:
-                    pass
+            code = _failure_code(slot, exc)
             try:
                 rc = channel().complete(h_async, code)
             except BaseException:
