@@ -282,6 +282,45 @@ def test_timeout_cancels_and_refuses_the_late_completion(host: Host) -> None:
         routine.close()
 
 
+def test_timed_out_buffers_are_visible_in_stats_and_released_at_unadvertise(host: Host) -> None:
+    """A call never completed keeps its buffer for a late completion, counted
+    in Host.stats(); unadvertise releases it (and a completion after that is
+    refused without being counted as late)."""
+    held: list[int] = []
+
+    def begin(pid: Any, qs: Any, flags: int, arg: Any, ph: Any) -> int:
+        ctypes.c_void_p.from_address(ph).value = 1
+        return NO_ERROR
+
+    def next_ex(h_async: int, h_lookup: int, flags: int, plen: Any, pqs: Any) -> None:
+        held.append(h_async)  # never completed
+
+    routine = Routine(begin=begin, next_ex=next_ex, end=lambda h: NO_ERROR, pointers="int")
+    pid = uuid.uuid4()
+    host.advertise(routine, provider_id=pid)
+    host.set_timeout(50)
+    try:
+        start = host.stats()
+        with host.open_session() as c:
+            handle = host.lookup_begin(c, QuerySet("x", provider_id=pid))
+            for _ in range(3):
+                assert host.lookup_next(handle, 0, 1024).code == WSAError.WSA_E_CANCELLED
+            host.lookup_end(handle)
+        now = host.stats()
+        assert now["timed_out_held"] - start["timed_out_held"] == 3
+        assert now["timed_out_held_bytes"] > start["timed_out_held_bytes"]
+        host.unadvertise(pid)
+        after = host.stats()
+        assert after["timed_out_held"] == start["timed_out_held"]
+        assert after["timed_out_held_bytes"] == start["timed_out_held_bytes"]
+        assert after["timed_out_released"] - start["timed_out_released"] == 3
+        assert host.winsock.channel().complete(held[0], NO_ERROR) == WSAError.WSAEINVAL
+        assert host.stats()["late_completions"] == after["late_completions"]
+    finally:
+        host.set_timeout(2000)
+        routine.close()
+
+
 def test_buffer_overrun_is_a_provider_fault_and_the_host_survives(
     host: Host, presence: Presence
 ) -> None:
