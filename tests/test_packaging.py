@@ -47,8 +47,10 @@ def test_every_module_of_the_source_tree_is_installed() -> None:
 
 @needs_install
 def test_installed_package_has_the_host_library_and_the_headers() -> None:
-    lib = library_path()
-    assert lib.resolve().parent == INSTALLED / "host", lib
+    built = sorted((INSTALLED / "host").glob("_nspv2host*"))
+    assert len(built) == 1, built
+    if not os.environ.get("NSPV2_HOST_LIBRARY"):  # the override (an ASan build, say) wins
+        assert library_path().resolve() == built[0].resolve()
     include = Path(get_include())
     assert include == INSTALLED / "sdk" / "include"
     for header in PUBLIC_HEADERS:
