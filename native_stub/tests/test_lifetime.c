@@ -174,7 +174,10 @@ static VOID WSAAPI scribble_set_service(HANDLE async, LPGUID id, LPWSAQUERYSET2W
     WSAProviderCompleteAsyncCall(async, NO_ERROR);
 }
 
-TEST(test_provider_scribbles_on_its_copy)
+/* A fresh host with the test provider whose Begin and SetServiceEx
+ * scribble on their copy (the host copies the routine table), and an open
+ * client session. */
+static uint64_t advertise_scribbler(void)
 {
     fresh();
     NSPV2_ROUTINE r = tp_routine();
@@ -182,7 +185,12 @@ TEST(test_provider_scribbles_on_its_copy)
     NSPV2_SLOT(r, NSPv2SetServiceEx, scribble_set_service);
     CHECK_OK(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), TP_NAMESPACE, 1, (LPGUID)&tp_id, NULL));
     CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
-    uint64_t s = open_session();
+    return open_session();
+}
+
+TEST(test_provider_scribbles_on_its_copy)
+{
+    uint64_t s = advertise_scribbler();
 
     static full_qs client, before;
     full_qs_init(&client);
@@ -212,13 +220,7 @@ TEST(test_provider_scribbles_on_its_copy)
  * called. */
 TEST(test_copy_refuses_lying_counts_and_lengths)
 {
-    fresh();
-    NSPV2_ROUTINE r = tp_routine();
-    NSPV2_SLOT(r, NSPv2LookupServiceBegin, scribble_begin);
-    NSPV2_SLOT(r, NSPv2SetServiceEx, scribble_set_service);
-    CHECK_OK(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), TP_NAMESPACE, 1, (LPGUID)&tp_id, NULL));
-    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
-    uint64_t s = open_session();
+    uint64_t s = advertise_scribbler();
     scribble_calls = 0;
     for (int lie = 0; lie < 5; lie++) {
         full_qs *f = malloc(sizeof *f);
