@@ -5,12 +5,16 @@ from __future__ import annotations
 import ctypes
 import doctest
 import struct
+import uuid
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nspv2 import NS, Host, Provider, QuerySet, Session
+from nspv2.examples.email import EMAIL_PROVIDER_ID, EmailDirectory
 from nspv2.sdk import nsemail
+from nspv2.sdk.guiddef import GUID
 from nspv2.sdk.nsemail import (
     NAPI_DOMAIN_DESCRIPTION_BLOB,
     NAPI_PROVIDER_INSTALLATION_BLOB,
@@ -222,3 +226,56 @@ def test_any_bytes_give_problems_or_a_value(data: bytes) -> None:
 def test_layout_matches_the_ctypes_mirrors() -> None:
     assert ctypes.sizeof(NAPI_PROVIDER_INSTALLATION_BLOB) == HEADER.size
     assert ctypes.sizeof(NAPI_DOMAIN_DESCRIPTION_BLOB) == DOMAIN.size
+
+
+# -- Host.advertise installs a Python provider with its install_blob ------------------
+
+
+def _installed(host: Host, pid: uuid.UUID) -> tuple[int, int, bytes]:
+    """nspv2_host_installed: (namespace, has_blob, blob) the host recorded."""
+    lib = host.winsock.library
+    try:
+        installed = lib.nspv2_host_installed
+    except AttributeError:
+        pytest.skip("this host library has no nspv2_host_installed")
+    installed.restype = ctypes.c_int
+    installed.argtypes = [ctypes.c_void_p] * 5
+    guid = GUID.from_uuid(pid)
+    ns, has, size = ctypes.c_uint32(), ctypes.c_uint32(), ctypes.c_uint32(4096)
+    data = (ctypes.c_uint8 * 4096)()
+    rc = installed(
+        ctypes.addressof(guid),
+        ctypes.addressof(ns),
+        ctypes.addressof(has),
+        ctypes.addressof(data),
+        ctypes.addressof(size),
+    )
+    assert rc == 0
+    return ns.value, has.value, bytes(data[: size.value])
+
+
+def test_host_installs_the_example_with_its_blob() -> None:
+    with Host() as host:
+        host.advertise(EmailDirectory())
+        ns, has, data = _installed(host, EMAIL_PROVIDER_ID)
+    assert (ns, has) == (NS.NS_EMAIL, 1)
+    assert data == EmailDirectory.install_blob
+    assert InstallationBlob.parse(data).domains == (
+        DomainDescription("example.com"),
+        DomainDescription("example.org"),
+    )
+
+
+class NoBlob(Provider):
+    provider_id = uuid.UUID("aaaaaaaa-0000-4000-8000-0000000000b0")
+
+    def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> list[QuerySet]:
+        return []
+
+
+def test_host_installs_without_a_blob_by_default() -> None:
+    assert NoBlob.install_blob is None
+    with Host() as host:
+        host.advertise(NoBlob())
+        _ns, has, data = _installed(host, NoBlob.provider_id)
+    assert (has, data) == (0, b"")

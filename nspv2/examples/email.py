@@ -37,6 +37,7 @@ from ..provider.queryset import CsAddr, QuerySet, Version
 from ..provider.registry import Session
 from ..sdk.msgrpriv import SESSION_RESULT
 from ..sdk.msgrua import MISTATUS, SignoutResult
+from ..sdk.nsemail import NAPI_PROVIDER_LEVEL, NAPI_PROVIDER_TYPE, InstallationBlob
 from ..sdk.winsock2 import LUP, NS, RESULT_IS, SERVICE_MULTIPLE, WSAESETSERVICEOP, WSAError
 
 __all__ = [
@@ -186,6 +187,13 @@ class EmailDirectory(Provider):
     #: What ``python -m nspv2 check`` signs in and looks up.
     check_registrations = ("alice@example.com", "bob@example.com")
     check_queries = ("alice@example.com", "*@example.com")
+    #: Installed with this NS_EMAIL installation blob: the primary provider
+    #: for example.com and example.org (an application, no wildcard).
+    install_blob = InstallationBlob(
+        NAPI_PROVIDER_TYPE.ProviderType_Application,
+        level=NAPI_PROVIDER_LEVEL.ProviderLevel_Primary,
+        domains=["example.com", "example.org"],
+    ).pack()
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

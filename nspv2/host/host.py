@@ -40,7 +40,7 @@ from ..provider.queryset import QuerySet
 from ..provider.routine import Routine
 from ..sdk.guiddef import GUID
 from ..sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
-from ..sdk.winsock2 import LUP, NO_ERROR, NS, SOCKET_ERROR, WSAESETSERVICEOP, WSAError
+from ..sdk.winsock2 import BLOB, LUP, NO_ERROR, NS, SOCKET_ERROR, WSAESETSERVICEOP, WSAError
 from ..sdk.wintypes import wstr
 from ..sdk.ws2spi import NSPV2_ROUTINE
 from . import tables
@@ -234,6 +234,14 @@ class Host:
             )
         namespace = _u32(NS.NS_EMAIL if namespace is None else namespace, "namespace")
         guid = GUID.from_uuid(provider_id)
+        # lpProviderInfo: the provider's install blob (Provider.install_blob), if any
+        blob_data = None if provider is None else provider.install_blob
+        info = None
+        if blob_data is not None:
+            data = (ctypes.c_uint8 * max(len(blob_data), 1)).from_buffer_copy(
+                bytes(blob_data) or b"\0"
+            )
+            info = BLOB(len(blob_data), ctypes.cast(data, ctypes.POINTER(ctypes.c_uint8)))
         text = wstr(name or str(provider_id))
         entry = Advertised(provider_id, routine, provider, namespace, guid, table, owner)
         with self._lock:
@@ -261,7 +269,7 @@ class Host:
                     namespace,
                     1,
                     ctypes.byref(guid),
-                    None,
+                    None if info is None else ctypes.byref(info),
                 ),
                 "WSCInstallNameSpaceEx",
             )

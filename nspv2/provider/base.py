@@ -98,6 +98,11 @@ class Provider:
     #: (RNRSERVICE_REGISTER, in the checking session) before it looks up,
     #: so that the lookups find something; ``--register`` replaces them.
     check_registrations: ClassVar[tuple[str, ...]] = ()
+    #: The ``lpProviderInfo`` blob :meth:`nspv2.Host.advertise` installs the
+    #: provider with (WSCInstallNameSpaceEx); for NS_EMAIL, a
+    #: NAPI_PROVIDER_INSTALLATION_BLOB (``nspv2.sdk.nsemail.InstallationBlob(...).pack()``),
+    #: which ``nspv2 check`` validates. None: installed without one.
+    install_blob: ClassVar[bytes | None] = None
 
     _routine_obj: Routine | None = None
     _registry_obj: Registry | None = None
