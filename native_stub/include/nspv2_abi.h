@@ -379,6 +379,33 @@ typedef struct _NAPI_PROVIDER_INSTALLATION_BLOB {
     DWORD OffsetFirstDomain;
 } NAPI_PROVIDER_INSTALLATION_BLOB, *PNAPI_PROVIDER_INSTALLATION_BLOB;
 
+/* winsock2.h: WSAStartup's WSADATA. The field order differs between 64-bit
+ * and 32-bit Windows (iMaxSockets, iMaxUdpDg and lpVendorInfo come first on
+ * _WIN64, last on 32-bit); this follows the host's pointer width. */
+#ifndef WINAPI
+#define WINAPI
+#endif
+typedef uint16_t WORD;
+#define WSADESCRIPTION_LEN 256
+#define WSASYS_STATUS_LEN 128
+typedef struct WSAData {
+    WORD wVersion;
+    WORD wHighVersion;
+#if UINTPTR_MAX > 0xFFFFFFFFu
+    unsigned short iMaxSockets;
+    unsigned short iMaxUdpDg;
+    char *lpVendorInfo;
+    char szDescription[WSADESCRIPTION_LEN + 1];
+    char szSystemStatus[WSASYS_STATUS_LEN + 1];
+#else
+    char szDescription[WSADESCRIPTION_LEN + 1];
+    char szSystemStatus[WSASYS_STATUS_LEN + 1];
+    unsigned short iMaxSockets;
+    unsigned short iMaxUdpDg;
+    char *lpVendorInfo;
+#endif
+} WSADATA, *LPWSADATA;
+
 #endif /* _WIN32 */
 
 /* Windows' address family values, whatever the host's are. */

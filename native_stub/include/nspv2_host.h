@@ -71,6 +71,32 @@ NSPV2_HOST_API INT WSAAPI WSCInstallNameSpaceEx(LPWSTR lpszIdentifier, LPWSTR lp
                                                 LPGUID lpProviderId, LPBLOB lpProviderInfo);
 NSPV2_HOST_API INT WSAAPI WSCUnInstallNameSpace(LPGUID lpProviderId);
 
+#if !defined(_WIN32)
+/* ---- process start-up and console control (src/compat.c) ---------------
+ * What a provider process calls besides the provider-facing functions; on
+ * Windows they come from ws2_32 and kernel32 instead.
+ * WSAStartup: NULL lpWSAData -> WSAEFAULT; major version 0 ->
+ * WSAVERNOTSUPPORTED; above 2.2 -> wVersion 2.2; else wVersion as asked,
+ * wHighVersion 2.2. Returns the code (not SOCKET_ERROR); each success must
+ * be matched by a WSACleanup; one too many -> SOCKET_ERROR, WSANOTINITIALISED.
+ * SetConsoleCtrlHandler(fn, TRUE) adds fn, (fn, FALSE) removes its latest
+ * registration (not registered -> FALSE, last error ERROR_INVALID_PARAMETER);
+ * a NULL fn is accepted and ignored. nspv2_host_console_event delivers
+ * CTRL_C_EVENT 0, CTRL_BREAK_EVENT 1, CTRL_CLOSE_EVENT 2 (also 5, 6) to the
+ * handlers, last registered first, until one returns TRUE, on a new thread as
+ * Windows does, and waits for it: TRUE if a handler took it. */
+#define CTRL_C_EVENT 0
+#define CTRL_BREAK_EVENT 1
+#define CTRL_CLOSE_EVENT 2
+#define CTRL_LOGOFF_EVENT 5
+#define CTRL_SHUTDOWN_EVENT 6
+NSPV2_HOST_API int WSAAPI WSAStartup(WORD wVersionRequested, LPWSADATA lpWSAData);
+NSPV2_HOST_API int WSAAPI WSACleanup(void);
+typedef BOOL (WINAPI *PHANDLER_ROUTINE)(DWORD dwCtrlType);
+NSPV2_HOST_API BOOL WINAPI SetConsoleCtrlHandler(PHANDLER_ROUTINE HandlerRoutine, BOOL Add);
+NSPV2_HOST_API BOOL nspv2_host_console_event(DWORD ctrl_type);
+#endif
+
 /* ---- client-facing ------------------------------------------------------ */
 
 /* A client session stands in for one client process. The first call of a
