@@ -20,13 +20,13 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..host.native import NativeHostUnavailable
-from . import bench, check, config, demo, fuzz, layout, memory, stress
+from . import bench, check, compare, config, demo, fuzz, layout, memory, stress
 from .check import CheckError
 from .common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, Parser, UsageError, fail
 
 __all__ = ["main"]
 
-_FAMILIES = (demo, check, layout, bench, memory, stress, fuzz, config)
+_FAMILIES = (demo, check, compare, layout, bench, memory, stress, fuzz, config)
 _DEBUG_HELP = "show tracebacks"
 
 
