@@ -54,19 +54,34 @@
 extern "C" {
 #endif
 
+/* The host library exports the provider's names below. A provider library
+ * that compiles ref_provider.c in itself (native_stub/examples/
+ * email_provider.c does) defines NSPV2_REF_PROVIDER_LOCAL before including
+ * this header: its references then bind to its own copy, hidden in that
+ * library, instead of to the host's exported one (ELF takes the most
+ * hidden visibility any declaration gives a symbol; on Windows each DLL
+ * binds to its own definitions anyway). */
+#if !defined(NSPV2_REF_PROVIDER_LOCAL)
+#define NSPV2_REF_PROVIDER_API NSPV2_HOST_API
+#elif defined(_WIN32)
+#define NSPV2_REF_PROVIDER_API
+#else
+#define NSPV2_REF_PROVIDER_API __attribute__((visibility("hidden")))
+#endif
+
 /* {6E737032-7265-4600-8A1F-5245464E5350} */
-NSPV2_HOST_API extern const GUID nspv2_ref_provider_id;
+NSPV2_REF_PROVIDER_API extern const GUID nspv2_ref_provider_id;
 
 /* Fills *out with the provider's routine table (cbSize, version 1.1, all
  * seven entry points). */
-NSPV2_HOST_API void nspv2_ref_provider_routine(NSPV2_ROUTINE *out);
+NSPV2_REF_PROVIDER_API void nspv2_ref_provider_routine(NSPV2_ROUTINE *out);
 
 /* Empties the directory: every name is signed out (lookups in flight that
  * captured an entry keep it, in MISTATUS_LOCAL_DISCONNECTING_FROM_SERVER,
  * until they end) and the invitation count goes back to 0. Client sessions
  * and lookups stay open. For tests, which share one process-wide
  * directory. */
-NSPV2_HOST_API void nspv2_ref_provider_reset(void);
+NSPV2_REF_PROVIDER_API void nspv2_ref_provider_reset(void);
 
 /* The presence blob, version 1 (little-endian):
  *   offset 0  4 bytes  magic "NSPP"

@@ -3,11 +3,17 @@
 ``--cflags`` is ``-I`` and the folder of nspv2's C headers
 (:func:`nspv2.sdk.get_include`); ``--libs`` links against the installed host
 library (:func:`nspv2.host.library_path`) by its file name, with an rpath so
-the program finds it at run time.
+the program finds it at run time. ``--compat`` adds what Windows provider
+source needs to build unchanged (:func:`compat_cflags`: the ``compat``
+folder of shim headers such as ``windows.h``, a 16-bit ``wchar_t`` and the
+UNICODE names). ``--json`` also names the C examples' folder
+(:func:`examples_dir`) and the native host's sources
+(:func:`host_sources_dir`, from which an AddressSanitizer host is built).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..host.native import library_path
@@ -19,11 +25,45 @@ if TYPE_CHECKING:
 
     from .common import SubParsers
 
-__all__ = ["add_commands", "cflags", "libs"]
+__all__ = [
+    "add_commands",
+    "cflags",
+    "compat_cflags",
+    "examples_dir",
+    "host_sources_dir",
+    "libs",
+]
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+_CHECKOUT = _PACKAGE.parent / "native_stub"
 
 
 def cflags() -> str:
     return f"-I{get_include()}"
+
+
+def compat_cflags() -> str:
+    """The flags for Windows-style provider source, besides :func:`cflags`."""
+    compat = Path(get_include()) / "compat"
+    return f"-I{compat} -fshort-wchar -DUNICODE -D_UNICODE"
+
+
+def _shipped(installed: Path, checkout: Path, marker: str) -> Path:
+    for place in (installed, checkout):
+        if (place / marker).is_file():
+            return place
+    raise FileNotFoundError(f"nspv2's C sources are missing: neither {installed} nor {checkout} has {marker}")
+
+
+def examples_dir() -> Path:
+    """The C examples: ``email_provider.c`` and the reference provider it
+    builds in (``ref_provider.c``, with the ``platform.h`` it includes)."""
+    return _shipped(_PACKAGE / "examples" / "native", _CHECKOUT / "examples", "email_provider.c")
+
+
+def host_sources_dir() -> Path:
+    """The native host's C sources and internal headers (``*.c``, ``*.h``)."""
+    return _shipped(_PACKAGE / "host" / "csrc", _CHECKOUT / "src", "host.c")
 
 
 def libs() -> str:
@@ -39,12 +79,19 @@ def cmd_config(args: argparse.Namespace) -> int:
         if want_cflags:
             doc["include_dir"] = get_include()
             doc["cflags"] = cflags()
+        doc["compat_cflags"] = compat_cflags()
         if want_libs:
             doc["library"] = str(library_path().resolve())
             doc["libs"] = libs()
+        doc["examples_dir"] = str(examples_dir())
+        doc["host_sources_dir"] = str(host_sources_dir())
         emit_json(doc)
         return EXIT_OK
-    words = ([cflags()] if want_cflags else []) + ([libs()] if want_libs else [])
+    words = (
+        ([cflags()] if want_cflags else [])
+        + ([compat_cflags()] if args.compat else [])
+        + ([libs()] if want_libs else [])
+    )
     print(" ".join(words))
     return EXIT_OK
 
@@ -54,11 +101,18 @@ def add_commands(sub: SubParsers) -> None:
         "config",
         help="compiler and linker flags for C code using nspv2's headers and host library",
         description="Print -I for nspv2's C headers (--cflags) and how to link against the "
-        "installed native host library (--libs); both when neither is given.",
+        "installed native host library (--libs); both when neither is given. --compat adds "
+        "the flags that build Windows provider source unchanged (shim windows.h, winsock2.h, "
+        "ws2spi.h, ... and a 16-bit wchar_t).",
     )
     p_config.add_argument("--cflags", action="store_true", help="-I<include folder>")
     p_config.add_argument(
         "--libs", action="store_true", help="-L<dir> -l:<library file> -Wl,-rpath,<dir>"
     )
-    add_json(p_config, "the folders and flags")
+    p_config.add_argument(
+        "--compat",
+        action="store_true",
+        help="also -I<include>/compat -fshort-wchar -DUNICODE -D_UNICODE (Windows-style source)",
+    )
+    add_json(p_config, "the folders and flags (and the C examples' and host sources' folders)")
     p_config.set_defaults(func=cmd_config)

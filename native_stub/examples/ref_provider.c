@@ -1,0 +1,1 @@
+../src/ref_provider.c
