@@ -60,12 +60,20 @@ NSPV2_HOST_API INT WSAAPI WSAAdvertiseProvider(const GUID *puuidProviderId,
  * on it are ended (NSPv2LookupServiceEnd). */
 NSPV2_HOST_API INT WSAAPI WSAUnadvertiseProvider(const GUID *puuidProviderId);
 /* NULL, unknown, already completed or timed-out handle -> WSAEINVAL.
- * May be called from any thread, before or after the entry point returns. */
+ * May be called from any thread, before or after the entry point returns.
+ * The first completion wins; a second one is refused and counted
+ * (nspv2_host_stats.double_completions), also once the host has forgotten
+ * the call, unless the call timed out first (late_completions). */
 NSPV2_HOST_API INT WSAAPI WSAProviderCompleteAsyncCall(HANDLE hAsyncCall, INT iRetCode);
 NSPV2_HOST_API void WSAAPI WSASetLastError(int iError); /* per thread */
 NSPV2_HOST_API int WSAAPI WSAGetLastError(void);        /* per thread */
 /* Records the namespace a provider GUID serves (routing). A provider that is
- * advertised without being installed is taken to serve NS_EMAIL. */
+ * advertised without being installed is taken to serve NS_EMAIL. Keeps a
+ * copy of lpszIdentifier (NULL: none; longer than NSPV2_QS_MAX_STRING_CHARS
+ * -> WSAEINVAL) and of lpProviderInfo's blob (cbSize above
+ * NSPV2_QS_MAX_BLOB_BYTES, or cbSize > 0 with a NULL pBlobData -> WSAEINVAL),
+ * read back with nspv2_host_installed*; WSCUnInstallNameSpace frees them.
+ * NULL GUID -> WSAEFAULT; a GUID already installed -> WSAEALREADY. */
 NSPV2_HOST_API INT WSAAPI WSCInstallNameSpaceEx(LPWSTR lpszIdentifier, LPWSTR lpszPathName,
                                                 DWORD dwNameSpace, DWORD dwVersion,
                                                 LPGUID lpProviderId, LPBLOB lpProviderInfo);
@@ -152,6 +160,69 @@ NSPV2_HOST_API INT WSAAPI WSASetServiceW(LPWSAQUERYSETW lpqsRegInfo,
 
 /* ---- host control and inspection ---------------------------------------- */
 
+/* ---- what is advertised and installed (loaders, checkers) ---- */
+/* Successful WSAAdvertiseProvider calls since the library was loaded (never
+ * reset, nspv2_host_reset included). */
+NSPV2_HOST_API uint64_t nspv2_host_advertise_count(void);
+/* The provider ids advertised now, in advertise order: up to max into ids;
+ * *count = how many are advertised (may be > max). NULL ids with max 0 asks
+ * the count; NULL ids with max > 0 -> WSAEFAULT; count may be NULL. */
+NSPV2_HOST_API INT nspv2_host_providers(GUID *ids, uint32_t max, uint32_t *count);
+/* A copy of the routine table the host holds for id: the first
+ * sizeof(NSPV2_ROUTINE) bytes of what was advertised, cbSize as the provider
+ * gave it, NULL optional slots still NULL. NULL id or out -> WSAEFAULT;
+ * unknown id -> SOCKET_ERROR, WSAEINVAL. */
+NSPV2_HOST_API INT nspv2_host_provider_table(const GUID *id, NSPV2_ROUTINE *out);
+/* What WSCInstallNameSpaceEx recorded for id: *name_space, and its
+ * lpProviderInfo blob copied into blob (*blob_size in: room, out: the
+ * blob's size; WSAEFAULT when short, *blob_size then the size needed; blob
+ * NULL only asks the size; blob is written only when blob_size is given).
+ * *has_blob = 0 when installed without one (lpProviderInfo NULL), else 1.
+ * NULL id -> WSAEFAULT; unknown id -> WSAEINVAL. Any out pointer may be
+ * NULL. */
+NSPV2_HOST_API INT nspv2_host_installed(const GUID *id, DWORD *name_space, uint32_t *has_blob,
+                                        void *blob, uint32_t *blob_size);
+/* The lpszIdentifier WSCInstallNameSpaceEx recorded for id, NUL-terminated
+ * (empty when it was NULL), in the same way: *chars in: room in WCHARs,
+ * out: the length with the terminator; WSAEFAULT when short (identifier NULL
+ * only asks the length). NULL id or chars -> WSAEFAULT; unknown -> WSAEINVAL. */
+NSPV2_HOST_API INT nspv2_host_installed_identifier(const GUID *id, WCHAR *identifier,
+                                                   uint32_t *chars);
+
+/* ---- async handles for calling NextEx / SetServiceEx directly (harnesses) ---- */
+#ifndef WSAETIMEDOUT
+#define WSAETIMEDOUT (WSABASEERR + 60) /* winsock2.h's value */
+#endif
+/* A fresh async call handle, pending, not tied to any client call (counted
+ * in async_pending while pending). Completed by WSAProviderCompleteAsyncCall
+ * like any other (first completion wins). NULL out -> WSAEFAULT. */
+NSPV2_HOST_API INT nspv2_async_create(HANDLE *out);
+/* Wait up to timeout_ms for it to be completed. NO_ERROR: *code = the
+ * iRetCode of the first completion, *last_error = WSAGetLastError() of the
+ * completing thread at that moment (may be asked again, until closed).
+ * SOCKET_ERROR + WSAETIMEDOUT: not completed yet (still pending).
+ * SOCKET_ERROR + WSAEINVAL: not a handle from nspv2_async_create (or
+ * closed, also while waiting). *completions = how many times
+ * WSAProviderCompleteAsyncCall was called on it so far (a second one is
+ * refused with WSAEINVAL but counted here, and in double_completions).
+ * Out pointers may be NULL. */
+NSPV2_HOST_API INT nspv2_async_wait(HANDLE h, uint32_t timeout_ms, INT *code, INT *last_error,
+                                    uint32_t *completions);
+/* Forget the handle: a completion after this gets WSAEINVAL (counted in
+ * late_completions if it was never completed, else in double_completions).
+ * A handle closed before its completion is held like a timed-out call
+ * (timed_out_held, with no bytes: its buffer is the caller's) until that
+ * completion, or until released by the held bound or nspv2_host_reset.
+ * Unknown or closed -> WSAEINVAL.
+ *
+ * Ownership: whoever created a harness handle closes it (nspv2_host_reset
+ * does not). The buffer passed to NextEx (or the query set passed to
+ * SetServiceEx) with it belongs to the caller, who must keep it until the
+ * call is completed, or, if it never is, for as long as the provider might
+ * still write it (nspv2's Python harness keeps such buffers until the
+ * harness is closed). The host never reads or frees that memory. */
+NSPV2_HOST_API INT nspv2_async_close(HANDLE h);
+
 /* How long the host waits for WSAProviderCompleteAsyncCall (default 5000). */
 NSPV2_HOST_API void nspv2_host_set_timeout_ms(uint32_t timeout_ms);
 
@@ -195,6 +266,11 @@ typedef struct nspv2_host_stats {
     uint64_t timed_out_held_bytes; /* bytes of their buffers, now */
     uint64_t timed_out_released;   /* released before any completion (bound
                                     * exceeded, unadvertise, reset), since reset */
+    uint64_t double_completions;  /* WSAProviderCompleteAsyncCall on a call already
+                                   * completed (refused, WSAEINVAL), since reset */
+    uint64_t missing_last_error;  /* an INT entry point (Startup, Begin, End)
+                                   * returned SOCKET_ERROR with the last error
+                                   * left 0 (the host reports WSAEINVAL), since reset */
 } nspv2_host_stats;
 
 NSPV2_HOST_API void nspv2_host_stats_get(nspv2_host_stats *out);

@@ -100,11 +100,17 @@ INT host_fail(int err)
 }
 
 /* The error a provider reported for a failed call: its last error, or
- * WSAEINVAL when it set none. */
+ * WSAEINVAL when it set none (counted: missing_last_error). Called without
+ * the lock. */
 int provider_error(void)
 {
     int err = WSAGetLastError();
-    return err ? err : WSAEINVAL;
+    if (err)
+        return err;
+    host_lock();
+    host_g.missing_last_error++;
+    host_unlock();
+    return WSAEINVAL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -326,6 +332,7 @@ NSPV2_HOST_API INT WSAAPI WSAAdvertiseProvider(const GUID *puuidProviderId,
     p->fn.end = FN_CAST(fn_end, r.NSPv2LookupServiceEnd);
     p->fn.set_service_ex = FN_CAST(NSPV2_SDK_SETSERVICEEX, r.NSPv2SetServiceEx);
     p->fn.rundown = FN_CAST(NSPV2_SDK_CLIENTSESSIONRUNDOWN, r.NSPv2ClientSessionRundown);
+    p->table = r;
     p->refs = 1;
     host_lock();
     if (provider_index_L(puuidProviderId) != SIZE_MAX) {
@@ -345,6 +352,7 @@ NSPV2_HOST_API INT WSAAPI WSAAdvertiseProvider(const GUID *puuidProviderId,
         host_g.capprov = ncap;
     }
     host_g.prov[host_g.nprov++] = p;
+    host_g.advertise_count++;
     host_unlock();
     return NO_ERROR;
 }
@@ -408,8 +416,31 @@ NSPV2_HOST_API INT WSAAPI WSAUnadvertiseProvider(const GUID *puuidProviderId)
 
 static void held_unlink_L(async_call *a); /* async calls, below */
 
+/* A completion for id, which the host does not track: a double completion
+ * if the host issued id and did not forget it on expiry. */
+static void untracked_completion_L(uint64_t id)
+{
+    if (!id || (host_g.next_async <= (uint64_t)UINTPTR_MAX && id > host_g.next_async))
+        return; /* never issued */
+    size_t n = host_g.expired_count < EXPIRED_RING ? host_g.expired_count : EXPIRED_RING;
+    for (size_t i = 0; i < n; i++)
+        if (host_g.expired_ring[i] == id)
+            return; /* expired, then forgotten: not counted */
+    host_g.double_completions++;
+}
+
+/* id expired and is forgotten now (late completion or release). */
+static void expired_forget_L(uint64_t id)
+{
+    host_g.expired_ring[host_g.expired_next] = id;
+    host_g.expired_next = (host_g.expired_next + 1) % EXPIRED_RING;
+    if (host_g.expired_count < EXPIRED_RING)
+        host_g.expired_count++;
+}
+
 NSPV2_HOST_API INT WSAAPI WSAProviderCompleteAsyncCall(HANDLE hAsyncCall, INT iRetCode)
 {
+    int completer_error = WSAGetLastError(); /* before anything can change it */
     host_init();
     if (!hAsyncCall)
         return host_fail(WSAEINVAL);
@@ -417,44 +448,86 @@ NSPV2_HOST_API INT WSAAPI WSAProviderCompleteAsyncCall(HANDLE hAsyncCall, INT iR
     uint64_t id = handle_to_id(hAsyncCall);
     async_call *a = idmap_get(&host_g.asyncs, id);
     if (!a) {
+        untracked_completion_L(id);
         host_unlock();
         return host_fail(WSAEINVAL);
     }
+    if (a->completions < UINT32_MAX)
+        a->completions++;
     if (a->state == AS_PENDING) {
         a->state = AS_COMPLETED;
         a->code = iRetCode;
+        a->last_error = completer_error;
         host_g.async_pending--;
         nspv2_cond_broadcast(&host_g.cv);
         host_unlock();
+        WSASetLastError(completer_error); /* success leaves it as it was */
         return NO_ERROR;
     }
     if (a->state == AS_EXPIRED) { /* its waiter gave up: refuse, and free it */
         idmap_remove(&host_g.asyncs, id);
         held_unlink_L(a);
+        expired_forget_L(id);
         host_g.late_completions++;
         host_unlock();
         async_free(a);
         return host_fail(WSAEINVAL);
     }
-    host_unlock(); /* completed already */
+    host_g.double_completions++; /* completed already, not yet collected */
+    host_unlock();
     return host_fail(WSAEINVAL);
+}
+
+static void install_free(install *in)
+{
+    free(in->identifier);
+    free(in->blob);
+    in->identifier = NULL;
+    in->blob = NULL;
 }
 
 NSPV2_HOST_API INT WSAAPI WSCInstallNameSpaceEx(LPWSTR lpszIdentifier, LPWSTR lpszPathName,
                                                 DWORD dwNameSpace, DWORD dwVersion,
                                                 LPGUID lpProviderId, LPBLOB lpProviderInfo)
 {
-    (void)lpszIdentifier;
     (void)lpszPathName;
     (void)dwVersion;
-    (void)lpProviderInfo;
     host_init();
     if (!lpProviderId)
         return host_fail(WSAEFAULT);
+    install in = {.id = *lpProviderId, .name_space = dwNameSpace};
+    if (lpszIdentifier) {
+        size_t n = 0;
+        while (lpszIdentifier[n]) {
+            if (++n > NSPV2_QS_MAX_STRING_CHARS)
+                return host_fail(WSAEINVAL);
+        }
+        if (!(in.identifier = malloc((n + 1) * sizeof(WCHAR))))
+            return host_fail(WSA_NOT_ENOUGH_MEMORY);
+        memcpy(in.identifier, lpszIdentifier, (n + 1) * sizeof(WCHAR));
+        in.identifier_chars = n;
+    }
+    if (lpProviderInfo) {
+        BLOB b = *lpProviderInfo;
+        if (b.cbSize > NSPV2_QS_MAX_BLOB_BYTES || (b.cbSize > 0 && !b.pBlobData)) {
+            install_free(&in);
+            return host_fail(WSAEINVAL);
+        }
+        in.has_blob = 1;
+        in.blob_size = (uint32_t)b.cbSize;
+        if (b.cbSize > 0) {
+            if (!(in.blob = malloc(b.cbSize))) {
+                install_free(&in);
+                return host_fail(WSA_NOT_ENOUGH_MEMORY);
+            }
+            memcpy(in.blob, b.pBlobData, b.cbSize);
+        }
+    }
     host_lock();
     for (size_t i = 0; i < host_g.ninst; i++) {
         if (guid_eq(&host_g.inst[i].id, lpProviderId)) {
             host_unlock();
+            install_free(&in);
             return host_fail(WSAEALREADY);
         }
     }
@@ -463,14 +536,13 @@ NSPV2_HOST_API INT WSAAPI WSCInstallNameSpaceEx(LPWSTR lpszIdentifier, LPWSTR lp
         install *ni = realloc(host_g.inst, ncap * sizeof *ni);
         if (!ni) {
             host_unlock();
+            install_free(&in);
             return host_fail(WSA_NOT_ENOUGH_MEMORY);
         }
         host_g.inst = ni;
         host_g.capinst = ncap;
     }
-    host_g.inst[host_g.ninst].id = *lpProviderId;
-    host_g.inst[host_g.ninst].name_space = dwNameSpace;
-    host_g.ninst++;
+    host_g.inst[host_g.ninst++] = in;
     host_unlock();
     return NO_ERROR;
 }
@@ -483,8 +555,10 @@ NSPV2_HOST_API INT WSAAPI WSCUnInstallNameSpace(LPGUID lpProviderId)
     host_lock();
     for (size_t i = 0; i < host_g.ninst; i++) {
         if (guid_eq(&host_g.inst[i].id, lpProviderId)) {
+            install gone = host_g.inst[i];
             host_g.inst[i] = host_g.inst[--host_g.ninst];
             host_unlock();
+            install_free(&gone);
             return NO_ERROR;
         }
     }
@@ -574,6 +648,7 @@ static void held_drop_L(async_call *a)
 {
     held_unlink_L(a);
     idmap_remove(&host_g.asyncs, a->id);
+    expired_forget_L(a->id);
     host_g.held_released++;
     async_free(a);
 }
@@ -597,7 +672,8 @@ void held_release_L(const GUID *id)
 }
 
 /* The waiter of p's call a gave up: hold a (or drop it at once when p was
- * unadvertised: nothing may complete it any more). */
+ * unadvertised: nothing may complete it any more). p is NULL for a harness
+ * handle closed before its completion. */
 static void held_add_L(async_call *a, const provider *p)
 {
     a->hprev = host_g.held_tail;
@@ -609,7 +685,7 @@ static void held_add_L(async_call *a, const provider *p)
     host_g.held_tail = a;
     host_g.held_calls++;
     host_g.held_bytes += held_size(a);
-    if (p->removed)
+    if (p && p->removed)
         held_drop_L(a);
     else
         held_trim_L();
@@ -639,6 +715,98 @@ int async_wait_L(async_call *a, uint64_t deadline_ns, const provider *p)
 uint64_t deadline_after_L(void)
 {
     return nspv2_now_ns() + (uint64_t)host_g.timeout_ms * 1000000u;
+}
+
+/* ---- harness handles: async calls with no client call behind them -------
+ * Ownership rule: the creator closes the handle; the record stays in the
+ * table (completed or not) until then, so nspv2_async_wait can be asked
+ * again. Closing a pending one makes it EXPIRED and held like a timed-out
+ * call (no buffer of its own: the caller's buffer is the caller's). */
+
+NSPV2_HOST_API INT nspv2_async_create(HANDLE *out)
+{
+    host_init();
+    if (!out)
+        return host_fail(WSAEFAULT);
+    async_call *a = async_alloc(0, 0);
+    if (!a)
+        return host_fail(WSA_NOT_ENOUGH_MEMORY);
+    a->harness = 1;
+    host_lock();
+    if (async_register_L(a) != 0) {
+        host_unlock();
+        async_free(a);
+        return host_fail(WSA_NOT_ENOUGH_MEMORY);
+    }
+    *out = id_to_handle(a->id);
+    host_unlock();
+    return NO_ERROR;
+}
+
+/* The open harness record of h, or NULL. */
+static async_call *harness_get_L(HANDLE h)
+{
+    async_call *a = idmap_get(&host_g.asyncs, handle_to_id(h));
+    return a && a->harness && !a->closed ? a : NULL;
+}
+
+NSPV2_HOST_API INT nspv2_async_wait(HANDLE h, uint32_t timeout_ms, INT *code, INT *last_error,
+                                    uint32_t *completions)
+{
+    host_init();
+    host_lock();
+    uint64_t deadline = nspv2_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    for (;;) {
+        /* looked up again after every wait: a close may have freed it */
+        async_call *a = harness_get_L(h);
+        if (!a) {
+            host_unlock();
+            return host_fail(WSAEINVAL);
+        }
+        if (completions)
+            *completions = a->completions;
+        if (a->state == AS_COMPLETED) {
+            if (code)
+                *code = a->code;
+            if (last_error)
+                *last_error = a->last_error;
+            host_unlock();
+            return NO_ERROR;
+        }
+        uint64_t now = nspv2_now_ns();
+        if (now >= deadline) {
+            host_unlock();
+            return host_fail(WSAETIMEDOUT);
+        }
+        uint64_t left_ms = (deadline - now + 999999u) / 1000000u;
+        nspv2_cond_timedwait_ms(&host_g.cv, &host_g.lock,
+                                left_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)left_ms);
+    }
+}
+
+NSPV2_HOST_API INT nspv2_async_close(HANDLE h)
+{
+    host_init();
+    host_lock();
+    async_call *a = harness_get_L(h);
+    if (!a) {
+        host_unlock();
+        return host_fail(WSAEINVAL);
+    }
+    a->closed = 1;
+    nspv2_cond_broadcast(&host_g.cv); /* waiters on it return WSAEINVAL */
+    if (a->state == AS_COMPLETED) {
+        /* forgotten; a later completion is a double completion */
+        idmap_remove(&host_g.asyncs, a->id);
+        host_unlock();
+        async_free(a);
+        return NO_ERROR;
+    }
+    a->state = AS_EXPIRED; /* a late completion is refused and counted late */
+    host_g.async_pending--;
+    held_add_L(a, NULL); /* may free a */
+    host_unlock();
+    return NO_ERROR;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -680,7 +848,112 @@ NSPV2_HOST_API void nspv2_host_stats_get(nspv2_host_stats *out)
     out->timed_out_held = host_g.held_calls;
     out->timed_out_held_bytes = host_g.held_bytes;
     out->timed_out_released = host_g.held_released;
+    out->double_completions = host_g.double_completions;
+    out->missing_last_error = host_g.missing_last_error;
     host_unlock();
+}
+
+NSPV2_HOST_API uint64_t nspv2_host_advertise_count(void)
+{
+    host_init();
+    host_lock();
+    uint64_t n = host_g.advertise_count;
+    host_unlock();
+    return n;
+}
+
+NSPV2_HOST_API INT nspv2_host_providers(GUID *ids, uint32_t max, uint32_t *count)
+{
+    host_init();
+    if (!ids && max)
+        return host_fail(WSAEFAULT);
+    host_lock();
+    size_t n = host_g.nprov;
+    for (size_t i = 0; i < n && i < max; i++)
+        ids[i] = host_g.prov[i]->id;
+    host_unlock();
+    if (count)
+        *count = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+    return NO_ERROR;
+}
+
+NSPV2_HOST_API INT nspv2_host_provider_table(const GUID *id, NSPV2_ROUTINE *out)
+{
+    host_init();
+    if (!id || !out)
+        return host_fail(WSAEFAULT);
+    host_lock();
+    size_t i = provider_index_L(id);
+    if (i == SIZE_MAX) {
+        host_unlock();
+        return host_fail(WSAEINVAL);
+    }
+    *out = host_g.prov[i]->table;
+    host_unlock();
+    return NO_ERROR;
+}
+
+static install *install_find_L(const GUID *id)
+{
+    for (size_t i = 0; i < host_g.ninst; i++)
+        if (guid_eq(&host_g.inst[i].id, id))
+            return &host_g.inst[i];
+    return NULL;
+}
+
+NSPV2_HOST_API INT nspv2_host_installed(const GUID *id, DWORD *name_space, uint32_t *has_blob,
+                                        void *blob, uint32_t *blob_size)
+{
+    host_init();
+    if (!id)
+        return host_fail(WSAEFAULT);
+    host_lock();
+    const install *in = install_find_L(id);
+    if (!in) {
+        host_unlock();
+        return host_fail(WSAEINVAL);
+    }
+    if (name_space)
+        *name_space = in->name_space;
+    if (has_blob)
+        *has_blob = in->has_blob ? 1u : 0u;
+    int err = 0;
+    if (blob_size) {
+        if (blob && *blob_size < in->blob_size)
+            err = WSAEFAULT;
+        else if (blob && in->blob_size)
+            memcpy(blob, in->blob, in->blob_size);
+        *blob_size = in->blob_size;
+    }
+    host_unlock();
+    return err ? host_fail(err) : NO_ERROR;
+}
+
+NSPV2_HOST_API INT nspv2_host_installed_identifier(const GUID *id, WCHAR *identifier,
+                                                   uint32_t *chars)
+{
+    host_init();
+    if (!id || !chars)
+        return host_fail(WSAEFAULT);
+    host_lock();
+    const install *in = install_find_L(id);
+    if (!in) {
+        host_unlock();
+        return host_fail(WSAEINVAL);
+    }
+    uint32_t need = (uint32_t)in->identifier_chars + 1u;
+    int err = 0;
+    if (identifier && *chars >= need) {
+        if (in->identifier)
+            memcpy(identifier, in->identifier, need * sizeof(WCHAR));
+        else
+            identifier[0] = 0;
+    } else if (identifier) {
+        err = WSAEFAULT;
+    }
+    *chars = need;
+    host_unlock();
+    return err ? host_fail(err) : NO_ERROR;
 }
 
 /* Unadvertised providers the host may still call (a deferred Rundown or End,
@@ -701,6 +974,7 @@ NSPV2_HOST_API void nspv2_host_stats_reset(void)
     host_lock();
     host_g.startups = host_g.cleanups = host_g.rundowns = 0;
     host_g.late_completions = host_g.provider_faults = host_g.held_released = 0;
+    host_g.double_completions = host_g.missing_last_error = 0;
     host_unlock();
 }
 
@@ -723,6 +997,8 @@ NSPV2_HOST_API void nspv2_host_reset(void)
     for (size_t i = 0; ids && i < host_g.sessions.cap; i++)
         if (host_g.sessions.keys[i])
             ids[k++] = host_g.sessions.keys[i];
+    for (size_t i = 0; i < host_g.ninst; i++)
+        install_free(&host_g.inst[i]);
     host_g.ninst = 0;
     held_release_L(NULL); /* the bound's default too */
     host_g.held_max_calls = NSPV2_HELD_MAX_CALLS;

@@ -65,7 +65,8 @@
  *   reached the provider stay valid (their other providers go on); a next
  *   waiting on it gets WSA_E_CANCELLED.
  * WSCInstallNameSpaceEx: NULL GUID -> WSAEFAULT, GUID already installed ->
- *   WSAEALREADY; identifier, path, version and blob are not used.
+ *   WSAEALREADY; the identifier and the blob are copied (for
+ *   nspv2_host_installed*), path and version are not used.
  *   WSCUnInstallNameSpace: NULL -> WSAEFAULT, unknown -> WSAEINVAL.
  * Routing (lookups and registration): lpNSProviderId not advertised ->
  *   WSAEINVAL; advertised but serving another namespace than a non-NS_ALL
@@ -109,6 +110,12 @@
  *   nspv2_host_reset; a call expiring after its provider was unadvertised
  *   is not held at all. Released calls are forgotten: their completion gets
  *   WSAEINVAL and is not counted.
+ * Harness handles (nspv2_async_create) are async_call records with
+ *   `harness` set and no buffer, in the same table and from the same
+ *   counter as client calls; they stay (completed or not) until closed.
+ * double_completions: a completion of a COMPLETED record, or of an issued
+ *   id no longer in the table that is not in expired_ring (calls forgotten
+ *   after expiring). missing_last_error: counted in provider_error().
  * Handles are counter values of HANDLE width: on 32-bit Windows they wrap
  *   after 2^32, skipping values still in use.
  * nspv2_driver_run: NULL cfg or out, threads 0 or above 1024 -> WSAEINVAL.
@@ -157,6 +164,7 @@ typedef struct routine {
 #define GUARD_BYTES 64u
 #define GUARD_BYTE(i) ((unsigned char)(0xA5u ^ (unsigned)(i)))
 #define DEFAULT_TIMEOUT_MS 5000u
+#define EXPIRED_RING 4096u
 
 /* ------------------------------------------------------------------------ */
 /* a small uint64 -> pointer hash map (open addressing, linear probing)      */
@@ -174,6 +182,7 @@ typedef struct idmap {
 typedef struct provider {
     GUID id;
     routine fn;
+    NSPV2_ROUTINE table; /* the table as advertised (nspv2_host_provider_table) */
     unsigned refs; /* the provider table's, each psess's, each routing snapshot's */
     int removed;
 } provider;
@@ -213,6 +222,10 @@ typedef struct async_call {
     GUID provider_id;       /* the provider's GUID (SetServiceEx gets a copy) */
     WSAQUERYSET2W *qs;      /* SetServiceEx: the provider's copy of the query set */
     size_t qs_size;
+    int harness;            /* made by nspv2_async_create: its creator waits and closes */
+    int closed;             /* harness: nspv2_async_close called (then EXPIRED) */
+    INT last_error;         /* WSAGetLastError() of the first completer, at completion */
+    uint32_t completions;   /* WSAProviderCompleteAsyncCall calls on it, refused included */
     struct async_call *hprev, *hnext; /* the held list, while EXPIRED */
 } async_call;
 
@@ -238,6 +251,11 @@ struct lookup {
 typedef struct install {
     GUID id;
     DWORD name_space;
+    WCHAR *identifier;  /* a copy of lpszIdentifier (NUL-terminated), or NULL */
+    size_t identifier_chars; /* terminator excluded */
+    int has_blob;       /* lpProviderInfo was not NULL */
+    unsigned char *blob; /* a copy of its pBlobData, or NULL when cbSize is 0 */
+    uint32_t blob_size;
 } install;
 
 typedef struct todo_item {
@@ -266,6 +284,14 @@ typedef struct host_state {
     uint32_t async_pending;
     uint32_t retired; /* unadvertised providers whose struct is still referenced */
     uint64_t startups, cleanups, rundowns, late_completions, provider_faults;
+    uint64_t double_completions, missing_last_error;
+    uint64_t advertise_count; /* successful WSAAdvertiseProvider calls, never reset */
+    /* The last EXPIRED_RING ids of calls that expired and were then
+     * forgotten (late completion, release): a completion for an issued id
+     * the host no longer tracks is a double completion unless it is one of
+     * these. */
+    uint64_t expired_ring[EXPIRED_RING];
+    size_t expired_next, expired_count;
     /* EXPIRED calls, oldest first, and what they hold (bounded by held_max_*) */
     struct async_call *held_head, *held_tail;
     uint64_t held_calls, held_bytes, held_released;

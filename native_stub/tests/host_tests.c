@@ -6,6 +6,8 @@
  */
 #include "test_support.h"
 
+void run_harness_api_tests(void); /* test_harness_api.c */
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -15,6 +17,7 @@ int main(void)
     run_ref_provider_tests();
     run_driver_tests();
     run_lifetime_tests();
+    run_harness_api_tests();
     fresh();
     printf("%lu checks, %lu failed\n", checks_run, checks_failed);
     return checks_failed ? 1 : 0;

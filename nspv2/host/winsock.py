@@ -25,8 +25,9 @@ from ..provider.routine import Routine
 from ..sdk.guiddef import GUID
 from ..sdk.winsock2 import NO_ERROR, SOCKET_ERROR, WSAError
 from ..sdk.wintypes import DWORD, HANDLE, INT, LPDWORD, LPHANDLE, WCHAR
-from ..sdk.ws2spi import HOST_FUNCTIONS
+from ..sdk.ws2spi import HOST_FUNCTIONS, NSPV2_ROUTINE
 from . import tables
+from .native import NativeHostUnavailable
 
 __all__ = [
     "DriverConfig",
@@ -40,7 +41,10 @@ __all__ = [
 ]
 
 _u64 = ctypes.c_uint64
+_u32 = ctypes.c_uint32
 _EINVAL = int(WSAError.WSAEINVAL)
+#: winsock2.h's WSAETIMEDOUT: nspv2_async_wait's "not completed yet".
+WSAETIMEDOUT = 10060
 
 
 class HostStats(ctypes.Structure):
@@ -59,6 +63,8 @@ class HostStats(ctypes.Structure):
         ("timed_out_held", _u64),
         ("timed_out_held_bytes", _u64),
         ("timed_out_released", _u64),
+        ("double_completions", _u64),
+        ("missing_last_error", _u64),
     ]
 
     def as_dict(self) -> dict[str, int]:
@@ -107,6 +113,7 @@ class DriverResult(ctypes.Structure):
 # address of a packed buffer. Each C prototype is in a comment; the
 # attribute annotations on NativeHostFunctions below are the typed names.
 _u64p = ctypes.POINTER(_u64)
+_u32p = ctypes.POINTER(_u32)
 _NATIVE_SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     # INT nspv2_session_open(uint64_t *session_id);
     "nspv2_session_open": (INT, (_u64p,)),
@@ -142,7 +149,61 @@ _NATIVE_SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "nspv2_ref_provider_reset": (None, ()),
     # void nspv2_bench_provider_routine(NSPV2_ROUTINE *out);
     "nspv2_bench_provider_routine": (None, (ctypes.c_void_p,)),
+    # -- what is advertised and installed (loaders, checkers) --
+    # uint64_t nspv2_host_advertise_count(void);
+    "nspv2_host_advertise_count": (_u64, ()),
+    # INT nspv2_host_providers(GUID *ids, uint32_t max, uint32_t *count);
+    "nspv2_host_providers": (INT, (ctypes.POINTER(GUID), _u32, _u32p)),
+    # INT nspv2_host_provider_table(const GUID *id, NSPV2_ROUTINE *out);
+    "nspv2_host_provider_table": (INT, (ctypes.POINTER(GUID), ctypes.POINTER(NSPV2_ROUTINE))),
+    # INT nspv2_host_installed(const GUID *id, DWORD *name_space, uint32_t *has_blob,
+    #                          void *blob, uint32_t *blob_size);
+    "nspv2_host_installed": (
+        INT,
+        (ctypes.POINTER(GUID), ctypes.POINTER(DWORD), _u32p, ctypes.c_void_p, _u32p),
+    ),
+    # INT nspv2_host_installed_identifier(const GUID *id, WCHAR *identifier, uint32_t *chars);
+    "nspv2_host_installed_identifier": (INT, (ctypes.POINTER(GUID), ctypes.c_void_p, _u32p)),
+    # -- async handles for calling NextEx / SetServiceEx directly (harnesses) --
+    # INT nspv2_async_create(HANDLE *out);
+    "nspv2_async_create": (INT, (LPHANDLE,)),
+    # INT nspv2_async_wait(HANDLE h, uint32_t timeout_ms, INT *code, INT *last_error,
+    #                      uint32_t *completions);
+    "nspv2_async_wait": (
+        INT,
+        (HANDLE, _u32, ctypes.POINTER(INT), ctypes.POINTER(INT), _u32p),
+    ),
+    # INT nspv2_async_close(HANDLE h);
+    "nspv2_async_close": (INT, (HANDLE,)),
 }
+
+#: Bound when the library has them; a library built before them (a stale
+#: NSPV2_HOST_LIBRARY, say) still binds, and calling one of these raises
+#: NativeHostUnavailable naming it.
+_NATIVE_SINCE_NATIVE_PROVIDERS = frozenset(
+    {
+        "nspv2_host_advertise_count",
+        "nspv2_host_providers",
+        "nspv2_host_provider_table",
+        "nspv2_host_installed",
+        "nspv2_host_installed_identifier",
+        "nspv2_async_create",
+        "nspv2_async_wait",
+        "nspv2_async_close",
+    }
+)
+
+
+def _missing(name: str, library: Any) -> Callable[..., Any]:
+    where = getattr(library, "_name", library)
+
+    def missing(*args: Any) -> Any:
+        raise NativeHostUnavailable(
+            f"the native host library {where} has no {name}: it was built from older "
+            "sources; rebuild it (make -C native_stub lib) or reinstall nspv2"
+        )
+
+    return missing
 
 
 class NativeHostFunctions:
@@ -170,6 +231,14 @@ class NativeHostFunctions:
     nspv2_ref_provider_routine: Callable[[int], None]
     nspv2_ref_provider_reset: Callable[[], None]
     nspv2_bench_provider_routine: Callable[[int], None]
+    nspv2_host_advertise_count: Callable[[], int]
+    nspv2_host_providers: Callable[[Any, int, Any], int]
+    nspv2_host_provider_table: Callable[[Any, Any], int]
+    nspv2_host_installed: Callable[[Any, Any, Any, Any, Any], int]
+    nspv2_host_installed_identifier: Callable[[Any, Any, Any], int]
+    nspv2_async_create: Callable[[Any], int]
+    nspv2_async_wait: Callable[[int | None, int, Any, Any, Any], int]
+    nspv2_async_close: Callable[[int | None], int]
 
     def __init__(self, library: Any, *, use_last_error: bool = False) -> None:
         # These are plain C functions (cdecl, no WSAAPI in nspv2_host.h):
@@ -177,7 +246,12 @@ class NativeHostFunctions:
         # host DLL is a WinDLL on Windows, for its WSAAPI functions).
         for name, (restype, argtypes) in _NATIVE_SIGNATURES.items():
             prototype = ctypes.CFUNCTYPE(restype, *argtypes, use_last_error=use_last_error)
-            setattr(self, name, prototype((name, library)))
+            try:
+                setattr(self, name, prototype((name, library)))
+            except AttributeError:
+                if name not in _NATIVE_SINCE_NATIVE_PROVIDERS:
+                    raise
+                setattr(self, name, _missing(name, library))
 
 
 class Winsock:
