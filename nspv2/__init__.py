@@ -9,6 +9,7 @@ Importing nspv2 loads no library.
 """
 
 from .host.host import ClientSession, Host
+from .host.native_provider import NativeProvider, NativeProviderError, NativeTable
 from .provider.base import Provider
 from .provider.channel import ErrorChannel, InProcessChannel
 from .provider.errors import WinsockError
@@ -66,6 +67,9 @@ __all__ = [
     "Host",
     "InProcessChannel",
     "Lookup",
+    "NativeProvider",
+    "NativeProviderError",
+    "NativeTable",
     "Provider",
     "QuerySet",
     "RawSocketAddress",

@@ -9,6 +9,21 @@ WSAQUERYSET2W image, a DWORD buffer length, a buffer with guard bytes after
 it). It reads back the return value, the last error, the async completion
 code, the token or handle written, and the packed result.
 
+It also takes a native table: an ``NSPV2_ROUTINE`` filled by C, or a
+:class:`~nspv2.host.NativeTable` a loaded native provider advertised. Then
+the last error is the native host's (``WSASetLastError`` /
+``WSAGetLastError`` on the calling thread, where C providers set it), and
+NextEx / SetServiceEx get an async handle from the host
+(``nspv2_async_create``) that the provider completes with
+``WSAProviderCompleteAsyncCall`` from any thread; the harness waits for it
+(``nspv2_async_wait``) and closes it. A NULL slot is not called: the call
+reports ``WSAEOPNOTSUPP`` with ``missing=True``, as Winsock treats a NULL
+optional entry point.
+
+Ownership: the buffers of an async call that was not completed in time
+(NextEx's result buffer and length, SetServiceEx's query set) are kept until
+the harness is closed, since the provider may still write them.
+
 Example: run only ClientSessionRundown on a session and check the provider
 saw it::
 
@@ -42,6 +57,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ..host.native_provider import NativeTable
+from ..host.winsock import Winsock, load_native_host
 from ..provider.base import Provider
 from ..provider.channel import InProcessChannel
 from ..provider.errors import WinsockError
@@ -49,7 +66,7 @@ from ..provider.queryset import Kind, QuerySet
 from ..provider.routine import Routine
 from ..sdk.guiddef import GUID
 from ..sdk.winsock2 import LUP, NO_ERROR, SOCKET_ERROR, WSAError
-from ..sdk.ws2spi import PROTOTYPES
+from ..sdk.ws2spi import NSPV2_ROUTINE, PROTOTYPES
 
 __all__ = ["GUARD_BYTES", "NextCall", "SlotCall", "SlotHarness"]
 
@@ -57,6 +74,8 @@ __all__ = ["GUARD_BYTES", "NextCall", "SlotCall", "SlotHarness"]
 GUARD_BYTES = 64
 _GUARD = 0xA5
 _PROTO = {p.slot: p.functype for p in PROTOTYPES}
+_EOPNOTSUPP = int(WSAError.WSAEOPNOTSUPP)
+_ETIMEDOUT = 10060  # winsock2.h WSAETIMEDOUT: nspv2_async_wait's "not completed yet"
 
 
 @dataclass(frozen=True)
@@ -68,14 +87,17 @@ class SlotCall:
     last_error: int  # WSAGetLastError() after the call (INT slots)
     completion: int | None  # the async completion code (NextEx, SetServiceEx)
     value: int | None = None  # token or handle written (Startup, Begin)
+    missing: bool = False  # the slot is NULL: not called, WSAEOPNOTSUPP
 
     @property
     def code(self) -> int:
         """The call's outcome: NO_ERROR, or the error it reported.
 
         SOCKET_ERROR without a last error is still a failure: WSAEINVAL, as
-        the native host reports it.
+        the native host reports it. A NULL slot: WSAEOPNOTSUPP.
         """
+        if self.missing:
+            return _EOPNOTSUPP
         if self.completion is not None:
             return self.completion
         if self.returned == SOCKET_ERROR:
@@ -100,31 +122,78 @@ class NextCall(SlotCall):
 
 
 class SlotHarness:
-    """Call a provider's slots through their C function pointers, in isolation."""
+    """Call a provider's slots through their C function pointers, in isolation.
+
+    ``target``: a Provider or a Routine (Python: the harness's own error
+    channel), or a native table, an ``NSPV2_ROUTINE`` or a
+    :class:`~nspv2.host.NativeTable` (the native host's last error and
+    async handles; ``provider_id`` defaults to the NativeTable's).
+    """
 
     def __init__(
         self,
-        target: Routine | Provider,
+        target: Routine | Provider | NSPV2_ROUTINE | NativeTable,
         *,
         timeout: float = 5.0,
         provider_id: uuid.UUID | None = None,
+        winsock: Winsock | None = None,
     ) -> None:
+        #: The Python error channel (Python targets; unused for native ones).
         self.channel = InProcessChannel()
+        self.provider: Provider | None = None
+        self.routine: Routine | None = None
+        self.native_table: NativeTable | None = None
+        #: The native host binding (native targets only).
+        self.winsock: Winsock | None = None
+        self._previous_channel = None
         if isinstance(target, Provider):
-            self.provider: Provider | None = target
+            self.provider = target
             self.routine = target.routine()
             provider_id = provider_id or type(target).provider_id
-        else:
-            self.provider = None
+        elif isinstance(target, Routine):
             self.routine = target
-        self._previous_channel = self.routine.channel
-        self.routine.channel = self.channel
+        elif isinstance(target, NativeTable):
+            self.native_table = target
+            provider_id = provider_id or target.provider_id
+        elif not isinstance(target, NSPV2_ROUTINE):
+            raise TypeError(
+                f"SlotHarness takes a Provider, a Routine, an NSPV2_ROUTINE or a "
+                f"NativeTable, not {type(target).__name__}"
+            )
+        if self.routine is not None:
+            #: The table whose slots are called.
+            self.table: NSPV2_ROUTINE = self.routine.table
+            self._previous_channel = self.routine.channel
+            self.routine.channel = self.channel
+        else:
+            if isinstance(target, NativeTable):
+                self.table = target.table
+            else:
+                assert isinstance(target, NSPV2_ROUTINE)
+                self.table = target
+            self.winsock = winsock or load_native_host()
+            assert self.winsock.native is not None
         self.timeout = timeout
         self.guid = GUID.from_uuid(provider_id or uuid.UUID(int=0))
+        # what calls never completed may still write: kept until close()
+        self._held: list[Any] = []
+
+    @property
+    def native(self) -> bool:
+        """Whether the table is a native one (host last error and async handles)."""
+        return self.winsock is not None
+
+    @property
+    def held(self) -> int:
+        """How many calls' buffers are kept because they were never completed."""
+        return len(self._held)
 
     def close(self) -> None:
-        """Give the routine table its previous channel back."""
-        self.routine.channel = self._previous_channel
+        """Give a Python routine table its previous channel back; release the
+        buffers of calls that were never completed."""
+        if self.routine is not None:
+            self.routine.channel = self._previous_channel
+        self._held.clear()
 
     def __enter__(self) -> SlotHarness:
         return self
@@ -133,28 +202,103 @@ class SlotHarness:
         self.close()
 
     def function(self, slot: str) -> Any:
-        """A ctypes function made from the C pointer stored in ``slot``."""
-        return _PROTO[slot](self.routine.slot_address(slot))
+        """A ctypes function made from the C pointer stored in ``slot``
+        (None when a native table's slot is NULL)."""
+        if self.routine is not None:
+            return _PROTO[slot](self.routine.slot_address(slot))
+        if slot not in _PROTO:
+            raise KeyError(f"no slot {slot!r}; slots are {', '.join(_PROTO)}")
+        address = ctypes.cast(getattr(self.table, slot), ctypes.c_void_p).value
+        return _PROTO[slot](address) if address else None
+
+    def implements(self, slot: str) -> bool:
+        """Whether ``slot`` is not NULL."""
+        return self.function(slot) is not None
+
+    # -- the last error and async handles: Python channel or native host --------------
+
+    def _set_last_error(self, code: int) -> None:
+        if self.winsock is not None:
+            self.winsock.WSASetLastError(code)
+        else:
+            self.channel.set_last_error(code)
+
+    def _get_last_error(self) -> int:
+        if self.winsock is not None:
+            return int(self.winsock.WSAGetLastError())
+        return self.channel.get_last_error()
+
+    def _new_call(self) -> int:
+        if self.winsock is None:
+            return self.channel.new_call()
+        assert self.winsock.native is not None
+        handle = ctypes.c_void_p(0)
+        if self.winsock.native.nspv2_async_create(ctypes.byref(handle)) == SOCKET_ERROR:
+            raise WinsockError(self.winsock.last_error(), "nspv2_async_create")
+        assert handle.value
+        return handle.value
+
+    def _wait(self, h_async: int, keep: Any) -> tuple[int, int]:
+        """(completion code, last error of the completing thread). On
+        timeout ``keep`` (what the provider may still write) is held until
+        close() and TimeoutError is raised."""
+        if self.winsock is None:
+            code = self.channel.wait(h_async, self.timeout)
+            if code is None:
+                self._held.append(keep)
+                raise TimeoutError(f"the async call was not completed within {self.timeout} s")
+            return code, NO_ERROR
+        native = self.winsock.native
+        assert native is not None
+        code_out = ctypes.c_int(0)
+        last_error = ctypes.c_int(0)
+        rc = native.nspv2_async_wait(
+            h_async,
+            max(0, min(int(self.timeout * 1000), 0xFFFFFFFF)),
+            ctypes.byref(code_out),
+            ctypes.byref(last_error),
+            None,
+        )
+        failure = self.winsock.last_error() if rc == SOCKET_ERROR else NO_ERROR
+        native.nspv2_async_close(h_async)  # a later completion is refused
+        if rc == SOCKET_ERROR:
+            self._held.append(keep)
+            if failure == _ETIMEDOUT:
+                raise TimeoutError(f"the async call was not completed within {self.timeout} s")
+            raise WinsockError(failure, "nspv2_async_wait")
+        return int(code_out.value), int(last_error.value)
+
+    def _missing(self, slot: str) -> SlotCall:
+        return SlotCall(slot, None, _EOPNOTSUPP, None, missing=True)
 
     # -- INT slots --------------------------------------------------------------------
 
-    def _int_call(self, slot: str, *args: Any) -> tuple[int, int]:
-        self.channel.set_last_error(NO_ERROR)
-        returned = self.function(slot)(*args)
-        return returned, self.channel.get_last_error()
+    def _int_call(self, function: Any, *args: Any) -> tuple[int, int]:
+        self._set_last_error(NO_ERROR)
+        returned = function(*args)
+        return returned, self._get_last_error()
 
     def startup(self) -> SlotCall:
         """NSPv2Startup; ``value`` is the session argument written."""
+        function = self.function("NSPv2Startup")
+        if function is None:
+            return self._missing("NSPv2Startup")
         arg = ctypes.c_void_p(0)
-        returned, err = self._int_call("NSPv2Startup", ctypes.byref(self.guid), ctypes.byref(arg))
+        returned, err = self._int_call(function, ctypes.byref(self.guid), ctypes.byref(arg))
         return SlotCall("NSPv2Startup", returned, err, None, arg.value)
 
     def cleanup(self, token: int | None) -> SlotCall:
-        returned, err = self._int_call("NSPv2Cleanup", ctypes.byref(self.guid), token)
+        function = self.function("NSPv2Cleanup")
+        if function is None:
+            return self._missing("NSPv2Cleanup")
+        returned, err = self._int_call(function, ctypes.byref(self.guid), token)
         return SlotCall("NSPv2Cleanup", returned, err, None)
 
     def rundown(self, token: int | None) -> SlotCall:
-        self.function("NSPv2ClientSessionRundown")(ctypes.byref(self.guid), token)
+        function = self.function("NSPv2ClientSessionRundown")
+        if function is None:
+            return self._missing("NSPv2ClientSessionRundown")
+        function(ctypes.byref(self.guid), token)
         return SlotCall("NSPv2ClientSessionRundown", None, NO_ERROR, None)
 
     def begin(
@@ -165,10 +309,13 @@ class SlotHarness:
     ) -> SlotCall:
         """NSPv2LookupServiceBegin; ``restrictions`` is a QuerySet (packed
         here), a raw address, or None (NULL). ``value`` is the handle."""
+        function = self.function("NSPv2LookupServiceBegin")
+        if function is None:
+            return self._missing("NSPv2LookupServiceBegin")
         address, _alive = self._restrictions_address(restrictions)
         handle = ctypes.c_void_p(0)
         returned, err = self._int_call(
-            "NSPv2LookupServiceBegin",
+            function,
             ctypes.byref(self.guid),
             ctypes.cast(address or 0, _PROTO["NSPv2LookupServiceBegin"]._argtypes_[1]),
             int(flags),
@@ -178,34 +325,43 @@ class SlotHarness:
         return SlotCall("NSPv2LookupServiceBegin", returned, err, None, handle.value)
 
     def end(self, handle: int | None) -> SlotCall:
-        returned, err = self._int_call("NSPv2LookupServiceEnd", handle)
+        function = self.function("NSPv2LookupServiceEnd")
+        if function is None:
+            return self._missing("NSPv2LookupServiceEnd")
+        returned, err = self._int_call(function, handle)
         return SlotCall("NSPv2LookupServiceEnd", returned, err, None)
 
     # -- async slots ------------------------------------------------------------------
 
-    def _wait(self, h_async: int) -> int:
-        code = self.channel.wait(h_async, self.timeout)
-        if code is None:
-            raise TimeoutError(f"the async call was not completed within {self.timeout} s")
-        return code
-
-    def next(self, handle: int | None, flags: int = 0, buffer_size: int = 4096) -> NextCall:
+    def next(
+        self, handle: int | None, flags: int = 0, buffer_size: int = 4096, offset: int = 0
+    ) -> NextCall:
         """NSPv2LookupServiceNextEx with a ``buffer_size``-byte buffer followed
-        by guard bytes; waits for the completion."""
-        arena = (ctypes.c_uint8 * (buffer_size + GUARD_BYTES + 16))()
+        by guard bytes; waits for the completion.
+
+        The buffer starts ``offset`` bytes (0..15) after a 16-byte boundary,
+        so every alignment from 16 (offset 0) down to 1 can be tried.
+        """
+        if not 0 <= offset <= 15:
+            raise ValueError(f"offset must be between 0 and 15, not {offset!r}")
+        slot = "NSPv2LookupServiceNextEx"
+        function = self.function(slot)
+        if function is None:
+            return NextCall(slot, None, _EOPNOTSUPP, None, missing=True)
+        arena = (ctypes.c_uint8 * (buffer_size + GUARD_BYTES + 32))()
         base = ctypes.addressof(arena)
-        start = (base + 15) & ~15  # aligned like any malloc'd buffer
+        start = ((base + 15) & ~15) + offset  # aligned like a malloc'd buffer, plus offset
         ctypes.memset(start + buffer_size, _GUARD, GUARD_BYTES)
         length = ctypes.c_uint32(buffer_size)
-        h_async = self.channel.new_call()
-        self.function("NSPv2LookupServiceNextEx")(
+        h_async = self._new_call()
+        function(
             h_async,
             handle,
             int(flags),
             ctypes.byref(length),
-            ctypes.cast(start, _PROTO["NSPv2LookupServiceNextEx"]._argtypes_[4]),
+            ctypes.cast(start, _PROTO[slot]._argtypes_[4]),
         )
-        code = self._wait(h_async)
+        code, last_error = self._wait(h_async, (arena, length))
         guard = ctypes.string_at(start + buffer_size, GUARD_BYTES)
         intact = guard == bytes([_GUARD]) * GUARD_BYTES
         result = None
@@ -217,9 +373,9 @@ class SlotHarness:
             except WinsockError as exc:
                 problem = str(exc)
         return NextCall(
-            "NSPv2LookupServiceNextEx",
+            slot,
             None,
-            NO_ERROR,
+            last_error,
             code,
             None,
             buffer_length=length.value,
@@ -237,17 +393,22 @@ class SlotHarness:
         operation: int,
         flags: int = 0,
     ) -> SlotCall:
-        address, _alive = self._restrictions_address(reg_info)
-        h_async = self.channel.new_call()
-        self.function("NSPv2SetServiceEx")(
+        slot = "NSPv2SetServiceEx"
+        function = self.function(slot)
+        if function is None:
+            return self._missing(slot)
+        address, alive = self._restrictions_address(reg_info)
+        h_async = self._new_call()
+        function(
             h_async,
             ctypes.byref(self.guid),
-            ctypes.cast(address or 0, _PROTO["NSPv2SetServiceEx"]._argtypes_[2]),
+            ctypes.cast(address or 0, _PROTO[slot]._argtypes_[2]),
             int(operation),
             int(flags),
             token,
         )
-        return SlotCall("NSPv2SetServiceEx", None, NO_ERROR, self._wait(h_async))
+        code, last_error = self._wait(h_async, alive)
+        return SlotCall(slot, None, last_error, code)
 
     # -- conveniences -----------------------------------------------------------------
 

@@ -16,7 +16,14 @@ Fixtures for the two ways people test providers:
 ``nspv2_harness``
     ``nspv2_harness(provider)`` returns a :class:`nspv2.testing.SlotHarness`:
     call one entry point in isolation through its C function pointer
-    (annotate with :class:`MakeHarness`).
+    (annotate with :class:`MakeHarness`). It also takes a native table (a
+    :class:`nspv2.host.NativeTable`, or an ``NSPV2_ROUTINE`` filled by C
+    with ``provider_id=``).
+``nspv2_native``
+    ``nspv2_native(path, entry="main", args=[...])`` loads a native provider
+    library (:meth:`nspv2.host.NativeProvider.load`) and returns it; it is
+    closed after the test (console close event, then whatever it left
+    advertised is unadvertised). Annotate with :class:`LoadNative`.
 ``nspv2_no_unraisable``
     fails the test if any exception reached ``sys.unraisablehook`` (what
     ctypes does with an exception escaping a callback).
@@ -31,23 +38,29 @@ See ``docs/tutorial.md`` for a complete test file. Typed parameters::
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
 import pytest
 
 from ..host.host import ClientSession, Host
+from ..host.native_provider import NativeProvider, NativeTable
 from ..provider.base import Provider
+from ..sdk.ws2spi import NSPV2_ROUTINE
 from .harness import SlotHarness
 
 __all__ = [
     "Advertise",
+    "LoadNative",
     "MakeHarness",
     "nspv2_advertise",
     "nspv2_client",
     "nspv2_harness",
     "nspv2_host",
+    "nspv2_native",
     "nspv2_no_unraisable",
 ]
 
@@ -64,9 +77,29 @@ class Advertise(Protocol):
 
 class MakeHarness(Protocol):
     """The ``nspv2_harness`` fixture: a SlotHarness for ``provider``, closed
-    (with the provider) after the test."""
+    (with a Python provider) after the test."""
 
-    def __call__(self, provider: Provider, /) -> SlotHarness: ...
+    def __call__(
+        self,
+        provider: Provider | NativeTable | NSPV2_ROUTINE,
+        /,
+        *,
+        provider_id: uuid.UUID | None = None,
+    ) -> SlotHarness: ...
+
+
+class LoadNative(Protocol):
+    """The ``nspv2_native`` fixture: NativeProvider.load, closed after the test."""
+
+    def __call__(
+        self,
+        path: str | os.PathLike[str],
+        entry: str = "main",
+        args: Iterable[str] = (),
+        *,
+        timeout: float = 10.0,
+        expect: int = 1,
+    ) -> NativeProvider: ...
 
 
 @pytest.fixture
@@ -97,11 +130,17 @@ def nspv2_client(nspv2_host: Host) -> Iterator[ClientSession]:
 
 @pytest.fixture
 def nspv2_harness() -> Iterator[MakeHarness]:
-    """Make isolated-call harnesses: ``h = nspv2_harness(MyProvider())``."""
+    """Make isolated-call harnesses: ``h = nspv2_harness(MyProvider())``,
+    ``nspv2_harness(native_provider.tables[0])``."""
     made: list[SlotHarness] = []
 
-    def make(provider: Provider, /) -> SlotHarness:
-        harness = SlotHarness(provider)
+    def make(
+        provider: Provider | NativeTable | NSPV2_ROUTINE,
+        /,
+        *,
+        provider_id: uuid.UUID | None = None,
+    ) -> SlotHarness:
+        harness = SlotHarness(provider, provider_id=provider_id)
         made.append(harness)
         return harness
 
@@ -110,6 +149,28 @@ def nspv2_harness() -> Iterator[MakeHarness]:
         harness.close()
         if harness.provider is not None:
             harness.provider.close()
+
+
+@pytest.fixture
+def nspv2_native() -> Iterator[LoadNative]:
+    """Load native providers for one test: ``nspv2_native("build/provider.so")``."""
+    loaded: list[NativeProvider] = []
+
+    def load(
+        path: str | os.PathLike[str],
+        entry: str = "main",
+        args: Iterable[str] = (),
+        *,
+        timeout: float = 10.0,
+        expect: int = 1,
+    ) -> NativeProvider:
+        provider = NativeProvider.load(path, entry, args, timeout=timeout, expect=expect)
+        loaded.append(provider)
+        return provider
+
+    yield load
+    for provider in reversed(loaded):
+        provider.close()
 
 
 @pytest.fixture
