@@ -6,6 +6,7 @@ installed, and the double_completions / missing_last_error counters."""
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -14,7 +15,12 @@ from typing import Any
 import pytest
 
 from nspv2 import LUP, NO_ERROR, SOCKET_ERROR, Host, QuerySet, Routine, WinsockError, WSAError
-from nspv2.host.winsock import WSAETIMEDOUT, NativeHostFunctions
+from nspv2.host.winsock import (
+    CTRL_CLOSE_EVENT,
+    PHANDLER_ROUTINE,
+    WSAETIMEDOUT,
+    NativeHostFunctions,
+)
 from nspv2.sdk.guiddef import GUID
 from nspv2.sdk.winsock2 import NS, WSAQUERYSET2W
 from nspv2.sdk.ws2spi import NSPV2_ROUTINE
@@ -312,3 +318,52 @@ def test_socket_error_without_last_error_is_counted(host: Host) -> None:
     finally:
         host.unadvertise(pid)
         routine.close()
+
+
+needs_compat = pytest.mark.skipif(
+    sys.platform == "win32", reason="ws2_32.dll and kernel32.dll have these on Windows"
+)
+
+
+@needs_compat
+def test_wsastartup_and_wsacleanup_through_the_bindings(host: Host) -> None:
+    nat = native(host)
+    data = (ctypes.c_uint16 * 256)()  # room for either WSADATA layout
+    assert nat.WSAStartup(0x0202, data) == 0
+    assert (data[0], data[1]) == (0x0202, 0x0202)  # wVersion, wHighVersion
+    assert nat.WSAStartup(0x0303, data) == 0  # above 2.2: 2.2
+    assert data[0] == 0x0202
+    assert nat.WSAStartup(0x0202, None) == WSAError.WSAEFAULT  # the code is returned
+    assert nat.WSACleanup() == 0
+    assert nat.WSACleanup() == 0
+
+
+@needs_compat
+def test_console_event_reaches_the_handlers_on_another_thread(host: Host) -> None:
+    """nspv2_host_console_event delivers to handlers registered with
+    SetConsoleCtrlHandler, last registered first, on a thread of its own."""
+    nat = native(host)
+    seen: list[tuple[str, int, int]] = []
+    caller = threading.get_ident()
+
+    def first(ctrl: int) -> int:
+        seen.append(("first", ctrl, threading.get_ident()))
+        return 1
+
+    def second(ctrl: int) -> int:
+        seen.append(("second", ctrl, threading.get_ident()))
+        return 0  # not handled: on to the one before
+
+    h1, h2 = PHANDLER_ROUTINE(first), PHANDLER_ROUTINE(second)
+    assert nat.SetConsoleCtrlHandler(h1, 1) and nat.SetConsoleCtrlHandler(h2, 1)
+    try:
+        assert nat.nspv2_host_console_event(CTRL_CLOSE_EVENT) == 1
+        assert [(who, ctrl) for who, ctrl, _ in seen] == [
+            ("second", CTRL_CLOSE_EVENT),
+            ("first", CTRL_CLOSE_EVENT),
+        ]
+        assert all(thread != caller for _, _, thread in seen)
+    finally:
+        assert nat.SetConsoleCtrlHandler(h2, 0) and nat.SetConsoleCtrlHandler(h1, 0)
+    assert not nat.SetConsoleCtrlHandler(h1, 0)  # removed already
+    # (no event is delivered now: other handlers of this process would get it)

@@ -24,12 +24,17 @@ from ..provider.errors import WinsockError
 from ..provider.routine import Routine
 from ..sdk.guiddef import GUID
 from ..sdk.winsock2 import NO_ERROR, SOCKET_ERROR, WSAError
-from ..sdk.wintypes import DWORD, HANDLE, INT, LPDWORD, LPHANDLE, WCHAR
+from ..sdk.wintypes import BOOL, DWORD, HANDLE, INT, LPDWORD, LPHANDLE, WCHAR
 from ..sdk.ws2spi import HOST_FUNCTIONS, NSPV2_ROUTINE
 from . import tables
 from .native import NativeHostUnavailable
 
 __all__ = [
+    "CTRL_BREAK_EVENT",
+    "CTRL_CLOSE_EVENT",
+    "CTRL_C_EVENT",
+    "PHANDLER_ROUTINE",
+    "WSAETIMEDOUT",
     "DriverConfig",
     "DriverResult",
     "HostStats",
@@ -114,6 +119,13 @@ class DriverResult(ctypes.Structure):
 # attribute annotations on NativeHostFunctions below are the typed names.
 _u64p = ctypes.POINTER(_u64)
 _u32p = ctypes.POINTER(_u32)
+#: typedef BOOL (WINAPI *PHANDLER_ROUTINE)(DWORD dwCtrlType); (WINAPI is empty
+#: where the host library exports SetConsoleCtrlHandler)
+PHANDLER_ROUTINE = ctypes.CFUNCTYPE(BOOL, DWORD)
+#: wincon.h's console control events (nspv2_host_console_event)
+CTRL_C_EVENT = 0
+CTRL_BREAK_EVENT = 1
+CTRL_CLOSE_EVENT = 2
 _NATIVE_SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     # INT nspv2_session_open(uint64_t *session_id);
     "nspv2_session_open": (INT, (_u64p,)),
@@ -175,11 +187,27 @@ _NATIVE_SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     ),
     # INT nspv2_async_close(HANDLE h);
     "nspv2_async_close": (INT, (HANDLE,)),
+    # -- the compat layer (native_stub/src/compat.c; not on Windows, where
+    #    ws2_32.dll and kernel32.dll have them). WSAAPI / WINAPI are empty there.
+    # int WSAAPI WSAStartup(WORD wVersionRequested, LPWSADATA lpWSAData);
+    "WSAStartup": (ctypes.c_int, (ctypes.c_uint16, ctypes.c_void_p)),
+    # int WSAAPI WSACleanup(void);
+    "WSACleanup": (ctypes.c_int, ()),
+    # BOOL WINAPI SetConsoleCtrlHandler(PHANDLER_ROUTINE HandlerRoutine, BOOL Add);
+    "SetConsoleCtrlHandler": (BOOL, (PHANDLER_ROUTINE, BOOL)),
+    # BOOL nspv2_host_console_event(DWORD ctrl_type);
+    "nspv2_host_console_event": (BOOL, (DWORD,)),
 }
+
+#: The compat layer's functions: exported by the host library except on
+#: Windows (where a provider gets them from ws2_32.dll and kernel32.dll).
+_NATIVE_COMPAT = frozenset(
+    {"WSAStartup", "WSACleanup", "SetConsoleCtrlHandler", "nspv2_host_console_event"}
+)
 
 #: Bound when the library has them; a library built before them (a stale
 #: NSPV2_HOST_LIBRARY, say) still binds, and calling one of these raises
-#: NativeHostUnavailable naming it.
+#: NativeHostUnavailable naming it (so does a compat function on Windows).
 _NATIVE_SINCE_NATIVE_PROVIDERS = frozenset(
     {
         "nspv2_host_advertise_count",
@@ -194,16 +222,31 @@ _NATIVE_SINCE_NATIVE_PROVIDERS = frozenset(
 )
 
 
-def _missing(name: str, library: Any) -> Callable[..., Any]:
-    where = getattr(library, "_name", library)
+class _Absent:
+    """Stands for a function the library does not export: it has the
+    binding's restype and argtypes, and calling it raises
+    NativeHostUnavailable saying why."""
 
-    def missing(*args: Any) -> Any:
-        raise NativeHostUnavailable(
+    def __init__(self, name: str, restype: Any, argtypes: tuple[Any, ...], why: str) -> None:
+        self.__name__ = name
+        self.restype = restype
+        self.argtypes = argtypes
+        self.why = why
+
+    def __call__(self, *args: Any) -> Any:
+        raise NativeHostUnavailable(self.why)
+
+
+def _absent(name: str, library: Any, restype: Any, argtypes: tuple[Any, ...]) -> _Absent:
+    if name in _NATIVE_COMPAT and sys.platform == "win32":
+        why = f"{name} is not in the native host on Windows: ws2_32.dll / kernel32.dll have it"
+    else:
+        where = getattr(library, "_name", library)
+        why = (
             f"the native host library {where} has no {name}: it was built from older "
             "sources; rebuild it (make -C native_stub lib) or reinstall nspv2"
         )
-
-    return missing
+    return _Absent(name, restype, argtypes, why)
 
 
 class NativeHostFunctions:
@@ -239,6 +282,10 @@ class NativeHostFunctions:
     nspv2_async_create: Callable[[Any], int]
     nspv2_async_wait: Callable[[int | None, int, Any, Any, Any], int]
     nspv2_async_close: Callable[[int | None], int]
+    WSAStartup: Callable[[int, Any], int]
+    WSACleanup: Callable[[], int]
+    SetConsoleCtrlHandler: Callable[[Any, int], int]
+    nspv2_host_console_event: Callable[[int], int]
 
     def __init__(self, library: Any, *, use_last_error: bool = False) -> None:
         # These are plain C functions (cdecl, no WSAAPI in nspv2_host.h):
@@ -249,9 +296,9 @@ class NativeHostFunctions:
             try:
                 setattr(self, name, prototype((name, library)))
             except AttributeError:
-                if name not in _NATIVE_SINCE_NATIVE_PROVIDERS:
+                if name not in _NATIVE_SINCE_NATIVE_PROVIDERS | _NATIVE_COMPAT:
                     raise
-                setattr(self, name, _missing(name, library))
+                setattr(self, name, _absent(name, library, restype, argtypes))
 
 
 class Winsock:
