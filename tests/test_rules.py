@@ -298,3 +298,22 @@ def test_last_error_missing_in_a_host_workload() -> None:
             pytest.skip("this host library does not count missing_last_error")
     rule = run(rules.rule_last_error, NoLastError)
     assert "host workload: 1 SOCKET_ERROR(s) with no last error" in rule.evidence, rule.evidence
+
+
+class RefusesMisaligned(Directory):
+    """NextEx into a buffer not 8-byte aligned: WSAEINVAL, nothing written."""
+
+    def _slot_next_ex(
+        self, h_async: Any, h_lookup: Any, flags: int, p_len: Any, p_res: Any
+    ) -> None:
+        if p_res and p_res % 8 and p_len and ctypes.c_uint32.from_address(p_len).value >= 200:
+            assert self._routine_obj is not None
+            self._routine_obj.channel_now().complete(h_async, int(WSAError.WSAEINVAL))
+            return
+        super()._slot_next_ex(h_async, h_lookup, flags, p_len, p_res)
+
+
+def test_bounds_a_clean_refusal_is_not_an_overrun() -> None:
+    rule = run(rules.rule_bounds, RefusesMisaligned)
+    assert rule.passed, rule.evidence
+    assert "refused at the full size: offset 1: WSAEINVAL" in rule.evidence[0]

@@ -690,6 +690,7 @@ def rule_bounds(t: CheckTarget, at: Step) -> Rule:
             bad: list[str] = []
             reference: QuerySet | None = None
             needs: set[int] = set()
+            refused: list[str] = []
             for offset in range(16):
                 at(BOUNDS, f"{name}: buffers at offset {offset}")
                 begun = h.begin(token, query)
@@ -720,7 +721,8 @@ def rule_bounds(t: CheckTarget, at: Step) -> Rule:
                                 bad.append(f"{where}: NO_ERROR below the required {need}")
                             break
                         if step.code != _E.WSAEFAULT:
-                            bad.append(f"{where}: {code_name(step.code)}")
+                            # refusing a buffer (a misaligned one, say) writes nothing
+                            refused.append(f"offset {offset}: {code_name(step.code)}")
                             break
                     else:
                         bad.append(f"offset {offset}: still WSAEFAULT with {need} bytes")
@@ -728,6 +730,8 @@ def rule_bounds(t: CheckTarget, at: Step) -> Rule:
                     h.end(begun.value)
                 if len(bad) > 20:
                     break
+            if reference is None and not bad:
+                bad.append(f"no buffer got a result ({_more(refused, 2)})")
             if bad:
                 rule.fail(f"{name}: {len(bad)} problem(s): {_more(bad)}")
             else:
@@ -735,6 +739,7 @@ def rule_bounds(t: CheckTarget, at: Step) -> Rule:
                 rule.note(
                     f"{name}: 16 alignments x sizes 0..{sizes}: nothing past the buffer, "
                     "the result inside it"
+                    + (f"; refused at the full size: {_more(refused, 2)}" if refused else "")
                 )
         if token is not None:
             h.cleanup(token)
