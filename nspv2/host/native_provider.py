@@ -312,11 +312,7 @@ class NativeProvider:
     def _stop(self, timeout: float) -> bool:
         """CTRL_CLOSE_EVENT to the console handlers; wait for the entry."""
         if not self._returned.is_set():
-            # BOOL nspv2_host_console_event(DWORD ctrl_type);  (plain C)
-            console_event = ctypes.CFUNCTYPE(ctypes.c_int32, DWORD)(
-                ("nspv2_host_console_event", self.winsock.library)
-            )
-            console_event(CTRL_CLOSE_EVENT)
+            self.native.nspv2_host_console_event(CTRL_CLOSE_EVENT)
         return self._returned.wait(timeout)
 
     def _unadvertise(self, pid: uuid.UUID) -> None:
