@@ -400,7 +400,7 @@ def saw_lines(saw: dict[str, Any]) -> list[str]:
     lines = [", ".join(head) if head else "(nothing)"]
     one = [saw["result"]] if "result" in saw else []
     for r in (results or []) + one:
-        lines.append("  " + " ".join(f"{k}={_value(v)}" for k, v in r.items()))
+        lines.append(" ".join(f"{k}={_value(v)}" for k, v in r.items()))
     return lines
 
 
@@ -441,8 +441,9 @@ def print_comparison(cmp: Comparison, out: Any) -> None:
     for label, side in (("A", first.a), ("B", first.b)):
         ends = _session_ends(side)
         text = "; ".join(
-            f"{'step ' + str(e['step']) if isinstance(e['step'], int) else e['step']} "
-            f"{e['do'].split(':')[0] if e['step'] == 'teardown' else e['do']}: {e['ends']}"
+            f"step {e['step']} {e['do']}: {e['ends']}"
+            if isinstance(e["step"], int)
+            else f"{e['step']}: {e['ends']}"
             for e in ends
         )
         out.write(f"  session ends in case {first.number}, {label}: {text or 'none recorded'}\n")
