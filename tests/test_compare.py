@@ -347,6 +347,16 @@ def test_cli_bad_step_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     assert f"{path}: case 1 ('case 1'), step 2 (lookup): session 'b' was never opened" in done.stderr
 
 
+def test_cli_json_usage_error_after_a_target(tmp_path: Path) -> None:
+    """Options after the first target are still read (--json, --debug)."""
+    path = scenario_file(tmp_path, [{"op": "close", "session": "a"}])
+    done = nspv2_cli("compare", PYTHON_EMAIL, "--json", PYTHON_EMAIL, "--debug", "--scenario", str(path))
+    assert done.returncode == 2
+    doc = json.loads(done.stdout)
+    assert doc["usage"] is True
+    assert "step 1 (close): session 'a' was never opened" in doc["error"]
+
+
 def test_cli_usage_errors() -> None:
     one = nspv2_cli("compare", PYTHON_EMAIL, "--scenario", str(EMAIL))
     assert one.returncode == 2 and "give two providers to compare" in one.stderr

@@ -407,7 +407,11 @@ def saw_lines(saw: dict[str, Any]) -> list[str]:
 def print_comparison(cmp: Comparison, out: Any) -> None:
     total = cmp.scenario.step_count
     out.write(f"A: {cmp.a.label}\nB: {cmp.b.label}\n")
-    out.write(f"scenario: {cmp.scenario.source} ({len(cmp.scenario.cases)} cases, {total} steps)\n")
+    n = len(cmp.scenario.cases)
+    out.write(
+        f"scenario: {cmp.scenario.source} ({n} case{'s' if n != 1 else ''}, "
+        f"{total} step{'s' if total != 1 else ''})\n"
+    )
     differing = [c for c in cmp.cases if c.difference is not None]
     if not differing:
         cleanups = rundowns = 0
