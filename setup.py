@@ -4,8 +4,13 @@ The host is a plain C11 shared library loaded with ctypes (it has no Python
 API); setuptools' extension machinery is used only to compile and link it
 and to place it inside the installed package as ``nspv2/host/_nspv2host*``.
 The public C headers (native_stub/include) are copied to
-``nspv2/sdk/include`` so that a C provider builds against an installed
-nspv2 (``nspv2 config --cflags --libs``).
+``nspv2/sdk/include`` (their ``compat`` folder of Windows header shims to
+``nspv2/sdk/include/compat``) so that a C provider builds against an
+installed nspv2 (``nspv2 config --cflags --libs``, ``--compat``). The C
+examples (native_stub/examples: the email example's provider and the
+reference provider it builds in) go to ``nspv2/examples/native``, and the
+host's own sources (native_stub/src) to ``nspv2/host/csrc``, from which an
+AddressSanitizer host is built on demand.
 
 A machine without a C compiler still installs nspv2: the build says why the
 host was skipped in one line on the installing terminal's stderr, and using
@@ -27,6 +32,22 @@ from setuptools.command.build_py import build_py
 
 SOURCES = sorted(glob(os.path.join("native_stub", "src", "*.c")))
 HEADERS = sorted(glob(os.path.join("native_stub", "include", "*.h")))
+# (source files, their folder in the built package)
+SHIPPED = [
+    (HEADERS, os.path.join("nspv2", "sdk", "include")),
+    (
+        sorted(glob(os.path.join("native_stub", "include", "compat", "*.h"))),
+        os.path.join("nspv2", "sdk", "include", "compat"),
+    ),
+    (
+        sorted(glob(os.path.join("native_stub", "examples", "*.[ch]"))),
+        os.path.join("nspv2", "examples", "native"),
+    ),
+    (
+        sorted(glob(os.path.join("native_stub", "src", "*.[ch]"))),
+        os.path.join("nspv2", "host", "csrc"),
+    ),
+]
 
 
 def _installer_stderr() -> list[int]:
@@ -106,19 +127,22 @@ class BuildNativeHost(build_ext):
 
 
 class BuildPyWithHeaders(build_py):
-    """Also place the public C headers in the package (nspv2/sdk/include)."""
+    """Also place the C headers, examples and host sources in the package
+    (SHIPPED; a symbolic link in the checkout is copied as the file it names)."""
 
     def run(self) -> None:
         super().run()
-        target = os.path.join(self.build_lib, "nspv2", "sdk", "include")
-        os.makedirs(target, exist_ok=True)
-        for header in HEADERS:
-            self.copy_file(header, os.path.join(target, os.path.basename(header)))
+        for files, folder in SHIPPED:
+            target = os.path.join(self.build_lib, folder)
+            os.makedirs(target, exist_ok=True)
+            for path in files:
+                self.copy_file(os.path.realpath(path), os.path.join(target, os.path.basename(path)))
 
     def get_outputs(self, include_bytecode: bool = True) -> list[str]:
-        target = os.path.join(self.build_lib, "nspv2", "sdk", "include")
         return super().get_outputs(include_bytecode) + [
-            os.path.join(target, os.path.basename(h)) for h in HEADERS
+            os.path.join(self.build_lib, folder, os.path.basename(path))
+            for files, folder in SHIPPED
+            for path in files
         ]
 
 

@@ -151,7 +151,12 @@ def native_lib(tmp_path_factory: pytest.TempPathFactory) -> NativeLib:
         key = (tuple(str(s) for s in sources), defines, asan, compat, tuple(map(str, include_dirs)))
         if key not in built:
             built[key] = build_provider(
-                out_dir, sources, defines=defines, asan=asan, compat=compat, include_dirs=include_dirs
+                out_dir,
+                sources,
+                defines=defines,
+                asan=asan,
+                compat=compat,
+                include_dirs=include_dirs,
             )
         return built[key]
 

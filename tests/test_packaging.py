@@ -57,6 +57,40 @@ def test_installed_package_has_the_host_library_and_the_headers() -> None:
         assert (include / header).read_bytes() == (ROOT / "native_stub" / "include" / header).read_bytes(), header
 
 
+# What setup.py ships besides the public headers: (checkout folder, glob,
+# installed folder). The examples' folder holds symbolic links to src/; the
+# package holds the files they name.
+SHIPPED_SOURCES = (
+    ("native_stub/include/compat", "*.h", "sdk/include/compat"),
+    ("native_stub/examples", "*.[ch]", "examples/native"),
+    ("native_stub/src", "*.[ch]", "host/csrc"),
+)
+
+
+def _shipped_problems(installed: Path) -> list[str]:
+    problems = []
+    for checkout, pattern, folder in SHIPPED_SOURCES:
+        sources = sorted((ROOT / checkout).glob(pattern))
+        assert sources, checkout
+        for source in sources:
+            copy = installed / folder / source.name
+            if not copy.is_file() or copy.read_bytes() != source.read_bytes():
+                problems.append(f"{checkout}/{source.name} is not installed as {folder}/{source.name}")
+    return problems
+
+
+@needs_install
+def test_installed_package_ships_the_compat_headers_c_examples_and_host_sources() -> None:
+    assert not _shipped_problems(INSTALLED)
+    assert {"email_provider.c", "ref_provider.c", "platform.h"} <= {
+        p.name for p in (INSTALLED / "examples" / "native").iterdir()
+    }
+    assert {"windows.h", "winsock2.h", "ws2spi.h", "ws2tcpip.h", "nsemail.h", "sal.h", "strsafe.h"} <= {
+        p.name for p in (INSTALLED / "sdk" / "include" / "compat").iterdir()
+    }
+    assert (INSTALLED / "sdk" / "include" / "nspv2_compat.h").is_file()
+
+
 def _copy_sources(dest: Path) -> None:
     """What a build needs (no compiled library, no caches)."""
     for name in ("setup.py", "pyproject.toml", "MANIFEST.in", "LICENSE", "README.md"):
@@ -102,6 +136,8 @@ def test_install_without_compiler_says_so_in_one_line_and_ships_no_stale_library
     assert "no C compiler found" in notices[0] and "apt-get install gcc" in notices[0]
     site = next((env_dir / "lib").glob("python3*/site-packages/nspv2/host"))
     assert not list(site.glob("_nspv2host*")), "a stale host library was packaged"
+    # The C sources ship all the same (a provider or host can be built later).
+    assert not _shipped_problems(site.parent)
     used = subprocess.run(
         [str(bin_dir / "python"), "-c", "import nspv2; nspv2.Host()"],
         cwd=tmp_path,

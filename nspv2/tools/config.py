@@ -52,7 +52,9 @@ def _shipped(installed: Path, checkout: Path, marker: str) -> Path:
     for place in (installed, checkout):
         if (place / marker).is_file():
             return place
-    raise FileNotFoundError(f"nspv2's C sources are missing: neither {installed} nor {checkout} has {marker}")
+    raise FileNotFoundError(
+        f"nspv2's C sources are missing: neither {installed} nor {checkout} has {marker}"
+    )
 
 
 def examples_dir() -> Path:
