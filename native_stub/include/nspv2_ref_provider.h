@@ -3,7 +3,7 @@
  * directory in the spirit of Windows Messenger.
  *
  * It implements docs/email-example.md exactly as nspv2/examples/email.py
- * does in Python (one table of cases, tests/email_cases.py, runs against
+ * does in Python (one table of cases, nspv2/examples/scenarios/email.json, runs against
  * both through the native host and they must agree row by row), and it is
  * the starting point for a provider written in C. It is linked into the
  * host library and calls the host's WSAProviderCompleteAsyncCall and

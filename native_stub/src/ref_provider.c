@@ -4,7 +4,7 @@
  * Start here to write an NSPv2 provider in C. Clients sign users in and out
  * with WSASetServiceW and find them with WSALookupServiceBegin/Next/End;
  * docs/email-example.md is the specification and nspv2/examples/email.py the
- * same provider in Python (tests/email_cases.py runs against both, through
+ * same provider in Python (nspv2/examples/scenarios/email.json runs against both, through
  * the native host, and the two must agree row by row).
  *
  * Everything a provider must get right is here and commented:
