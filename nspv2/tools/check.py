@@ -1,14 +1,23 @@
-"""``python -m nspv2 check``: a conformance run of any Provider on the native host.
+"""``python -m nspv2 check``: a conformance run of a provider on the native host.
 
-Each rule is a row with pass/fail and the evidence. The provider is
-advertised on nspv2's native host and driven through the host's client calls
-(sessions, WSALookupServiceBeginW/NextW/End, WSASetServiceW); the rules
-about malformed input call the entry points directly through their C
-function pointers (:class:`~nspv2.testing.SlotHarness`).
+Each rule is a row with pass/fail and the evidence, and a function
+``rule_xxx(t, at) -> Rule`` that sees the provider only as a
+:class:`~nspv2.tools.check_target.CheckTarget`: a Python ``Provider`` class
+(a fresh instance advertised on nspv2's native host) or a C provider library
+(``--native``: loaded, its entry point run, its table advertised by itself).
+The rules drive it through the host's client calls (sessions,
+WSALookupServiceBeginW/NextW/End, WSASetServiceW) or call its entry points
+directly through their C function pointers
+(:class:`~nspv2.testing.SlotHarness`).
 
-What to look up: ``check_queries`` on the provider class (names), or
-``--query``; what to register first: ``check_registrations`` (names), or
-``--register``.
+This module holds today's rules and the in-process runner
+(:func:`run_check`); :mod:`nspv2.tools.rules` the rules added with native
+providers; :mod:`nspv2.tools.check_registry` their order;
+:mod:`nspv2.tools.check_isolated` runs each rule in its own child process
+(the command line). What to look up: ``check_queries`` on the class,
+``--query``, or a library's exported ``nspv2_check_queries``; what to
+register first: ``check_registrations``, ``--register`` or
+``nspv2_check_registrations``. docs/check.md describes every rule.
 """
 
 from __future__ import annotations
@@ -24,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..host.host import Host
 from ..provider.base import Provider
 from ..provider.errors import WinsockError
 from ..provider.queryset import QuerySet
@@ -40,6 +48,7 @@ from ..sdk.winsock2 import (
     code_name,
 )
 from ..testing.harness import SlotHarness
+from .check_target import CheckTarget, NativeTarget, PythonTarget, TargetSpec
 from .common import EXIT_OK, EXIT_PROBLEMS, Progress, UsageError, add_json, emit_json
 
 if TYPE_CHECKING:
@@ -47,10 +56,33 @@ if TYPE_CHECKING:
 
     from .common import SubParsers
 
-__all__ = ["CheckError", "Rule", "add_commands", "load_provider_class", "print_rules", "run_check"]
+__all__ = [
+    "CheckError",
+    "EscapeWatch",
+    "Rule",
+    "Step",
+    "add_commands",
+    "escaped_rule",
+    "instantiate",
+    "load_provider_class",
+    "print_rules",
+    "rule_end",
+    "rule_ended_handle",
+    "rule_flush",
+    "rule_inside",
+    "rule_malformed",
+    "rule_optional",
+    "rule_sessions",
+    "rule_sizes",
+    "run_check",
+]
 
 _E = WSAError
 _MAX_RESULTS = 1000
+#: How many processes that died the ESCAPED row names one by one.
+_DEATHS_LISTED = 3
+#: How many different escapes it names.
+_ESCAPES_LISTED = 5
 EXIT_INTERRUPTED = 130
 #: Seconds one step of a rule may take in ``nspv2 check`` (``--timeout``).
 DEFAULT_TIMEOUT = 10.0
@@ -69,8 +101,8 @@ class CheckError(Exception):
 #: Why a rule about lookups cannot be exercised.
 NOTHING_TO_LOOK_UP = "nothing to look up: give check_queries on the class or --query NAME"
 
-# The rules, in the order they are reported.
-ESCAPED = "no exception escapes a slot"
+# Today's rules (the order they are reported in: nspv2.tools.check_registry).
+ESCAPED = "no exception or fault escapes a slot"
 OPTIONAL = "optional slots fail with WSAEOPNOTSUPP"
 MALFORMED = "Begin rejects a malformed query set with WSAEINVAL"
 ENDED_HANDLE = "End with an ended handle gives WSA_INVALID_HANDLE"
@@ -79,7 +111,6 @@ FLUSH = "LUP_FLUSHPREVIOUS drops the held result"
 END = "the end is WSA_E_NO_MORE"
 INSIDE = "packed results stay inside the buffer"
 SESSIONS = "each session ends once; nothing left open after cleanup and after rundown"
-RULE_NAMES = (ESCAPED, OPTIONAL, MALFORMED, ENDED_HANDLE, SIZES, FLUSH, END, INSIDE, SESSIONS)
 
 #: ``step(rule, what)``: the check starts on ``what`` (for a name, a slot) for ``rule``.
 Step = Callable[[str, str], None]
@@ -209,7 +240,8 @@ class _ErrorLog(logging.Handler):
         self.records.append(record)
 
 
-def _instantiate(cls: type[Provider]) -> Provider:
+def instantiate(cls: type[Provider]) -> Provider:
+    """A fresh instance of ``cls``; CheckError (exit 1) if its constructor raises."""
     try:
         return cls()
     except Exception as exc:
@@ -218,8 +250,489 @@ def _instantiate(cls: type[Provider]) -> Provider:
         ) from exc
 
 
+class EscapeWatch:
+    """What escaped the provider's slots in this process while watching:
+    exceptions that reached C (``sys.unraisablehook``) and exceptions the
+    slot guards caught and logged (anything but WinsockError)."""
+
+    def __init__(self) -> None:
+        self._errors = _ErrorLog()
+        self._unraisable: list[Any] = []
+        self._previous: Callable[[Any], object] | None = None
+
+    def __enter__(self) -> EscapeWatch:
+        logging.getLogger("nspv2").addHandler(self._errors)
+        self._previous = sys.unraisablehook
+        sys.unraisablehook = self._unraisable.append
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._previous is not None:
+            sys.unraisablehook = self._previous
+        logging.getLogger("nspv2").removeHandler(self._errors)
+
+    def evidence(self) -> list[str]:
+        """One line per kind of escape (at most five guard lines)."""
+        lines: list[str] = []
+        if self._unraisable:
+            lines.append(
+                f"{len(self._unraisable)} exception(s) reached C: {self._unraisable[0].exc_value!r}"
+            )
+        caught = [r for r in self._errors.records if r.exc_info]
+        for record in caught[:5]:
+            exc = record.exc_info[1] if record.exc_info else None
+            lines.append(f"the guard caught {type(exc).__name__}: {exc} ({record.getMessage()})")
+        return lines
+
+
+def escaped_rule(python: bool, escapes: Sequence[str], deaths: Sequence[str] = ()) -> Rule:
+    """The ESCAPED row from what every rule's process saw: ``escapes`` (a
+    Python provider's exceptions, gathered by :class:`EscapeWatch`) and
+    ``deaths`` (processes that died of a signal, in words)."""
+    row = Rule(ESCAPED)
+    unique = list(dict.fromkeys(escapes))
+    for text in unique[:_ESCAPES_LISTED]:
+        row.fail(text)
+    if len(unique) > _ESCAPES_LISTED:
+        row.fail(f"(and {len(unique) - _ESCAPES_LISTED} more)")
+    for text in deaths[:_DEATHS_LISTED]:
+        row.fail(text)
+    if len(deaths) > _DEATHS_LISTED:
+        row.fail(f"(and in {len(deaths) - _DEATHS_LISTED} more rules' processes)")
+    if row.passed:
+        row.note(
+            "no exception other than WinsockError was raised by the provider"
+            if python
+            else "no rule's process died of a signal"
+        )
+    return row
+
+
+def _checked(rule: Rule) -> Rule:
+    """A rule that neither passed with evidence nor was skipped could not be checked."""
+    if rule.passed and not rule.evidence and rule.skipped is None:
+        rule.fail("could not be checked: no lookup got this far (see the other rules)")
+    return rule
+
+
+# -- the rules on isolated slots (SlotHarness) -------------------------------------------
+
+
+def _harness_session(t: CheckTarget, h: SlotHarness, rule: Rule, at: Step) -> int | None:
+    """NSPv2Startup through the harness and t.registrations through
+    NSPv2SetServiceEx; the session argument, or None (failed, noted)."""
+    at(rule.name, "NSPv2Startup through its C function pointer")
+    started = h.startup()
+    if not started.ok:  # the sessions rule judges that; this one goes on without a session
+        rule.note(f"NSPv2Startup -> {code_name(started.code)}; going on without a session")
+    token = started.value if started.ok else None
+    for name in t.registrations:
+        at(rule.name, f"registering {name} through NSPv2SetServiceEx")
+        reg = QuerySet(name, namespace=t.namespace)
+        call = h.set_service(token, reg, WSAESETSERVICEOP.RNRSERVICE_REGISTER)
+        if not call.ok:
+            rule.fail(f"registering {name} -> {code_name(call.code)}")
+    return token
+
+
+def rule_optional(t: CheckTarget, at: Step) -> Rule:
+    """A SetServiceEx slot the provider does not implement fails with WSAEOPNOTSUPP."""
+    rule = Rule(OPTIONAL)
+    at(OPTIONAL, "NSPv2SetServiceEx")
+    if t.implements("NSPv2SetServiceEx"):
+        rule.note(
+            "NSPv2SetServiceEx is implemented" + (" (set_service)" if t.python is not None else "")
+        )
+        return rule
+    with t.harness() as h:
+        started = h.startup()
+        token = started.value if started.ok else None
+        call = h.set_service(token, QuerySet("check@example.com", namespace=t.namespace), 0)
+        (rule.note if call.code == _E.WSAEOPNOTSUPP else rule.fail)(
+            f"NSPv2SetServiceEx (not implemented) -> {code_name(call.code)}"
+        )
+        if started.ok:
+            h.cleanup(token)
+    return rule
+
+
+def rule_malformed(t: CheckTarget, at: Step) -> Rule:
+    """Begin with NULL, a dwSize too small, a count with a NULL array: WSAEINVAL."""
+    rule = Rule(MALFORMED)
+    with t.harness() as h:
+        token = _harness_session(t, h, rule, at)
+        at(MALFORMED, "Begin with malformed query sets")
+        small = WSAQUERYSET2W()
+        small.dwSize = 4
+        nulls = WSAQUERYSET2W()
+        nulls.dwSize = ctypes.sizeof(WSAQUERYSET2W)
+        nulls.dwNumberOfCsAddrs = 2
+        for label, image in (
+            ("NULL", None),
+            ("dwSize 4", small),
+            ("2 CS addresses, NULL array", nulls),
+        ):
+            address = None if image is None else ctypes.addressof(image)
+            call = h.begin(token, address)
+            text = f"Begin({label}) -> {code_name(call.code)}"
+            (rule.note if call.code == _E.WSAEINVAL else rule.fail)(text)
+            if call.ok and call.value:
+                h.end(call.value)
+        at(MALFORMED, "NSPv2Cleanup")
+        h.cleanup(token)
+    return rule
+
+
+def rule_ended_handle(t: CheckTarget, at: Step) -> Rule:
+    """End twice, then NextEx on the ended handle: WSA_INVALID_HANDLE."""
+    rule = Rule(ENDED_HANDLE)
+    if not t.queries:
+        rule.skip(NOTHING_TO_LOOK_UP)
+        return rule
+    with t.harness() as h:
+        token = _harness_session(t, h, rule, at)
+        for name in t.queries:
+            at(ENDED_HANDLE, f"{name}: Begin, End twice, NextEx on the ended handle")
+            begun = h.begin(token, QuerySet(name, namespace=t.namespace))
+            if not begun.ok:
+                rule.fail(f"{name}: Begin -> {code_name(begun.code)}")
+                continue
+            first, second = h.end(begun.value), h.end(begun.value)
+            ok = first.ok and second.code == _E.WSA_INVALID_HANDLE
+            (rule.note if ok else rule.fail)(
+                f"{name}: NSPv2LookupServiceEnd -> {code_name(first.code)}, "
+                f"again -> {code_name(second.code)}"
+            )
+            stale = h.next(begun.value).code
+            (rule.note if stale == _E.WSA_INVALID_HANDLE else rule.fail)(
+                f"{name}: NSPv2LookupServiceNextEx on the ended handle -> {code_name(stale)}"
+            )
+        at(ENDED_HANDLE, "NSPv2Cleanup")
+        h.cleanup(token)
+    return rule
+
+
+# -- the rules through the host's client calls --------------------------------------------
+
+
+class _OnHost:
+    """The target's host, a session that registered ``t.registrations`` (kept
+    open: registrations may belong to it) and a client session."""
+
+    def __init__(self, t: CheckTarget, rule: Rule, at: Step) -> None:
+        self.t = t
+        self.host = t.host()
+        self.owner = self.host.open_session()
+        for name in t.registrations:
+            at(rule.name, f"registering {name}")
+            try:
+                self.owner.set_service(self.query(name), WSAESETSERVICEOP.RNRSERVICE_REGISTER)
+            except WinsockError as exc:
+                rule.fail(f"registering {name} failed: {code_name(exc.code)}")
+        self.client = self.host.open_session()
+
+    def query(self, name: str) -> QuerySet:
+        return QuerySet(name, provider_id=self.t.provider_id, namespace=self.t.namespace)
+
+    def reference(self, name: str, rule: Rule, at: Step) -> list[QuerySet]:
+        """The whole lookup of ``name`` with a large buffer (a failure is noted)."""
+        at(rule.name, f"{name}: the whole lookup")
+        out: list[QuerySet] = []
+        try:
+            handle = self.host.lookup_begin(self.client, self.query(name))
+            try:
+                while len(out) < _MAX_RESULTS:
+                    step = self.host.lookup_next(handle, 0, 65536)
+                    if step.code != NO_ERROR or step.result is None:
+                        break
+                    out.append(step.result)
+            finally:
+                self.host.lookup_end(handle)
+        except WinsockError as exc:
+            rule.fail(f"{name}: lookup failed with {code_name(exc.code)}")
+            return []
+        if not out:
+            rule.fail(f"{name}: no result to check")
+        return out
+
+    def close(self) -> None:
+        for session in (self.client, self.owner):
+            try:
+                session.close()
+            except WinsockError:
+                pass
+
+
+def rule_sizes(t: CheckTarget, at: Step) -> Rule:
+    """Every buffer size below the required one: WSAEFAULT and that size; then the result."""
+    rule = Rule(SIZES)
+    if not t.queries:
+        rule.skip(NOTHING_TO_LOOK_UP)
+        return rule
+    on = _OnHost(t, rule, at)
+    try:
+        for name in t.queries:
+            reference = on.reference(name, rule, at)
+            if reference:
+                _every_size(on, name, reference[0], rule, at)
+    finally:
+        on.close()
+    return _checked(rule)
+
+
+def _every_size(on: _OnHost, name: str, expected: QuerySet, rule: Rule, at: Step) -> None:
+    host = on.host
+    at(SIZES, f"{name}: every buffer size")
+    try:
+        handle = host.lookup_begin(on.client, on.query(name))
+    except WinsockError as exc:
+        rule.fail(f"{name}: Begin -> {code_name(exc.code)}")
+        return
+    try:
+        first = host.lookup_next(handle, 0, 0)
+        need = first.buffer_length
+        if first.code != _E.WSAEFAULT:
+            rule.fail(f"{name}: a 0-byte buffer -> {code_name(first.code)}, not WSAEFAULT")
+            return
+        wrong = []
+        for size in range(0, need):
+            step = host.lookup_next(handle, 0, size)
+            if step.code != _E.WSAEFAULT or step.buffer_length != need:
+                wrong.append(f"{size} bytes -> {code_name(step.code)}, size {step.buffer_length}")
+        full = host.lookup_next(handle, 0, need)
+        if wrong:
+            rule.fail(f"{name}: " + "; ".join(wrong[:3]))
+        elif full.code != NO_ERROR or full.result != expected:
+            rule.fail(
+                f"{name}: with {need} bytes -> {code_name(full.code)}, result "
+                + ("differs" if full.code == NO_ERROR else "missing")
+            )
+        else:
+            rule.note(
+                f"{name}: sizes 0..{need - 1} -> WSAEFAULT, size {need}; then the complete result"
+            )
+    finally:
+        host.lookup_end(handle)
+
+
+def rule_end(t: CheckTarget, at: Step) -> Rule:
+    """After the last result: WSA_E_NO_MORE, and again."""
+    rule = Rule(END)
+    if not t.queries:
+        rule.skip(NOTHING_TO_LOOK_UP)
+        return rule
+    on = _OnHost(t, rule, at)
+    host = on.host
+    try:
+        for name in t.queries:
+            at(END, f"{name}: every result, to the end")
+            try:
+                handle = host.lookup_begin(on.client, on.query(name))
+            except WinsockError as exc:
+                rule.fail(f"{name}: Begin -> {code_name(exc.code)}")
+                continue
+            try:
+                count = 0
+                while count < _MAX_RESULTS:
+                    step = host.lookup_next(handle, 0, 65536)
+                    if step.code != NO_ERROR:
+                        break
+                    count += 1
+                else:
+                    rule.fail(f"{name}: still returning results after {_MAX_RESULTS}")
+                    step = host.lookup_next(handle, 0, 65536)
+                again = host.lookup_next(handle, 0, 65536)
+                if step.code == _E.WSA_E_NO_MORE and again.code == _E.WSA_E_NO_MORE:
+                    rule.note(f"{name}: {count} result(s), then WSA_E_NO_MORE (twice)")
+                else:
+                    rule.fail(
+                        f"{name}: after {count} result(s): {code_name(step.code)}, "
+                        f"then {code_name(again.code)}"
+                    )
+            finally:
+                host.lookup_end(handle)
+    finally:
+        on.close()
+    return _checked(rule)
+
+
+def rule_flush(t: CheckTarget, at: Step) -> Rule:
+    """A result held after WSAEFAULT is dropped by LUP_FLUSHPREVIOUS."""
+    rule = Rule(FLUSH)
+    if not t.queries:
+        rule.skip(NOTHING_TO_LOOK_UP)
+        return rule
+    on = _OnHost(t, rule, at)
+    host = on.host
+    try:
+        for name in t.queries:
+            reference = on.reference(name, rule, at)
+            if not reference:
+                continue
+            at(FLUSH, f"{name}: LUP_FLUSHPREVIOUS")
+            handle = host.lookup_begin(on.client, on.query(name))
+            try:
+                held = host.lookup_next(handle, 0, 8)
+                after = host.lookup_next(handle, LUP.LUP_FLUSHPREVIOUS, 65536)
+                if held.code != _E.WSAEFAULT:
+                    rule.fail(f"{name}: an 8-byte buffer -> {code_name(held.code)}")
+                elif len(reference) > 1:
+                    ok = after.code == NO_ERROR and after.result == reference[1]
+                    (rule.note if ok else rule.fail)(
+                        f"{name}: after WSAEFAULT, FLUSHPREVIOUS -> {code_name(after.code)}, "
+                        + ("the second result" if ok else "not the second result")
+                    )
+                else:
+                    ok = after.code == _E.WSA_E_NO_MORE
+                    (rule.note if ok else rule.fail)(
+                        f"{name}: the only result dropped -> {code_name(after.code)}"
+                    )
+            finally:
+                host.lookup_end(handle)
+    finally:
+        on.close()
+    return _checked(rule)
+
+
+def rule_inside(t: CheckTarget, at: Step) -> Rule:
+    """No write past the buffer, no pointer outside it (the host's guard bytes),
+    with large buffers and with buffers of exactly the required size."""
+    rule = Rule(INSIDE)
+    if not t.queries:
+        rule.skip(NOTHING_TO_LOOK_UP)
+        return rule
+    on = _OnHost(t, rule, at)
+    host = on.host
+    faults_before = host.stats()["provider_faults"]
+    packed = 0
+    try:
+        for name in t.queries:
+            at(INSIDE, f"{name}: every result in a large buffer, then in one of exactly its size")
+            for exact in (False, True):
+                packed += _pack_all(on, name, exact)
+    finally:
+        on.close()
+    faults = host.stats()["provider_faults"] - faults_before
+    (rule.fail if faults else rule.note)(
+        f"{faults} write(s) past the buffer or pointer(s) outside it, seen by the host's "
+        f"guard bytes ({packed} result(s) packed)"
+    )
+    return rule
+
+
+def _pack_all(on: _OnHost, name: str, exact: bool) -> int:
+    """Look ``name`` up to the end (bounded): each result in a 64 KiB buffer,
+    or in one of the size the provider asked for; how many were packed.
+    Failures are other rules' business."""
+    host = on.host
+    try:
+        handle = host.lookup_begin(on.client, on.query(name))
+    except WinsockError:
+        return 0
+    packed = 0
+    try:
+        while packed < _MAX_RESULTS:
+            size = 65536
+            if exact:
+                asked = host.lookup_next(handle, 0, 0)
+                if asked.code == _E.WSAEFAULT and asked.buffer_length:
+                    size = asked.buffer_length
+                elif asked.code != NO_ERROR:
+                    break
+            step = host.lookup_next(handle, 0, size)
+            if step.code == _E.WSAEFAULT and size < 65536:
+                step = host.lookup_next(handle, 0, 65536)  # a wrong size: another rule's failure
+            if step.code != NO_ERROR:
+                break
+            packed += 1
+    finally:
+        host.lookup_end(handle)
+    return packed
+
+
+def rule_sessions(t: CheckTarget, at: Step) -> Rule:
+    """Sessions end once each, by cleanup or rundown; nothing is left open."""
+    rule = Rule(SESSIONS)
+    host = t.host()
+    before = host.stats()
+    at(SESSIONS, "sessions: startup, a lookup left open, rundown, cleanup")
+    on = _OnHost(t, rule, at)
+    on.client.close()
+    dying = host.open_session()
+    # sessions reach the provider even with nothing to look up
+    guid = GUID.from_uuid(t.provider_id)
+    for session in (on.owner, dying):
+        if (
+            host.native.nspv2_session_start(session.id, t.namespace, ctypes.byref(guid))
+            == SOCKET_ERROR
+        ):
+            code = host.winsock.WSAGetLastError()
+            rule.fail(f"nspv2_session_start (NSPv2Startup) -> {code_name(code)}")
+    for name in t.queries[:1]:
+        try:  # a lookup left open: the rundown must end it
+            open_handle = host.lookup_begin(dying, on.query(name))
+            host.lookup_next(open_handle, 0, 65536)
+        except WinsockError:
+            pass
+    at(SESSIONS, "abandoning one session (rundown), closing the other (cleanup)")
+    dying.abandon()
+    on.close()
+    stats = host.stats()
+    started = stats["startups"] - before["startups"]
+    ended = (stats["cleanups"] - before["cleanups"]) + (stats["rundowns"] - before["rundowns"])
+    if t.python is not None:
+        _registry_evidence(t.python, t.namespace, rule)
+    elif started == 0:
+        rule.fail(
+            "no session reached the provider (NSPv2Startup was never called; "
+            f"is it advertised for namespace {t.namespace}?)"
+        )
+    if started != ended:
+        rule.fail(f"the host started {started} session(s) on the provider and ended {ended}")
+    if stats["sessions_open"] or stats["lookups_open"] or stats["async_pending"]:
+        open_now = {k: stats[k] for k in ("sessions_open", "lookups_open", "async_pending")}
+        rule.fail(f"the host still has open: {open_now}")
+    if rule.passed:
+        rule.note(
+            f"the host: {started} started, {stats['cleanups'] - before['cleanups']} cleaned up, "
+            f"{stats['rundowns'] - before['rundowns']} run down; nothing open"
+        )
+    return rule
+
+
+def _registry_evidence(provider: Provider, namespace: int, rule: Rule) -> None:
+    """What a Python provider's own registry says about its sessions."""
+    registry = provider.registry
+    counts = registry.open_counts()
+    started, ended = registry.sessions_started, registry.sessions_ended
+    ended_tokens = [s.token for s in registry.ended]
+    if started == 0:
+        rule.fail(
+            "no session reached the provider (NSPv2Startup was never called; "
+            f"is it advertised for namespace {namespace}?)"
+        )
+    if counts != {"sessions": 0, "lookups": 0}:
+        rule.fail(f"left open after cleanup and rundown: {counts}")
+    if started != ended or len(set(ended_tokens)) != len(ended_tokens):
+        rule.fail(f"{started} session(s) started, {ended} ended")
+    kinds = sorted({s.ended_by.value if s.ended_by else "?" for s in registry.ended})
+    if rule.passed:
+        rule.note(f"{started} started, {ended} ended once each ({', '.join(kinds)}); nothing open")
+    bad_ends = [
+        s for s in registry.ended if s.end_reason is not None and s.ended_by is EndedBy.CLEANUP
+    ]
+    for s in bad_ends[:3]:
+        rule.fail(
+            f"session {s.token:#x}: cleanup hook failed "
+            f"({s.end_reason.name if s.end_reason else ''})"
+        )
+
+
+# -- running every rule in this process ----------------------------------------------------
+
+
 def run_check(
-    cls: type[Provider],
+    target: type[Provider] | TargetSpec,
     *,
     queries: Sequence[str] = (),
     registrations: Sequence[str] = (),
@@ -228,13 +741,17 @@ def run_check(
     on_step: Step | None = None,
     on_rule: Callable[[Rule], None] | None = None,
 ) -> list[Rule]:
-    """Run every rule against a fresh instance of ``cls``; return the rows.
+    """Run every rule, each on a freshly loaded provider, in this process;
+    return the rows (ESCAPED first, then the rules in :data:`RULE_NAMES` order).
 
-    In this process: a provider that hangs or kills its process takes the
-    caller with it (the command line runs this in a child process, see
-    :mod:`nspv2.tools.check_worker`). ``on_step(rule, what)`` is called as the
-    check starts on each part of each rule, ``on_rule(row)`` as each row is final.
+    ``target`` is a Provider class or a :class:`TargetSpec`. A provider that
+    hangs or kills its process takes the caller with it: the command line
+    runs each rule in its own child process instead
+    (:mod:`nspv2.tools.check_isolated`). ``on_step(rule, what)`` is called as
+    the check starts on each part of each rule, ``on_rule(row)`` as each row
+    is final.
     """
+    from .check_registry import RULES
 
     def step(rule: str, what: str) -> None:
         if progress is not None:
@@ -242,305 +759,41 @@ def run_check(
         if on_step is not None:
             on_step(rule, what)
 
-    def final(rows: list[Rule]) -> list[Rule]:
-        for row in rows:
+    if isinstance(target, TargetSpec):
+        spec = target
+        cls = None if spec.native else load_provider_class(spec.provider)
+    else:
+        spec, cls = None, target
+
+    def load() -> PythonTarget | NativeTarget:
+        if cls is not None:
+            return PythonTarget(
+                cls, queries=queries, registrations=registrations, timeout_ms=timeout_ms
+            )
+        assert spec is not None
+        return spec.load()
+
+    rows: list[Rule] = []
+    with EscapeWatch() as watch:
+        for name, function in RULES:
+            step(name, "loading the provider")
+            loaded = load()
+            try:
+                row = function(loaded, step)
+            except CheckError:
+                raise
+            except Exception as exc:  # a failure the rule did not expect: its row, not the run
+                row = Rule(name)
+                row.fail(f"the check stopped: {type(exc).__name__}: {exc}")
+            finally:
+                loaded.close()
+            rows.append(row)
             if on_rule is not None:
                 on_rule(row)
-        return rows
-
-    queries = list(queries) or list(getattr(cls, "check_queries", ()))
-    registrations = list(registrations) or list(getattr(cls, "check_registrations", ()))
-    errors = _ErrorLog()
-    logger = logging.getLogger("nspv2")
-    logger.addHandler(errors)
-    unraisable: list[Any] = []
-    previous_hook = sys.unraisablehook
-    sys.unraisablehook = unraisable.append
-    rules: list[Rule] = []
-    try:
-        rules += final(_isolated_rules(cls, queries, registrations, step))
-        rules += final(_host_rules(cls, queries, registrations, timeout_ms, step))
-    finally:
-        sys.unraisablehook = previous_hook
-        logger.removeHandler(errors)
-    escaped = Rule(ESCAPED)
-    if unraisable:
-        escaped.fail(f"{len(unraisable)} exception(s) reached C: {unraisable[0].exc_value!r}")
-    unexpected = [r for r in errors.records if r.exc_info]
-    for record in unexpected[:5]:
-        exc = record.exc_info[1] if record.exc_info else None
-        escaped.fail(f"the guard caught {type(exc).__name__}: {exc} ({record.getMessage()})")
-    if escaped.passed:
-        escaped.note("no exception other than WinsockError was raised by the provider")
-    rules.insert(0, escaped)
-    final([escaped])
-    return rules
-
-
-def _isolated_rules(
-    cls: type[Provider], queries: list[str], registrations: list[str], at: Step
-) -> list[Rule]:
-    at(ENDED_HANDLE, "constructing the provider")
-    provider = _instantiate(cls)
-    ns = int(cls.namespace)
-    optional = Rule(OPTIONAL)
-    malformed = Rule(MALFORMED)
-    handle_rule = Rule(ENDED_HANDLE)
-    try:
-        with SlotHarness(provider) as h:
-            at(ENDED_HANDLE, "NSPv2Startup through its C function pointer")
-            token = h.startup().value
-            for name in registrations:
-                at(ENDED_HANDLE, f"registering {name} through NSPv2SetServiceEx")
-                h.set_service(
-                    token, QuerySet(name, namespace=ns), WSAESETSERVICEOP.RNRSERVICE_REGISTER
-                )
-            for name in queries:
-                at(ENDED_HANDLE, f"{name}: Begin, End twice, NextEx on the ended handle")
-                begun = h.begin(token, QuerySet(name, namespace=ns))
-                if not begun.ok:
-                    handle_rule.fail(f"{name}: Begin -> {code_name(begun.code)}")
-                    continue
-                first, second = h.end(begun.value), h.end(begun.value)
-                ok = first.ok and second.code == _E.WSA_INVALID_HANDLE
-                (handle_rule.note if ok else handle_rule.fail)(
-                    f"{name}: NSPv2LookupServiceEnd -> {code_name(first.code)}, again -> {code_name(second.code)}"
-                )
-                stale = h.next(begun.value).code
-                (handle_rule.note if stale == _E.WSA_INVALID_HANDLE else handle_rule.fail)(
-                    f"{name}: NSPv2LookupServiceNextEx on the ended handle -> {code_name(stale)}"
-                )
-            if not queries:
-                handle_rule.skip(NOTHING_TO_LOOK_UP)
-            at(OPTIONAL, "NSPv2SetServiceEx")
-            if provider.implements("set_service"):
-                optional.note("NSPv2SetServiceEx is implemented (set_service)")
-            else:
-                code = h.set_service(token, QuerySet("check@example.com", namespace=ns), 0).code
-                (optional.note if code == _E.WSAEOPNOTSUPP else optional.fail)(
-                    f"NSPv2SetServiceEx (not implemented) -> {code_name(code)}"
-                )
-            at(MALFORMED, "Begin with malformed query sets")
-            small = WSAQUERYSET2W()
-            small.dwSize = 4
-            nulls = WSAQUERYSET2W()
-            nulls.dwSize = ctypes.sizeof(WSAQUERYSET2W)
-            nulls.dwNumberOfCsAddrs = 2
-            for label, image in (
-                ("NULL", None),
-                ("dwSize 4", small),
-                ("2 CS addresses, NULL array", nulls),
-            ):
-                address = None if image is None else ctypes.addressof(image)
-                call = h.begin(token, address)
-                text = f"Begin({label}) -> {code_name(call.code)}"
-                (malformed.note if call.code == _E.WSAEINVAL else malformed.fail)(text)
-                if call.ok and call.value:
-                    h.end(call.value)
-            at(MALFORMED, "NSPv2Cleanup")
-            h.cleanup(token)
-    finally:
-        provider.close()
-    return [optional, malformed, handle_rule]
-
-
-def _host_rules(
-    cls: type[Provider],
-    queries: list[str],
-    registrations: list[str],
-    timeout_ms: int,
-    at: Step,
-) -> list[Rule]:
-    sizes = Rule(SIZES)
-    flush = Rule(FLUSH)
-    end = Rule(END)
-    inside = Rule(INSIDE)
-    sessions = Rule(SESSIONS)
-    rows = [sizes, flush, end, inside, sessions]
-    at(SIZES, "advertising on the native host")
-    provider = _instantiate(cls)
-    pid = type(provider).provider_id
-    ns = int(type(provider).namespace)
-    with Host(timeout_ms=timeout_ms) as host:
-        faults_before = host.stats()["provider_faults"]
-        host.advertise(provider)
-        owner = host.open_session()
-        for name in registrations:
-            at(SIZES, f"registering {name}")
-            try:
-                owner.set_service(
-                    QuerySet(name, provider_id=pid, namespace=ns),
-                    WSAESETSERVICEOP.RNRSERVICE_REGISTER,
-                )
-            except WinsockError as exc:
-                sizes.fail(f"registering {name} failed: {code_name(exc.code)}")
-        if not queries:
-            for rule in (sizes, flush, end, inside):
-                rule.skip(NOTHING_TO_LOOK_UP)
-        client = host.open_session()
-        for name in queries:
-            query = QuerySet(name, provider_id=pid, namespace=ns)
-            _check_query(host, client, query, sizes, flush, end, at)
-        at(SESSIONS, "sessions: startup, a lookup left open, rundown, cleanup")
-        client.close()
-        dying = host.open_session()
-        # sessions reach the provider even with nothing to look up
-        guid = GUID.from_uuid(pid)
-        for session in (owner, dying):
-            if host.native.nspv2_session_start(session.id, ns, ctypes.byref(guid)) == SOCKET_ERROR:
-                code = host.winsock.WSAGetLastError()
-                sessions.fail(f"nspv2_session_start (NSPv2Startup) -> {code_name(code)}")
-        for name in queries[:1]:
-            try:  # a lookup left open: the rundown must end it
-                open_handle = host.lookup_begin(
-                    dying, QuerySet(name, provider_id=pid, namespace=ns)
-                )
-                host.lookup_next(open_handle, 0, 65536)
-            except WinsockError:
-                pass
-        dying.abandon()
-        owner.close()
-        stats = host.stats()
-        faults = stats["provider_faults"] - faults_before
-        if faults or queries:
-            (inside.fail if faults else inside.note)(
-                f"{faults} write(s) past the buffer or pointer(s) outside it, seen by the host's guard bytes"
-            )
-        registry = provider.registry
-        counts = registry.open_counts()
-        started, ended = registry.sessions_started, registry.sessions_ended
-        ended_tokens = [s.token for s in registry.ended]
-        if started == 0:
-            sessions.fail(
-                "no session reached the provider (NSPv2Startup was never called; "
-                f"is it advertised for namespace {ns}?)"
-            )
-        if counts != {"sessions": 0, "lookups": 0}:
-            sessions.fail(f"left open after cleanup and rundown: {counts}")
-        if started != ended or len(set(ended_tokens)) != len(ended_tokens):
-            sessions.fail(f"{started} session(s) started, {ended} ended")
-        if stats["sessions_open"] or stats["lookups_open"] or stats["async_pending"]:
-            sessions.fail(f"the host still has open: {stats}")
-        kinds = sorted({s.ended_by.value if s.ended_by else "?" for s in registry.ended})
-        if sessions.passed:
-            sessions.note(
-                f"{started} started, {ended} ended once each ({', '.join(kinds)}); nothing open"
-            )
-        bad_ends = [
-            s for s in registry.ended if s.end_reason is not None and s.ended_by is EndedBy.CLEANUP
-        ]
-        for s in bad_ends[:3]:
-            sessions.fail(
-                f"session {s.token:#x}: cleanup hook failed ({s.end_reason.name if s.end_reason else ''})"
-            )
-        at(SESSIONS, "closing the native host")
-    provider.close()
-    for rule in rows:
-        if rule.passed and not rule.evidence and rule.skipped is None:
-            rule.fail("could not be checked: no lookup got this far (see the other rules)")
-    return rows
-
-
-def _check_query(
-    host: Host,
-    client: Any,
-    query: QuerySet,
-    sizes: Rule,
-    flush: Rule,
-    end: Rule,
-    at: Step,
-) -> None:
-    name = query.service_instance_name
-    reference: list[QuerySet] = []
-    at(SIZES, f"{name}: the whole lookup")
-    try:
-        handle = host.lookup_begin(client, query)
-        try:
-            while len(reference) < _MAX_RESULTS:
-                step = host.lookup_next(handle, 0, 65536)
-                if step.code != NO_ERROR or step.result is None:
-                    break
-                reference.append(step.result)
-        finally:
-            host.lookup_end(handle)
-    except WinsockError as exc:
-        sizes.fail(f"{name}: lookup failed with {code_name(exc.code)}")
-        return
-    if not reference:
-        sizes.fail(f"{name}: no result to check")
-        return
-    # every buffer size below the required one
-    at(SIZES, f"{name}: every buffer size")
-    try:
-        handle = host.lookup_begin(client, query)
-    except WinsockError as exc:
-        sizes.fail(f"{name}: Begin -> {code_name(exc.code)}")
-        return
-    try:
-        first = host.lookup_next(handle, 0, 0)
-        need = first.buffer_length
-        if first.code != _E.WSAEFAULT:
-            sizes.fail(f"{name}: a 0-byte buffer -> {code_name(first.code)}, not WSAEFAULT")
-        else:
-            wrong = []
-            for size in range(0, need):
-                step = host.lookup_next(handle, 0, size)
-                if step.code != _E.WSAEFAULT or step.buffer_length != need:
-                    wrong.append(
-                        f"{size} bytes -> {code_name(step.code)}, size {step.buffer_length}"
-                    )
-            full = host.lookup_next(handle, 0, need)
-            if wrong:
-                sizes.fail(f"{name}: " + "; ".join(wrong[:3]))
-            elif full.code != NO_ERROR or full.result != reference[0]:
-                sizes.fail(
-                    f"{name}: with {need} bytes -> {code_name(full.code)}, result {'differs' if full.code == NO_ERROR else 'missing'}"
-                )
-            else:
-                sizes.note(
-                    f"{name}: sizes 0..{need - 1} -> WSAEFAULT, size {need}; then the complete result"
-                )
-        # the rest, and the end
-        at(END, f"{name}: the rest, to the end")
-        count = 1
-        while count < _MAX_RESULTS:
-            step = host.lookup_next(handle, 0, 65536)
-            if step.code != NO_ERROR:
-                break
-            count += 1
-        else:
-            end.fail(f"{name}: still returning results after {_MAX_RESULTS}")
-            step = host.lookup_next(handle, 0, 65536)
-        again = host.lookup_next(handle, 0, 65536)
-        if step.code == _E.WSA_E_NO_MORE and again.code == _E.WSA_E_NO_MORE:
-            end.note(f"{name}: {count} result(s), then WSA_E_NO_MORE (twice)")
-        else:
-            end.fail(
-                f"{name}: after {count} result(s): {code_name(step.code)}, then {code_name(again.code)}"
-            )
-    finally:
-        host.lookup_end(handle)
-    # LUP_FLUSHPREVIOUS
-    at(FLUSH, f"{name}: LUP_FLUSHPREVIOUS")
-    handle = host.lookup_begin(client, query)
-    try:
-        held = host.lookup_next(handle, 0, 8)
-        after = host.lookup_next(handle, LUP.LUP_FLUSHPREVIOUS, 65536)
-        if held.code != _E.WSAEFAULT:
-            flush.fail(f"{name}: an 8-byte buffer -> {code_name(held.code)}")
-        elif len(reference) > 1:
-            ok = after.code == NO_ERROR and after.result == reference[1]
-            (flush.note if ok else flush.fail)(
-                f"{name}: after WSAEFAULT, FLUSHPREVIOUS -> {code_name(after.code)}, "
-                + ("the second result" if ok else "not the second result")
-            )
-        else:
-            ok = after.code == _E.WSA_E_NO_MORE
-            (flush.note if ok else flush.fail)(
-                f"{name}: the only result dropped -> {code_name(after.code)}"
-            )
-    finally:
-        host.lookup_end(handle)
+    escaped = escaped_rule(cls is not None, watch.evidence())
+    if on_rule is not None:
+        on_rule(escaped)
+    return [escaped, *rows]
 
 
 def print_rules(rules: list[Rule], target: str, out: TextIO) -> None:
@@ -561,20 +814,42 @@ def print_rules(rules: list[Rule], target: str, out: TextIO) -> None:
     out.write(f"; failing: {', '.join(r.name for r in failed)}\n" if failed else "\n")
 
 
+def _spec(args: argparse.Namespace) -> TargetSpec:
+    """The provider the command line names (usage errors for a wrong mix)."""
+    entry_args = list(getattr(args, "entry_args", None) or [])
+    if args.native is not None and args.provider is not None:
+        raise UsageError("give MODULE:CLASS or --native LIB[:ENTRY], not both")
+    if args.native is None and args.provider is None:
+        raise UsageError("give the provider: MODULE:CLASS, or --native LIB[:ENTRY]")
+    if entry_args and args.native is None:
+        raise UsageError("arguments after -- are for a native provider's entry point (--native)")
+    return TargetSpec(
+        args.native if args.native is not None else args.provider,
+        native=args.native is not None,
+        args=tuple(entry_args),
+        queries=tuple(args.query),
+        registrations=tuple(args.register),
+        load_timeout=args.timeout,
+    )
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .check_isolated import run_isolated
 
     if not args.timeout > 0:
         raise UsageError(f"--timeout must be more than 0 seconds, not {args.timeout:g}")
+    spec = _spec(args)
+    env = None
+    if args.asan:
+        from ..host.asan import AsanUnavailable, asan_environment
+
+        try:
+            env = asan_environment()
+        except AsanUnavailable as exc:
+            raise CheckError(f"--asan: {exc}", usage=False) from exc
     progress = Progress()
     try:
-        run = run_isolated(
-            args.provider,
-            queries=args.query,
-            registrations=args.register,
-            timeout=args.timeout,
-            progress=progress,
-        )
+        run = run_isolated(spec, timeout=args.timeout, progress=progress, env=env)
     except CheckError as exc:
         if args.debug and exc.child_traceback:
             sys.stderr.write(exc.child_traceback)
@@ -588,7 +863,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         doc: Any = [r.as_dict() for r in rules]
         emit_json({"error": "nspv2: interrupted", "rules": doc} if run.interrupted else doc)
     else:
-        print_rules(rules, args.provider, sys.stdout)
+        print_rules(rules, spec.label + (" (ASan host)" if args.asan else ""), sys.stdout)
     if run.interrupted:
         if not args.json:
             print("(interrupted: the rules above are partial)")
@@ -600,14 +875,25 @@ def cmd_check(args: argparse.Namespace) -> int:
 def add_commands(sub: SubParsers) -> None:
     p_check = sub.add_parser(
         "check",
-        help="conformance run of a Provider on the native host",
-        description="Run the conformance rules against a Provider: MODULE:CLASS, or a path to a .py file "
-        "(with :CLASS if it defines several). Modules are found in the current folder and beside a "
-        "given file. Rules that need lookups are SKIPPED without check_queries or --query. "
-        "The provider runs in a child process: one that hangs, exits or crashes fails the rule "
-        "it was in. Exit 1 if any rule fails, 130 on Ctrl-C (with the rules finished so far).",
+        help="conformance run of a provider (Python or native) on the native host",
+        usage="%(prog)s [-h] [options] (MODULE:CLASS | --native LIB[:ENTRY] [-- ARGS...])",
+        description="Run the conformance rules against a provider: a Python Provider, "
+        "MODULE:CLASS or a path to a .py file (with :CLASS if it defines several; modules are "
+        "found in the current folder and beside a given file), or, with --native, a C provider "
+        "library whose entry point (default main, given ARGS after --) advertises it. "
+        "Rules that need lookups are SKIPPED without names to look up (check_queries, --query, "
+        "or the library's nspv2_check_queries). Every rule runs in its own child process: a "
+        "provider that hangs, exits or crashes fails the rule it was in and the check goes on. "
+        "Exit 1 if any rule fails, 130 on Ctrl-C (with the rules finished so far). "
+        "Every rule: docs/check.md.",
     )
-    p_check.add_argument("provider", metavar="MODULE:CLASS")
+    p_check.add_argument("provider", metavar="MODULE:CLASS", nargs="?")
+    p_check.add_argument(
+        "--native",
+        metavar="LIB[:ENTRY]",
+        help="a C provider library (built with 'nspv2 config --cflags --libs') and its entry "
+        "point, called as ENTRY(argc, argv) with the ARGS after --",
+    )
     p_check.add_argument(
         "--query", action="append", default=[], help="a name to look up (repeatable)"
     )
@@ -622,5 +908,11 @@ def add_commands(sub: SubParsers) -> None:
         help="the longest one step of a rule (one name, one slot) may take before the "
         "provider's process is killed and the rule fails (default: %(default)g)",
     )
+    p_check.add_argument(
+        "--asan",
+        action="store_true",
+        help="run the rules against an AddressSanitizer build of the host (built on first use "
+        "and cached) with the ASan runtime preloaded; a sanitizer report fails the rule",
+    )
     add_json(p_check, "the rules")
-    p_check.set_defaults(func=cmd_check)
+    p_check.set_defaults(func=cmd_check, entry_args=[])

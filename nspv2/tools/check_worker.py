@@ -1,26 +1,29 @@
-"""The provider's side of ``nspv2 check``: a child process that loads the
-provider, runs :func:`~nspv2.tools.check.run_check` and reports over a pipe.
+"""One rule of ``nspv2 check`` in a child process: load the provider afresh,
+run that rule, report over a pipe.
 
-One JSON object per line on the report pipe (this process's stdout, as the
-parent started it; everything else printed here goes to stderr), in this order::
+The parent (:mod:`nspv2.tools.check_isolated`) starts one such process per
+rule. One JSON object per line on the report pipe (this process's stdout, as
+the parent started it; everything else printed here goes to stderr), in
+this order::
 
     {"event": "step", "rule": NAME, "what": TEXT}   the check starts on TEXT for rule NAME
-    {"event": "rule", "row": {...}}                 a row is final (Rule.as_dict)
+                                                    (rule "" while loading the provider)
+    {"event": "rule", "row": {...}}                 the row is final (Rule.as_dict)
+    {"event": "escapes", "items": [TEXT, ...]}      what escaped the provider's slots here
     {"event": "fork", "pid": PID}                   the provider called os.fork
     {"event": "exit", "code": N}                    the provider called os._exit(N)
     {"event": "error", "kind": K, "message": M, "traceback": T}
     {"event": "done"}
 
-A rule is final only when its row arrives: if this process hangs or dies,
-the parent (:mod:`nspv2.tools.check_isolated`) kills it and turns what it
-saw into the rows of the rules that did not finish. faulthandler writes
-where a fatal signal struck to the file the parent named.
+The rule is final only when its row arrives: if this process hangs or dies,
+the parent kills it and turns what it saw into the rule's row. faulthandler
+writes where a fatal signal struck to the file the parent named.
 
 The rules this process keeps: only the process that started the check
 reports; a process forked by the provider ends at once (``os._exit``)
 without running anything, so it cannot go on with the check; the parent
-kills this process's whole group when the check ends, so nothing it
-started outlives it.
+kills this process's whole group when the rule ends, so nothing it started
+outlives it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ import traceback
 from typing import Any, NoReturn
 
 from ..host.native import NativeHostUnavailable
-from .check import CheckError, Rule, load_provider_class, run_check
+from .check import CheckError, EscapeWatch, Rule
+from .check_registry import rule_function
+from .check_target import TargetSpec
 
 __all__ = ["FORKED_CHILD_STATUS", "main"]
 
@@ -84,16 +89,24 @@ def main(config_text: str) -> NoReturn:
     with open(config["fault_file"], "w") as faults:  # kept open: faulthandler writes to it
         faulthandler.enable(file=faults, all_threads=True)
         _guard_process(report)
+        watch = EscapeWatch()
         try:
-            report.send("step", rule="", what=f"loading {config['provider']}")
-            cls = load_provider_class(config["provider"])
-            run_check(
-                cls,
-                queries=config["queries"],
-                registrations=config["registrations"],
-                on_step=lambda rule, what: report.send("step", rule=rule, what=what),
-                on_rule=lambda row: report.send("rule", row=Rule.as_dict(row)),
-            )
+            spec = TargetSpec.from_dict(config["target"])
+            name = str(config["rule"])
+            function = rule_function(name)
+
+            def at(rule: str, what: str) -> None:
+                report.send("step", rule=rule, what=what)
+
+            report.send("step", rule="", what=f"loading {spec.label}")
+            with watch:
+                target = spec.load()
+                try:
+                    row = function(target, at)
+                finally:
+                    at(name, "closing the provider")
+                    target.close()
+                report.send("rule", row=Rule.as_dict(row))
         except CheckError as exc:
             kind = "usage" if exc.usage else "provider"
             report.send("error", kind=kind, message=str(exc), traceback=traceback.format_exc())
@@ -106,6 +119,7 @@ def main(config_text: str) -> NoReturn:
                 message=f"{type(exc).__name__}: {exc}",
                 traceback=traceback.format_exc(),
             )
+        report.send("escapes", items=watch.evidence())
         report.send("done")
         sys.stdout.flush()
         sys.stderr.flush()

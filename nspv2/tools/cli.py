@@ -51,11 +51,23 @@ def _asks_for_json(argv: Sequence[str]) -> bool:
     return "--json" in (words[: words.index("--")] if "--" in words else words)
 
 
+def _split_entry_args(words: list[str]) -> tuple[list[str], list[str] | None]:
+    """``check ... -- ARGS``: the words before ``--``, and ARGS (a native
+    provider's entry-point arguments); None when there is no ``--``."""
+    command = next((i for i, w in enumerate(words) if not w.startswith("-")), None)
+    if command is None or words[command] != "check" or "--" not in words[command:]:
+        return words, None
+    cut = words.index("--", command)
+    return words[:cut], words[cut + 1 :]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    words = list(sys.argv[1:] if argv is None else argv)
+    words, entry_args = _split_entry_args(list(sys.argv[1:] if argv is None else argv))
     Parser.json_errors = _asks_for_json(words)
     args = build_parser().parse_args(words)
+    if entry_args is not None:
+        args.entry_args = entry_args
     try:
         code: int = args.func(args)
     except UsageError as exc:

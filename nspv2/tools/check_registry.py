@@ -1,0 +1,66 @@
+"""The rules of ``nspv2 check``, in the order they are run and reported.
+
+:data:`RULES` pairs each rule's name with its function
+``rule(t: CheckTarget, at: Step) -> Rule``; :data:`RULE_NAMES` is the report's
+order: the ESCAPED row first (made from what every rule's process saw, not a
+function of its own), then the rules as run. Today's rules come from
+:mod:`nspv2.tools.check`, those added with native providers from
+:mod:`nspv2.tools.rules`. The list lives apart from both modules so that the
+rules can import ``Rule`` and ``Step`` from ``check`` without a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .check import (
+    END,
+    ENDED_HANDLE,
+    ESCAPED,
+    FLUSH,
+    INSIDE,
+    MALFORMED,
+    OPTIONAL,
+    SESSIONS,
+    SIZES,
+    Rule,
+    Step,
+    rule_end,
+    rule_ended_handle,
+    rule_flush,
+    rule_inside,
+    rule_malformed,
+    rule_optional,
+    rule_sessions,
+    rule_sizes,
+)
+from .check_target import CheckTarget
+from .rules import NEW_RULES
+
+__all__ = ["RULES", "RULE_NAMES", "RuleFunction", "rule_function"]
+
+RuleFunction = Callable[[CheckTarget, Step], Rule]
+
+#: Every rule but ESCAPED, in the order they run (each in its own process).
+RULES: tuple[tuple[str, RuleFunction], ...] = (
+    (OPTIONAL, rule_optional),
+    (MALFORMED, rule_malformed),
+    (ENDED_HANDLE, rule_ended_handle),
+    (SIZES, rule_sizes),
+    (FLUSH, rule_flush),
+    (END, rule_end),
+    (INSIDE, rule_inside),
+    (SESSIONS, rule_sessions),
+    *NEW_RULES,
+)
+
+#: The rows of the report, in order.
+RULE_NAMES: tuple[str, ...] = (ESCAPED, *(name for name, _ in RULES))
+
+
+def rule_function(name: str) -> RuleFunction:
+    """The function of the rule called ``name`` (KeyError if none)."""
+    for known, function in RULES:
+        if known == name:
+            return function
+    raise KeyError(name)
