@@ -79,6 +79,8 @@ __all__ = [
 
 _E = WSAError
 _MAX_RESULTS = 1000
+#: The longest a harness call may stay uncompleted before it counts as never.
+HARNESS_TIMEOUT = 2.0
 #: How many processes that died the ESCAPED row names one by one.
 _DEATHS_LISTED = 3
 #: How many different escapes it names.
@@ -345,6 +347,7 @@ def rule_optional(t: CheckTarget, at: Step) -> Rule:
         )
         return rule
     with t.harness() as h:
+        h.timeout = min(h.timeout, HARNESS_TIMEOUT)
         started = h.startup()
         token = started.value if started.ok else None
         call = h.set_service(token, QuerySet("check@example.com", namespace=t.namespace), 0)
@@ -360,6 +363,7 @@ def rule_malformed(t: CheckTarget, at: Step) -> Rule:
     """Begin with NULL, a dwSize too small, a count with a NULL array: WSAEINVAL."""
     rule = Rule(MALFORMED)
     with t.harness() as h:
+        h.timeout = min(h.timeout, HARNESS_TIMEOUT)
         token = _harness_session(t, h, rule, at)
         at(MALFORMED, "Begin with malformed query sets")
         small = WSAQUERYSET2W()
@@ -390,6 +394,7 @@ def rule_ended_handle(t: CheckTarget, at: Step) -> Rule:
         rule.skip(NOTHING_TO_LOOK_UP)
         return rule
     with t.harness() as h:
+        h.timeout = min(h.timeout, HARNESS_TIMEOUT)
         token = _harness_session(t, h, rule, at)
         for name in t.queries:
             at(ENDED_HANDLE, f"{name}: Begin, End twice, NextEx on the ended handle")
@@ -403,7 +408,14 @@ def rule_ended_handle(t: CheckTarget, at: Step) -> Rule:
                 f"{name}: NSPv2LookupServiceEnd -> {code_name(first.code)}, "
                 f"again -> {code_name(second.code)}"
             )
-            stale = h.next(begun.value).code
+            try:
+                stale = h.next(begun.value).code
+            except TimeoutError:
+                rule.fail(
+                    f"{name}: NSPv2LookupServiceNextEx on the ended handle was never "
+                    f"completed (waited {h.timeout:g} s)"
+                )
+                continue
             (rule.note if stale == _E.WSA_INVALID_HANDLE else rule.fail)(
                 f"{name}: NSPv2LookupServiceNextEx on the ended handle -> {code_name(stale)}"
             )

@@ -138,6 +138,8 @@ _SANITIZER = re.compile(
     r"|(?:(?P<where>\S+:\d+(?::\d+)?): runtime error: (?P<ub>.*))"
 )
 _FRAME = re.compile(r"^\s*#(\d+) 0x[0-9a-fA-F]+(?: in (\S+))?(?: (.*))?$")
+#: Frames of a signal being delivered again, above the frame that faulted.
+_DELIVERY = re.compile(r"^(?:__pthread_kill\w*|pthread_kill|__GI_raise|raise|gsignal)$")
 #: glibc's messages before it aborts on a heap it finds corrupted.
 _LIBC = re.compile(r"^(?:\w+\(\): .*|.*double free.*|.*corrupted.*)$")
 
@@ -175,6 +177,9 @@ def sanitizer_summary(stderr: str) -> str | None:
                     break
                 continue
             number, function, place = frame[1], frame[2], frame[3] or ""
+            delivery = _DELIVERY.match(function) if function else "libc.so" in place
+            if not frames and delivery:
+                continue  # a signal re-raised (faulthandler hands it on): not where it struck
             text = f"#{number} {function or '??'}"
             if place:
                 text += f" ({_short_place(place)})"

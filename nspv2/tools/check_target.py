@@ -175,14 +175,9 @@ class TargetSpec:
 
 
 def _blob_of(cls: type[Provider]) -> bytes | None:
-    """What a Python provider declares as its installation blob, if anything."""
-    declared = getattr(cls, "installation_blob", None)
-    if declared is None:
-        return None
-    if isinstance(declared, (bytes, bytearray)):
-        return bytes(declared)
-    pack = getattr(declared, "pack", None)
-    return bytes(pack()) if callable(pack) else None
+    """The blob a Python provider is installed with (``install_blob``), if any."""
+    declared = getattr(cls, "install_blob", None)
+    return None if declared is None else bytes(declared)
 
 
 class PythonTarget:

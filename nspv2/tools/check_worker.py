@@ -95,7 +95,10 @@ def main(config_text: str) -> NoReturn:
             name = str(config["rule"])
             function = rule_function(name)
 
+            where = [""]
+
             def at(rule: str, what: str) -> None:
+                where[0] = what
                 report.send("step", rule=rule, what=what)
 
             report.send("step", rule="", what=f"loading {spec.label}")
@@ -103,9 +106,14 @@ def main(config_text: str) -> NoReturn:
                 target = spec.load()
                 try:
                     row = function(target, at)
-                finally:
-                    at(name, "closing the provider")
+                except Exception as exc:  # the rule's failure, where it struck
+                    row = Rule(name)
+                    row.fail(f"the check stopped in {where[0]}: {type(exc).__name__}: {exc}")
+                at(name, "closing the provider")
+                try:
                     target.close()
+                except Exception as exc:
+                    row.fail(f"closing the provider failed: {type(exc).__name__}: {exc}")
                 report.send("rule", row=Rule.as_dict(row))
         except CheckError as exc:
             kind = "usage" if exc.usage else "provider"
