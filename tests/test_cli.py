@@ -152,7 +152,7 @@ BROKEN = {
     "IgnoresFlushPrevious": "LUP_FLUSHPREVIOUS drops the held result",
     "LosesTheHeldResult": "every short buffer gives WSAEFAULT with the exact size; then the full result",
     "NeverEnds": "the end is WSA_E_NO_MORE",
-    "EndAcceptsAnything": "End with an ended handle gives WSA_INVALID_HANDLE",
+    "EndAcceptsAnything": "End of an ended handle and NextEx after End give WSA_INVALID_HANDLE",
     "LeaksSessions": "each session ends once; nothing left open after cleanup and after rundown",
     "CleanupFails": "each session ends once; nothing left open after cleanup and after rundown",
 }

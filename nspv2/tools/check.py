@@ -43,7 +43,6 @@ from ..sdk.winsock2 import (
     NO_ERROR,
     SOCKET_ERROR,
     WSAESETSERVICEOP,
-    WSAQUERYSET2W,
     WSAError,
     code_name,
 )
@@ -67,10 +66,8 @@ __all__ = [
     "load_provider_class",
     "print_rules",
     "rule_end",
-    "rule_ended_handle",
     "rule_flush",
     "rule_inside",
-    "rule_malformed",
     "rule_optional",
     "rule_sessions",
     "rule_sizes",
@@ -106,8 +103,10 @@ NOTHING_TO_LOOK_UP = "nothing to look up: give check_queries on the class or --q
 # Today's rules (the order they are reported in: nspv2.tools.check_registry).
 ESCAPED = "no exception or fault escapes a slot"
 OPTIONAL = "optional slots fail with WSAEOPNOTSUPP"
-MALFORMED = "Begin rejects a malformed query set with WSAEINVAL"
-ENDED_HANDLE = "End with an ended handle gives WSA_INVALID_HANDLE"
+# Today's two rules about malformed input and ended handles were made
+# stricter with native providers; their bodies live in nspv2.tools.rules.
+MALFORMED = "Begin rejects malformed restrictions with WSAEINVAL without touching them"
+ENDED_HANDLE = "End of an ended handle and NextEx after End give WSA_INVALID_HANDLE"
 SIZES = "every short buffer gives WSAEFAULT with the exact size; then the full result"
 FLUSH = "LUP_FLUSHPREVIOUS drops the held result"
 END = "the end is WSA_E_NO_MORE"
@@ -356,71 +355,6 @@ def rule_optional(t: CheckTarget, at: Step) -> Rule:
         )
         if started.ok:
             h.cleanup(token)
-    return rule
-
-
-def rule_malformed(t: CheckTarget, at: Step) -> Rule:
-    """Begin with NULL, a dwSize too small, a count with a NULL array: WSAEINVAL."""
-    rule = Rule(MALFORMED)
-    with t.harness() as h:
-        h.timeout = min(h.timeout, HARNESS_TIMEOUT)
-        token = _harness_session(t, h, rule, at)
-        at(MALFORMED, "Begin with malformed query sets")
-        small = WSAQUERYSET2W()
-        small.dwSize = 4
-        nulls = WSAQUERYSET2W()
-        nulls.dwSize = ctypes.sizeof(WSAQUERYSET2W)
-        nulls.dwNumberOfCsAddrs = 2
-        for label, image in (
-            ("NULL", None),
-            ("dwSize 4", small),
-            ("2 CS addresses, NULL array", nulls),
-        ):
-            address = None if image is None else ctypes.addressof(image)
-            call = h.begin(token, address)
-            text = f"Begin({label}) -> {code_name(call.code)}"
-            (rule.note if call.code == _E.WSAEINVAL else rule.fail)(text)
-            if call.ok and call.value:
-                h.end(call.value)
-        at(MALFORMED, "NSPv2Cleanup")
-        h.cleanup(token)
-    return rule
-
-
-def rule_ended_handle(t: CheckTarget, at: Step) -> Rule:
-    """End twice, then NextEx on the ended handle: WSA_INVALID_HANDLE."""
-    rule = Rule(ENDED_HANDLE)
-    if not t.queries:
-        rule.skip(NOTHING_TO_LOOK_UP)
-        return rule
-    with t.harness() as h:
-        h.timeout = min(h.timeout, HARNESS_TIMEOUT)
-        token = _harness_session(t, h, rule, at)
-        for name in t.queries:
-            at(ENDED_HANDLE, f"{name}: Begin, End twice, NextEx on the ended handle")
-            begun = h.begin(token, QuerySet(name, namespace=t.namespace))
-            if not begun.ok:
-                rule.fail(f"{name}: Begin -> {code_name(begun.code)}")
-                continue
-            first, second = h.end(begun.value), h.end(begun.value)
-            ok = first.ok and second.code == _E.WSA_INVALID_HANDLE
-            (rule.note if ok else rule.fail)(
-                f"{name}: NSPv2LookupServiceEnd -> {code_name(first.code)}, "
-                f"again -> {code_name(second.code)}"
-            )
-            try:
-                stale = h.next(begun.value).code
-            except TimeoutError:
-                rule.fail(
-                    f"{name}: NSPv2LookupServiceNextEx on the ended handle was never "
-                    f"completed (waited {h.timeout:g} s)"
-                )
-                continue
-            (rule.note if stale == _E.WSA_INVALID_HANDLE else rule.fail)(
-                f"{name}: NSPv2LookupServiceNextEx on the ended handle -> {code_name(stale)}"
-            )
-        at(ENDED_HANDLE, "NSPv2Cleanup")
-        h.cleanup(token)
     return rule
 
 

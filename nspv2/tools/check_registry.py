@@ -4,8 +4,9 @@
 ``rule(t: CheckTarget, at: Step) -> Rule``; :data:`RULE_NAMES` is the report's
 order: the ESCAPED row first (made from what every rule's process saw, not a
 function of its own), then the rules as run. Today's rules come from
-:mod:`nspv2.tools.check`, those added with native providers from
-:mod:`nspv2.tools.rules`. The list lives apart from both modules so that the
+:mod:`nspv2.tools.check`, except MALFORMED and ENDED_HANDLE, whose stricter
+bodies (query set untouched; cancellation codes accepted) run, under those
+names, among the rules added with native providers (:mod:`nspv2.tools.rules`). The list lives apart from both modules so that the
 rules can import ``Rule`` and ``Step`` from ``check`` without a cycle.
 """
 
@@ -15,21 +16,17 @@ from collections.abc import Callable
 
 from .check import (
     END,
-    ENDED_HANDLE,
     ESCAPED,
     FLUSH,
     INSIDE,
-    MALFORMED,
     OPTIONAL,
     SESSIONS,
     SIZES,
     Rule,
     Step,
     rule_end,
-    rule_ended_handle,
     rule_flush,
     rule_inside,
-    rule_malformed,
     rule_optional,
     rule_sessions,
     rule_sizes,
@@ -44,8 +41,6 @@ RuleFunction = Callable[[CheckTarget, Step], Rule]
 #: Every rule but ESCAPED, in the order they run (each in its own process).
 RULES: tuple[tuple[str, RuleFunction], ...] = (
     (OPTIONAL, rule_optional),
-    (MALFORMED, rule_malformed),
-    (ENDED_HANDLE, rule_ended_handle),
     (SIZES, rule_sizes),
     (FLUSH, rule_flush),
     (END, rule_end),

@@ -876,4 +876,3 @@ def _delta(
 
 def _ends(delta: Mapping[str, int]) -> dict[str, int]:
     return {"cleanup": delta.get("cleanups", 0), "rundown": delta.get("rundowns", 0)}
-
