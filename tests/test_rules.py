@@ -317,3 +317,19 @@ def test_bounds_a_clean_refusal_is_not_an_overrun() -> None:
     rule = run(rules.rule_bounds, RefusesMisaligned)
     assert rule.passed, rule.evidence
     assert "refused at the full size: offset 1: WSAEINVAL" in rule.evidence[0]
+
+
+@pytest.mark.parametrize("function", [rules.rule_completed_once, rules.rule_last_error])
+def test_host_workload_is_bounded_for_a_provider_that_never_ends(
+    function: Callable[[Any, Any], Rule],
+) -> None:
+    # Regression: the workload's lookups read to WSA_E_NO_MORE with no bound,
+    # so these rules never returned on an endless provider.
+    from .broken_providers import NeverEnds
+
+    outcome: list[Rule] = []
+    worker = threading.Thread(target=lambda: outcome.append(run(function, NeverEnds)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the rule is still reading an endless lookup after 60 s"
+    assert outcome and outcome[0].status in ("pass", "fail")
