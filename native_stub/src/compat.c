@@ -133,16 +133,19 @@ NSPV2_HOST_API BOOL nspv2_host_console_event(DWORD ctrl_type)
         WSASetLastError((int)ERROR_INVALID_PARAMETER);
         return FALSE;
     }
-    nspv2_mutex_lock(&console_lock);
+    int out_of_memory = 0;
+    nspv2_mutex_lock(&console_lock); /* console_count is read only under it */
     if (console_count) {
         d.handlers = malloc(console_count * sizeof *d.handlers);
         if (d.handlers) {
             memcpy(d.handlers, console_handlers, console_count * sizeof *d.handlers);
             d.count = console_count;
+        } else {
+            out_of_memory = 1;
         }
     }
     nspv2_mutex_unlock(&console_lock);
-    if (console_count && !d.handlers) {
+    if (out_of_memory) {
         WSASetLastError((int)ERROR_NOT_ENOUGH_MEMORY);
         return FALSE;
     }
