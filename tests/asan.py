@@ -117,6 +117,15 @@ UNSUITABLE_UNDER_ASAN: dict[str, str] = {
     "share a process with the preloaded one",
     "test_native_c.py::test_wine_runs_x64_tests": "wine cannot start with the ASan runtime "
     "preloaded",
+    "test_compare.py::test_a_side_that_crashes_fails_at_its_step": "the provider sends itself "
+    "SIGSEGV on purpose: ASan catches it, reports it and exits 1, so the side does not die of "
+    "the signal the test expects",
+    "test_native_provider.py::test_a_provider_linked_to_another_copy_of_the_host": "it maps a "
+    "second copy of the host library, here the ASan build: ASan reports the copy's globals as "
+    "an ODR violation and ends the process",
+    "test_native_provider.py::test_a_provider_advertising_on_another_copy": "it maps a second "
+    "copy of the host library, here the ASan build: ASan reports the copy's globals as an ODR "
+    "violation and ends the process",
 }
 
 
