@@ -125,9 +125,15 @@ def test_a_call_never_completed_keeps_its_buffer_until_close(table: NativeTable)
     with pytest.raises(TimeoutError):
         h.next(handle)
     assert h.held == 1
+    [buffer] = h._held
     h.end(handle)
     h.close()
     assert h.held == 0
+    # Regression: close() used to drop the buffer, which the provider may
+    # still write at any time; it is the process's now, never freed.
+    from nspv2.testing import harness
+
+    assert any(kept is buffer for kept in harness._NEVER_FREED)
 
 
 def test_null_slots_are_not_called(lib: Path) -> None:

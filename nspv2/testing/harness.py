@@ -53,6 +53,7 @@ saw it::
 from __future__ import annotations
 
 import ctypes
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,15 @@ __all__ = ["GUARD_BYTES", "NextCall", "SlotCall", "SlotHarness"]
 GUARD_BYTES = 64
 _GUARD = 0xA5
 _PROTO = {p.slot: p.functype for p in PROTOTYPES}
+
+# Ownership: the buffer of a NextEx (and the query set of a SetServiceEx)
+# that was never completed belongs to the provider for as long as the
+# process lives: it may write it whenever it completes late, and the host
+# refusing that completion does not undo the write. SlotHarness.close()
+# moves such buffers here; nothing ever removes them (a bounded leak, one
+# buffer per call that never completed, against a use-after-free).
+_NEVER_FREED: list[Any] = []
+_never_freed_lock = threading.Lock()
 _EOPNOTSUPP = int(WSAError.WSAEOPNOTSUPP)
 _ETIMEDOUT = 10060  # winsock2.h WSAETIMEDOUT: nspv2_async_wait's "not completed yet"
 
@@ -175,7 +185,7 @@ class SlotHarness:
             assert self.winsock.native is not None
         self.timeout = timeout
         self.guid = GUID.from_uuid(provider_id or uuid.UUID(int=0))
-        # what calls never completed may still write: kept until close()
+        # what calls never completed may still write: kept, then never freed (close())
         self._held: list[Any] = []
 
     @property
@@ -189,10 +199,14 @@ class SlotHarness:
         return len(self._held)
 
     def close(self) -> None:
-        """Give a Python routine table its previous channel back; release the
-        buffers of calls that were never completed."""
+        """Give a Python routine table its previous channel back. The buffers
+        of calls that were never completed are handed to the process: a
+        provider may still write them at any time (nothing stops a late
+        NextEx), so they are never freed."""
         if self.routine is not None:
             self.routine.channel = self._previous_channel
+        with _never_freed_lock:
+            _NEVER_FREED.extend(self._held)
         self._held.clear()
 
     def __enter__(self) -> SlotHarness:
