@@ -234,3 +234,24 @@ def test_a_provider_advertising_on_another_copy_times_out_naming_it(
 def test_expect_must_be_positive(lib: Path) -> None:
     with pytest.raises(ValueError):
         NativeProvider.load(lib, expect=0)
+
+
+def test_close_refuses_while_a_provider_loaded_later_is_open(
+    lib: Path, tmp_path: Path, host: Host
+) -> None:
+    # Regression: a console event reaches the newest handler first and stops
+    # at the first that takes it, so closing the older provider stopped the
+    # newer one and left the older running.
+    from tests.nativebuild import build_provider, email_sources
+
+    email = build_provider(tmp_path, email_sources(), compat=True)
+    older = NativeProvider.load(lib)
+    newer = NativeProvider.load(email)
+    try:
+        with pytest.raises(NativeProviderError, match=r"close .* first"):
+            older.close(timeout=1.0)
+        assert older.running and newer.running
+    finally:
+        assert newer.close() == 0
+        assert older.close() == 0
+    assert not older.running and not newer.running

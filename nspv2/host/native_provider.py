@@ -62,6 +62,8 @@ _ENTRY = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_ch
 # them: kept for the life of the process (never unloaded, never freed).
 _kept: list[Any] = []
 _kept_lock = threading.Lock()
+#: The providers loaded and not closed yet, oldest first (under _kept_lock).
+_open: list[NativeProvider] = []
 
 
 class NativeProviderError(RuntimeError):
@@ -151,7 +153,15 @@ class NativeProvider:
         except AttributeError:
             raise NativeProviderError(f"{path} has no entry point {entry!r}") from None
         self = cls(path, entry, winsock, library)
-        self._start(function, [str(path), *args], timeout, expect)
+        with _kept_lock:
+            _open.append(self)
+        try:
+            self._start(function, [str(path), *args], timeout, expect)
+        except BaseException:
+            self._closed = True
+            with _kept_lock:
+                _open.remove(self)
+            raise
         return self
 
     def _start(self, function: Any, argv: list[str], timeout: float, expect: int) -> None:
@@ -326,7 +336,18 @@ class NativeProvider:
         the entry is still running). The library stays loaded."""
         if self._closed:
             return self.exit_code
+        with _kept_lock:
+            later = [p for p in _open[_open.index(self) + 1 :] if not p._closed]
+        if later:
+            # A console event reaches the newest handler first and stops at
+            # the first that takes it: it would stop a provider loaded later.
+            names = ", ".join(p.label for p in later)
+            raise NativeProviderError(
+                f"close {names} first: a console event goes to the provider loaded last"
+            )
         self._closed = True
+        with _kept_lock:
+            _open.remove(self)
         self._stop(timeout)
         still = set(self.advertised_now())
         for table in self.tables:
