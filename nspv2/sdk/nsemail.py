@@ -18,12 +18,13 @@ NUL-terminated), :meth:`InstallationBlob.parse` reads one back and
 >>> InstallationBlob.parse(data).domains[1].name
 'example.org'
 >>> installation_blob_problems(data[:-4] + b"x")
-['the blob is 97 bytes, not a multiple of 4', 'domain #2: its name (11 characters at offset 76) ends past the blob (97 bytes)']
+['domain #2: its name (11 characters at offset 76) ends past the blob (97 bytes)']
 
 The rules, from nsemail.h: dwVersion 1; dwProviderType 1 (application) or
-2 (service); each AuthLevel a NAPI_PROVIDER_LEVEL (0, 1 or 2); the blob's
-size, OffsetFirstDomain and each OffsetNextDomainDescription multiples of
-4, each OffsetThisDomainName of 2; every structure and name inside the blob
+2 (service); each AuthLevel a NAPI_PROVIDER_LEVEL (0, 1 or 2);
+OffsetFirstDomain and each OffsetNextDomainDescription multiples of 4, each
+OffsetThisDomainName of 2 (the blob's size is not a rule: the padding pack()
+adds is a choice); every structure and name inside the blob
 and past its header; cDomains domains in the chain, the last one's
 OffsetNextDomainDescription 0, no domain visited twice; cchDomainName
 counting the name's characters without its terminator (no NUL among them,
@@ -246,8 +247,6 @@ def installation_blob_problems(data: bytes) -> list[str]:
         ]
     out: list[str] = []
     version, ptype, _wildcard, count, first = _HEADER.unpack_from(data)
-    if size % 4:
-        out.append(f"the blob is {size} bytes, not a multiple of 4")
     if version != BLOB_VERSION:
         out.append(f"dwVersion is {version}, not {BLOB_VERSION}")
     if ptype not in _TYPES:
