@@ -153,10 +153,24 @@ class _Running:
         self.started = time.monotonic()
 
     def _kill(self) -> None:
+        """Kill the side's process group. Only while its leader is not reaped
+        (returncode None): after that the group id may name someone else's."""
+        if self.proc.returncode is not None:
+            return
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def _exited(self) -> bool:
+        """Has the leader exited? Not reaped, so its group stays killable."""
+        if hasattr(os, "waitid"):
+            try:
+                info = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return True
+            return info is not None
+        return self.proc.poll() is not None  # pragma: no cover - Windows
 
     started_provider = False
 
@@ -181,7 +195,7 @@ class _Running:
 
     def poll(self) -> bool:
         """True once the side has finished (or was killed)."""
-        if self.proc.poll() is not None:
+        if self._exited():
             return True
         if time.monotonic() - self.started > self.timeout:
             self._kill()
@@ -193,10 +207,11 @@ class _Running:
     timed_out = False
 
     def finish(self) -> Side:
+        # whatever the provider left running in the side's process group,
+        # killed before the leader is reaped (its group id is still ours)
+        self._kill()
         self.proc.wait()
         records, done, error = self._records()
-        # whatever the provider left running in the side's process group
-        self._kill()
         side = Side(records)
         tail = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
         side.output = "\n".join(tail[-_TAIL_LINES:])
@@ -349,14 +364,17 @@ def compare(
         if progress is not None:
             progress(f"case {index + 1}/{len(scenario.cases)}: {case.title}")
         steps = [s.text() for s in case.steps]
-        sides = [_Running(t, path, index, steps, timeout) for t in (a, b)]
+        sides: list[_Running] = []
         try:
+            sides += (_Running(t, path, index, steps, timeout) for t in (a, b))
             while not all(s.poll() for s in sides):
                 time.sleep(_TICK)
             side_a, side_b = (s.finish() for s in sides)
         finally:
-            for s in sides:
+            for s in sides:  # after finish() these are no-ops
                 s._kill()
+                s.proc.wait()
+                s.folder.cleanup()
         for target, side in ((a, side_a), (b, side_b)):
             if side.usage:
                 raise UsageError(f"{target.label}: {side.failure}")
