@@ -144,9 +144,12 @@ def _sources(folder: Path) -> tuple[list[Path], list[Path]]:
 def _key(cc: str, folder: Path, sources: list[Path], headers: list[Path]) -> str:
     """A hash of the compiler, the flags and every source and header."""
     digest = hashlib.sha256()
-    version = subprocess.run(
-        [cc, "--version"], capture_output=True, text=True, timeout=60, check=False
-    ).stdout
+    try:
+        version = subprocess.run(
+            [cc, "--version"], capture_output=True, text=True, timeout=60, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AsanUnavailable(f"the compiler {cc} does not run: {exc}") from exc
     digest.update(version.encode())
     digest.update(" ".join(ASAN_FLAGS).encode())
     files = sorted(set(sources) | {h for d in headers for h in d.glob("*.h")})
