@@ -267,21 +267,31 @@ def _host_workload(t: CheckTarget) -> None:
                 pass
 
 
-def _bounded_lookup(host: Host, client: Any, query: QuerySet) -> None:
-    """Begin, Next with a 16-byte buffer first (growing on WSAEFAULT) for at most
-    WORKLOAD_RESULTS results, End: a provider that never says WSA_E_NO_MORE
-    cannot hold the rule forever (that is the end rule's finding, not this one's)."""
+def _bounded_lookup(host: Host, client: Any, query: QuerySet) -> list[QuerySet]:
+    """Begin, Next with a 16-byte buffer first (growing on WSAEFAULT), End: the
+    results, at most WORKLOAD_RESULTS of them, so that a provider that never
+    says WSA_E_NO_MORE cannot hold a rule forever (that is the end rule's
+    finding, not the caller's). Another failure raises WinsockError, as
+    Host.lookup does."""
     handle = host.lookup_begin(client, query)
+    found: list[QuerySet] = []
     try:
         size = 16
         for _ in range(2 * WORKLOAD_RESULTS):
             step = host.lookup_next(handle, 0, size)
             if step.code == WSAError.WSAEFAULT and step.buffer_length > size:
                 size = step.buffer_length
-            elif step.code != NO_ERROR:
-                return
+            elif step.code == NO_ERROR and step.result is not None:
+                found.append(step.result)
+                if len(found) >= WORKLOAD_RESULTS:
+                    break
+            elif step.code == WSAError.WSA_E_NO_MORE:
+                break
+            else:
+                raise WinsockError(step.code, "WSALookupServiceNextW")
     finally:
         host.lookup_end(handle)
+    return found
 
 
 # -- SOCKET_ERROR always comes with a last error -----------------------------------------
@@ -508,7 +518,7 @@ def rule_context(t: CheckTarget, at: Step) -> Rule:
 def _finds(host: Host, client: object, t: CheckTarget, name: str) -> str | None:
     """None if a lookup of ``name`` returns it, else why not."""
     try:
-        found = host.lookup(client, _host_query(t, name))  # type: ignore[arg-type]
+        found = _bounded_lookup(host, client, _host_query(t, name))
     except WinsockError as exc:
         return f"{name}: lookup -> {code_name(exc.code)}"
     names = [(r.service_instance_name or "").lower() for r in found]
