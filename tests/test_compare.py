@@ -19,6 +19,7 @@ from nspv2.tools.cli import build_parser
 from nspv2.tools.compare import Side, compare, first_difference
 from nspv2.tools.compare import _targets as ordered_targets
 from nspv2.tools.scenario import (
+    OPS,
     Scenario,
     ScenarioError,
     Target,
@@ -75,7 +76,9 @@ def email_case(title: str) -> dict[str, Any]:
         (["A", "--", "B"], [("python", "A"), ("python", "B")]),
     ],
 )
-def test_targets_keep_their_command_line_order(argv: list[str], want: list[tuple[str, str]]) -> None:
+def test_targets_keep_their_command_line_order(
+    argv: list[str], want: list[tuple[str, str]]
+) -> None:
     args = build_parser().parse_args(["compare", *argv])
     got = ordered_targets(args)
     assert [(t.kind, t.spec) for t in got] == want
@@ -96,18 +99,7 @@ def test_native_entry_is_split_off_only_when_it_is_a_name() -> None:
 def test_the_email_scenario_loads_and_covers_every_op() -> None:
     scenario = load_scenario(EMAIL)
     ops = {s.op for c in scenario.cases for s in c.steps}
-    assert ops == {
-        "open",
-        "close",
-        "abandon",
-        "register",
-        "deregister",
-        "delete",
-        "lookup",
-        "begin",
-        "next",
-        "end",
-    }
+    assert ops == set(OPS)
     small = [s for c in scenario.cases for s in c.steps if s.op == "lookup" and s.buffer < 64]
     assert small, "the email scenario has a lookup in a buffer too small for its results"
 
@@ -133,7 +125,10 @@ OPEN = {"op": "open", "session": "a"}
             [OPEN, {"op": "lookup", "session": "a", "name": "x", "flag": 1}],
             "step 2 (lookup): unknown field 'flag'",
         ),
-        ([{"op": "lookup", "session": "a", "name": "x"}], "step 1 (lookup): session 'a' was never opened"),
+        (
+            [{"op": "lookup", "session": "a", "name": "x"}],
+            "step 1 (lookup): session 'a' was never opened",
+        ),
         (
             [OPEN, {"op": "close", "session": "a"}, {"op": "delete", "session": "a", "name": "x"}],
             "step 3 (delete): session 'a' was closed before",
@@ -335,7 +330,11 @@ def test_cli_json(tmp_path: Path) -> None:
     assert case["difference"]["step"] == 6
     assert case["transcripts"]["a"][0] == {"step": 1, "do": "open a", "saw": {}}
     assert case["ends"]["a"] == [
-        {"step": "teardown", "do": "teardown: stop the provider with sessions a open", "ends": "Rundown"}
+        {
+            "step": "teardown",
+            "do": "teardown: stop the provider with sessions a open",
+            "ends": "Rundown",
+        }
     ]
 
 
@@ -344,13 +343,17 @@ def test_cli_bad_step_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     done = nspv2_cli("compare", PYTHON_EMAIL, PYTHON_EMAIL, "--scenario", str(path))
     assert done.returncode == 2
     assert done.stdout == ""
-    assert f"{path}: case 1 ('case 1'), step 2 (lookup): session 'b' was never opened" in done.stderr
+    assert (
+        f"{path}: case 1 ('case 1'), step 2 (lookup): session 'b' was never opened" in done.stderr
+    )
 
 
 def test_cli_json_usage_error_after_a_target(tmp_path: Path) -> None:
     """Options after the first target are still read (--json, --debug)."""
     path = scenario_file(tmp_path, [{"op": "close", "session": "a"}])
-    done = nspv2_cli("compare", PYTHON_EMAIL, "--json", PYTHON_EMAIL, "--debug", "--scenario", str(path))
+    done = nspv2_cli(
+        "compare", PYTHON_EMAIL, "--json", PYTHON_EMAIL, "--debug", "--scenario", str(path)
+    )
     assert done.returncode == 2
     doc = json.loads(done.stdout)
     assert doc["usage"] is True
@@ -365,14 +368,19 @@ def test_cli_usage_errors() -> None:
     missing = nspv2_cli("compare", PYTHON_EMAIL, "--native", "nowhere.so", "--scenario", str(EMAIL))
     assert missing.returncode == 2 and "--native nowhere.so: no such file" in missing.stderr
     unknown = nspv2_cli("compare", PYTHON_EMAIL, "no_such_module:X", "--scenario", str(EMAIL))
-    assert unknown.returncode == 2 and "no_such_module:X: cannot import no_such_module" in unknown.stderr
+    assert (
+        unknown.returncode == 2
+        and "no_such_module:X: cannot import no_such_module" in unknown.stderr
+    )
 
 
 def _dave(tmp_path: Path) -> Path:
     """Two cases: the second signs dave in."""
     first = [OPEN, {"op": "lookup", "session": "a", "name": "x@example.com"}]
     return scenario_file(
-        tmp_path, first, email_case("register again updates; SERVICE_MULTIPLE adds addresses")["steps"]
+        tmp_path,
+        first,
+        email_case("register again updates; SERVICE_MULTIPLE adds addresses")["steps"],
     )
 
 
@@ -383,7 +391,9 @@ def test_a_side_that_crashes_fails_at_its_step_and_the_other_cases_run(tmp_path:
     first, second = cmp.cases
     assert first.difference is None
     assert second.a.failure == ""
-    assert second.b.failure.startswith(f"killed by {signal.SIGSEGV.name} in step 2 (register a dave")
+    assert second.b.failure.startswith(
+        f"killed by {signal.SIGSEGV.name} in step 2 (register a dave"
+    )
     d = second.difference
     assert d is not None and d["step"] == 2
     assert d["a"] == {"code": "NO_ERROR"} and d["b"] == {"failure": second.b.failure}
@@ -465,7 +475,10 @@ def test_cli_altered_c_build_is_named_at_its_first_difference(
         "  A saw: NO_ERROR, 1 result\n"
         "    name=alice@example.com version=1 comment=MISTATUS_AWAY namespace=NS_EMAIL"
     ) in out
-    assert "  B saw: NO_ERROR, 1 result\n    name=alice@example.com version=1 namespace=NS_EMAIL" in out
+    assert (
+        "  B saw: NO_ERROR, 1 result\n    name=alice@example.com version=1 namespace=NS_EMAIL"
+        in out
+    )
     # the Python prototype against the altered port: the same first difference
     path = scenario_file(tmp_path, email_case("sign in, then look up with every field")["steps"])
     python = nspv2_cli(
