@@ -315,6 +315,81 @@ typedef struct nspv2_driver_result {
  * Counts every call's outcome code (NO_ERROR included) in out. */
 NSPV2_HOST_API INT nspv2_driver_run(const nspv2_driver_config *cfg, nspv2_driver_result *out);
 
+#if !defined(_WIN32)
+/* ---- provider process: serving client processes (src/server.c) ----------
+ * What ws2_32's RPC hop does on Windows: client processes connect to a
+ * provider process over a Unix domain socket and their calls reach the
+ * providers advertised here, each connection one client session (see
+ * src/wire.h for the protocol and docs/serve.md for the whole picture).
+ *
+ * A connection's HELLO opens a client session (nspv2_session_open); its
+ * first call into a provider runs that provider's NSPv2Startup (the host's
+ * usual lazy start); GOODBYE closes it (NSPv2Cleanup, reason "cleanup");
+ * a connection that ends without GOODBYE (closed, the process killed), that
+ * sends nothing for 3 x keepalive_ms, or that breaks the protocol, is run
+ * down (nspv2_session_abandon: NSPv2ClientSessionRundown; reason
+ * OTHER_COMMUNICATION_ERROR). nspv2_server_stop runs every open session
+ * down with reason PLATFORM_SHUTDOWN. Each ends exactly once.
+ *
+ * Peers are checked with the kernel's credentials (SO_PEERCRED), not file
+ * permissions: only the server's effective uid and allow_uids may connect
+ * (root is not special); anyone else gets an ERROR frame (WSAEACCES) and is
+ * logged and closed.
+ *
+ * Calls run on a pool of `threads` native threads; a connection may have
+ * max_in_flight requests unanswered (more is a protocol error); requests
+ * wait in one FIFO, bounded by max_clients x max_in_flight, for a free
+ * thread. A lookup handle or call belongs to the connection that made it:
+ * another connection's handle is WSA_INVALID_HANDLE.
+ *
+ * Log lines (log_fd >= 0): one per client connected, refused, disconnected
+ * and per session ended (with its reason), each a single write(2) ending in
+ * a newline. */
+typedef struct nspv2_server_config {
+    const char *socket_path; /* required; the parent folder must exist; an
+                              * existing file there -> WSAEADDRINUSE, unless
+                              * it is a socket nobody accepts on (removed) */
+    uint32_t threads;        /* worker threads (0: 4) */
+    uint32_t max_clients;    /* connections at once (0: 64); past it a new
+                              * one gets ERROR WSAEPROCLIM and is closed */
+    uint32_t max_in_flight;  /* per connection (0: 8) */
+    uint32_t keepalive_ms;   /* told to clients in HELLO_REPLY (0: 5000);
+                              * silence for 3x that ends a connection */
+    const uint32_t *allow_uids; /* besides the server's own euid */
+    uint32_t n_allow_uids;
+    int log_fd;              /* -1: no log */
+} nspv2_server_config;
+
+typedef struct nspv2_server_stats {
+    uint64_t accepted;        /* connections that sent a valid HELLO */
+    uint64_t refused;         /* wrong uid, too many clients, bad HELLO */
+    uint64_t open_now;        /* connections open now (clients + monitors) */
+    uint64_t sessions_opened; /* client sessions opened (role client) */
+    uint64_t sessions_cleanup;   /* ended by GOODBYE (NSPv2Cleanup) */
+    uint64_t sessions_rundown;   /* ended any other way (Rundown) */
+    uint64_t ended_disconnect;   /* of which: connection closed without GOODBYE */
+    uint64_t ended_keepalive;    /* of which: silent for 3 x keepalive */
+    uint64_t ended_protocol;     /* of which: protocol error */
+    uint64_t ended_shutdown;     /* of which: nspv2_server_stop */
+    uint64_t requests;           /* requests answered */
+    uint64_t queue_peak;         /* most requests ever waiting for a thread */
+} nspv2_server_stats;
+
+/* Bind, listen and start serving on new threads; returns once clients can
+ * connect. *server gets an opaque non-zero id. NULL cfg / server / socket
+ * path -> WSAEFAULT; a path too long for sockaddr_un -> WSAEINVAL. */
+NSPV2_HOST_API INT nspv2_server_start(const nspv2_server_config *cfg, uint64_t *server);
+/* Stop accepting, end every connection (in-flight calls return first,
+ * within the host's completion timeout; sessions run down, reason
+ * PLATFORM_SHUTDOWN), join the threads, unlink the socket. Unknown id ->
+ * WSAEINVAL. */
+NSPV2_HOST_API INT nspv2_server_stop(uint64_t server);
+NSPV2_HOST_API INT nspv2_server_stats_get(uint64_t server, nspv2_server_stats *out);
+/* The STATUS reply's JSON (docs/serve.md): *len in: room, out: bytes
+ * needed (no NUL written); WSAEFAULT when short. */
+NSPV2_HOST_API INT nspv2_server_status(uint64_t server, char *json, uint32_t *len);
+#endif
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,6 +7,8 @@
 #include "test_support.h"
 
 void run_harness_api_tests(void); /* test_harness_api.c */
+void run_wire_tests(void);        /* test_wire.c */
+void run_server_tests(void);      /* test_server.c */
 
 int main(void)
 {
@@ -18,6 +20,8 @@ int main(void)
     run_driver_tests();
     run_lifetime_tests();
     run_harness_api_tests();
+    run_wire_tests();
+    run_server_tests();
     fresh();
     printf("%lu checks, %lu failed\n", checks_run, checks_failed);
     return checks_failed ? 1 : 0;
