@@ -33,7 +33,7 @@ from .clirun import OUTSIDE, command
 if TYPE_CHECKING:
     import nspv2
 
-__all__ = ["Served", "ServeFailed", "private_folder", "serving", "stop_process"]
+__all__ = ["ServeFailed", "Served", "private_folder", "serving", "stop_process"]
 
 #: What ``nspv2 serve`` writes to stderr once clients can connect.
 READY = re.compile(r"nspv2 serve\[(\d+)\]: listening on (\S+)")
