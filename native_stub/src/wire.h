@@ -17,7 +17,8 @@
  *                     0 only on KEEPALIVE and on an ERROR not tied to a request
  *
  * Payloads (fixed fields first, every size exact: a frame whose length does
- * not match its type's payload is malformed):
+ * not match its type's payload is malformed; every field shown as 0 is
+ * reserved and must be 0):
  *
  *   client -> server
  *   HELLO        u32 magic NSPV2_WIRE_MAGIC, u16 version, u16 pointer size
@@ -35,9 +36,11 @@
  *   HELLO_REPLY  u32 magic, u16 version, u16 0, u32 server pid, u32 keepalive
  *                ms, u32 max frame, u32 max in flight, u32 provider count P,
  *                then P x { 16-byte GUID, u32 dwNameSpace, u32 0 }
- *   BEGIN_REPLY  i32 code, u32 0, u64 handle (0 unless code is NO_ERROR) = 16
+ *   BEGIN_REPLY  i32 code, u32 0, u64 handle (non-zero exactly when code is
+ *                NO_ERROR)                                             = 16
  *   NEXT_REPLY   i32 code, u32 buffer length (on WSAEFAULT the size needed),
- *                u32 image size N (0 unless code is NO_ERROR), u32 0, N bytes
+ *                u32 image size N (0 unless code is NO_ERROR; then at least a
+ *                WSAQUERYSETW), u32 0, N bytes
  *   END_REPLY, SET_REPLY, GOODBYE_REPLY   i32 code, u32 0                = 8
  *   STATUS_REPLY i32 code, u32 text size N, N bytes of UTF-8 JSON
  *   ERROR        i32 code, u32 text size N (<= NSPV2_WIRE_MAX_TEXT), N bytes
@@ -47,11 +50,27 @@
  * A query-set image is a WSAQUERYSETW at offset 0 followed by everything
  * it points to, every pointer field (and SOCKET_ADDRESS.lpSockaddr,
  * BLOB.pBlobData inside it) holding an offset from the image's start; 0 is
- * NULL (nothing can live at offset 0: the WSAQUERYSETW does). Every object
- * lies wholly inside the image, aligned for its type relative to the image
- * start (8 for CSADDR_INFO and BLOB, 4 for GUID, WSAVERSION, AFPROTOCOLS,
- * 2 for strings and socket addresses); strings end with a NUL inside the
- * image; counts and lengths obey the host's NSPV2_QS_* limits. The image
+ * NULL (nothing can live at offset 0: the WSAQUERYSETW does). The rules
+ * (nspv2_wire_image_check; nspv2.client's from_image applies the same):
+ *   - dwSize is sizeof(WSAQUERYSETW); the image is at least that long;
+ *   - every object lies wholly inside the image, after the WSAQUERYSETW,
+ *     at an offset that is a multiple of its type's alignment (on 64-bit:
+ *     8 for CSADDR_INFO and BLOB, 4 for GUID, WSAVERSION, AFPROTOCOLS; 2
+ *     for strings and socket addresses; 1 for blob data);
+ *   - objects: the 4 strings (each ends with a NUL inside the image, at
+ *     most NSPV2_QS_MAX_STRING_CHARS units before it), lpServiceClassId and
+ *     lpNSProviderId (GUID), lpVersion, lpafpProtocols (dwNumberOfProtocols
+ *     entries), lpcsaBuffer (dwNumberOfCsAddrs entries), each entry's two
+ *     socket addresses (iSockaddrLength bytes, none when <= 0), lpBlob and
+ *     its pBlobData (cbSize bytes);
+ *   - limits as the host's (nspv2_host.h), applied when the pointer is not
+ *     NULL: counts <= NSPV2_QS_MAX_COUNT, cbSize <= NSPV2_QS_MAX_BLOB_BYTES;
+ *     iSockaddrLength <= NSPV2_QS_MAX_SOCKADDR_LEN always;
+ *   - the CSADDR_INFO array and the BLOB (whose pointers are rewritten in
+ *     place) share no byte with each other or with any other object;
+ *     other objects may share bytes.
+ * A NULL array with a non-zero count, or a NULL pBlobData with a non-zero
+ * cbSize, is kept as it is (the host accepts it from a client). The image
  * needs nothing else, so it can be copied anywhere 8-aligned and turned
  * back into pointers.
  *
@@ -158,6 +177,15 @@ size_t nspv2_wire_encode_reply(uint8_t *out, size_t cap, uint16_t type, uint32_t
                                int32_t code, uint32_t word, const uint8_t *extra,
                                uint32_t extra_size, const uint8_t *tail, uint32_t tail_size);
 
+/* HELLO_REPLY: count providers (ids[i], namespaces[i]); 0 when it does not
+ * fit or count > NSPV2_WIRE_MAX_PROVIDERS. */
+#define NSPV2_WIRE_PROVIDER_SIZE 24u /* one provider entry of HELLO_REPLY */
+size_t nspv2_wire_encode_hello_reply(uint8_t *out, size_t cap, uint32_t request_id,
+                                     uint32_t server_pid, uint32_t keepalive_ms,
+                                     uint32_t max_frame, uint32_t max_in_flight,
+                                     const GUID *ids, const uint32_t *namespaces,
+                                     uint32_t count);
+
 /* Server -> client frames as a client decodes them. */
 typedef struct nspv2_wire_reply {
     nspv2_wire_header h;
@@ -174,31 +202,44 @@ typedef struct nspv2_wire_reply {
  * malformed (the client then treats the connection as lost). */
 int nspv2_wire_decode_reply(const uint8_t *frame, size_t len, nspv2_wire_reply *out,
                             const char **why);
+/* Provider i of a decoded HELLO_REPLY: 0, or -1 when i >= n_providers. */
+int nspv2_wire_reply_provider(const nspv2_wire_reply *r, uint32_t i, GUID *id,
+                              uint32_t *name_space);
 
 /* ---- query-set images ---- */
 
 /* The image of a client's query set (pointers into the caller's memory,
- * bounded by the NSPV2_QS_* limits of nspv2_host.h: beyond them -> WSAEINVAL
- * before reading what they describe). Returns NO_ERROR with *size set and
- * the image written when cap >= *size (out 8-aligned); WSAEFAULT with
- * *size the size needed when cap is short (out may be NULL then); WSAEFAULT
- * for a NULL qs; WSAEINVAL for dwSize other than sizeof(WSAQUERYSETW) or a
- * limit exceeded. */
+ * read through memcpy, bounded by the NSPV2_QS_* limits of nspv2_host.h:
+ * beyond them -> WSAEINVAL before reading what they describe). Every object
+ * is placed 8-aligned, in field order; gaps and padding are zero; dwSize
+ * becomes sizeof(WSAQUERYSETW). Returns NO_ERROR with *size set and the
+ * image written when cap >= *size; WSAEFAULT with *size the size needed
+ * when cap is short (out may be NULL then); WSAEFAULT for a NULL qs or
+ * size; WSAEINVAL for dwSize < sizeof(WSAQUERYSETW), a limit exceeded, or
+ * an image beyond NSPV2_WIRE_MAX_IMAGE (the largest query set the wire
+ * carries). Its result always passes nspv2_wire_image_check. */
 int nspv2_wire_image_from_query_set(const WSAQUERYSETW *qs, uint8_t *out, size_t cap,
                                     size_t *size);
 
-/* Check an image in place (image 8-aligned, size bytes) and turn its
- * offsets into pointers into it: 0 on success; -1 with *why for any
- * offset outside, misaligned object, overlapping the WSAQUERYSETW, string
- * without its NUL inside, limit exceeded, or dwSize wrong. On failure the
- * image is left partly converted: do not use it. Never reads outside
- * [image, image + size). */
+/* Check an image in offset form (any alignment in memory; size bytes)
+ * against every rule above without changing it: 0 and *used (may be NULL)
+ * the end of its highest object (the image cut to *used still passes);
+ * -1 with *why (static) otherwise. Never reads outside [image, image + size). */
+int nspv2_wire_image_check(const uint8_t *image, size_t size, size_t *used, const char **why);
+
+/* Check an image in place (image 8-aligned, size bytes) and, if it passes
+ * nspv2_wire_image_check, turn its offsets into pointers into it: 0 on
+ * success; -1 with *why and the image unchanged otherwise. Never reads or
+ * writes outside [image, image + size). */
 int nspv2_wire_image_to_pointers(uint8_t *image, size_t size, const char **why);
 
 /* The opposite, for a query set whose every pointer lies inside
  * [base, base + size) (the host's relocated result in the server's buffer):
- * pointers become offsets from base, in place. -1 (and *why) if a pointer
- * lies outside. */
+ * pointers become offsets from base, in place, then the image is checked
+ * as nspv2_wire_image_to_pointers will check it at the other end. -1 (and
+ * *why) if a pointer lies outside or the check fails (the buffer is then
+ * partly converted: do not send it). The server sends the image cut to the
+ * *used of nspv2_wire_image_check. */
 int nspv2_wire_image_to_offsets(uint8_t *base, size_t size, const char **why);
 
 #endif /* NSPV2_WIRE_H */
