@@ -139,6 +139,7 @@ def serving(
     env: dict[str, str] | None = None,
     runtime_dir: Path | None = None,
     preexec: list[str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[Served]:
     """Start ``python -m nspv2 serve SPEC ARGS...`` and yield a ``Served``
     once it listens (at most ``timeout`` seconds); SIGTERM (then SIGKILL)
@@ -149,7 +150,8 @@ def serving(
     ``env`` is added to os.environ for the server (and kept in
     ``Served.env``); ``runtime_dir`` shares a folder between servers (the
     caller removes it; it need not exist: serve creates it). ``preexec``
-    is a command prefix such as ``["setpriv", "--reuid=4242", ...]``.
+    is a command prefix such as ``["setpriv", "--reuid=4242", ...]`` (then
+    pass a ``cwd`` that user may enter: the default is private to this one).
     """
     base = private_folder()
     own_folder = runtime_dir is None
@@ -164,7 +166,12 @@ def serving(
     try:
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=OUTSIDE, env=server_env
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=cwd or OUTSIDE,
+                env=server_env,
             )
         socket = _socket_given(args) or folder / f"serve-{proc.pid}.sock"
         served = Served(proc, socket, folder, log_path, {**server_env, "NSPV2_SOCKET": str(socket)})

@@ -197,7 +197,23 @@ _NATIVE_SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "SetConsoleCtrlHandler": (BOOL, (PHANDLER_ROUTINE, BOOL)),
     # BOOL nspv2_host_console_event(DWORD ctrl_type);
     "nspv2_host_console_event": (BOOL, (DWORD,)),
+    # -- the provider process's server (src/server.c; POSIX only). The config
+    #    and stats structures are nspv2.host.server's ServerConfig / ServerStats.
+    # INT nspv2_server_start(const nspv2_server_config *cfg, uint64_t *server);
+    "nspv2_server_start": (INT, (ctypes.c_void_p, _u64p)),
+    # INT nspv2_server_stop(uint64_t server);
+    "nspv2_server_stop": (INT, (_u64,)),
+    # INT nspv2_server_stats_get(uint64_t server, nspv2_server_stats *out);
+    "nspv2_server_stats_get": (INT, (_u64, ctypes.c_void_p)),
+    # INT nspv2_server_status(uint64_t server, char *json, uint32_t *len);
+    "nspv2_server_status": (INT, (_u64, ctypes.c_void_p, _u32p)),
 }
+
+#: The server's functions: not in a host library built for Windows (the
+#: server is POSIX only) nor in one built before them.
+_NATIVE_SERVER = frozenset(
+    {"nspv2_server_start", "nspv2_server_stop", "nspv2_server_stats_get", "nspv2_server_status"}
+)
 
 #: The compat layer's functions: exported by the host library except on
 #: Windows (where a provider gets them from ws2_32.dll and kernel32.dll).
@@ -240,6 +256,8 @@ class _Absent:
 def _absent(name: str, library: Any, restype: Any, argtypes: tuple[Any, ...]) -> _Absent:
     if name in _NATIVE_COMPAT and sys.platform == "win32":
         why = f"{name} is not in the native host on Windows: ws2_32.dll / kernel32.dll have it"
+    elif name in _NATIVE_SERVER and sys.platform == "win32":
+        why = f"{name} is not in the native host on Windows: serving needs Unix domain sockets"
     else:
         where = getattr(library, "_name", library)
         why = (
@@ -286,6 +304,10 @@ class NativeHostFunctions:
     WSACleanup: Callable[[], int]
     SetConsoleCtrlHandler: Callable[[Any, int], int]
     nspv2_host_console_event: Callable[[int], int]
+    nspv2_server_start: Callable[[Any, Any], int]
+    nspv2_server_stop: Callable[[int], int]
+    nspv2_server_stats_get: Callable[[int, Any], int]
+    nspv2_server_status: Callable[[int, Any, Any], int]
 
     def __init__(self, library: Any, *, use_last_error: bool = False) -> None:
         # These are plain C functions (cdecl, no WSAAPI in nspv2_host.h):
@@ -296,7 +318,7 @@ class NativeHostFunctions:
             try:
                 setattr(self, name, prototype((name, library)))
             except AttributeError:
-                if name not in _NATIVE_SINCE_NATIVE_PROVIDERS | _NATIVE_COMPAT:
+                if name not in _NATIVE_SINCE_NATIVE_PROVIDERS | _NATIVE_COMPAT | _NATIVE_SERVER:
                     raise
                 setattr(self, name, _absent(name, library, restype, argtypes))
 

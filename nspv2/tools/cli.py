@@ -20,14 +20,16 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..host.native import NativeHostUnavailable
-from . import bench, check, compare, config, demo, fuzz, layout, memory, stress
+from . import bench, check, compare, config, demo, fuzz, layout, memory, serve, stress
 from .check import CheckError
 from .common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, Parser, UsageError, fail
 
 __all__ = ["main"]
 
-_FAMILIES = (demo, check, compare, layout, bench, memory, stress, fuzz, config)
+_FAMILIES = (demo, serve, check, compare, layout, bench, memory, stress, fuzz, config)
 _DEBUG_HELP = "show tracebacks"
+#: The commands whose ``-- ARGS`` go to a native provider's entry point.
+_TAKE_ENTRY_ARGS = ("check", "serve")
 
 
 def build_parser() -> Parser:
@@ -52,10 +54,10 @@ def _asks_for_json(argv: Sequence[str]) -> bool:
 
 
 def _split_entry_args(words: list[str]) -> tuple[list[str], list[str] | None]:
-    """``check ... -- ARGS``: the words before ``--``, and ARGS (a native
+    """``check|serve ... -- ARGS``: the words before ``--``, and ARGS (a native
     provider's entry-point arguments); None when there is no ``--``."""
     command = next((i for i, w in enumerate(words) if not w.startswith("-")), None)
-    if command is None or words[command] != "check" or "--" not in words[command:]:
+    if command is None or words[command] not in _TAKE_ENTRY_ARGS or "--" not in words[command:]:
         return words, None
     cut = words.index("--", command)
     return words[:cut], words[cut + 1 :]

@@ -1,0 +1,441 @@
+"""``nspv2 serve`` (a provider process) and ``nspv2 status`` (what the
+provider processes are doing).
+
+``serve`` loads a provider the way ``check`` names one (MODULE:CLASS, a
+.py file, or ``--native LIB[:ENTRY] [-- ARGS]``), advertises it on the
+native host, and serves client processes with the host's C server
+(:class:`nspv2.host.server.Server`) on a Unix domain socket until SIGINT or
+SIGTERM; then it stops the server (open sessions run down with
+PLATFORM_SHUTDOWN), unadvertises and exits 0. The log lines (stderr) are
+the C server's, plus this module's "listening on" and "stopped" lines.
+
+``status`` asks every live server of the runtime folder (or the one named
+with ``--socket`` / NSPV2_SOCKET) for its status document over a monitor
+connection and prints it. docs/serve.md describes both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..provider.errors import WinsockError
+from ..sdk.winsock2 import NS
+from .common import (
+    DWORD_MAX,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    UsageError,
+    add_json,
+    emit_json,
+    positive,
+    whole,
+)
+
+if TYPE_CHECKING:
+    from .check_target import NativeTarget, PythonTarget
+    from .common import SubParsers
+
+__all__ = ["add_commands", "cmd_serve", "cmd_status", "format_status"]
+
+#: How long the host waits for a provider to complete an async call (ms).
+HOST_TIMEOUT_MS = 5000
+#: How often the main thread looks whether a native provider's entry returned.
+_POLL = 0.5
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _log(line: str) -> None:
+    """One log line on stderr, in one write (the C server writes there too)."""
+    text = f"nspv2 serve[{os.getpid()}]: {line}\n"
+    try:
+        os.write(sys.stderr.fileno(), text.encode("utf-8", errors="replace"))
+    except (OSError, ValueError):  # no usable stderr (closed, redirected to nothing)
+        pass
+
+
+def _keepalive_ms(seconds: float) -> int:
+    ms = round(seconds * 1000)
+    if not 1 <= ms <= DWORD_MAX // 3:
+        raise UsageError(f"--keepalive must be from 0.001 to {DWORD_MAX // 3000} seconds")
+    return ms
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    """--socket PATH as given; else ``<runtime folder>/serve-<pid>.sock``
+    (the folder created 0700 if missing, refused if not private; sockets of
+    servers that are gone removed)."""
+    from ..client.discovery import remove_stale, runtime_dir
+    from ..client.errors import RuntimeDirRefused
+
+    if args.socket is not None:
+        path = Path(args.socket)
+        if not path.parent.is_dir():
+            raise UsageError(f"--socket {path}: no folder {path.parent}")
+        return path
+    try:
+        folder = runtime_dir(create=True)
+        for stale in remove_stale():
+            _log(f"removed the stale socket {stale}")
+    except RuntimeDirRefused as exc:
+        raise _ServeError(exc.message or str(exc)) from None
+    return folder / f"serve-{os.getpid()}.sock"
+
+
+class _ServeError(Exception):
+    """serve cannot start (exit 1, one line)."""
+
+
+class _StopSignals:
+    """While entered, SIGINT and SIGTERM set ``event`` (and are noted in
+    ``received``) instead of ending the process; the previous handlers come
+    back on exit."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.received: list[str] = []
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, _frame: object) -> None:
+        self.received.append(signal.Signals(signum).name)
+        self.event.set()
+
+    def __enter__(self) -> _StopSignals:
+        self._previous = {sig: signal.signal(sig, self._handler) for sig in _SIGNALS}
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, old in self._previous.items():
+            signal.signal(sig, old)
+
+
+def _load(args: argparse.Namespace) -> PythonTarget | NativeTarget:
+    from .check import _spec
+
+    args.query, args.register = [], []
+    spec = _spec(args)  # the same MODULE:CLASS / --native LIB[:ENTRY] -- ARGS rules as check
+    spec = type(spec)(
+        spec.provider,
+        native=spec.native,
+        args=spec.args,
+        timeout_ms=HOST_TIMEOUT_MS,
+        load_timeout=args.timeout,
+    )
+    return spec.load()
+
+
+def _provider_lines(target: PythonTarget | NativeTarget) -> str:
+    from .check_target import NativeTarget
+
+    if not isinstance(target, NativeTarget):
+        return f"{type(target.python).__name__} {{{target.provider_id}}}"
+    tables = target.loaded.tables
+    return ", ".join(f"{{{t.provider_id}}}" for t in tables)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..host.server import Server
+
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout must be more than 0 seconds, not {args.timeout:g}")
+    keepalive = _keepalive_ms(args.keepalive)
+    with _StopSignals() as stop:
+        try:
+            path = _socket_path(args)
+        except _ServeError as exc:
+            print(f"nspv2 serve: {exc}", file=sys.stderr)
+            return EXIT_PROBLEMS
+        target = _load(args)
+        try:
+            server = Server(
+                path,
+                threads=args.threads,
+                max_clients=args.max_clients,
+                max_in_flight=args.max_in_flight,
+                keepalive_ms=keepalive,
+                allow_uids=args.allow_uid,
+                log_fd=sys.stderr.fileno(),
+                host=target.host() if target.python is not None else None,
+            )
+            try:
+                server.start()
+            except WinsockError as exc:
+                print(f"nspv2 serve: cannot serve on {path}: {exc}", file=sys.stderr)
+                return EXIT_PROBLEMS
+            try:
+                doc = server.status()
+                _log(
+                    f"listening on {path} ({_provider_lines(target)}; "
+                    f"{doc.get('threads')} threads, keepalive {keepalive / 1000:g} s)"
+                )
+                code = _wait(stop, target)
+            finally:
+                server.stop()
+        finally:
+            target.close()
+    _log("stopped" if code == EXIT_OK else "stopped: the provider's entry point returned")
+    return code
+
+
+def _wait(stop: _StopSignals, target: PythonTarget | NativeTarget) -> int:
+    """Until SIGINT/SIGTERM (exit 0), or a native provider's entry point
+    returns on its own (exit 1: it unadvertised itself)."""
+    native = getattr(target, "loaded", None)
+    while not stop.event.wait(_POLL):
+        if native is not None and not native.running():
+            _log("the provider's entry point returned: stopping")
+            return EXIT_PROBLEMS
+    _log(f"{stop.received[0]}: stopping; open sessions run down (PLATFORM_SHUTDOWN)")
+    return EXIT_OK
+
+
+# -- status -----------------------------------------------------------------------------
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return str(uid)
+
+
+def _namespace(value: int) -> str:
+    try:
+        return f"{NS(value).name} ({value})"
+    except ValueError:
+        return str(value)
+
+
+def _when(stamp: Any) -> str:
+    if not isinstance(stamp, (int, float)):
+        return "?"
+    return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_status(doc: dict[str, Any]) -> str:
+    """The status document of one server as the text ``nspv2 status`` prints."""
+    out = [
+        f"provider process {doc.get('server_pid')} (user {_user(int(doc.get('uid', -1)))}) "
+        f"on {doc.get('socket')}, serving since {_when(doc.get('started'))}",
+        f"  {doc.get('threads')} threads, up to {doc.get('max_clients')} clients and "
+        f"{doc.get('max_in_flight')} requests in flight each, keepalive "
+        f"{int(doc.get('keepalive_ms', 0)) / 1000:g} s",
+        "  providers:",
+    ]
+    for p in doc.get("providers", []):
+        name = p.get("name") or "(no name)"
+        out.append(f"    {name}  {{{p.get('id')}}}  {_namespace(int(p.get('namespace', 0)))}")
+    if not doc.get("providers"):
+        out.append("    (none)")
+    clients = doc.get("clients", [])
+    by_pid: dict[int, list[dict[str, Any]]] = {}
+    for c in clients:
+        by_pid.setdefault(int(c.get("pid", 0)), []).append(c)
+    out.append(f"  client processes: {len(by_pid)}")
+    for pid, conns in sorted(by_pid.items()):
+        started = sum(int(c.get("providers_started", 0)) for c in conns)
+        lookups = sum(int(c.get("lookups_open", 0)) for c in conns)
+        requests = sum(int(c.get("requests", 0)) for c in conns)
+        out.append(
+            f"    pid {pid}  user {_user(int(conns[0].get('uid', -1)))}  "
+            f"sessions open {len(conns)}  ({started} provider(s) started, {lookups} lookup(s) "
+            f"open, {requests} request(s))"
+        )
+    ended = doc.get("ended", [])
+    out.append(f"  sessions ended (last {len(ended)}):")
+    for e in ended:
+        how = str(e.get("how"))
+        if e.get("reason"):
+            how += f", {e.get('reason')}"
+        detail = f" ({e.get('detail')})" if e.get("detail") else ""
+        out.append(
+            f"    {_when(e.get('ended'))}  pid {e.get('pid')}  session {e.get('session')}: "
+            f"{how}{detail}"
+        )
+    stats = doc.get("stats", {})
+    if stats:
+        out.append("  stats: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
+    return "\n".join(out)
+
+
+def _targets(args: argparse.Namespace) -> list[tuple[Path, int | None]]:
+    """The servers to ask: the one chosen (--socket, NSPV2_SOCKET), else every
+    live one of the runtime folder."""
+    from ..client.discovery import ENV_SOCKET, NO_SERVER, live_servers
+    from ..client.errors import ServerNotFound
+
+    chosen = args.socket or os.environ.get(ENV_SOCKET)
+    if chosen:
+        return [(Path(chosen), None)]
+    servers = live_servers()  # RuntimeDirRefused is a ServerNotFound
+    if not servers:
+        raise ServerNotFound(NO_SERVER)
+    return [(s.path, s.pid) for s in servers]
+
+
+def _fetch(path: Path, timeout: float = 10.0) -> dict[str, Any]:
+    """The status document of the server on ``path``, over a monitor
+    connection (role 1: no client session, not logged)."""
+    import json
+    import socket
+
+    from ..client import wire
+
+    def frame(sock: socket.socket) -> wire.Reply:
+        data = b""
+        need = wire.HEADER
+        while len(data) < need:
+            chunk = sock.recv(need - len(data))
+            if not chunk:
+                raise ConnectionResetError("the provider process closed the connection")
+            data += chunk
+            if len(data) == wire.HEADER:
+                need = wire.parse_header(data).length
+        reply = wire.decode_reply(data)
+        if reply.type == wire.MsgType.ERROR:
+            raise WinsockError(reply.code, reply.text)
+        return reply
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(os.fspath(path))
+        sock.sendall(wire.encode_hello(1, wire.Role.MONITOR))
+        frame(sock)
+        sock.sendall(wire.encode_empty(wire.MsgType.STATUS, 2))
+        reply = frame(sock)
+        if reply.code:
+            raise WinsockError(reply.code, "STATUS")
+    doc: dict[str, Any] = json.loads(reply.text)
+    return doc
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..client.errors import ServerNotFound
+
+    try:
+        targets = _targets(args)
+    except ServerNotFound as exc:
+        message = f"nspv2 status: {exc.message or exc}"
+        if args.json:
+            emit_json({"error": message, "code": exc.code})
+        else:
+            print(message, file=sys.stderr)
+        return EXIT_PROBLEMS
+    docs: list[dict[str, Any]] = []
+    failed = False
+    for path, pid in targets:
+        try:
+            docs.append(_fetch(path))
+        except (WinsockError, OSError) as exc:
+            failed = True
+            text = exc.message if isinstance(exc, WinsockError) and exc.message else str(exc)
+            docs.append({"socket": str(path), "server_pid": pid, "error": text})
+    if args.json:
+        emit_json({"servers": docs})
+    else:
+        for i, doc in enumerate(docs):
+            if i:
+                print()
+            if "error" in doc:
+                print(
+                    f"provider process {doc['server_pid'] or '?'} on {doc['socket']}: "
+                    f"{doc['error']}"
+                )
+            else:
+                print(format_status(doc))
+    return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+# -- the parser ------------------------------------------------------------------------
+
+
+def add_commands(sub: SubParsers) -> None:
+    p_serve = sub.add_parser(
+        "serve",
+        help="run a provider as a provider process serving client processes",
+        usage="%(prog)s [-h] [options] (MODULE:CLASS | --native LIB[:ENTRY] [-- ARGS...])",
+        description="Advertise a provider (MODULE:CLASS or a .py file, as for check; or a C "
+        "provider library with --native) on the native host and serve client processes "
+        "(nspv2.Client, the C client library, nspv2 lookup / register / signout) on a Unix "
+        "domain socket: <runtime folder>/serve-<pid>.sock unless --socket. Each connection is "
+        "one client session. Only this user's processes (and --allow-uid) may connect. Runs "
+        "until SIGINT or SIGTERM, then runs the open sessions down (PLATFORM_SHUTDOWN), "
+        "unadvertises and exits 0. One log line per client and per session ended, on stderr. "
+        "docs/serve.md.",
+    )
+    p_serve.add_argument("provider", metavar="MODULE:CLASS", nargs="?")
+    p_serve.add_argument(
+        "--native",
+        metavar="LIB[:ENTRY]",
+        help="a C provider library and its entry point, called as ENTRY(argc, argv) with the "
+        "ARGS after --",
+    )
+    p_serve.add_argument(
+        "--socket", metavar="PATH", help="listen here (its folder must exist) instead"
+    )
+    p_serve.add_argument(
+        "--threads",
+        type=positive,
+        default=4,
+        metavar="N",
+        help="worker threads running provider calls (default: %(default)s)",
+    )
+    p_serve.add_argument(
+        "--max-clients",
+        type=positive,
+        default=64,
+        metavar="N",
+        help="connections at once; one more is refused with WSAEPROCLIM (default: %(default)s)",
+    )
+    p_serve.add_argument(
+        "--max-in-flight",
+        type=whole(1, 1024),
+        default=8,
+        metavar="N",
+        help="unanswered requests per connection (default: %(default)s)",
+    )
+    p_serve.add_argument(
+        "--keepalive",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="clients send a keepalive this often; one silent for 3 times as long is run "
+        "down (default: %(default)g)",
+    )
+    p_serve.add_argument(
+        "--allow-uid",
+        type=whole(0, DWORD_MAX),
+        action="append",
+        default=[],
+        metavar="UID",
+        help="also accept client processes of this user id (repeatable; root is not "
+        "accepted unless named)",
+    )
+    p_serve.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a native provider's entry point gets to advertise (default: %(default)g)",
+    )
+    p_serve.set_defaults(func=cmd_serve, entry_args=[])
+
+    p_status = sub.add_parser(
+        "status",
+        help="what the provider processes are serving: providers, clients, sessions ended",
+        description="Ask every live provider process of the runtime folder (or the one given "
+        "with --socket or NSPV2_SOCKET) for its status: advertised providers, client "
+        "processes (pid, user, sessions open) and the last sessions ended with their reasons. "
+        "Exit 1 if none is serving.",
+    )
+    p_status.add_argument("--socket", metavar="PATH", help="the provider process to ask")
+    add_json(p_status, "each server's status document")
+    p_status.set_defaults(func=cmd_status)
