@@ -24,6 +24,15 @@ left untouched. The packed image is built once per QuerySet and kind, with
 pointers stored as offsets; packing relocates it for the destination address
 in one ``struct`` call and copies it with one ``memmove`` (the NextEx hot
 path).
+
+Images (:meth:`QuerySet.to_image`, :meth:`QuerySet.from_image`) are the
+form query sets travel in between provider and client processes
+(native_stub/src/wire.h): the structure at offset 0, everything it points
+to after it, every pointer an offset from the start (0 is NULL). Reading an
+image checks what the C side checks (every object inside the image, after
+the structure and aligned for its type, strings terminated inside it,
+``dwSize`` exact, the limits above) and raises :class:`QuerySetError` for
+anything else.
 """
 
 from __future__ import annotations
@@ -199,6 +208,26 @@ class QuerySet:
         buf = ctypes.create_string_buffer(max(image.size, 1))
         image.pack_into(ctypes.addressof(buf), image.size)
         return buf
+
+    def to_image(self, kind: Kind = "W") -> bytes:
+        """The wire image of this query set (native_stub/src/wire.h): packed
+        as ``kind`` with every pointer an offset from the image's start.
+
+        Raises :class:`QuerySetError` as :meth:`required_size` does."""
+        return self._image(kind).relocated(0)
+
+    @classmethod
+    def from_image(cls, data: bytes, kind: Kind = "W") -> QuerySet:
+        """Read a wire image (as :meth:`to_image` and the C side write them).
+
+        Anything the C side would refuse (an offset outside the image or into
+        the structure, a misaligned object, a string without its NUL inside
+        the image, a count or length above the limits, ``dwSize`` other than
+        the structure's size) raises :class:`QuerySetError`; nothing else is
+        raised, whatever the bytes."""
+        if kind not in ("2W", "W"):
+            raise ValueError(f"unknown query set kind {kind!r}; choose '2W' or 'W'")
+        return _read_image(bytes(data), kind)
 
     def _image(self, kind: Kind) -> _Image:
         if kind == "2W":
@@ -647,7 +676,12 @@ def _read_sockaddr(address: int, length: int, what: str, bounds: _Bounds = None)
         return None
     if length < 2 or length > MAX_SOCKADDR_LEN:
         raise _fail(f"{what} length {length} is out of range")
-    raw = _at(address, length, bounds, what)
+    return _decode_sockaddr(_at(address, length, bounds, what), what)
+
+
+def _decode_sockaddr(raw: bytes, what: str) -> SockAddr:
+    """The socket address in ``raw`` (2..MAX_SOCKADDR_LEN bytes)."""
+    length = len(raw)
     (family,) = struct.unpack_from("<H", raw, _SA_FAMILY)
     if family == AF.AF_INET:
         if length < ctypes.sizeof(SOCKADDR_IN):
@@ -757,4 +791,152 @@ def _read_queryset(address: int | None, kind: Kind, bounds: _Bounds = None) -> Q
         output_flags=output_flags,
         blob=blob,
         service_class_id=_read_guid(class_id_ptr, bounds),
+    )
+
+
+# ---- images (the wire form) --------------------------------------------------
+
+
+_ALIGN_CSADDR = ctypes.alignment(CSADDR_INFO)
+_ALIGN_BLOB = ctypes.alignment(BLOB)
+_ALIGN_VERSION = ctypes.alignment(WSAVERSION)
+_ALIGN_AFPROTO = ctypes.alignment(AFPROTOCOLS)
+_ALIGN_GUID = 4
+_ALIGN_WCHAR = 2
+_ALIGN_SOCKADDR = 2
+
+
+class _ImageReader:
+    """Bounded reads of an image's objects by offset."""
+
+    __slots__ = ("data", "start")
+
+    def __init__(self, data: bytes, start: int) -> None:
+        self.data = data
+        self.start = start  # the first offset an object may use (after the header)
+
+    def check(self, offset: int, size: int, align: int, what: str) -> None:
+        if offset < self.start:
+            raise QuerySetError(
+                f"image: {what} at offset {offset} overlaps the structure ({self.start} bytes)"
+            )
+        if offset % align:
+            raise QuerySetError(f"image: {what} at offset {offset} is not {align}-aligned")
+        if offset + size > len(self.data):
+            raise QuerySetError(
+                f"image: {what} ({size} bytes at offset {offset}) lies outside the image "
+                f"({len(self.data)} bytes)"
+            )
+
+    def at(self, offset: int, size: int, align: int, what: str) -> bytes:
+        self.check(offset, size, align, what)
+        return self.data[offset : offset + size]
+
+    def wstr(self, offset: int, what: str) -> str | None:
+        if not offset:
+            return None
+        self.check(offset, 2, _ALIGN_WCHAR, what)
+        end = min(len(self.data), offset + 2 * (MAX_STRING_CHARS + 1))
+        end -= (end - offset) % 2
+        units = memoryview(self.data)[offset:end].cast("H")
+        for count, unit in enumerate(units):
+            if not unit:
+                raw = self.data[offset : offset + 2 * count]
+                return raw.decode("utf-16-le", errors="surrogatepass")
+        if end - offset >= 2 * (MAX_STRING_CHARS + 1):
+            raise QuerySetError(f"image: {what} is longer than {MAX_STRING_CHARS} units")
+        raise QuerySetError(f"image: {what} has no NUL inside the image")
+
+    def guid(self, offset: int, what: str) -> uuid.UUID | None:
+        if not offset:
+            return None
+        return uuid.UUID(bytes_le=self.at(offset, 16, _ALIGN_GUID, what))
+
+    def sockaddr(self, offset: int, length: int, what: str) -> SockAddr | None:
+        if not offset:
+            if length:
+                raise QuerySetError(f"image: {what} is NULL with length {length}")
+            return None
+        if length < 2 or length > MAX_SOCKADDR_LEN:
+            raise QuerySetError(f"image: {what} length {length} is out of range")
+        raw = self.at(offset, length, _ALIGN_SOCKADDR, what)
+        try:
+            return _decode_sockaddr(raw, what)
+        except WinsockError as exc:
+            raise QuerySetError(f"image: {exc.message}") from None
+
+
+def _read_image(data: bytes, kind: Kind) -> QuerySet:
+    hdr = _QS2W if kind == "2W" else _QSW
+    if len(data) < hdr.size:
+        raise QuerySetError(f"image: {len(data)} bytes, less than the structure ({hdr.size})")
+    fields = hdr.unpack(data[: hdr.size])
+    if fields["dwSize"] != hdr.size:
+        raise QuerySetError(f"image: dwSize is {fields['dwSize']}, not {hdr.size}")
+    r = _ImageReader(data, hdr.size)
+    version = None
+    if fields["lpVersion"]:
+        found = _VERSION.unpack(
+            r.at(fields["lpVersion"], _VERSION.size, _ALIGN_VERSION, "lpVersion")
+        )
+        if found["ecHow"] not in (0, 1):
+            raise QuerySetError(f"image: lpVersion->ecHow {found['ecHow']} is not a WSAECOMPARATOR")
+        version = Version(found["dwVersion"], WSAECOMPARATOR(found["ecHow"]))
+    protocols: tuple[AfProtocol, ...] = ()
+    n_protocols = fields["dwNumberOfProtocols"]
+    if n_protocols:
+        if n_protocols > MAX_COUNT:
+            raise QuerySetError(f"image: dwNumberOfProtocols {n_protocols} is above {MAX_COUNT}")
+        if not fields["lpafpProtocols"]:
+            raise QuerySetError(f"image: {n_protocols} protocols but lpafpProtocols is NULL")
+        raw = r.at(
+            fields["lpafpProtocols"], _AFPROTO.size * n_protocols, _ALIGN_AFPROTO, "lpafpProtocols"
+        )
+        protocols = tuple(
+            AfProtocol(p["iAddressFamily"], p["iProtocol"]) for p in _AFPROTO.iter_unpack(raw)
+        )
+    cs_addrs: tuple[CsAddr, ...] = ()
+    n_csaddrs = fields["dwNumberOfCsAddrs"]
+    if n_csaddrs:
+        if n_csaddrs > MAX_COUNT:
+            raise QuerySetError(f"image: dwNumberOfCsAddrs {n_csaddrs} is above {MAX_COUNT}")
+        if not fields["lpcsaBuffer"]:
+            raise QuerySetError(f"image: {n_csaddrs} CS addresses but lpcsaBuffer is NULL")
+        raw = r.at(
+            fields["lpcsaBuffer"], _CSADDR_INFO.size * n_csaddrs, _ALIGN_CSADDR, "lpcsaBuffer"
+        )
+        items = []
+        for i, cs in enumerate(_CSADDR_INFO.iter_unpack(raw)):
+            local, remote = (
+                r.sockaddr(
+                    cs[f"{half}.lpSockaddr"],
+                    cs[f"{half}.iSockaddrLength"],
+                    f"lpcsaBuffer[{i}].{half}",
+                )
+                for half in ("LocalAddr", "RemoteAddr")
+            )
+            items.append(CsAddr(local, remote, cs["iSocketType"], cs["iProtocol"]))
+        cs_addrs = tuple(items)
+    blob = None
+    if fields["lpBlob"]:
+        found = _BLOB.unpack(r.at(fields["lpBlob"], _BLOB.size, _ALIGN_BLOB, "lpBlob"))
+        cb, data_at = found["cbSize"], found["pBlobData"]
+        if cb > MAX_BLOB_BYTES:
+            raise QuerySetError(f"image: lpBlob->cbSize {cb} is above {MAX_BLOB_BYTES}")
+        if cb and not data_at:
+            raise QuerySetError(f"image: lpBlob->cbSize is {cb} but pBlobData is NULL")
+        blob = r.at(data_at, cb, 1, "pBlobData") if cb else b""
+    return QuerySet(
+        service_instance_name=r.wstr(fields["lpszServiceInstanceName"], "lpszServiceInstanceName"),
+        version=version,
+        comment=r.wstr(fields["lpszComment"], "lpszComment"),
+        namespace=fields["dwNameSpace"],
+        provider_id=r.guid(fields["lpNSProviderId"], "lpNSProviderId"),
+        context=r.wstr(fields["lpszContext"], "lpszContext"),
+        protocols=protocols,
+        query_string=r.wstr(fields["lpszQueryString"], "lpszQueryString"),
+        cs_addrs=cs_addrs,
+        output_flags=fields["dwOutputFlags"],
+        blob=blob,
+        service_class_id=r.guid(fields.get("lpServiceClassId", 0), "lpServiceClassId"),
     )

@@ -1,0 +1,402 @@
+"""nspv2.client.wire and query-set images: the constants are wire.h's, every
+frame round-trips, and the parsers raise nothing but their documented error
+on any bytes (hypothesis)."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import struct
+import uuid
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+from nspv2 import QuerySet, WSAError
+from nspv2.client import wire
+from nspv2.client.wire import MsgType, Role, WireError
+from nspv2.provider.queryset import (
+    MAX_STRING_CHARS,
+    AfProtocol,
+    CsAddr,
+    QuerySetError,
+    RawSocketAddress,
+    SocketAddress,
+    Version,
+)
+from nspv2.sdk.winsock2 import WSAECOMPARATOR, WSAQUERYSETW
+
+from .cprobe import NATIVE, measure, require_compiler
+
+P = ctypes.sizeof(ctypes.c_void_p)
+QSW = ctypes.sizeof(WSAQUERYSETW)
+
+u32 = st.integers(0, 2**32 - 1)
+i32 = st.integers(-(2**31), 2**31 - 1)
+ids = st.integers(1, 2**32 - 1)
+texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"))
+maybe_text = st.none() | texts
+sockaddrs = st.one_of(
+    st.builds(SocketAddress, st.ip_addresses(v=4), st.integers(0, 65535)),
+    st.builds(SocketAddress, st.ip_addresses(v=6), st.integers(0, 65535), u32, u32),
+    st.builds(RawSocketAddress, st.sampled_from([1, 6, 17, 32]), st.binary(max_size=30)),
+)
+querysets = st.builds(
+    QuerySet,
+    service_instance_name=maybe_text,
+    version=st.none() | st.builds(Version, u32, st.sampled_from(list(WSAECOMPARATOR))),
+    comment=maybe_text,
+    namespace=u32,
+    provider_id=st.none() | st.uuids(),
+    context=maybe_text,
+    protocols=st.lists(st.builds(AfProtocol, i32, i32), max_size=4).map(tuple),
+    query_string=maybe_text,
+    cs_addrs=st.lists(
+        st.builds(CsAddr, st.none() | sockaddrs, st.none() | sockaddrs, i32, i32), max_size=4
+    ).map(tuple),
+    output_flags=u32,
+    blob=st.none() | st.binary(max_size=100),
+    service_class_id=st.none() | st.uuids(),
+)
+
+
+# ---- the constants are the C header's ---------------------------------------------
+
+
+def test_constants_equal_wire_h(tmp_path: Path) -> None:
+    names = {
+        "NSPV2_WIRE_MAGIC": wire.MAGIC,
+        "NSPV2_WIRE_VERSION": wire.VERSION,
+        "NSPV2_WIRE_HEADER": wire.HEADER,
+        "NSPV2_WIRE_MAX_FRAME": wire.MAX_FRAME,
+        "NSPV2_WIRE_MAX_IMAGE": wire.MAX_IMAGE,
+        "NSPV2_WIRE_MAX_TEXT": wire.MAX_TEXT,
+        "NSPV2_WIRE_MAX_PROVIDERS": wire.MAX_PROVIDERS,
+        "NSPV2_WIRE_ROLE_CLIENT": Role.CLIENT,
+        "NSPV2_WIRE_ROLE_MONITOR": Role.MONITOR,
+        "sizeof(nspv2_wire_header)": wire.HEADER,
+        "sizeof(WSAQUERYSETW)": QSW,
+        "sizeof(void *)": wire.POINTER_SIZE,
+    }
+    for member in MsgType:
+        if member.value & 0x8000 and member not in (MsgType.REPLY, MsgType.ERROR):
+            continue  # the replies are request | NSPV2_WIRE_REPLY, not names of their own
+        names[f"NSPV2_WIRE_{member.name}"] = member
+    source = tmp_path / "wire_constants.c"
+    source.write_text(
+        '#include "wire.h"\n#include <stdio.h>\nint main(void) {\n'
+        + "".join(
+            f'    printf("%s %lld\\n", "nspv2_probe_{i}", (long long)({name}));\n'
+            for i, name in enumerate(names)
+        )
+        + "    return 0;\n}\n"
+    )
+    found = measure(require_compiler("host"), source, tmp_path, [f"-I{NATIVE / 'src'}"])
+    got = {name: found[f"nspv2_probe_{i}"] for i, name in enumerate(names)}
+    assert got == {name: int(value) for name, value in names.items()}
+    # and the replies are their request's type | REPLY
+    for member in MsgType:
+        if member.name.endswith("_REPLY") and member is not MsgType.HELLO_REPLY:
+            request = member.name.removesuffix("_REPLY")
+            request = {"BEGIN": "LOOKUP_BEGIN", "NEXT": "LOOKUP_NEXT", "END": "LOOKUP_END"}.get(
+                request, {"SET": "SET_SERVICE"}.get(request, request)
+            )
+            assert member == MsgType[request] | MsgType.REPLY
+    assert MsgType.HELLO_REPLY == MsgType.HELLO | MsgType.REPLY
+
+
+# ---- frames round-trip ------------------------------------------------------------------
+
+
+@given(ids, st.sampled_from(list(Role)))
+def test_hello(rid: int, role: Role) -> None:
+    frame = wire.encode_hello(rid, role)
+    assert len(frame) == 12 + 16
+    r = wire.decode_request(frame)
+    assert (r.header.type, r.header.request_id, r.magic, r.version, r.pointer_size, r.role) == (
+        MsgType.HELLO,
+        rid,
+        wire.MAGIC,
+        wire.VERSION,
+        P,
+        role,
+    )
+
+
+@given(ids, u32, querysets)
+def test_begin_and_set_carry_the_image(rid: int, flags: int, q: QuerySet) -> None:
+    image = q.to_image()
+    r = wire.decode_request(wire.encode_begin(rid, flags, image))
+    assert (r.header.type, r.header.request_id, r.control_flags) == (
+        MsgType.LOOKUP_BEGIN,
+        rid,
+        flags,
+    )
+    assert QuerySet.from_image(r.image) == q
+    r = wire.decode_request(wire.encode_set(rid, 2, flags, image))
+    assert (r.header.type, r.operation, r.control_flags) == (MsgType.SET_SERVICE, 2, flags)
+    assert QuerySet.from_image(r.image) == q
+
+
+@given(ids, st.integers(0, 2**64 - 1), u32, u32)
+def test_next_and_end(rid: int, handle: int, flags: int, length: int) -> None:
+    r = wire.decode_request(wire.encode_next(rid, handle, flags, length))
+    assert (r.header.type, r.handle, r.control_flags, r.buffer_length) == (
+        MsgType.LOOKUP_NEXT,
+        handle,
+        flags,
+        length,
+    )
+    r = wire.decode_request(wire.encode_end(rid, handle))
+    assert (r.header.type, r.header.length, r.handle) == (MsgType.LOOKUP_END, 20, handle)
+
+
+def test_empty_frames() -> None:
+    assert wire.decode_request(wire.encode_empty(MsgType.KEEPALIVE, 0)).header.length == 12
+    assert wire.decode_request(wire.encode_empty(MsgType.GOODBYE, 5)).header.request_id == 5
+    assert wire.decode_request(wire.encode_empty(MsgType.STATUS, 6)).header.type == MsgType.STATUS
+    with pytest.raises(WireError, match="request id 0"):
+        wire.decode_request(wire.encode_empty(MsgType.KEEPALIVE, 1))
+    with pytest.raises(WireError, match="id is not 0"):
+        wire.decode_request(wire.encode_empty(MsgType.GOODBYE, 0))
+    with pytest.raises(WireError, match="has a payload"):
+        wire.encode_empty(MsgType.HELLO, 1)
+
+
+@given(ids, u32, st.lists(st.tuples(st.uuids(), u32), max_size=wire.MAX_PROVIDERS).map(tuple))
+def test_hello_reply(rid: int, pid: int, providers: tuple[tuple[uuid.UUID, int], ...]) -> None:
+    r = wire.decode_reply(wire.encode_hello_reply(rid, pid, 5000, providers, max_in_flight=3))
+    assert (r.type, r.server_pid, r.keepalive_ms, r.max_in_flight, r.max_frame) == (
+        MsgType.HELLO_REPLY,
+        pid,
+        5000,
+        3,
+        wire.MAX_FRAME,
+    )
+    assert r.providers == providers
+
+
+@given(ids, i32, st.integers(1, 2**64 - 1), u32, querysets, st.text(max_size=300))
+def test_replies(rid: int, code: int, handle: int, length: int, q: QuerySet, text: str) -> None:
+    assume(code != 0)
+    r = wire.decode_reply(
+        wire.encode_reply(MsgType.BEGIN_REPLY, rid, 0, extra=struct.pack("<Q", handle))
+    )
+    assert (r.code, r.handle) == (0, handle)
+    r = wire.decode_reply(wire.encode_reply(MsgType.BEGIN_REPLY, rid, code, extra=bytes(8)))
+    assert (r.code, r.handle) == (code, 0)
+    image = q.to_image()
+    frame = wire.encode_reply(
+        MsgType.NEXT_REPLY, rid, 0, length, struct.pack("<II", len(image), 0), image
+    )
+    r = wire.decode_reply(frame)
+    assert (r.code, r.word) == (0, length)
+    assert QuerySet.from_image(r.tail) == q
+    r = wire.decode_reply(
+        wire.encode_reply(MsgType.NEXT_REPLY, rid, code, length, struct.pack("<II", 0, 0))
+    )
+    assert (r.code, r.word, r.tail) == (code, length, b"")
+    for mtype in (MsgType.END_REPLY, MsgType.SET_REPLY, MsgType.GOODBYE_REPLY):
+        assert wire.decode_reply(wire.encode_reply(mtype, rid, code)).code == code
+    data = text.encode()
+    r = wire.decode_reply(wire.encode_reply(MsgType.STATUS_REPLY, rid, 0, len(data), tail=data))
+    assert r.text == text
+    data = data[: wire.MAX_TEXT]
+    r = wire.decode_reply(wire.encode_reply(MsgType.ERROR, 0, code, len(data), tail=data))
+    assert (r.code, r.tail, r.header.request_id) == (code, data, 0)
+
+
+def test_malformed_frames_say_why() -> None:
+    hello = wire.encode_hello(1)
+    cases = {
+        "outside 12..": struct.pack("<IHHI", 11, 1, 0, 1),
+        "flags": struct.pack("<IHHI", 12, 6, 1, 1),
+        "unknown frame type": struct.pack("<IHHI", 12, 0x0009, 0, 1),
+        "the frame is": hello[:-1],
+        "magic": hello[:12] + b"XXXX" + hello[16:],
+        "payload bytes": struct.pack("<IHHIQ", 20, int(MsgType.GOODBYE), 0, 1, 0),
+        "not a request": wire.encode_reply(MsgType.END_REPLY, 1),
+    }
+    for why, frame in cases.items():
+        with pytest.raises(WireError, match=why):
+            wire.decode_request(frame)
+    big = struct.pack("<IHHI", wire.MAX_FRAME + 1, 1, 0, 1)
+    with pytest.raises(WireError, match="outside"):
+        wire.parse_header(big)
+    too_small = struct.pack("<IHHIII", 20, int(MsgType.LOOKUP_BEGIN), 0, 1, 0, 0)
+    with pytest.raises(WireError, match="an image of 0 bytes"):
+        wire.decode_request(too_small)
+    replies = {
+        "not a reply": hello,
+        "has request id 0": wire.encode_reply(MsgType.END_REPLY, 0),
+        "carries a handle": wire.encode_reply(MsgType.BEGIN_REPLY, 1, 5, extra=b"\1" + bytes(7)),
+        "carries no handle": wire.encode_reply(MsgType.BEGIN_REPLY, 1, 0, extra=bytes(8)),
+        "carries an image": wire.encode_reply(
+            MsgType.NEXT_REPLY, 1, 5, 0, struct.pack("<II", QSW, 0), bytes(QSW)
+        ),
+        "above 1024": wire.encode_reply(MsgType.ERROR, 0, 1, 1025, tail=bytes(1025)),
+        "providers, above": wire.encode_hello_reply(1, 1, 1)[:-4] + struct.pack("<I", 257),
+    }
+    for why, frame in replies.items():
+        with pytest.raises(WireError, match=why):
+            wire.decode_reply(frame)
+
+
+# ---- the parsers never raise anything else ---------------------------------------------
+
+
+def valid_frames() -> list[bytes]:
+    image = QuerySet("alice@example.com", comment="c", blob=b"xy").to_image()
+    return [
+        wire.encode_hello(1),
+        wire.encode_begin(2, 0xFF0, image),
+        wire.encode_next(3, 7, 0, 1024),
+        wire.encode_end(4, 7),
+        wire.encode_set(5, 0, 0, image),
+        wire.encode_empty(MsgType.GOODBYE, 6),
+        wire.encode_empty(MsgType.KEEPALIVE, 0),
+        wire.encode_hello_reply(1, 99, 5000, ((uuid.uuid4(), 37),)),
+        wire.encode_reply(MsgType.BEGIN_REPLY, 2, 0, extra=struct.pack("<Q", 7)),
+        wire.encode_reply(MsgType.NEXT_REPLY, 3, 0, 1024, struct.pack("<II", len(image), 0), image),
+        wire.encode_reply(MsgType.END_REPLY, 4, 0),
+        wire.encode_reply(MsgType.ERROR, 0, 10013, 3, tail=b"why"),
+    ]
+
+
+def parse_all(data: bytes) -> None:
+    for parse in (wire.decode_request, wire.decode_reply):
+        try:
+            parse(data)
+        except WireError:
+            pass
+    try:
+        wire.parse_header(data)
+    except WireError:
+        pass
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_raise_only_wire_error(data: bytes) -> None:
+    parse_all(data)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(valid_frames()), st.data())
+def test_mutated_frames_raise_only_wire_error(frame: bytes, data: st.DataObject) -> None:
+    mutated = bytearray(frame)
+    for _ in range(data.draw(st.integers(1, 6))):
+        at = data.draw(st.integers(0, len(mutated) - 1))
+        mutated[at] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(mutated)))
+    parse_all(bytes(mutated[:cut]))
+    parse_all(bytes(mutated))
+    # a header whose length is fixed up to the mutated size
+    if len(mutated) >= 12:
+        struct.pack_into("<I", mutated, 0, len(mutated))
+        parse_all(bytes(mutated))
+
+
+# ---- images ----------------------------------------------------------------------------
+
+
+@given(querysets)
+def test_image_round_trip(q: QuerySet) -> None:
+    image = q.to_image()
+    assert len(image) == q.required_size("W")
+    assert QuerySet.from_image(image) == q
+    assert QuerySet.from_image(q.to_image("2W"), "2W") == dataclasses.replace(
+        q, service_class_id=None
+    )
+
+
+def test_image_is_the_packed_structure_with_offsets() -> None:
+    q = QuerySet("bob@example.com", comment="hi", provider_id=uuid.uuid4())
+    image = q.to_image()
+    buf = q.to_buffer("W")
+    base = ctypes.addressof(buf)
+    packed = ctypes.string_at(base, len(image))
+    header = WSAQUERYSETW.from_buffer_copy(image)
+    live = WSAQUERYSETW.from_buffer_copy(packed)
+    assert header.dwSize == QSW
+    for name in ("lpszServiceInstanceName", "lpszComment", "lpNSProviderId"):
+        offset = ctypes.cast(getattr(header, name), ctypes.c_void_p).value
+        pointer = ctypes.cast(getattr(live, name), ctypes.c_void_p).value
+        assert offset and pointer == base + offset
+    assert ctypes.cast(header.lpszContext, ctypes.c_void_p).value is None  # NULL is 0
+    assert image[QSW:] == packed[QSW:]
+
+
+def image_with(q: QuerySet, **fields: int) -> bytes:
+    data = bytearray(q.to_image())
+    offsets = {name: getattr(WSAQUERYSETW, name).offset for name, *_ in WSAQUERYSETW._fields_}
+    for name, value in fields.items():
+        size = 4 if name.startswith("dw") else P
+        data[offsets[name] : offsets[name] + size] = value.to_bytes(size, "little")
+    return bytes(data)
+
+
+def test_image_checks_like_the_c_side() -> None:
+    q = QuerySet("carol@example.com", comment="x", blob=b"abc")
+    good = q.to_image()
+    name_at = struct.unpack_from(
+        "<Q" if P == 8 else "<I", good, WSAQUERYSETW.lpszServiceInstanceName.offset
+    )[0]
+    cases = {
+        "less than the structure": good[: QSW - 1],
+        "dwSize is": image_with(q, dwSize=QSW + 8),
+        "overlaps the structure": image_with(q, lpszServiceInstanceName=8),
+        "not 2-aligned": image_with(q, lpszServiceInstanceName=name_at + 1),
+        "outside the image": image_with(q, lpszComment=(len(good) + 1) & ~1),
+        "no NUL inside": QuerySet("carol@example.com").to_image()[:-2],
+        "lpafpProtocols is NULL": image_with(q, dwNumberOfProtocols=1),
+        "above 65536": image_with(q, dwNumberOfCsAddrs=65537),
+        "lpNSProviderId .* outside": image_with(q, lpNSProviderId=(len(good) - 8) & ~3),
+    }
+    for why, image in cases.items():
+        with pytest.raises(QuerySetError, match=why):
+            QuerySet.from_image(image)
+    with pytest.raises(ValueError, match="unknown query set kind"):
+        QuerySet.from_image(good, "X")  # type: ignore[arg-type]
+
+
+def test_image_string_limit() -> None:
+    longest = QuerySet("a" * MAX_STRING_CHARS)
+    assert QuerySet.from_image(longest.to_image()) == longest
+    # the name is the only piece: its terminator ends the image; one unit more
+    image = longest.to_image()[:-2] + "a".encode("utf-16-le") + b"\0\0"
+    with pytest.raises(QuerySetError, match="longer than 32767"):
+        QuerySet.from_image(image)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=600))
+@example(bytes(QSW))
+def test_arbitrary_images_raise_only_query_set_error(data: bytes) -> None:
+    try:
+        QuerySet.from_image(data)
+    except QuerySetError:
+        pass
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(querysets, st.data())
+def test_mutated_images_raise_only_query_set_error(q: QuerySet, data: st.DataObject) -> None:
+    image = bytearray(q.to_image())
+    for _ in range(data.draw(st.integers(1, 8))):
+        # mostly in the structure, where the offsets and counts are
+        at = data.draw(st.integers(0, min(len(image), QSW + 16) - 1))
+        image[at] = data.draw(st.integers(0, 255))
+    try:
+        QuerySet.from_image(bytes(image))
+    except QuerySetError:
+        pass
+
+
+def test_wsa_error_codes_are_the_client_constants() -> None:
+    from nspv2.client.errors import WSAECONNRESET, WSAEPROCLIM
+
+    assert (WSAECONNRESET, WSAEPROCLIM) == (10054, 10067)
+    assert int(WSAError.WSASERVICE_NOT_FOUND) == 10108
