@@ -26,7 +26,13 @@ import sys
 import threading
 from pathlib import Path
 
-__all__ = ["NativeHostUnavailable", "host_copies", "library_path", "load_library"]
+__all__ = [
+    "NativeHostUnavailable",
+    "client_library_path",
+    "host_copies",
+    "library_path",
+    "load_library",
+]
 
 
 class NativeHostUnavailable(RuntimeError):  # noqa: N818 - reads better than ...Error
@@ -64,6 +70,36 @@ def library_path() -> Path:
         "(usually because the machine had no C compiler). Install one "
         "(Debian: apt-get install gcc) and reinstall nspv2, or set NSPV2_HOST_LIBRARY "
         "to a library built with 'make -C native_stub lib'."
+    )
+
+
+def client_library_path() -> Path:
+    """Where the C client library is (``libnspv2client``: Winsock's client
+    calls for client processes of ``nspv2 serve``; docs/client-c.md).
+
+    ``pip install`` builds it into the package as ``nspv2/host/_nspv2client*.so``;
+    ``NSPV2_CLIENT_LIBRARY`` names another build. Raises NativeHostUnavailable
+    (on Windows too: ws2_32.dll is the client library there)."""
+    override = os.environ.get("NSPV2_CLIENT_LIBRARY")
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise NativeHostUnavailable(f"NSPV2_CLIENT_LIBRARY names {path}, which does not exist")
+        return path
+    if sys.platform == "win32":
+        raise NativeHostUnavailable("on Windows, client programs link with ws2_32.dll")
+    here = Path(__file__).resolve().parent
+    places = [here] + [Path(entry or ".").resolve() / "nspv2" / "host" for entry in sys.path]
+    for place in places:
+        if place.is_dir():
+            found = sorted(place.glob("_nspv2client*.so"))
+            if found:
+                return found[0]
+    raise NativeHostUnavailable(
+        "nspv2's C client library was not built when nspv2 was installed "
+        "(usually because the machine had no C compiler). Install one "
+        "(Debian: apt-get install gcc) and reinstall nspv2, or set NSPV2_CLIENT_LIBRARY "
+        "to a library built with 'make -C native_stub client'."
     )
 
 
