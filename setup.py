@@ -3,6 +3,9 @@
 The host is a plain C11 shared library loaded with ctypes (it has no Python
 API); setuptools' extension machinery is used only to compile and link it
 and to place it inside the installed package as ``nspv2/host/_nspv2host*``.
+The C client library (native_stub/client/client.c and the wire codec
+native_stub/src/wire.c) is built the same way as ``nspv2/host/_nspv2client*``:
+client programs link it by file name (``nspv2 config --client-libs``).
 The public C headers (native_stub/include) are copied to
 ``nspv2/sdk/include`` (their ``compat`` folder of Windows header shims to
 ``nspv2/sdk/include/compat``) so that a C provider builds against an
@@ -105,23 +108,40 @@ class BuildNativeHost(build_ext):
         self.force = True
         compiler = os.environ.get("CC") or "cc"
         if shutil.which(compiler.split()[0]) is None and not shutil.which("gcc"):
-            self._skip(f"no C compiler found (looked for '{compiler}' and 'gcc')")
+            self._skip(ext, f"no C compiler found (looked for '{compiler}' and 'gcc')")
             return
         try:
             super().build_extension(ext)
         except Exception as exc:  # reported; the rest installs
-            self._skip(f"the C build failed: {str(exc).strip().splitlines()[-1:]}")
+            self._skip(ext, f"the C build failed: {str(exc).strip().splitlines()[-1:]}")
 
     def copy_extensions_to_source(self) -> None:
         # Editable installs: only copy what was built.
-        for ext in self.extensions:
-            if os.path.exists(self.get_ext_fullpath(ext.name)):
+        every = self.extensions
+        self.extensions = [e for e in every if os.path.exists(self.get_ext_fullpath(e.name))]
+        try:
+            if self.extensions:
                 super().copy_extensions_to_source()
-                return
+        finally:
+            self.extensions = every
 
-    def _skip(self, why: str) -> None:
+    def _skip(self, ext: Extension, why: str) -> None:
+        # One line per install: the host's (built first) covers the client
+        # library when both are skipped for want of a compiler.
+        skipped: list[str] = getattr(self, "_nspv2_skipped", [])
+        self._nspv2_skipped = skipped + [ext.name]
+        if ext.name == CLIENT_EXTENSION:
+            if skipped:
+                return
+            _notice(
+                f"nspv2: installing without the C client library: {why}; "
+                "'nspv2 config --client-libs' will say so (install a C compiler, e.g. "
+                "'apt-get install gcc', and reinstall nspv2)."
+            )
+            return
         _notice(
-            f"nspv2: installing without the native host: {why}; nspv2.Host will say so when used "
+            f"nspv2: installing without the native host and the C client library: {why}; "
+            "nspv2.Host will say so when used "
             "(install a C compiler, e.g. 'apt-get install gcc', and reinstall nspv2)."
         )
 
@@ -146,6 +166,9 @@ class BuildPyWithHeaders(build_py):
         ]
 
 
+CLIENT_EXTENSION = "nspv2.host._nspv2client"
+
+
 def host_extension() -> list[Extension]:
     if sys.platform == "win32":
         return []  # Windows uses ws2_32.dll; build the host there with native_stub/Makefile
@@ -160,7 +183,23 @@ def host_extension() -> list[Extension]:
             extra_compile_args=["-std=c11", "-pthread", "-fvisibility=hidden", "-O2"],
             extra_link_args=["-pthread"],
             depends=HEADERS + glob(os.path.join("native_stub", "src", "*.h")),
-        )
+        ),
+        # The client library: Winsock's client calls for client processes of
+        # `nspv2 serve` (include/nspv2_client.h); nothing of the host.
+        Extension(
+            CLIENT_EXTENSION,
+            sources=[
+                os.path.join("native_stub", "client", "client.c"),
+                os.path.join("native_stub", "src", "wire.c"),
+            ],
+            include_dirs=[
+                os.path.join("native_stub", "include"),
+                os.path.join("native_stub", "src"),
+            ],
+            extra_compile_args=["-std=c11", "-pthread", "-fvisibility=hidden", "-O2"],
+            extra_link_args=["-pthread"],
+            depends=HEADERS + [os.path.join("native_stub", "src", "wire.h")],
+        ),
     ]
 
 
