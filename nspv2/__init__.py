@@ -8,6 +8,7 @@ The most used names are re-exported here.
 Importing nspv2 loads no library.
 """
 
+from .client.client import Client
 from .host.host import ClientSession, Host
 from .host.native_provider import NativeProvider, NativeProviderError, NativeTable
 from .provider.base import Provider
@@ -61,6 +62,7 @@ __all__ = [
     "WSAQUERYSET2W",
     "WSAQUERYSETW",
     "AfProtocol",
+    "Client",
     "ClientSession",
     "CsAddr",
     "ErrorChannel",

@@ -4,18 +4,27 @@ on any bytes (hypothesis)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
+import shutil
+import socket
 import struct
+import tempfile
+import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from nspv2 import QuerySet, WSAError
-from nspv2.client import wire
+from nspv2 import Client, QuerySet, WinsockError, WSAError
+from nspv2.client import ConnectionLost, ServerNotFound, wire
+from nspv2.client.errors import WSAECONNRESET
 from nspv2.client.wire import MsgType, Role, WireError
 from nspv2.provider.queryset import (
     MAX_STRING_CHARS,
@@ -400,3 +409,254 @@ def test_wsa_error_codes_are_the_client_constants() -> None:
 
     assert (WSAECONNRESET, WSAEPROCLIM) == (10054, 10067)
     assert int(WSAError.WSASERVICE_NOT_FOUND) == 10108
+
+
+# ---- the client against a scripted server ------------------------------------------------
+#
+# What a real server never does (malformed replies, answering the wrong
+# request, going silent) is scripted here; everything else is in
+# tests/test_client.py against real `nspv2 serve` processes.
+
+
+class Scripted:
+    """A one-connection server on a Unix socket, in a thread: it answers
+    HELLO, then hands each request to ``answer`` (None: close)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        answer: Callable[[wire.Request], bytes | None],
+        *,
+        hello: Callable[[wire.Request], bytes] | None = None,
+        keepalive_ms: int = 0,
+    ) -> None:
+        self.path = folder / "scripted.sock"
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(self.path))
+        self.listener.listen(1)
+        self.listener.settimeout(10)
+        self.answer = answer
+        self.hello = hello or (
+            lambda r: wire.encode_hello_reply(
+                r.header.request_id, 4242, keepalive_ms, ((uuid.UUID(int=7), 37),)
+            )
+        )
+        self.received: list[wire.Request] = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def read(self, conn: socket.socket) -> wire.Request | None:
+        head = b""
+        while len(head) < 12:
+            chunk = conn.recv(12 - len(head))
+            if not chunk:
+                return None
+            head += chunk
+        length = struct.unpack_from("<I", head)[0]
+        body = b""
+        while len(body) < length - 12:
+            chunk = conn.recv(length - 12 - len(body))
+            if not chunk:
+                return None
+            body += chunk
+        request = wire.decode_request(head + body)
+        self.received.append(request)
+        return request
+
+    def serve(self) -> None:
+        conn, _ = self.listener.accept()
+        conn.settimeout(10)
+        with conn:
+            first = self.read(conn)
+            if first is None:
+                return
+            conn.sendall(self.hello(first))
+            while True:
+                try:
+                    request = self.read(conn)
+                except (OSError, TimeoutError):
+                    return
+                if request is None:
+                    return
+                if request.header.type == MsgType.KEEPALIVE:
+                    continue
+                reply = self.answer(request)
+                if reply is None:
+                    return
+                if reply:
+                    conn.sendall(reply)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+@contextlib.contextmanager
+def scripted(answer: Callable[[wire.Request], bytes | None], **kw: Any) -> Iterator[Scripted]:
+    folder = Path(tempfile.mkdtemp(prefix="nspv2-", dir="/tmp"))
+    server = Scripted(folder, answer, **kw)
+    try:
+        yield server
+    finally:
+        server.close()
+        shutil.rmtree(folder)
+
+
+def result_reply(rid: int, q: QuerySet, length: int = 1024) -> bytes:
+    image = q.to_image()
+    return wire.encode_reply(
+        MsgType.NEXT_REPLY, rid, 0, length, struct.pack("<II", len(image), 0), image
+    )
+
+
+def test_client_speaks_the_protocol() -> None:
+    results = [QuerySet("a@example.com", comment="x" * 600), QuerySet("b@example.com")]
+
+    def answer(r: wire.Request) -> bytes | None:
+        rid = r.header.request_id
+        if r.header.type == MsgType.LOOKUP_BEGIN:
+            assert QuerySet.from_image(r.image) == QuerySet("*@example.com")
+            return wire.encode_reply(MsgType.BEGIN_REPLY, rid, 0, extra=struct.pack("<Q", 99))
+        if r.header.type == MsgType.LOOKUP_NEXT:
+            assert r.handle == 99
+            if not results:
+                return wire.encode_reply(
+                    MsgType.NEXT_REPLY, rid, WSAError.WSA_E_NO_MORE, r.buffer_length, bytes(8)
+                )
+            need = results[0].required_size("W")
+            if r.buffer_length < need:  # the WSAEFAULT path: the client grows its buffer
+                return wire.encode_reply(
+                    MsgType.NEXT_REPLY, rid, WSAError.WSAEFAULT, need, bytes(8)
+                )
+            return result_reply(rid, results.pop(0), need)
+        if r.header.type == MsgType.LOOKUP_END:
+            return wire.encode_reply(MsgType.END_REPLY, rid, 0)
+        if r.header.type == MsgType.SET_SERVICE:
+            return wire.encode_reply(MsgType.SET_REPLY, rid, WSAError.WSAEINVAL)
+        if r.header.type == MsgType.STATUS:
+            text = b'{"version": 1}'
+            return wire.encode_reply(MsgType.STATUS_REPLY, rid, 0, len(text), tail=text)
+        assert r.header.type == MsgType.GOODBYE
+        return wire.encode_reply(MsgType.GOODBYE_REPLY, rid, 0)
+
+    with scripted(answer) as server, Client(socket=server.path) as client:
+        assert (client.server_pid, client.providers) == (4242, ((uuid.UUID(int=7), 37),))
+        found = client.lookup("*@example.com")
+        assert [q.service_instance_name for q in found] == ["a@example.com", "b@example.com"]
+        with pytest.raises(WinsockError) as caught:
+            client.set_service(QuerySet("a@example.com"), 0)
+        assert caught.value.code == WSAError.WSAEINVAL
+        assert client.status() == {"version": 1}
+    kinds = [MsgType(r.header.type).name for r in server.received]
+    assert kinds[0] == "HELLO" and kinds[-1] == "GOODBYE"
+    assert kinds.count("LOOKUP_NEXT") == 4  # WSAEFAULT, a (grown buffer), b, no more
+    assert server.received[0].pointer_size == P and server.received[0].role == Role.CLIENT
+    ids = [r.header.request_id for r in server.received]
+    assert len(set(ids)) == len(ids) and 0 not in ids
+
+
+def test_argument_checks_happen_before_anything_is_sent() -> None:
+    with scripted(
+        lambda r: wire.encode_reply(MsgType.GOODBYE_REPLY, r.header.request_id)
+    ) as server:
+        with Client(socket=server.path) as client:
+            for call in (
+                lambda: client.lookup_next(1, buffer_size=-1),
+                lambda: client.lookup_next(1, flags=2**32),
+                lambda: client.lookup("x", buffer_size=2**32),
+                lambda: client.set_service(QuerySet("x"), 7),
+                lambda: client.lookup_end(-1),
+            ):
+                with pytest.raises(ValueError):
+                    call()
+            with pytest.raises(QuerySetError):
+                client.lookup_begin(QuerySet("a\0b"))
+    assert [MsgType(r.header.type).name for r in server.received] == ["HELLO", "GOODBYE"]
+
+
+def test_an_error_frame_ends_the_connection_with_its_code() -> None:
+    def refuse(r: wire.Request) -> bytes:
+        text = b"uid 1234 may not connect"
+        return wire.encode_reply(MsgType.ERROR, 0, WSAError.WSAEACCES, len(text), tail=text)
+
+    with scripted(lambda r: None, hello=refuse) as server:
+        with pytest.raises(ConnectionLost) as caught:
+            Client(socket=server.path)
+    assert caught.value.code == WSAError.WSAEACCES
+    assert "uid 1234 may not connect" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        (lambda rid: None, "closed the connection"),
+        (lambda rid: wire.encode_reply(MsgType.END_REPLY, rid + 1), "answered END_REPLY"),
+        (lambda rid: wire.encode_reply(MsgType.SET_REPLY, rid), "answered SET_REPLY"),
+        (lambda rid: wire.encode_reply(MsgType.END_REPLY, rid, 0, 1), "malformed frame"),
+        (
+            lambda rid: wire.encode_reply(
+                MsgType.NEXT_REPLY, rid, 0, QSW, struct.pack("<II", QSW, 0), bytes(QSW)
+            ),
+            "malformed result",
+        ),
+    ],
+)
+def test_a_broken_server_loses_the_connection(
+    reply: Callable[[int], bytes | None], why: str
+) -> None:
+    def answer(r: wire.Request) -> bytes | None:
+        if r.header.type == MsgType.LOOKUP_NEXT:
+            return reply(r.header.request_id)
+        return wire.encode_reply(MsgType.END_REPLY, r.header.request_id)
+
+    with scripted(answer) as server:
+        client = Client(socket=server.path)
+        with pytest.raises(ConnectionLost, match=why) as caught:
+            client.lookup_next(5)
+        assert caught.value.code == WSAECONNRESET
+        assert client.closed
+        with pytest.raises(ConnectionLost, match=why):  # and every call after it
+            client.lookup_end(5)
+        client.close()  # nothing left to end: no error
+
+
+def test_no_reply_in_time_loses_the_connection() -> None:
+    with scripted(lambda r: b"") as server:  # reads, never answers
+        client = Client(socket=server.path, timeout=0.5)
+        with pytest.raises(ConnectionLost, match=r"no reply within 0\.5 s") as caught:
+            client.lookup_end(1)
+        assert caught.value.code == WSAECONNRESET
+
+
+def test_keepalive_is_sent_every_interval_and_stops_at_close() -> None:
+    with scripted(
+        lambda r: wire.encode_reply(MsgType.GOODBYE_REPLY, r.header.request_id), keepalive_ms=50
+    ) as server:
+        client = Client(socket=server.path)
+        time.sleep(0.6)
+        client.close()
+        sent = sum(1 for r in server.received if r.header.type == MsgType.KEEPALIVE)
+        assert 5 <= sent <= 13, sent
+        assert server.received[-1].header.type == MsgType.GOODBYE
+    with scripted(lambda r: None, keepalive_ms=50) as server:
+        client = Client(socket=server.path, keepalive=False)
+        time.sleep(0.3)
+        client.abandon()
+    assert [MsgType(r.header.type).name for r in server.received] == ["HELLO"]
+
+
+def test_a_monitor_only_asks_for_status() -> None:
+    with scripted(lambda r: None) as server:
+        monitor = Client.monitor(server.path)
+        with pytest.raises(WinsockError, match="only asks for status"):
+            monitor.lookup("x")
+        monitor.close()
+    assert server.received[0].role == Role.MONITOR
+    assert [MsgType(r.header.type).name for r in server.received] == ["HELLO"]
+
+
+def test_connecting_to_nothing_is_server_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ServerNotFound, match="cannot connect to") as caught:
+        Client(socket=tmp_path / "none.sock")
+    assert caught.value.code == WSAError.WSASERVICE_NOT_FOUND

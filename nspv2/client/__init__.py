@@ -5,10 +5,12 @@
 :class:`nspv2.Client` is one client process's session.
 """
 
+from .client import Client, status
 from .discovery import ServerInfo, choose, live_servers, remove_stale, runtime_dir
 from .errors import ConnectionLost, RuntimeDirRefused, ServerNotFound
 
 __all__ = [
+    "Client",
     "ConnectionLost",
     "RuntimeDirRefused",
     "ServerInfo",
@@ -17,4 +19,5 @@ __all__ = [
     "live_servers",
     "remove_stale",
     "runtime_dir",
+    "status",
 ]

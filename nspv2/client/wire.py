@@ -42,6 +42,7 @@ __all__ = [
     "decode_request",
     "encode_begin",
     "encode_empty",
+    "encode_empty_request",
     "encode_end",
     "encode_hello",
     "encode_hello_reply",
@@ -276,6 +277,11 @@ def encode_empty(mtype: int, request_id: int) -> bytes:
     if mtype not in (MsgType.GOODBYE, MsgType.KEEPALIVE, MsgType.STATUS):
         raise WireError(f"frame type {mtype:#06x} has a payload")
     return _frame(mtype, request_id)
+
+
+def encode_empty_request(request_id: int, mtype: int) -> bytes:
+    """:func:`encode_empty` with the request id first, like the other encoders."""
+    return encode_empty(mtype, request_id)
 
 
 def decode_request(frame: bytes) -> Request:
