@@ -12,6 +12,8 @@ RNRSERVICE_DEREGISTER keeps the name and drops addresses;
 RNRSERVICE_DELETE signs her out, ``IMessenger::Signout`` style: lookups
 already in flight see MISTATUS_LOCAL_DISCONNECTING_FROM_SERVER, new ones
 do not find her. A client session's names are signed out when it ends.
+:func:`sign_in` and :func:`sign_out` are the client's side of these, for
+an in-process ClientSession or an :class:`nspv2.Client`.
 
 The C twin (``native_stub/src/ref_provider.c``) uses the same names for
 the same operations; docs/email-example.md ("Python and C side by side")
@@ -28,12 +30,13 @@ import re
 import struct
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..provider.base import Provider
 from ..provider.errors import WinsockError
-from ..provider.queryset import CsAddr, QuerySet, Version
+from ..provider.queryset import CsAddr, QuerySet, SocketAddress, Version
 from ..provider.registry import Session
 from ..sdk.msgrpriv import SESSION_RESULT
 from ..sdk.msgrua import MISTATUS, SignoutResult
@@ -49,9 +52,12 @@ __all__ = [
     "SIGNED_IN_STATES",
     "EmailDirectory",
     "Entry",
+    "PresenceClient",
     "PresenceError",
     "decode_presence",
     "encode_presence",
+    "sign_in",
+    "sign_out",
 ]
 
 #: The example provider's GUID.
@@ -130,6 +136,55 @@ def decode_presence(blob: bytes) -> MISTATUS:
         return MISTATUS(value)
     except ValueError:
         raise WinsockError(WSAError.WSAEINVAL, f"{value:#x} is not a MISTATUS") from None
+
+
+class PresenceClient(Protocol):
+    """What :func:`sign_in` and :func:`sign_out` need: a client session
+    (:class:`nspv2.host.ClientSession` in process, :class:`nspv2.Client`
+    in a client process)."""
+
+    def set_service(self, reg_info: QuerySet, operation: int, flags: int = 0) -> None: ...
+
+
+def _remote(address: CsAddr | SocketAddress | str) -> CsAddr:
+    if isinstance(address, CsAddr):
+        return address
+    if isinstance(address, SocketAddress):
+        return CsAddr(None, address)
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 0xFFFF:
+        raise ValueError(f"{address!r} is not ADDRESS:PORT")
+    return CsAddr(None, SocketAddress.parse(host.strip("[]"), int(port)))
+
+
+def sign_in(
+    client: PresenceClient,
+    name: str,
+    status: MISTATUS = MISTATUS.MISTATUS_ONLINE,
+    addresses: Iterable[CsAddr | SocketAddress | str] = (),
+    *,
+    multiple: bool = False,
+) -> None:
+    """Sign ``name`` in (RNRSERVICE_REGISTER with the presence blob) in
+    ``client``'s session; signing in again updates the entry. ``addresses``:
+    CS addresses, socket addresses or ``"ADDRESS:PORT"`` texts (remote
+    addresses); ``multiple`` adds them to the entry's (SERVICE_MULTIPLE)
+    instead of replacing them. The name is signed out when the session
+    ends, however it ends."""
+    reg = QuerySet(
+        name,
+        cs_addrs=tuple(_remote(a) for a in addresses),
+        blob=encode_presence(status),
+    )
+    client.set_service(
+        reg, WSAESETSERVICEOP.RNRSERVICE_REGISTER, SERVICE_MULTIPLE if multiple else 0
+    )
+
+
+def sign_out(client: PresenceClient, name: str) -> None:
+    """Sign ``name`` out (RNRSERVICE_DELETE); only the session that signed
+    it in may (else WinsockError, SR_APP_NOT_REGISTERED's code)."""
+    client.set_service(QuerySet(name), WSAESETSERVICEOP.RNRSERVICE_DELETE)
 
 
 def _key(name: str) -> str:
