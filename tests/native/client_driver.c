@@ -1,0 +1,202 @@
+/*
+ * client_driver.c - a client process for tests/test_client_c.py, built
+ * against the installed C client library (nspv2 config --cflags
+ * --client-libs). It reads one command per line on stdin and answers each
+ * with one line on stdout: "ok ..." or "err CODE TEXT".
+ *
+ *   startup | cleanup | connect | abandon | info
+ *   lookup NAME           -> ok FOUND_COUNT [first presence comment]
+ *   register NAME         -> ok (RNRSERVICE_REGISTER, no blob: online)
+ *   next-bad              -> WSALookupServiceNextW on a handle never issued
+ *   threads N M NAME      -> N threads x M lookups at once: ok DONE FAILED
+ *   sleep MS
+ *   exit                  -> exit(0) without WSACleanup (the kernel closes)
+ */
+#if !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "nspv2_client.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void to_wide(const char *s, WCHAR *w, size_t cap)
+{
+    size_t i = 0;
+    for (; s[i] && i + 1 < cap; i++)
+        w[i] = (WCHAR)(unsigned char)s[i];
+    w[i] = 0;
+}
+
+static void narrow(const WCHAR *w, char *out, size_t cap)
+{
+    size_t i = 0;
+    for (; w && w[i] && i + 1 < cap; i++)
+        out[i] = w[i] < 0x80 ? (char)w[i] : '?';
+    out[i] = '\0';
+}
+
+static int err_line(void)
+{
+    int code = WSAGetLastError();
+    printf("err %d %s\n", code, nspv2_client_error_text());
+    return code;
+}
+
+/* Look name up: the results count (>= 0), or -1 with the error kept. */
+static int lookup(const char *name, char *comment, size_t cap)
+{
+    WCHAR wname[256];
+    WSAQUERYSETW qs;
+    HANDLE h;
+    union {
+        WSAQUERYSETW qs;
+        unsigned char bytes[4096];
+    } buf;
+    to_wide(name, wname, 256);
+    memset(&qs, 0, sizeof qs);
+    qs.dwSize = sizeof qs;
+    qs.lpszServiceInstanceName = wname;
+    qs.dwNameSpace = NS_EMAIL;
+    if (comment && cap)
+        comment[0] = '\0';
+    if (WSALookupServiceBeginW(&qs, LUP_RETURN_ALL, &h) != 0)
+        return -1;
+    int n = 0;
+    for (;;) {
+        DWORD len = sizeof buf;
+        if (WSALookupServiceNextW(h, 0, &len, &buf.qs) != 0) {
+            int code = WSAGetLastError();
+            if (code == WSA_E_NO_MORE)
+                break;
+            WSALookupServiceEnd(h);
+            WSASetLastError(code);
+            return -1;
+        }
+        if (n == 0 && comment)
+            narrow(buf.qs.lpszComment, comment, cap);
+        n++;
+    }
+    if (WSALookupServiceEnd(h) != 0)
+        return -1;
+    return n;
+}
+
+typedef struct job {
+    const char *name;
+    int cycles, failed;
+} job;
+
+static void *worker(void *arg)
+{
+    job *j = arg;
+    for (int i = 0; i < j->cycles; i++)
+        if (lookup(j->name, NULL, 0) != 1)
+            j->failed++;
+    return NULL;
+}
+
+int main(void)
+{
+    char line[512];
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    while (fgets(line, sizeof line, stdin)) {
+        char cmd[32] = "", a[256] = "", b[64] = "", c[256] = "";
+        if (sscanf(line, "%31s %255s %63s %255s", cmd, a, b, c) < 1)
+            continue;
+        if (!strcmp(cmd, "startup")) {
+            WSADATA wsa;
+            int rc = WSAStartup(0x0202, &wsa);
+            if (rc != 0)
+                printf("err %d startup\n", rc);
+            else
+                printf("ok %u.%u\n", wsa.wVersion & 0xFF, wsa.wVersion >> 8);
+        } else if (!strcmp(cmd, "cleanup")) {
+            if (WSACleanup() == 0)
+                printf("ok\n");
+            else
+                err_line();
+        } else if (!strcmp(cmd, "connect")) {
+            if (nspv2_client_connect() == 0)
+                printf("ok\n");
+            else
+                err_line();
+        } else if (!strcmp(cmd, "abandon")) {
+            if (nspv2_client_abandon() == 0)
+                printf("ok\n");
+            else
+                err_line();
+        } else if (!strcmp(cmd, "info")) {
+            nspv2_client_info info;
+            nspv2_client_info_get(&info);
+            printf("ok state=%u startups=%u pid=%u keepalive_ms=%u providers=%u requests=%u "
+                   "keepalives=%llu socket=%s\n",
+                   info.state, info.startups, info.server_pid, info.keepalive_ms,
+                   info.providers, info.requests, (unsigned long long)info.keepalives,
+                   info.socket_path);
+        } else if (!strcmp(cmd, "lookup")) {
+            char comment[128];
+            int n = lookup(a, comment, sizeof comment);
+            if (n < 0)
+                err_line();
+            else
+                printf("ok %d %s\n", n, comment);
+        } else if (!strcmp(cmd, "register")) {
+            WCHAR wname[256];
+            WSAQUERYSETW qs;
+            to_wide(a, wname, 256);
+            memset(&qs, 0, sizeof qs);
+            qs.dwSize = sizeof qs;
+            qs.lpszServiceInstanceName = wname;
+            qs.dwNameSpace = NS_EMAIL;
+            if (WSASetServiceW(&qs, RNRSERVICE_REGISTER, 0) == 0)
+                printf("ok\n");
+            else
+                err_line();
+        } else if (!strcmp(cmd, "next-bad")) {
+            union {
+                WSAQUERYSETW qs;
+                unsigned char bytes[1024];
+            } buf;
+            DWORD len = sizeof buf;
+            if (WSALookupServiceNextW((HANDLE)(uintptr_t)0x7777, 0, &len, &buf.qs) == 0)
+                printf("ok\n");
+            else
+                err_line();
+        } else if (!strcmp(cmd, "threads")) {
+            int n = atoi(a), m = atoi(b);
+            if (n < 1 || n > 64 || m < 1) {
+                printf("err 0 bad threads command\n");
+                continue;
+            }
+            pthread_t t[64];
+            job jobs[64];
+            for (int i = 0; i < n; i++) {
+                jobs[i] = (job){c, m, 0};
+                pthread_create(&t[i], NULL, worker, &jobs[i]);
+            }
+            int failed = 0;
+            for (int i = 0; i < n; i++) {
+                pthread_join(t[i], NULL);
+                failed += jobs[i].failed;
+            }
+            printf("ok %d %d\n", n * m, failed);
+        } else if (!strcmp(cmd, "sleep")) {
+            long ms = atol(a);
+            struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            printf("ok\n");
+        } else if (!strcmp(cmd, "exit")) {
+            fflush(stdout);
+            _exit(0);
+        } else {
+            printf("err 0 unknown command %s\n", cmd);
+        }
+    }
+    return 0;
+}
