@@ -129,7 +129,7 @@ class BuildNativeHost(build_ext):
         # One line per install: the host's (built first) covers the client
         # library when both are skipped for want of a compiler.
         skipped: list[str] = getattr(self, "_nspv2_skipped", [])
-        self._nspv2_skipped = skipped + [ext.name]
+        self._nspv2_skipped = [*skipped, ext.name]
         if ext.name == CLIENT_EXTENSION:
             if skipped:
                 return
@@ -198,7 +198,7 @@ def host_extension() -> list[Extension]:
             ],
             extra_compile_args=["-std=c11", "-pthread", "-fvisibility=hidden", "-O2"],
             extra_link_args=["-pthread"],
-            depends=HEADERS + [os.path.join("native_stub", "src", "wire.h")],
+            depends=[*HEADERS, os.path.join("native_stub", "src", "wire.h")],
         ),
     ]
 
