@@ -384,5 +384,9 @@ int relocate_result(const unsigned char *scratch, size_t scratch_size, unsigned 
 
 psess *session_find_ps_L(session *s, const provider *p);
 void session_detach_ps_L(session *s, psess *ps);
+/* For the server's status (src/server.c): how many providers the session
+ * has started (and not ended) and how many lookups it has open. 0, or
+ * WSAEINVAL for an unknown session (outs then 0). Takes host_g.lock. */
+int session_info(uint64_t session_id, uint32_t *providers_started, uint32_t *lookups_open);
 
 #endif /* NSPV2_HOST_INTERNAL_H */

@@ -223,6 +223,25 @@ NSPV2_HOST_API INT nspv2_session_abandon(uint64_t session_id)
     return session_end(session_id, END_RUNDOWN);
 }
 
+int session_info(uint64_t session_id, uint32_t *providers_started, uint32_t *lookups_open)
+{
+    host_init();
+    uint32_t started = 0, lookups = 0;
+    host_lock();
+    const session *s = idmap_get(&host_g.sessions, session_id);
+    if (s) {
+        for (size_t i = 0; i < s->nps; i++)
+            if (s->ps[i]->state == PS_STARTED && s->ps[i]->end_kind == END_NONE)
+                started++;
+        for (const lookup *lk = s->lookups; lk; lk = lk->snext)
+            lookups++;
+    }
+    host_unlock();
+    *providers_started = started;
+    *lookups_open = lookups;
+    return s ? 0 : WSAEINVAL;
+}
+
 NSPV2_HOST_API INT nspv2_session_enter(uint64_t session_id)
 {
     host_init();
