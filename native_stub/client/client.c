@@ -645,7 +645,14 @@ static int connect_now(void)
     g.nhandles = 0;
     pthread_mutex_unlock(&state_lock);
     if (keepalive) {
-        if (pthread_create(&g.ka_thread, NULL, keepalive_main, NULL) == 0) {
+        /* The thread takes no signals: they stay the program's threads' own
+         * (it inherits the mask of the thread creating it). */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        int made = pthread_create(&g.ka_thread, NULL, keepalive_main, NULL);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (made == 0) {
             g.ka_running = 1;
         } else {
             return lose(WSASYSCALLFAILURE, "cannot start the keepalive thread"),
