@@ -10,6 +10,7 @@ import dataclasses
 import shutil
 import socket
 import struct
+import subprocess
 import tempfile
 import threading
 import time
@@ -37,7 +38,7 @@ from nspv2.provider.queryset import (
 )
 from nspv2.sdk.winsock2 import WSAECOMPARATOR, WSAQUERYSETW
 
-from .cprobe import NATIVE, measure, require_compiler
+from .cprobe import CFLAGS, INCLUDE, NATIVE, measure, require_compiler, run
 
 P = ctypes.sizeof(ctypes.c_void_p)
 QSW = ctypes.sizeof(WSAQUERYSETW)
@@ -364,9 +365,16 @@ def test_image_checks_like_the_c_side() -> None:
         "above 65536": image_with(q, dwNumberOfCsAddrs=65537),
         "lpNSProviderId .* outside": image_with(q, lpNSProviderId=(len(good) - 8) & ~3),
     }
+    # the BLOB and the CSADDR_INFO array share no byte with other objects
+    blob_at = struct.unpack_from("<Q" if P == 8 else "<I", good, WSAQUERYSETW.lpBlob.offset)[0]
+    cases["lpBlob shares bytes with lpNSProviderId"] = image_with(q, lpNSProviderId=blob_at)
+    cases["lpBlob shares bytes with lpszComment"] = image_with(q, lpszComment=blob_at)
     for why, image in cases.items():
         with pytest.raises(QuerySetError, match=why):
             QuerySet.from_image(image)
+    # other objects may share bytes: one string for two fields
+    shared = QuerySet.from_image(image_with(q, lpszComment=name_at))
+    assert shared.comment == shared.service_instance_name == "carol@example.com"
     with pytest.raises(ValueError, match="unknown query set kind"):
         QuerySet.from_image(good, "X")  # type: ignore[arg-type]
 
@@ -660,3 +668,93 @@ def test_connecting_to_nothing_is_server_not_found(tmp_path: Path) -> None:
     with pytest.raises(ServerNotFound, match="cannot connect to") as caught:
         Client(socket=tmp_path / "none.sock")
     assert caught.value.code == WSAError.WSASERVICE_NOT_FOUND
+
+
+# ---- images: the same verdicts as wire.c -------------------------------------------------
+
+
+class ImageEcho:
+    """tests/native/image_echo.c (with native_stub/src/wire.c), one process
+    for many images: C's verdict on an image, and its own flattening back."""
+
+    def __init__(self, folder: Path) -> None:
+        compiler = require_compiler("host")
+        exe = folder / "image_echo"
+        run(
+            [
+                compiler.command,
+                *CFLAGS,
+                f"-I{INCLUDE}",
+                f"-I{NATIVE / 'src'}",
+                str(Path(__file__).parent / "native" / "image_echo.c"),
+                str(NATIVE / "src" / "wire.c"),
+                "-o",
+                str(exe),
+            ]
+        )
+        self.proc = subprocess.Popen(
+            [str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False
+        )
+
+    def echo(self, image: bytes) -> tuple[bool, bytes | str]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(struct.pack("<I", len(image)) + image)
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline().decode().rstrip("\n")
+        verdict, _, rest = line.partition(" ")
+        assert verdict in ("ok", "bad"), line
+        return (True, bytes.fromhex(rest)) if verdict == "ok" else (False, rest)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        assert self.proc.wait(10) == 0
+
+
+@pytest.fixture(scope="module")
+def image_echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageEcho]:
+    echo = ImageEcho(tmp_path_factory.mktemp("image_echo"))
+    try:
+        yield echo
+    finally:
+        echo.close()
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(querysets)
+def test_c_accepts_python_images_and_python_reads_cs(image_echo: ImageEcho, q: QuerySet) -> None:
+    ok, flattened = image_echo.echo(q.to_image())
+    assert ok, flattened
+    assert isinstance(flattened, bytes)
+    assert QuerySet.from_image(flattened) == q
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(querysets, st.data())
+def test_python_accepts_no_image_c_refuses(
+    image_echo: ImageEcho, q: QuerySet, data: st.DataObject
+) -> None:
+    """Mutated images: what wire.c refuses, from_image refuses; what both
+    accept reads the same. (from_image also refuses what a QuerySet cannot
+    hold and the host's reader refuses: a count with a NULL array, a socket
+    address too short for its family...)"""
+    image = bytearray(q.to_image())
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(image) - 1))
+        if data.draw(st.booleans()):  # an offset or count: small values, near the image
+            width = data.draw(st.sampled_from([1, 2, 4]))
+            at = min(at, len(image) - width)
+            value = data.draw(st.integers(0, len(image) + 8))
+            image[at : at + width] = (value % (1 << (8 * width))).to_bytes(width, "little")
+        else:
+            image[at] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        del image[data.draw(st.integers(QSW, len(image))) :]
+    c_ok, c_out = image_echo.echo(bytes(image))
+    try:
+        mine = QuerySet.from_image(bytes(image))
+    except QuerySetError:
+        return
+    assert c_ok, f"from_image accepted what wire.c refuses: {c_out}"
+    assert isinstance(c_out, bytes)
+    assert QuerySet.from_image(c_out) == mine

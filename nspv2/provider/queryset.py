@@ -809,11 +809,22 @@ _ALIGN_SOCKADDR = 2
 class _ImageReader:
     """Bounded reads of an image's objects by offset."""
 
-    __slots__ = ("data", "start")
+    __slots__ = ("data", "objects", "start")
 
     def __init__(self, data: bytes, start: int) -> None:
         self.data = data
         self.start = start  # the first offset an object may use (after the header)
+        self.objects: list[tuple[int, int, str]] = []  # [start, end) and name of each read
+
+    def exclusive(self, names: tuple[str, ...]) -> None:
+        """The objects named share no byte with any other object (C rewrites
+        their pointers in place)."""
+        for start, end, what in self.objects:
+            if what not in names:
+                continue
+            for other_start, other_end, other in self.objects:
+                if other is not what and other_start < end and start < other_end:
+                    raise QuerySetError(f"image: {what} shares bytes with {other}")
 
     def check(self, offset: int, size: int, align: int, what: str) -> None:
         if offset < self.start:
@@ -830,6 +841,8 @@ class _ImageReader:
 
     def at(self, offset: int, size: int, align: int, what: str) -> bytes:
         self.check(offset, size, align, what)
+        if size:
+            self.objects.append((offset, offset + size, what))
         return self.data[offset : offset + size]
 
     def wstr(self, offset: int, what: str) -> str | None:
@@ -841,6 +854,7 @@ class _ImageReader:
         units = memoryview(self.data)[offset:end].cast("H")
         for count, unit in enumerate(units):
             if not unit:
+                self.objects.append((offset, offset + 2 * count + 2, what))
                 raw = self.data[offset : offset + 2 * count]
                 return raw.decode("utf-16-le", errors="surrogatepass")
         if end - offset >= 2 * (MAX_STRING_CHARS + 1):
@@ -884,6 +898,11 @@ def _read_image(data: bytes, kind: Kind) -> QuerySet:
         version = Version(found["dwVersion"], WSAECOMPARATOR(found["ecHow"]))
     protocols: tuple[AfProtocol, ...] = ()
     n_protocols = fields["dwNumberOfProtocols"]
+    # A pointer is checked even when what it points to is empty (as C does).
+    if not n_protocols and fields["lpafpProtocols"]:
+        r.check(fields["lpafpProtocols"], 0, _ALIGN_AFPROTO, "lpafpProtocols")
+    if not fields["dwNumberOfCsAddrs"] and fields["lpcsaBuffer"]:
+        r.check(fields["lpcsaBuffer"], 0, _ALIGN_CSADDR, "lpcsaBuffer")
     if n_protocols:
         if n_protocols > MAX_COUNT:
             raise QuerySetError(f"image: dwNumberOfProtocols {n_protocols} is above {MAX_COUNT}")
@@ -925,18 +944,27 @@ def _read_image(data: bytes, kind: Kind) -> QuerySet:
             raise QuerySetError(f"image: lpBlob->cbSize {cb} is above {MAX_BLOB_BYTES}")
         if cb and not data_at:
             raise QuerySetError(f"image: lpBlob->cbSize is {cb} but pBlobData is NULL")
+        if not cb and data_at:
+            r.check(data_at, 0, 1, "pBlobData")
         blob = r.at(data_at, cb, 1, "pBlobData") if cb else b""
+    strings = {
+        name: r.wstr(fields[name], name)
+        for name in ("lpszServiceInstanceName", "lpszComment", "lpszContext", "lpszQueryString")
+    }
+    provider_id = r.guid(fields["lpNSProviderId"], "lpNSProviderId")
+    class_id = r.guid(fields.get("lpServiceClassId", 0), "lpServiceClassId")
+    r.exclusive(("lpcsaBuffer", "lpBlob"))
     return QuerySet(
-        service_instance_name=r.wstr(fields["lpszServiceInstanceName"], "lpszServiceInstanceName"),
+        service_instance_name=strings["lpszServiceInstanceName"],
         version=version,
-        comment=r.wstr(fields["lpszComment"], "lpszComment"),
+        comment=strings["lpszComment"],
         namespace=fields["dwNameSpace"],
-        provider_id=r.guid(fields["lpNSProviderId"], "lpNSProviderId"),
-        context=r.wstr(fields["lpszContext"], "lpszContext"),
+        provider_id=provider_id,
+        context=strings["lpszContext"],
         protocols=protocols,
-        query_string=r.wstr(fields["lpszQueryString"], "lpszQueryString"),
+        query_string=strings["lpszQueryString"],
         cs_addrs=cs_addrs,
         output_flags=fields["dwOutputFlags"],
         blob=blob,
-        service_class_id=r.guid(fields.get("lpServiceClassId", 0), "lpServiceClassId"),
+        service_class_id=class_id,
     )
