@@ -24,6 +24,14 @@ Fixtures for the two ways people test providers:
     library (:meth:`nspv2.host.NativeProvider.load`) and returns it; it is
     closed after the test (console close event, then whatever it left
     advertised is unadvertised). Annotate with :class:`LoadNative`.
+``nspv2_served``
+    ``nspv2_served("mymodule:MyProvider", "--threads", "2")`` (or a Provider
+    class, or ``"--native", "lib.so"``) starts ``nspv2 serve`` as a real
+    provider process in a private runtime folder and returns a
+    :class:`nspv2.testing.served.Served` once it listens (``.socket``,
+    ``.pid``, ``.client()``, ``.log()``, ``.wait_log(pattern)``,
+    ``.stop()``); it is stopped (SIGTERM, then SIGKILL) after the test.
+    Annotate with :class:`Serve`. docs/serve.md.
 ``nspv2_no_unraisable``
     fails the test if any exception reached ``sys.unraisablehook`` (what
     ctypes does with an exception escaping a callback).
@@ -38,6 +46,7 @@ See ``docs/tutorial.md`` for a complete test file. Typed parameters::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -51,17 +60,20 @@ from ..host.native_provider import NativeProvider, NativeTable
 from ..provider.base import Provider
 from ..sdk.ws2spi import NSPV2_ROUTINE
 from .harness import SlotHarness
+from .served import Served, serving
 
 __all__ = [
     "Advertise",
     "LoadNative",
     "MakeHarness",
+    "Serve",
     "nspv2_advertise",
     "nspv2_client",
     "nspv2_harness",
     "nspv2_host",
     "nspv2_native",
     "nspv2_no_unraisable",
+    "nspv2_served",
 ]
 
 
@@ -171,6 +183,48 @@ def nspv2_native() -> Iterator[LoadNative]:
     yield load
     for provider in reversed(loaded):
         provider.close()
+
+
+class Serve(Protocol):
+    """The ``nspv2_served`` fixture: ``nspv2 serve SPEC ARGS...`` as a process,
+    stopped after the test."""
+
+    def __call__(
+        self,
+        spec: str | type[Provider],
+        /,
+        *args: str,
+        timeout: float = 20.0,
+        env: dict[str, str] | None = None,
+    ) -> Served: ...
+
+
+def _spec_of(provider: str | type[Provider]) -> str:
+    """A Provider class as serve names it: its file and class name (a test
+    module need not be importable by name in the server's process)."""
+    if isinstance(provider, str):
+        return provider
+    import inspect
+
+    return f"{inspect.getfile(provider)}:{provider.__name__}"
+
+
+@pytest.fixture
+def nspv2_served() -> Iterator[Serve]:
+    """Serve providers from real processes for one test:
+    ``served = nspv2_served(MyProvider)``; ``with served.client() as c: ...``."""
+    with contextlib.ExitStack() as started:
+
+        def serve(
+            spec: str | type[Provider],
+            /,
+            *args: str,
+            timeout: float = 20.0,
+            env: dict[str, str] | None = None,
+        ) -> Served:
+            return started.enter_context(serving(_spec_of(spec), *args, timeout=timeout, env=env))
+
+        yield serve
 
 
 @pytest.fixture

@@ -281,40 +281,12 @@ def _targets(args: argparse.Namespace) -> list[tuple[Path, int | None]]:
     return [(s.path, s.pid) for s in servers]
 
 
-def _fetch(path: Path, timeout: float = 10.0) -> dict[str, Any]:
+def _fetch(path: Path) -> dict[str, Any]:
     """The status document of the server on ``path``, over a monitor
-    connection (role 1: no client session, not logged)."""
-    import json
-    import socket
+    connection (no client session, not logged)."""
+    from ..client.client import status
 
-    from ..client import wire
-
-    def frame(sock: socket.socket) -> wire.Reply:
-        data = b""
-        need = wire.HEADER
-        while len(data) < need:
-            chunk = sock.recv(need - len(data))
-            if not chunk:
-                raise ConnectionResetError("the provider process closed the connection")
-            data += chunk
-            if len(data) == wire.HEADER:
-                need = wire.parse_header(data).length
-        reply = wire.decode_reply(data)
-        if reply.type == wire.MsgType.ERROR:
-            raise WinsockError(reply.code, reply.text)
-        return reply
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(os.fspath(path))
-        sock.sendall(wire.encode_hello(1, wire.Role.MONITOR))
-        frame(sock)
-        sock.sendall(wire.encode_empty(wire.MsgType.STATUS, 2))
-        reply = frame(sock)
-        if reply.code:
-            raise WinsockError(reply.code, "STATUS")
-    doc: dict[str, Any] = json.loads(reply.text)
-    return doc
+    return status(path, timeout=10.0)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
