@@ -345,6 +345,9 @@ NSPV2_HOST_API INT nspv2_driver_run(const nspv2_driver_config *cfg, nspv2_driver
  * Log lines (log_fd >= 0): one per client connected, refused, disconnected
  * and per session ended (with its reason), each a single write(2) ending in
  * a newline. */
+#ifndef WSAEADDRINUSE
+#define WSAEADDRINUSE (WSABASEERR + 48) /* winsock2.h's value */
+#endif
 typedef struct nspv2_server_config {
     const char *socket_path; /* required; the parent folder must exist; an
                               * existing file there -> WSAEADDRINUSE, unless

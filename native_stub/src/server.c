@@ -74,9 +74,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef WSAEADDRINUSE
-#define WSAEADDRINUSE (WSABASEERR + 48)
-#endif
 #ifndef WSAEPROCLIM
 #define WSAEPROCLIM (WSABASEERR + 67)
 #endif
@@ -1371,8 +1368,10 @@ static void io_main(void *p)
         size_t k = 0;
         for (size_t i = 0; i < nio; i++) {
             conn *c = io[i];
-            if (c->ended || (c->goodbye && !stopping)) {
-                conn_unref_L(c); /* the GOODBYE worker holds its own reference */
+            if (c->ended || c->goodbye) {
+                /* a GOODBYE's request holds its own reference: it ends the
+                 * connection (also while stopping: an orderly close) */
+                conn_unref_L(c);
                 continue;
             }
             io[k++] = c;

@@ -197,9 +197,9 @@ static INT tclient_sign_in(tclient *t, const char *name)
 }
 
 /* BEGIN: the code; *h the handle */
-static INT tclient_begin(tclient *t, const char *name, uint64_t *h)
+static INT tclient_begin_in(tclient *t, DWORD ns, const GUID *prov, const char *name, uint64_t *h)
 {
-    WSAQUERYSETW q = query(NS_EMAIL, &nspv2_ref_provider_id, name);
+    WSAQUERYSETW q = query(ns, prov, name);
     uint8_t *img;
     size_t isz;
     *h = 0;
@@ -217,6 +217,11 @@ static INT tclient_begin(tclient *t, const char *name, uint64_t *h)
         return -1;
     *h = t->rep.handle;
     return t->rep.code;
+}
+
+static INT tclient_begin(tclient *t, const char *name, uint64_t *h)
+{
+    return tclient_begin_in(t, NS_EMAIL, &nspv2_ref_provider_id, name, h);
 }
 
 /* NEXT with a buffer of len: the code; on NO_ERROR the image turned into
@@ -283,6 +288,44 @@ static INT lookup_count(const char *name, int *found)
     tclient_goodbye(&t);
     tclient_close(&t);
     return code;
+}
+
+
+/* Sends a frame without waiting for anything. */
+static int tclient_raw(tclient *t, const uint8_t *f, size_t n) { return tclient_send(t, f, n); }
+
+/* Reads replies until an ERROR frame (within timeout): its code, or -1 when
+ * the connection closed or timed out first. */
+static int tclient_error(tclient *t, int timeout_ms)
+{
+    while (tclient_recv(t, timeout_ms) == 0)
+        if (t->rep.h.type == NSPV2_WIRE_ERROR)
+            return t->rep.code;
+    return -1;
+}
+
+/* STATUS over t: the JSON (malloc'd, NUL-terminated) or NULL. */
+static char *tclient_status(tclient *t)
+{
+    uint8_t f[64];
+    size_t n = nspv2_wire_encode_empty(f, sizeof f, NSPV2_WIRE_STATUS, t->next_id++);
+    if (!n || tclient_send(t, f, n) != 0 || tclient_recv(t, 5000) != 0 ||
+        t->rep.h.type != (NSPV2_WIRE_STATUS | NSPV2_WIRE_REPLY) || t->rep.code != NO_ERROR)
+        return NULL;
+    char *j = malloc(t->rep.tail_size + 1);
+    if (j) {
+        memcpy(j, t->rep.tail, t->rep.tail_size);
+        j[t->rep.tail_size] = 0;
+    }
+    return j;
+}
+
+static size_t count_of(const char *hay, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -485,11 +528,384 @@ TEST(server_stop_runs_open_sessions_down)
     fresh();
 }
 
+
+TEST(server_keepalive_deadline)
+{
+    uint64_t id = start_server(2, 0, 0, 100); /* silence for 300 ms ends a client */
+    tclient a, b;
+    CHECK(tclient_open(&a) == 0);
+    CHECK(a.rep.keepalive_ms == 100);
+    CHECK(tclient_open(&b) == 0);
+    CHECK(tclient_sign_in(&a, "quiet@example.com") == NO_ERROR);
+    uint8_t ka[16];
+    size_t kn = nspv2_wire_encode_empty(ka, sizeof ka, NSPV2_WIRE_KEEPALIVE, 0);
+    uint64_t t0 = nspv2_now_ns();
+    /* b says KEEPALIVE every 50 ms for 900 ms (three deadlines): kept */
+    while (nspv2_now_ns() - t0 < 900000000ull) {
+        CHECK(tclient_raw(&b, ka, kn) == 0);
+        nspv2_sleep_ms(50);
+    }
+    CHECK(tclient_error(&a, 2000) == WSAETIMEDOUT); /* a said nothing: ended */
+    CHECK(strstr((const char *)a.rep.tail, "stopped answering") != NULL);
+    CHECK(tclient_wait_closed(&a, 2000));
+    int found = 0;
+    CHECK(lookup_count("quiet@example.com", &found) == WSASERVICE_NOT_FOUND);
+    uint64_t h;
+    CHECK(tclient_begin(&b, "*@example.com", &h) == WSASERVICE_NOT_FOUND); /* b still served */
+    nspv2_server_stats st = sstats(id);
+    CHECK(st.ended_keepalive == 1 && st.sessions_rundown == 1);
+    CHECK(strstr(log_text(), "disconnected: stopped answering (nothing received for 300 ms)") !=
+          NULL);
+    CHECK(tclient_goodbye(&b) == NO_ERROR);
+    tclient_close(&a);
+    tclient_close(&b);
+    stop_server(id);
+}
+
+TEST(server_max_clients)
+{
+    uint64_t id = start_server(2, 2, 0, 0);
+    tclient a, b, c;
+    CHECK(tclient_open(&a) == 0);
+    CHECK(tclient_open(&b) == 0);
+    CHECK(tclient_connect(&c) == 0);
+    CHECK(tclient_hello(&c, NSPV2_WIRE_ROLE_CLIENT) == WSAEPROCLIM);
+    CHECK(c.rep.h.type == NSPV2_WIRE_ERROR);
+    CHECK(tclient_wait_closed(&c, 2000));
+    tclient_close(&c);
+    nspv2_server_stats st = sstats(id);
+    CHECK(st.refused == 1 && st.accepted == 2 && st.open_now == 2);
+    CHECK(strstr(log_text(), "refused a client (pid ") != NULL);
+    CHECK(strstr(log_text(), "too many clients (2 connected)") != NULL);
+    CHECK(tclient_goodbye(&a) == NO_ERROR);
+    tclient_close(&a);
+    for (int i = 0; i < 500 && sstats(id).open_now != 1; i++)
+        nspv2_sleep_ms(10);
+    CHECK(tclient_open(&c) == 0); /* room again */
+    CHECK(tclient_goodbye(&c) == NO_ERROR);
+    CHECK(tclient_goodbye(&b) == NO_ERROR);
+    tclient_close(&b);
+    tclient_close(&c);
+    stop_server(id);
+}
+
+/* a lookup on the test provider whose NextEx never completes: the NEXT
+ * request stays in flight (until the host's timeout) */
+static void begin_deferred(tclient *t, uint64_t *h, uint32_t next_id)
+{
+    CHECK(tclient_begin_in(t, TP_NAMESPACE, &tp_id, "x", h) == NO_ERROR);
+    uint8_t f[64];
+    size_t n = nspv2_wire_encode_next(f, sizeof f, next_id, *h, 0, 4096);
+    CHECK(tclient_raw(t, f, n) == 0);
+    CHECK(tp_wait_deferred() != NULL);
+}
+
+TEST(server_in_flight_limit_and_ids)
+{
+    uint64_t id = start_server(2, 0, 1, 0);
+    advertise_tp();
+    tp_set_mode(TP_DEFER);
+    tclient a;
+    CHECK(tclient_open(&a) == 0);
+    uint64_t h;
+    nspv2_host_stats before = stats();
+    begin_deferred(&a, &h, 100);
+    uint8_t f[64];
+    size_t n = nspv2_wire_encode_end(f, sizeof f, 101, h); /* a second request: one too many */
+    CHECK(tclient_raw(&a, f, n) == 0);
+    CHECK(tclient_error(&a, 3000) == WSANO_RECOVERY);
+    CHECK(strstr((const char *)a.rep.tail, "more than 1 requests in flight") != NULL);
+    CHECK(tclient_wait_closed(&a, 3000));
+    tclient_close(&a);
+    WAIT_STAT(id, sessions_rundown, 1);
+    CHECK(sstats(id).ended_protocol == 1);
+    CHECK(stats().rundowns == before.rundowns + 1); /* the test provider's session */
+    CHECK(strstr(log_text(), "disconnected: protocol error: more than 1 requests in flight") !=
+          NULL);
+    stop_server(id);
+
+    /* a request id already in flight */
+    id = start_server(2, 0, 0, 0);
+    advertise_tp();
+    tp_set_mode(TP_DEFER);
+    CHECK(tclient_open(&a) == 0);
+    begin_deferred(&a, &h, 7);
+    n = nspv2_wire_encode_end(f, sizeof f, 7, h);
+    CHECK(tclient_raw(&a, f, n) == 0);
+    CHECK(tclient_error(&a, 3000) == WSANO_RECOVERY);
+    CHECK(strstr((const char *)a.rep.tail, "request id 7 is already in flight") != NULL);
+    tclient_close(&a);
+    stop_server(id);
+}
+
+TEST(server_protocol_errors_end_only_that_client)
+{
+    uint64_t id = start_server(2, 0, 0, 0);
+    tclient b;
+    CHECK(tclient_open(&b) == 0);
+    CHECK(tclient_sign_in(&b, "steady@example.com") == NO_ERROR);
+    enum { N_BAD = 5 };
+    for (int k = 0; k < N_BAD; k++) {
+        tclient a;
+        CHECK(tclient_connect(&a) == 0);
+        CHECK(tclient_hello(&a, k == 4 ? NSPV2_WIRE_ROLE_MONITOR : NSPV2_WIRE_ROLE_CLIENT) == 0);
+        uint8_t f[256];
+        size_t n = 0;
+        if (k == 0) { /* non-zero flags */
+            n = nspv2_wire_encode_end(f, sizeof f, 9, 1);
+            f[6] = 1;
+        } else if (k == 1) { /* HELLO again */
+            n = nspv2_wire_encode_hello(f, sizeof f, 9, NSPV2_WIRE_ROLE_CLIENT);
+        } else if (k == 2) { /* an image whose string has no NUL */
+            WSAQUERYSETW q = query(NS_EMAIL, NULL, "x@example.com");
+            uint8_t *img;
+            size_t isz;
+            CHECK(image_of(&q, &img, &isz) == 0);
+            for (size_t i = sizeof(WSAQUERYSETW); i < isz; i++)
+                img[i] = 'x';
+            n = nspv2_wire_encode_begin(f, sizeof f, 9, 0, img, (uint32_t)isz);
+            free(img);
+        } else if (k == 3) { /* a length that does not match the type */
+            n = nspv2_wire_encode_end(f, sizeof f, 9, 1);
+            uint32_t len = (uint32_t)n + 4;
+            memcpy(f, &len, 4);
+            memset(f + n, 0, 4);
+            n += 4;
+        } else { /* a monitor asking for a lookup */
+            n = nspv2_wire_encode_end(f, sizeof f, 9, 1);
+        }
+        CHECK(n > 0 && tclient_raw(&a, f, n) == 0);
+        CHECK(tclient_error(&a, 3000) == WSANO_RECOVERY);
+        CHECK(tclient_wait_closed(&a, 3000));
+        tclient_close(&a);
+        int found = 0; /* everyone else is served as before */
+        CHECK(lookup_count("steady@example.com", &found) == NO_ERROR && found == 1);
+    }
+    WAIT_STAT(id, ended_protocol, N_BAD - 1);
+    nspv2_server_stats st = sstats(id);
+    CHECK(st.ended_protocol == N_BAD - 1); /* the monitor had no session */
+    CHECK(st.sessions_rundown == N_BAD - 1);
+    /* before HELLO: refused */
+    tclient a;
+    CHECK(tclient_connect(&a) == 0);
+    uint8_t f[64];
+    size_t n = nspv2_wire_encode_empty(f, sizeof f, NSPV2_WIRE_STATUS, 1);
+    CHECK(tclient_raw(&a, f, n) == 0);
+    CHECK(tclient_error(&a, 3000) == WSANO_RECOVERY);
+    CHECK(strstr((const char *)a.rep.tail, "bad HELLO") != NULL);
+    tclient_close(&a);
+    CHECK(sstats(id).refused == 1);
+    CHECK(tclient_goodbye(&b) == NO_ERROR);
+    tclient_close(&b);
+    stop_server(id);
+}
+
+TEST(server_status)
+{
+    uint64_t id = start_server(3, 0, 0, 0);
+    advertise_tp();
+    tclient a, m;
+    CHECK(tclient_open(&a) == 0);
+    CHECK(a.rep.n_providers == 2);
+    CHECK(tclient_sign_in(&a, "dave@example.com") == NO_ERROR);
+    uint64_t h;
+    CHECK(tclient_begin(&a, "dave@example.com", &h) == NO_ERROR);
+    CHECK(tclient_connect(&m) == 0);
+    CHECK(tclient_hello(&m, NSPV2_WIRE_ROLE_MONITOR) == 0);
+    char *j = tclient_status(&m);
+    CHECK(j != NULL);
+    if (j) {
+        char want[160];
+        snprintf(want, sizeof want, "{\"version\": 1, \"server_pid\": %ld, \"uid\": %u, ",
+                 (long)getpid(), (unsigned)geteuid());
+        CHECK(strncmp(j, want, strlen(want)) == 0);
+        CHECK(strstr(j, "\"keepalive_ms\": 5000, \"threads\": 3, \"max_clients\": 64, "
+                        "\"max_in_flight\": 8") != NULL);
+        CHECK(strstr(j, "{\"id\": \"6e737032-7265-4600-8a1f-5245464e5350\", \"namespace\": 37, "
+                        "\"name\": \"\"}") != NULL);
+        CHECK(strstr(j, "\"namespace\": 15, \"name\": \"tp\"}") != NULL);
+        CHECK(count_of(j, "\"role\": \"client\"") == 1); /* the monitor is not listed */
+        CHECK(strstr(j, "\"clients\": [{\"connection\": 1, ") != NULL);
+        CHECK(strstr(j, "\"providers_started\": 1, \"lookups_open\": 1, \"in_flight\": 0, "
+                        "\"requests\": 2, ") != NULL);
+        CHECK(strstr(j, "\"ended\": [], ") != NULL);
+        CHECK(strstr(j, "\"stats\": {\"accepted\": 2, \"refused\": 0, \"open_now\": 2, "
+                        "\"sessions_opened\": 1, ") != NULL);
+    }
+    free(j);
+    CHECK(tclient_goodbye(&a) == NO_ERROR);
+    tclient_close(&a);
+    WAIT_STAT(id, sessions_cleanup, 1);
+    /* the API: the size first, then the text */
+    uint32_t len = 0;
+    CHECK_ERR(nspv2_server_status(id, NULL, &len), WSAEFAULT);
+    CHECK(len > 100);
+    char *text = calloc(len + 1, 1);
+    uint32_t room = len - 1;
+    CHECK_ERR(nspv2_server_status(id, text, &room), WSAEFAULT);
+    CHECK(room == len);
+    CHECK_OK(nspv2_server_status(id, text, &len));
+    CHECK(strstr(text, "\"clients\": [], ") != NULL);
+    CHECK(strstr(text, "\"session\": ") != NULL);
+    CHECK(strstr(text, "\"how\": \"cleanup\", \"reason\": null, \"detail\": \"orderly close\", "
+                       "\"ended\": ") != NULL);
+    free(text);
+    CHECK(strstr(log_text(), "client #2") == NULL); /* monitors are not logged */
+    tclient_close(&m);
+    stop_server(id);
+}
+
+TEST(server_slow_call_does_not_stop_others)
+{
+    uint64_t id = start_server(2, 0, 0, 0);
+    advertise_tp();
+    tp_set_mode(TP_DEFER);
+    tclient a;
+    CHECK(tclient_open(&a) == 0);
+    uint64_t h;
+    begin_deferred(&a, &h, 50); /* holds one of the two threads */
+    uint64_t t0 = nspv2_now_ns();
+    int found = -1;
+    CHECK(lookup_count("nobody@example.com", &found) == WSASERVICE_NOT_FOUND);
+    CHECK(nspv2_now_ns() - t0 < 2000000000ull); /* not behind the 5 s wait */
+    /* stop with that call in flight: the rundown cancels it, stop returns */
+    nspv2_host_stats before = stats();
+    t0 = nspv2_now_ns();
+    CHECK_OK(nspv2_server_stop(id));
+    CHECK(nspv2_now_ns() - t0 < 3000000000ull);
+    CHECK(stats().rundowns == before.rundowns + 1);
+    CHECK(tclient_wait_closed(&a, 2000));
+    tclient_close(&a);
+    for (int i = 0; i < 2; i++)
+        close(g_log[i]);
+    g_log[0] = g_log[1] = -1;
+    g_loglen = 0;
+    remove_dir();
+    fresh();
+}
+
+/* client threads: connect, sign in, look up, then GOODBYE or just close */
+typedef struct cycler {
+    int index, cycles;
+    int failures;
+} cycler;
+
+static void cycler_main(void *p)
+{
+    cycler *cy = p;
+    for (int i = 0; i < cy->cycles; i++) {
+        tclient t;
+        char name[64];
+        snprintf(name, sizeof name, "c%d-%d@example.com", cy->index, i);
+        if (tclient_open(&t) != 0) {
+            cy->failures++;
+            tclient_close(&t);
+            continue;
+        }
+        uint64_t h;
+        result_buf buf;
+        if (tclient_sign_in(&t, name) != NO_ERROR || tclient_begin(&t, name, &h) != NO_ERROR ||
+            tclient_next(&t, h, 4096, &buf) != NO_ERROR)
+            cy->failures++;
+        if (i % 3 == 2) {
+            tclient_close(&t); /* vanished: rundown */
+            continue;
+        }
+        if (tclient_goodbye(&t) != NO_ERROR)
+            cy->failures++;
+        tclient_close(&t);
+    }
+}
+
+TEST(server_threads_books)
+{
+    uint64_t id = start_server(4, 0, 0, 0);
+    enum { NT = 6, CYCLES = 30 };
+    nspv2_thread th[NT];
+    cycler cy[NT];
+    for (int i = 0; i < NT; i++) {
+        cy[i] = (cycler){i, CYCLES, 0};
+        CHECK(nspv2_thread_create(&th[i], cycler_main, &cy[i]) == 0);
+    }
+    int failures = 0;
+    for (int i = 0; i < NT; i++) {
+        nspv2_thread_join(th[i]);
+        failures += cy[i].failures;
+    }
+    CHECK(failures == 0);
+    for (int i = 0; i < 500; i++) {
+        nspv2_server_stats st = sstats(id);
+        if (st.sessions_cleanup + st.sessions_rundown >= NT * CYCLES)
+            break;
+        nspv2_sleep_ms(10);
+    }
+    nspv2_server_stats st = sstats(id);
+    CHECK(st.sessions_opened == NT * CYCLES);
+    CHECK(st.sessions_cleanup == NT * CYCLES * 2 / 3);
+    CHECK(st.sessions_rundown == NT * CYCLES / 3);
+    CHECK(st.open_now == 0);
+    nspv2_host_stats hs = stats();
+    CHECK(hs.sessions_open == 0 && hs.lookups_open == 0);
+    CHECK(hs.startups == hs.cleanups + hs.rundowns);
+    CHECK(hs.cleanups == st.sessions_cleanup && hs.rundowns == st.sessions_rundown);
+    printf("     server books: %d client threads x %d cycles: %" PRIu64 " cleanups, %" PRIu64
+           " rundowns, %" PRIu64 " requests, queue peak %" PRIu64 "\n",
+           NT, CYCLES, st.sessions_cleanup, st.sessions_rundown, st.requests, st.queue_peak);
+    stop_server(id);
+}
+
+TEST(server_start_arguments)
+{
+    fresh();
+    make_dir();
+    nspv2_server_config cfg = {0};
+    cfg.log_fd = -1;
+    uint64_t id = 0;
+    CHECK_ERR(nspv2_server_start(NULL, &id), WSAEFAULT);
+    CHECK_ERR(nspv2_server_start(&cfg, &id), WSAEFAULT); /* no path */
+    char longp[200];
+    memset(longp, 'a', sizeof longp - 1);
+    longp[sizeof longp - 1] = 0;
+    cfg.socket_path = longp;
+    CHECK_ERR(nspv2_server_start(&cfg, &id), WSAEINVAL);
+    cfg.socket_path = g_path;
+    CHECK_OK(nspv2_server_start(&cfg, &id));
+    uint64_t id2 = 0;
+    CHECK_ERR(nspv2_server_start(&cfg, &id2), WSAEADDRINUSE); /* someone accepts there */
+    CHECK_OK(nspv2_server_stop(id));
+    /* a socket nobody accepts on is removed */
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {0};
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", g_path);
+    CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    close(fd);
+    CHECK_OK(nspv2_server_start(&cfg, &id));
+    struct stat st;
+    CHECK(lstat(g_path, &st) == 0 && (st.st_mode & 0777) == 0600);
+    CHECK_OK(nspv2_server_stop(id));
+    /* not a socket: left alone */
+    FILE *f = fopen(g_path, "w");
+    if (f)
+        fclose(f);
+    CHECK_ERR(nspv2_server_start(&cfg, &id), WSAEADDRINUSE);
+    CHECK(lstat(g_path, &st) == 0 && S_ISREG(st.st_mode));
+    remove_dir();
+}
+
 void run_server_tests(void)
 {
     RUN(server_hello_and_the_four_calls);
     RUN(server_disconnect_runs_the_session_down);
     RUN(server_stop_runs_open_sessions_down);
+    RUN(server_keepalive_deadline);
+    RUN(server_max_clients);
+    RUN(server_in_flight_limit_and_ids);
+    RUN(server_protocol_errors_end_only_that_client);
+    RUN(server_status);
+    RUN(server_slow_call_does_not_stop_others);
+    RUN(server_threads_books);
+    RUN(server_start_arguments);
 }
 
 #else
