@@ -1,8 +1,10 @@
 """The native host's libFuzzer harnesses: ``make -C native_stub/fuzz short``.
 
-Builds native_stub/fuzz/fuzz_queryset.c and fuzz_result.c with clang
-(-fsanitize=fuzzer,address,undefined) into a temporary directory, fuzzes each
-for a few seconds on a copy of its seed corpus and runs every regression file;
+Builds native_stub/fuzz/fuzz_queryset.c, fuzz_result.c and fuzz_wire.c (the
+frames between provider and client processes and the query-set images they
+carry) with clang (-fsanitize=fuzzer,address,undefined) into a temporary
+directory, fuzzes each for a few seconds on a copy of its seed corpus and
+runs every regression file;
 any crash, sanitizer report or harness check is a failure. Without clang or
 its libFuzzer runtime the test is skipped, except under CI (the CI
 environment variable set), where it fails.
@@ -21,7 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FUZZ = ROOT / "native_stub" / "fuzz"
 SECONDS_PER_FUZZER = 10
-TIMEOUT = 240
+TIMEOUT = 360
+FUZZERS = ("fuzz_queryset", "fuzz_result", "fuzz_wire")
 
 DONE = re.compile(r"^Done (\d+) runs in", re.MULTILINE)
 
@@ -71,6 +74,8 @@ def test_fuzz_short(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     print(output)
     assert result.returncode == 0, f"make short failed ({result.returncode}):\n{output}"
+    for name in FUZZERS:
+        assert f"== {name}:" in output, f"{name} did not run:\n{output}"
     runs = [int(n) for n in DONE.findall(output)]
-    assert len(runs) == 2, f"expected the run counts of both fuzzers:\n{output}"
+    assert len(runs) == len(FUZZERS), f"expected the run count of every fuzzer:\n{output}"
     assert all(n > 0 for n in runs), output

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Write the seed corpora of the native host's fuzzers (x86-64 layouts).
 
-    python3 gen_seeds.py        # rewrites corpus/queryset/* and corpus/result/*
+    python3 gen_seeds.py        # rewrites corpus/queryset/*, corpus/result/*, corpus/wire/*
 
-The input encodings are described at the top of fuzz_queryset.c and
-fuzz_result.c; the offsets below are the Windows x64 (and Linux x86-64)
-layouts of WSAQUERYSETW (120 bytes), WSAQUERYSET2W (112), CSADDR_INFO (40)
-and BLOB (16).
+The input encodings are described at the top of fuzz_queryset.c,
+fuzz_result.c and fuzz_wire.c (frames of src/wire.h); the offsets below are
+the Windows x64 (and Linux x86-64) layouts of WSAQUERYSETW (120 bytes),
+WSAQUERYSET2W (112), CSADDR_INFO (40) and BLOB (16).
 """
 
 from __future__ import annotations
@@ -284,6 +284,156 @@ def result_seeds() -> dict[str, bytes]:
     }
 
 
+# ---- fuzz_wire --------------------------------------------------------------
+
+WIRE_MAGIC = 0x3250534E
+WIRE_VERSION = 1
+HELLO, BEGIN, NEXT, END, SET, GOODBYE, KEEPALIVE, STATUS = range(1, 9)
+REPLY = 0x8000
+ERROR = 0x80FF
+WSAEFAULT = 10014
+WSAEACCES = 10013
+WSASERVICE_NOT_FOUND = 10108
+
+
+def frame(ftype: int, request_id: int, payload: bytes, flags: int = 0) -> bytes:
+    return struct.pack("<IHHI", 12 + len(payload), ftype, flags, request_id) + payload
+
+
+def image(
+    name: str | None = None,
+    comment: str | None = None,
+    context: str | None = None,
+    query: str | None = None,
+    class_id: bytes | None = None,
+    provider: bytes | None = None,
+    version: tuple[int, int] | None = None,
+    protocols: list[tuple[int, int]] | None = None,
+    csaddrs: list[tuple[bytes | None, int, bytes | None, int, int, int]] | None = None,
+    blob: bytes | None = None,
+    ns: int = NS_EMAIL,
+    flags: int = 0,
+    counts: tuple[int, int] | None = None,
+) -> bytes:
+    """A query-set image as nspv2_wire_image_from_query_set lays it out:
+    the WSAQUERYSETW, then every object 8-aligned in field order."""
+    a = Arena()
+    a.put(bytes(QS_SIZE))
+    off: dict[str, int] = {}
+
+    def put(field: str, blob_: bytes | None) -> None:
+        if blob_ is not None:
+            off[field] = a.put(blob_)
+
+    put("lpszServiceInstanceName", None if name is None else wstr(name))
+    put("lpServiceClassId", class_id)
+    put("lpVersion", None if version is None else struct.pack("<II", *version))
+    put("lpszComment", None if comment is None else wstr(comment))
+    put("lpNSProviderId", provider)
+    put("lpszContext", None if context is None else wstr(context))
+    put(
+        "lpafpProtocols",
+        None if protocols is None else b"".join(struct.pack("<ii", *p) for p in protocols),
+    )
+    put("lpszQueryString", None if query is None else wstr(query))
+    if csaddrs is not None:
+        at = a.put(bytes(40 * len(csaddrs)))
+        off["lpcsaBuffer"] = at
+        for i, (local, llen, remote, rlen, stype, proto) in enumerate(csaddrs):
+            lo = a.put(local) if local is not None else 0
+            ro = a.put(remote) if remote is not None else 0
+            a.data[at + 40 * i : at + 40 * (i + 1)] = csaddr(lo, llen, ro, rlen, stype, proto)
+    if blob is not None:
+        b = a.put(bytes(16))
+        off["lpBlob"] = b
+        d = a.put(blob)
+        struct.pack_into("<IIQ", a.data, b, len(blob), 0, d)
+    n_protocols = len(protocols) if protocols is not None else 0
+    n_csaddrs = len(csaddrs) if csaddrs is not None else 0
+    if counts is not None:
+        n_protocols, n_csaddrs = counts
+    struct.pack_into("<I", a.data, QS["dwSize"], QS_SIZE)
+    struct.pack_into("<I", a.data, QS["dwNameSpace"], ns)
+    struct.pack_into("<I", a.data, QS["dwNumberOfProtocols"], n_protocols & 0xFFFFFFFF)
+    struct.pack_into("<I", a.data, QS["dwNumberOfCsAddrs"], n_csaddrs & 0xFFFFFFFF)
+    struct.pack_into("<I", a.data, QS["dwOutputFlags"], flags)
+    for field, at in off.items():
+        struct.pack_into("<Q", a.data, QS[field], at)
+    return bytes(a.data)
+
+
+def image_full() -> bytes:
+    sin = sockaddr_in(5061, bytes([192, 0, 2, 10]))
+    sin6 = struct.pack("<HHI", 23, 0x13C5, 0) + bytes(15) + b"\x01" + struct.pack("<I", 0)
+    return image(
+        name="alice@example.com",
+        comment="MISTATUS_ONLINE",
+        context="ctx",
+        query="",
+        class_id=OTHER_ID,
+        provider=FZ_ID,
+        version=(1, 1),
+        protocols=[(2, 6), (23, 17)],
+        csaddrs=[(sin, 16, sin6, 28, 1, 6), (b"", -5, None, 16, 2, 17)],
+        blob=b"NSPP\x01\x00\x00\x00\x00\x00\x00\x00",
+        flags=0x55,
+    )
+
+
+def begin(image_: bytes, request_id: int = 2, flags: int = LUP_RETURN_ALL) -> bytes:
+    return frame(BEGIN, request_id, struct.pack("<II", flags, len(image_)) + image_)
+
+
+def set_service(image_: bytes, op: int = 0, flags: int = 0, request_id: int = 3) -> bytes:
+    return frame(SET, request_id, struct.pack("<IIII", op, flags, len(image_), 0) + image_)
+
+
+def reply(ftype: int, request_id: int, code: int, word: int, rest: bytes = b"") -> bytes:
+    return frame(ftype, request_id, struct.pack("<iI", code, word) + rest)
+
+
+def wire_seeds() -> dict[str, bytes]:
+    full = image_full()
+    name_only = image(name="dave@example.com")
+    hello = struct.pack("<IHHII", WIRE_MAGIC, WIRE_VERSION, 8, 0, 0)
+    providers = FZ_ID + struct.pack("<II", NS_EMAIL, 0) + OTHER_ID + struct.pack("<II", 0, 0)
+    hello_reply = struct.pack("<IHHIIIII", WIRE_MAGIC, WIRE_VERSION, 0, 4242, 5000, 4 << 20, 8, 2)
+    outside = bytearray(name_only)
+    struct.pack_into("<Q", outside, QS["lpszComment"], len(outside) + 8)
+    unterminated = bytearray(image(name="x", comment="AAAA"))
+    unterminated[-2:] = b"AA"
+    blob_over_csa = bytearray(full)
+    csa_at = struct.unpack_from("<Q", full, QS["lpcsaBuffer"])[0]
+    struct.pack_into("<Q", blob_over_csa, QS["lpBlob"], csa_at)
+    return {
+        "req-hello": frame(HELLO, 1, hello),
+        "req-hello-monitor": frame(HELLO, 1, struct.pack("<IHHII", WIRE_MAGIC, 1, 8, 1, 0)),
+        "req-begin-full": begin(full),
+        "req-begin-name": begin(name_only),
+        "req-begin-empty": begin(image(counts=(0xFFFFFFFF, 0x7FFFFFFF))),
+        "req-begin-pointer-outside": begin(bytes(outside)),
+        "req-begin-unterminated": begin(bytes(unterminated)),
+        "req-set-register-full": set_service(full),
+        "req-set-delete": set_service(name_only, op=2),
+        "req-set-blob-over-csaddrs": set_service(bytes(blob_over_csa)),
+        "req-next": frame(NEXT, 4, struct.pack("<QII", 1, LUP_RETURN_ALL, 4096)),
+        "req-end": frame(END, 5, struct.pack("<Q", 1)),
+        "req-goodbye": frame(GOODBYE, 6, b""),
+        "req-keepalive": frame(KEEPALIVE, 0, b""),
+        "req-status": frame(STATUS, 7, b""),
+        "req-bad-flags": frame(GOODBYE, 6, b"", flags=1),
+        "req-truncated": begin(full)[:40],
+        "rep-hello": frame(REPLY | HELLO, 1, hello_reply + providers),
+        "rep-begin": reply(REPLY | BEGIN, 2, 0, 0, struct.pack("<Q", 17)),
+        "rep-begin-error": reply(REPLY | BEGIN, 2, WSASERVICE_NOT_FOUND, 0, bytes(8)),
+        "rep-next-full": reply(REPLY | NEXT, 4, 0, 4096, struct.pack("<II", len(full), 0) + full),
+        "rep-next-efault": reply(REPLY | NEXT, 4, WSAEFAULT, 600, bytes(8)),
+        "rep-end": reply(REPLY | END, 5, 0, 0),
+        "rep-status": reply(REPLY | STATUS, 7, 0, 14, b'{"version": 1}'),
+        "rep-error": reply(ERROR, 0, WSAEACCES, 10, b"not yours!"),
+    }
+
+
 def write(kind: str, seeds: dict[str, bytes]) -> None:
     out = HERE / "corpus" / kind
     out.mkdir(parents=True, exist_ok=True)
@@ -296,6 +446,7 @@ def write(kind: str, seeds: dict[str, bytes]) -> None:
 def main() -> None:
     write("queryset", queryset_seeds())
     write("result", result_seeds())
+    write("wire", wire_seeds())
 
 
 if __name__ == "__main__":
