@@ -28,8 +28,13 @@ def command(script: bool = False) -> list[str]:
 
 
 def nspv2_cli(
-    *args: str, cwd: Path = OUTSIDE, script: bool = False, timeout: float = 300
+    *args: str,
+    cwd: Path = OUTSIDE,
+    script: bool = False,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """``env``: the whole environment of the command (default: this process's)."""
     return subprocess.run(
-        [*command(script), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
+        [*command(script), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env
     )

@@ -1,4 +1,5 @@
-"""The command-line tool: demo, lookup/register/signout, check, bad input."""
+"""The command-line tool: demo, lookup/register/signout (against a provider
+process), check, bad input."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from nspv2.tools.rules import INSTALL_BLOB, RACING, ROUND_TRIP
 
 from . import broken_providers as bp
 from .clirun import BROKEN_FILE, nspv2_cli
+from .served import serving
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -69,26 +71,26 @@ def test_demo_json() -> None:
     }
 
 
-def test_lookup_register_signout() -> None:
-    out = cli("lookup", "*@example.com", "--json")
-    assert out.returncode == 0
-    assert [r["name"] for r in json.loads(out.stdout)] == ["alice@example.com", "bob@example.com"]
-    out = cli("lookup", "alice@example.com", "--flags", "RETURN_NAME|RETURN_COMMENT", "--json")
-    [r] = json.loads(out.stdout)
-    assert r["comment"] == "MISTATUS_AWAY" and r["addresses"] == [] and r["blob"] is None
-    out = cli(
-        "register", "dave@example.com", "--status", "busy", "--addr", "192.0.2.9:5060", "--json"
-    )
-    [r] = json.loads(out.stdout)
-    assert r["comment"] == "MISTATUS_BUSY" and r["addresses"] == ["192.0.2.9:5060"]
-    out = cli("signout", "bob@example.com")
-    assert out.returncode == 0 and "S_OK" in out.stdout
-    out = cli("signout", "zed@example.com")
-    assert (
-        out.returncode == 1 and "MSGR_E_NOT_LOGGED_ON" in out.stdout and "0x8100031e" in out.stdout
-    )
-    out = cli("lookup", "nobody@example.com")
-    assert out.returncode == 1 and "WSASERVICE_NOT_FOUND" in out.stderr
+def test_lookup_register_signout_against_a_provider_process() -> None:
+    # The commands are client processes of `nspv2 serve` (more in test_served_cli.py).
+    with serving() as served:
+        env = served.env  # NSPV2_SOCKET names the server
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return nspv2_cli(*args, env=env, timeout=60)
+
+        out = run(
+            "register", "dave@example.com", "--status", "busy", "--addr", "192.0.2.9:5060",
+            "--json", "--once",
+        )  # fmt: skip
+        [r] = json.loads(out.stdout)
+        assert r["comment"] == "MISTATUS_BUSY" and r["addresses"] == ["192.0.2.9:5060"]
+        out = run("lookup", "dave@example.com")  # --once closed its session: signed out
+        assert out.returncode == 1 and "WSASERVICE_NOT_FOUND" in out.stderr
+        out = run("signout", "zed@example.com")
+        assert out.returncode == 1 and "WSASERVICE_NOT_FOUND" in out.stdout
+        out = run("lookup", "*@example.com", "--flags", "RETURN_NAME|RETURN_COMMENT")
+        assert out.returncode == 1 and "WSASERVICE_NOT_FOUND" in out.stderr
 
 
 @pytest.mark.parametrize(

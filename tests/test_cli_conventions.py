@@ -21,6 +21,7 @@ from nspv2.tools.check import run_check
 
 from . import broken_providers as bp
 from .clirun import BROKEN_FILE, OUTSIDE, SCRIPT, command, nspv2_cli
+from .served import serving
 
 run = nspv2_cli
 
@@ -40,10 +41,7 @@ def test_version(script: bool) -> None:
 
 
 def test_debug_before_or_after_the_command() -> None:
-    before, after = (
-        run("--debug", "signout", "bob@example.com"),
-        run("signout", "bob@example.com", "--debug"),
-    )
+    before, after = run("--debug", "demo"), run("demo", "--debug")
     assert before.returncode == after.returncode == 0
     assert before.stdout == after.stdout
     # --debug shows the traceback of a provider that cannot be constructed
@@ -54,7 +52,8 @@ def test_debug_before_or_after_the_command() -> None:
 
 
 def test_json_errors_go_to_stdout_with_the_same_exit_code() -> None:
-    out = run("lookup", "nobody@example.com", "--json")
+    with serving() as served:
+        out = run("lookup", "nobody@example.com", "--json", env=served.env)
     assert out.returncode == 1
     doc = json.loads(out.stdout)
     assert "WSASERVICE_NOT_FOUND" in doc["error"] and doc["code"] == 10108

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..client import Client, ConnectionLost, ServerNotFound
+from ..client.errors import WSAECONNRESET
 from ..examples.email import EmailDirectory, encode_presence
 from ..host.host import ClientSession, Host
 from ..provider.errors import WinsockError
@@ -34,6 +37,7 @@ from ..sdk.winsock2 import (
     WSAQUERYSETW,
     WSAError,
     code_name,
+    error_meaning,
 )
 from .common import DWORD_MAX, EXIT_OK, EXIT_PROBLEMS, add_json, emit_json, fail
 
@@ -434,62 +438,162 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _with_seeded(action: Callable[[Host, EmailDirectory, list[ClientSession]], int]) -> int:
-    with Host() as host:
-        directory, clients = seeded_directory(host)
-        return int(action(host, directory, clients))
+# ---- lookup, register, signout: a client process of a running provider process ----
+
+
+def _connect(args: argparse.Namespace) -> Client | int:
+    """A client session of the provider process (``--socket``, else
+    NSPV2_SOCKET, else the one serving: docs/serve.md), or the exit code
+    after saying why there is none to talk to."""
+    try:
+        return Client(socket=args.socket)
+    except ServerNotFound as exc:
+        return fail(args, f"nspv2 {args.command}: {exc.message}", EXIT_PROBLEMS, code=exc.code)
+    except WinsockError as exc:  # refused (ERROR frame), or the connection broke
+        return _failed(args, f"nspv2 {args.command}: connecting", exc)
+
+
+def _failed(args: argparse.Namespace, what: str, exc: WinsockError) -> int:
+    text = f"{what}: {exc.name} ({exc.code})"
+    if isinstance(exc, ConnectionLost) and exc.message:
+        text += f": {exc.message}"
+    return fail(args, text, EXIT_PROBLEMS, code=exc.code)
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
-    def action(host: Host, directory: EmailDirectory, clients: list[ClientSession]) -> int:
-        me = host.open_session()
+    client = _connect(args)
+    if isinstance(client, int):
+        return client
+    with client:
         try:
-            results = me.lookup(QuerySet(args.name), args.flags)
+            results = client.lookup(QuerySet(args.name), args.flags)
         except WinsockError as exc:
-            return fail(args, f"{args.name}: {exc.name} ({exc.code})", EXIT_PROBLEMS, code=exc.code)
-        _print_results(results, args.json)
-        return EXIT_OK
+            return _failed(args, args.name, exc)
+    _print_results(results, args.json)
+    return EXIT_OK
 
-    return _with_seeded(action)
+
+class _Hold:
+    """SIGINT and SIGTERM end the wait of ``register`` (restored after)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        self.signal = signum
+        self.event.set()
+
+    def __enter__(self) -> _Hold:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
+#: How often ``register`` asks, while it holds its session, whether the
+#: provider process is still there (a STATUS request on its connection).
+HOLD_POLL_SECONDS = 1.0
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    def action(host: Host, directory: EmailDirectory, clients: list[ClientSession]) -> int:
-        me = host.open_session()
-        reg = QuerySet(
-            args.name,
-            cs_addrs=tuple(cs_addr(a) for a in args.addr),
-            blob=encode_presence(args.status),
-        )
+    reg = QuerySet(
+        args.name,
+        cs_addrs=tuple(cs_addr(a) for a in args.addr),
+        blob=encode_presence(args.status),
+    )
+    client = _connect(args)
+    if isinstance(client, int):
+        return client
+    with client:
         try:
-            me.set_service(
+            client.set_service(
                 reg, WSAESETSERVICEOP.RNRSERVICE_REGISTER, SERVICE_MULTIPLE if args.multiple else 0
             )
-            results = me.lookup(QuerySet(args.name))
+            results = client.lookup(QuerySet(args.name))
         except WinsockError as exc:
-            return fail(
-                args, f"register {args.name}: {exc.name} ({exc.code})", EXIT_PROBLEMS, code=exc.code
-            )
+            return _failed(args, f"register {args.name}", exc)
         _print_results(results, args.json)
-        return EXIT_OK
+        sys.stdout.flush()  # the entry shows now, also when stdout is a file or a pipe
+        if args.once:
+            return EXIT_OK
+        # The name stays signed in while this session is open (the email
+        # example signs a session's names out when it ends).
+        note = sys.stderr if args.json else sys.stdout
+        pid = client.server_pid
+        print(
+            f"{args.name} is signed in while this client session is open "
+            f"(provider process {pid}); Ctrl-C or SIGTERM signs it out",
+            file=note,
+            flush=True,
+        )
+        with _Hold() as hold:
+            while not hold.event.wait(HOLD_POLL_SECONDS):
+                try:
+                    client.status()  # the connection is still there
+                except ConnectionLost:
+                    return fail(
+                        args,
+                        f"nspv2 register: provider process {pid} closed the connection; "
+                        f"{args.name} is no longer signed in",
+                        EXIT_PROBLEMS,
+                        code=WSAECONNRESET,
+                    )
+            try:
+                client.close()  # GOODBYE: NSPv2Cleanup, the example signs the name out
+            except WinsockError as exc:
+                return _failed(args, f"register {args.name}: closing", exc)
+        how = signal.Signals(hold.signal).name if hold.signal else "a signal"
+        print(
+            f"{how}: client session closed (NSPv2Cleanup); {args.name} signed out",
+            file=note,
+            flush=True,
+        )
+    return EXIT_OK
 
-    return _with_seeded(action)
+
+#: What the email example's answers to RNRSERVICE_DELETE mean.
+_SIGNOUT_MEANING = {
+    NO_ERROR: "signed out",
+    int(WSAError.WSAEACCES): "SR_NOT_INVITER: another client session signed it in, and only "
+    "that session may sign it out",
+    int(WSAError.WSASERVICE_NOT_FOUND): "SR_APP_NOT_REGISTERED: it is not signed in",
+}
 
 
 def cmd_signout(args: argparse.Namespace) -> int:
-    def action(host: Host, directory: EmailDirectory, clients: list[ClientSession]) -> int:
-        result = directory.sign_out(None, args.name)
-        if args.json:
-            print(
-                json.dumps(
-                    {"name": args.name, "result": result.name, "hresult": f"{int(result):#010x}"}
-                )
-            )
-        else:
-            print(f"{args.name}: {result.name} ({int(result):#010x}): {result.meaning}")
-        return EXIT_OK if result == 0 else EXIT_PROBLEMS
+    client = _connect(args)
+    if isinstance(client, int):
+        return client
+    with client:
+        try:
+            client.set_service(QuerySet(args.name), WSAESETSERVICEOP.RNRSERVICE_DELETE)
+            code = NO_ERROR
+        except ConnectionLost as exc:
+            return _failed(args, f"signout {args.name}", exc)
+        except WinsockError as exc:
+            code = exc.code
+    meaning = _SIGNOUT_MEANING.get(code, error_meaning(code))
+    if args.json:
+        emit_json(
+            {"name": args.name, "code": code, "code_name": code_name(code), "meaning": meaning}
+        )
+    else:
+        print(f"{args.name}: {code_name(code)} ({code}): {meaning}")
+    return EXIT_OK if code == NO_ERROR else EXIT_PROBLEMS
 
-    return _with_seeded(action)
+
+def _add_socket(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="the provider process's socket (default: $NSPV2_SOCKET, else the one "
+        "provider process serving in the runtime folder; see docs/serve.md)",
+    )
 
 
 def add_commands(sub: SubParsers) -> None:
@@ -504,11 +608,16 @@ def add_commands(sub: SubParsers) -> None:
     p_demo.add_argument("--timestamps", action="store_true", help="show when each call ran")
     p_demo.set_defaults(func=cmd_demo)
 
-    seeded = "The directory starts with the demo's users: alice@example.com, bob@example.com, carol@example.org."
+    served = (
+        " It is a client process of a running provider process (nspv2 serve MODULE:CLASS, "
+        "e.g. nspv2.examples.email:EmailDirectory): --socket PATH, else $NSPV2_SOCKET, else "
+        "the one serving; with none, it says how to start one and exits 1."
+    )
     p_lookup = sub.add_parser(
         "lookup",
-        help="look a name up in the example directory",
-        description="Look up NAME (an address or *@domain). " + seeded,
+        help="look a name up in the provider process serving",
+        description="Look up NAME (an address or *@domain) in a client session of its own "
+        "(WSALookupServiceBegin/Next/End), then close it." + served,
     )
     p_lookup.add_argument("name", metavar="NAME")
     p_lookup.add_argument(
@@ -517,13 +626,18 @@ def add_commands(sub: SubParsers) -> None:
         default=int(LUP.LUP_RETURN_ALL),
         help="LUP flags: names like RETURN_NAME,RETURN_COMMENT or a number (default RETURN_ALL)",
     )
+    _add_socket(p_lookup)
     add_json(p_lookup)
     p_lookup.set_defaults(func=cmd_lookup)
 
     p_register = sub.add_parser(
         "register",
-        help="sign a name in to the example directory",
-        description="Sign NAME in (RNRSERVICE_REGISTER) and show the entry. " + seeded,
+        help="sign a name in and stay signed in until Ctrl-C (a presence client)",
+        description="Sign NAME in (RNRSERVICE_REGISTER), show the entry, then hold the client "
+        "session in the foreground until Ctrl-C or SIGTERM: the session then closes in order "
+        "(NSPv2Cleanup) and the email example signs NAME out; if the process is killed the "
+        "session is run down (NSPv2ClientSessionRundown) and NAME is signed out too. --once "
+        "closes the session right after showing the entry." + served,
     )
     p_register.add_argument("name", metavar="NAME")
     p_register.add_argument(
@@ -535,15 +649,26 @@ def add_commands(sub: SubParsers) -> None:
     p_register.add_argument(
         "--multiple", action="store_true", help="SERVICE_MULTIPLE: add addresses"
     )
+    p_register.add_argument(
+        "--once",
+        action="store_true",
+        help="close the session after showing the entry (with the email example this signs "
+        "NAME out again at once)",
+    )
+    _add_socket(p_register)
     add_json(p_register, "the entry")
     p_register.set_defaults(func=cmd_register)
 
     p_signout = sub.add_parser(
         "signout",
-        help="sign a name out of the example directory",
-        description="Sign NAME out, as IMessenger::Signout (MSGR_E_NOT_LOGGED_ON if it was not signed in). "
-        + seeded,
+        help="sign a name out (RNRSERVICE_DELETE) in a session of its own",
+        description="Send RNRSERVICE_DELETE for NAME in a client session of its own and report "
+        "the provider's answer. With the email example only the client session that signed a "
+        "name in may sign it out: from here that is WSAEACCES (SR_NOT_INVITER), and a name not "
+        "signed in is WSASERVICE_NOT_FOUND (SR_APP_NOT_REGISTERED); to sign out a name held by "
+        "nspv2 register, interrupt that register." + served,
     )
     p_signout.add_argument("name", metavar="NAME")
+    _add_socket(p_signout)
     add_json(p_signout, "the result")
     p_signout.set_defaults(func=cmd_signout)

@@ -7,22 +7,37 @@ the run between two slices: the figures gathered so far are reported, with
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
+import math
+import os
+import select
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..client import Client
+from ..examples.email import EmailDirectory
 from ..host.host import Host
 from ..provider.base import Provider
+from ..provider.errors import WinsockError
+from ..provider.queryset import QuerySet
+from ..provider.registry import Session
 from ..sdk.winsock2 import LUP, NO_ERROR, WSAError, code_name
 from .common import (
     EXIT_OK,
     EXIT_PROBLEMS,
     Progress,
+    UsageError,
     add_json,
     add_subject,
     fail,
@@ -30,16 +45,25 @@ from .common import (
     whole,
 )
 from .measure import BENCH_NAME, AsyncScaffoldBench, ScaffoldBench, subject
+from .stress_client import CycleCounts, run_cycles
 
 if TYPE_CHECKING:
-    import argparse
-
     from .common import SubParsers
 
-__all__ = ["MAX_THREADS", "add_commands", "run_stress"]
+__all__ = [
+    "MAX_PROCESSES",
+    "MAX_THREADS",
+    "StressDirectory",
+    "add_commands",
+    "run_process_stress",
+    "run_stress",
+]
 
 #: The native driver's limit (nspv2_driver_run refuses more threads).
 MAX_THREADS = 1024
+#: The most client processes ``--processes`` starts (the server's default
+#: max_clients is 64; each process holds one connection at a time).
+MAX_PROCESSES = 64
 #: How long one slice of a phase should take; Ctrl-C waits at most about this.
 SLICE_SECONDS = 0.2
 EXIT_INTERRUPTED = 130
@@ -224,6 +248,374 @@ def _throughput(
     }
 
 
+# ---- --processes: client processes of a provider process ------------------------------
+
+
+class StressDirectory(EmailDirectory):
+    """The email example, counting the entry points that begin and end
+    sessions, so that a run can check them against the server's stats.
+
+    A lookup of :data:`COUNTS_NAME` answers with the counts as JSON in the
+    comment (the session asking has had its own Startup by then)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._count_lock = threading.Lock()
+        self.counts = {"startups": 0, "cleanups": 0, "rundowns": 0}
+
+    def _count(self, what: str) -> None:
+        with self._count_lock:
+            self.counts[what] += 1
+
+    def startup(self, session: Session) -> None:
+        self._count("startups")
+        super().startup(session)
+
+    def cleanup(self, session: Session) -> None:
+        self._count("cleanups")
+        super().cleanup(session)
+
+    def client_session_rundown(self, session: Session) -> None:
+        self._count("rundowns")
+        super().client_session_rundown(session)
+
+    def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> Iterator[QuerySet]:
+        if restrictions.service_instance_name == COUNTS_NAME:
+            with self._count_lock:
+                text = json.dumps(self.counts)
+            return iter((QuerySet(COUNTS_NAME, comment=text),))
+        return super().lookup(session, restrictions, flags)
+
+
+#: The name :class:`StressDirectory` answers with its counts.
+COUNTS_NAME = "counts@stress.invalid"
+STRESS_PROVIDER = f"{__name__}:StressDirectory"
+#: Bounds on waiting for client processes and the server.
+READY_SECONDS = 60.0
+SERVE_SECONDS = 30.0
+SETTLE_SECONDS = 15.0
+
+
+def _percentile(sorted_ns: list[int], q: float) -> float:
+    """Nearest-rank percentile, in milliseconds."""
+    if not sorted_ns:
+        return 0.0
+    rank = max(1, min(len(sorted_ns), math.ceil(q / 100 * len(sorted_ns))))
+    return sorted_ns[rank - 1] / 1e6
+
+
+def _figures(runs: list[CycleCounts]) -> dict[str, Any]:
+    latencies = sorted(n for r in runs for n in r.latencies_ns)
+    cycles = len(latencies)
+    starts = [r.started_ns for r in runs if r.started_ns]
+    ends = [r.finished_ns for r in runs if r.finished_ns]
+    seconds = (max(ends) - min(starts)) / 1e9 if starts and ends else 0.0
+    errors = [e for r in runs for e in r.errors]
+    return {
+        "cycles": cycles,
+        "closed": sum(r.closed for r in runs),
+        "abandoned": sum(r.abandoned for r in runs),
+        "errors": len(errors),
+        "first_errors": errors[:5],
+        "seconds": round(seconds, 3),
+        "cycles_per_second": round(cycles / seconds, 1) if seconds else 0.0,
+        "latency_ms": {
+            "p50": round(_percentile(latencies, 50), 3),
+            "p99": round(_percentile(latencies, 99), 3),
+            "max": round(latencies[-1] / 1e6, 3) if latencies else 0.0,
+        },
+    }
+
+
+def _in_process(
+    clients: int, cycles: int, abandon_every: int, say: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, int], dict[str, int]]:
+    """The same cycles on the in-process host: ``clients`` Python threads,
+    each a stand-in for a client process (ClientSession). Returns the
+    figures, the provider's counts and the host's startup/cleanup/rundown
+    counts."""
+    say(f"in-process host: {clients} threads x {cycles} cycles")
+    with Host(timeout_ms=10000) as host:
+        provider = StressDirectory()
+        host.advertise(provider)
+        host.reset_stats()
+        start = threading.Barrier(clients)
+        runs: list[CycleCounts] = [CycleCounts() for _ in range(clients)]
+
+        def one(i: int) -> None:
+            start.wait()
+            runs[i] = run_cycles(host.open_session, f"t{i}", cycles, abandon_every)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = host.stats()
+        host.unadvertise(provider)
+        provider.close()
+    host_counts = {k: stats[k] for k in ("startups", "cleanups", "rundowns")}
+    return _figures(runs), dict(provider.counts), host_counts
+
+
+class _Fleet:
+    """The processes a ``--processes`` run started: the server (unless
+    ``--socket``) and the clients; each ended by its pid."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(argv, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def end(self, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int | None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        return proc.returncode
+
+    def end_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.end(proc, timeout=2.0)
+
+
+def _start_server(fleet: _Fleet, folder: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    socket = folder / "serve.sock"
+    log = folder / "serve.log"
+    env = {**os.environ, "NSPV2_RUNTIME_DIR": str(folder / "run")}
+    env.pop("NSPV2_SOCKET", None)
+    with open(log, "wb") as out:
+        proc = fleet.start(
+            [sys.executable, "-m", "nspv2", "serve", STRESS_PROVIDER, "--socket", str(socket)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            cwd=folder,
+            env=env,
+        )
+    deadline = time.monotonic() + SERVE_SECONDS
+    while True:
+        if proc.poll() is not None:
+            raise StressError(
+                f"nspv2 serve exited with {proc.returncode}:\n{log.read_text(errors='replace')}"
+            )
+        if socket.exists():
+            try:
+                Client.monitor(socket).close()
+                return proc, socket, log
+            except WinsockError:
+                pass
+        if time.monotonic() > deadline:
+            raise StressError(f"nspv2 serve did not listen within {SERVE_SECONDS:.0f} s")
+        time.sleep(0.05)
+
+
+class StressError(Exception):
+    """A ``--processes`` run could not be made (server or clients failed to start)."""
+
+
+def _server_stats(socket: Path) -> dict[str, Any]:
+    monitor = Client.monitor(socket)
+    try:
+        status: dict[str, Any] = monitor.status()
+    finally:
+        monitor.close()
+    return status
+
+
+def _provider_counts(socket: Path) -> dict[str, int]:
+    with Client(socket=socket) as client:
+        [answer] = client.lookup(COUNTS_NAME)
+    counts: dict[str, int] = json.loads(answer.comment or "{}")
+    counts["startups"] -= 1  # the asking session's own
+    return counts
+
+
+def _run_clients(
+    fleet: _Fleet, socket: Path, processes: int, cycles: int, abandon_every: int, cwd: Path
+) -> list[CycleCounts]:
+    clients = [
+        fleet.start(
+            [
+                sys.executable,
+                "-m",
+                "nspv2.tools.stress_client",
+                str(socket),
+                str(i),
+                str(cycles),
+                str(abandon_every),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=cwd,
+        )
+        for i in range(processes)
+    ]
+    deadline = time.monotonic() + READY_SECONDS
+    for proc in clients:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready or proc.stdout.readline() != b"ready\n":
+            raise StressError(f"client process {proc.pid} did not get ready")
+    for proc in clients:  # go
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+    runs: list[CycleCounts] = []
+    for proc in clients:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        code = proc.wait()
+        if code != 0 or not line:
+            raise StressError(f"client process {proc.pid} exited with {code}")
+        doc = json.loads(line)
+        runs.append(CycleCounts(**doc))
+    return runs
+
+
+def run_process_stress(
+    *,
+    processes: int = 16,
+    cycles: int = 200,
+    abandon_every: int = 0,
+    socket: Path | None = None,
+    compare: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """``processes`` client processes x ``cycles`` cycles (docs/reliability.md)
+    against a provider process (started here unless ``socket``), then the
+    same against the in-process host; every session accounted for."""
+    say = progress or (lambda _t: None)
+    fleet = _Fleet()
+    folder = Path(tempfile.mkdtemp(prefix="nspv2-stress-"))
+    out: dict[str, Any] = {
+        "mode": "processes",
+        "processes": processes,
+        "cycles_per_process": cycles,
+        "abandon_every": abandon_every,
+        "cycle": CYCLE,
+    }
+    checks: list[dict[str, Any]] = []
+
+    def check(what: str, ok: bool, detail: str) -> None:
+        checks.append({"check": what, "ok": ok, "detail": detail})
+
+    try:
+        server = None
+        if socket is None:
+            say("starting nspv2 serve")
+            server, socket, log = _start_server(fleet, folder)
+        out["server"] = {"socket": str(socket), "started_here": server is not None}
+        before = _server_stats(socket)["stats"]
+        say(f"{processes} client processes x {cycles} cycles")
+        runs = _run_clients(fleet, socket, processes, cycles, abandon_every, folder)
+        served = _figures(runs)
+        # Rundowns follow the clients' disconnects: wait (bounded) until
+        # every session opened has ended.
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            after = _server_stats(socket)["stats"]
+            delta = {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], int)}
+            ended = delta["sessions_cleanup"] + delta["sessions_rundown"]
+            if ended >= delta["sessions_opened"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        out["served"] = served
+        out["server"]["stats_delta"] = delta
+        total = processes * cycles
+        check(
+            "sessions opened == cycles",
+            delta["sessions_opened"] == total,
+            f"server {delta['sessions_opened']}, clients {total}",
+        )
+        check(
+            "cleanup == closed, rundown == abandoned",
+            delta["sessions_cleanup"] == served["closed"]
+            and delta["sessions_rundown"] == served["abandoned"],
+            f"server {delta['sessions_cleanup']} cleanup / {delta['sessions_rundown']} rundown, "
+            f"clients {served['closed']} closed / {served['abandoned']} abandoned",
+        )
+        check(
+            "cleanup + rundown == opened",
+            ended == delta["sessions_opened"],
+            f"{ended} ended of {delta['sessions_opened']} opened",
+        )
+        if server is not None:
+            counts = _provider_counts(socket)
+            out["server"]["provider_counts"] = counts
+            check(
+                "provider: startups == cleanups + rundowns == cycles",
+                counts["startups"] == counts["cleanups"] + counts["rundowns"] == total,
+                f"{counts['startups']} startups, {counts['cleanups']} cleanups, "
+                f"{counts['rundowns']} rundowns",
+            )
+            say("stopping nspv2 serve")
+            code = fleet.end(server)
+            check("server exits 0 on SIGTERM", code == 0, f"exit code {code}")
+            if code != 0:
+                out["server"]["log"] = log.read_text(errors="replace")[-4000:]
+        check("no cycle failed", served["errors"] == 0, f"{served['errors']} errors")
+        if compare:
+            local, provider_counts, host_counts = _in_process(processes, cycles, abandon_every, say)
+            out["in_process"] = local
+            out["in_process"]["host_counts"] = host_counts
+            check(
+                "in-process: startups == cleanups + rundowns == cycles",
+                host_counts["startups"]
+                == host_counts["cleanups"] + host_counts["rundowns"]
+                == provider_counts["startups"]
+                == total,
+                f"host {host_counts}, provider {provider_counts}",
+            )
+            check("in-process: no cycle failed", local["errors"] == 0, f"{local['errors']} errors")
+            rate = local["cycles_per_second"]
+            out["ratio"] = round(served["cycles_per_second"] / rate, 3) if rate else None
+    finally:
+        fleet.end_all()
+        shutil.rmtree(folder, ignore_errors=True)
+    out["checks"] = checks
+    out["problems"] = [c["check"] for c in checks if not c["ok"]]
+    return out
+
+
+CYCLE = (
+    "open a client session, RNRSERVICE_REGISTER a name of its own (NSPv2Startup), "
+    "look it up (Begin, NextEx, NextEx, End), close (NSPv2Cleanup) or abandon (Rundown)"
+)
+
+
+def print_process_stress(doc: dict[str, Any]) -> None:
+    print(
+        f"nspv2 stress: {doc['processes']} client processes x {doc['cycles_per_process']} cycles"
+        + (f", every {doc['abandon_every']}th abandoned" if doc["abandon_every"] else "")
+    )
+    print(f"  cycle: {doc['cycle']}")
+
+    def line(title: str, f: dict[str, Any]) -> None:
+        lat = f["latency_ms"]
+        print(
+            f"  {title:<18} {f['cycles']} cycles in {f['seconds']:.2f} s: "
+            f"{f['cycles_per_second']:.0f} cycles/s, latency p50 {lat['p50']:.2f} ms, "
+            f"p99 {lat['p99']:.2f} ms, max {lat['max']:.2f} ms"
+        )
+
+    line("provider process", doc["served"])
+    if "in_process" in doc:
+        line("in-process host", doc["in_process"])
+        if doc.get("ratio") is not None:
+            print(f"  ratio (provider process / in-process): {doc['ratio']:.2f}")
+    for c in doc["checks"]:
+        print(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['check']}: {c['detail']}")
+
+
 def print_stress(doc: dict[str, Any]) -> None:
     print(
         f"nspv2 stress: {doc['threads']} native threads x {doc['cycles_per_thread']} cycles per phase"
@@ -248,11 +640,19 @@ def print_stress(doc: dict[str, Any]) -> None:
 
 
 def cmd_stress(args: argparse.Namespace) -> int:
+    if args.processes is not None:
+        return _cmd_process_stress(args)
+    if args.abandon_every is not None or args.socket is not None:
+        raise UsageError("--abandon-every and --socket go with --processes")
     cls, name = subject(args.provider, args.name)
     progress = Progress()
     started = time.monotonic()
     doc = run_stress(
-        threads=args.threads, cycles=args.cycles, provider=cls, name=name, progress=progress
+        threads=args.threads,
+        cycles=args.cycles if args.cycles is not None else 50_000,
+        provider=cls,
+        name=name,
+        progress=progress,
     )
     progress.done()
     doc["wall_seconds"] = round(time.monotonic() - started, 3)
@@ -267,25 +667,84 @@ def cmd_stress(args: argparse.Namespace) -> int:
     return EXIT_OK if not doc["problems"] else EXIT_PROBLEMS
 
 
+def _cmd_process_stress(args: argparse.Namespace) -> int:
+    if args.provider is not None or args.name is not None:
+        raise UsageError(
+            "--processes serves its own provider (the email example, counting its sessions); "
+            "to stress another provider process, serve it and pass --socket"
+        )
+    if args.threads_given:
+        raise UsageError("--threads and --processes do not go together")
+    progress = Progress()
+    started = time.monotonic()
+    try:
+        doc = run_process_stress(
+            processes=args.processes,
+            cycles=args.cycles if args.cycles is not None else 200,
+            abandon_every=args.abandon_every or 0,
+            socket=Path(args.socket) if args.socket else None,
+            progress=progress,
+        )
+    except (StressError, WinsockError) as exc:
+        progress.done()
+        return fail(args, f"nspv2 stress: {exc}", EXIT_PROBLEMS)
+    progress.done()
+    doc["wall_seconds"] = round(time.monotonic() - started, 3)
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        print_process_stress(doc)
+    return EXIT_OK if not doc["problems"] else EXIT_PROBLEMS
+
+
+class _ThreadsGiven(argparse.Action):
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.threads_given = True
+
+
 def add_commands(sub: SubParsers) -> None:
     p_stress = sub.add_parser(
         "stress",
-        help="native threads against Python providers",
+        help="native threads against Python providers; or client processes against a provider process",
         description="Native threads mixing closes and abandons, short buffers retried, LUP_FLUSHPREVIOUS, and a provider "
         "completing from another thread; every session must end once and every outcome be accounted for. "
-        "Ctrl-C stops it within a second and prints the figures so far.",
+        "Ctrl-C stops it within a second and prints the figures so far. "
+        "With --processes N: start nspv2 serve (or use --socket), run N client processes of --cycles cycles each "
+        "(open a session, register a name, look it up, close or every --abandon-every'th abandon), report "
+        "throughput and latency p50/p99 against the same cycles on the in-process host, and check that the "
+        "server's session counts equal the clients'.",
     )
+    p_stress.set_defaults(threads_given=False)
     p_stress.add_argument(
         "--threads",
         type=whole(1, MAX_THREADS),
         default=8,
+        action=_ThreadsGiven,
         help=f"native threads (default 8, at most {MAX_THREADS})",
     )
     p_stress.add_argument(
         "--cycles",
         type=positive,
-        default=50_000,
-        help="cycles per thread and phase (default 50000)",
+        default=None,
+        help="cycles per thread and phase (default 50000); with --processes, per process (default 200)",
+    )
+    p_stress.add_argument(
+        "--processes",
+        type=whole(1, MAX_PROCESSES),
+        help=f"client processes against a provider process (at most {MAX_PROCESSES})",
+    )
+    p_stress.add_argument(
+        "--abandon-every",
+        type=positive,
+        metavar="K",
+        help="with --processes: every K-th cycle abandons its session (rundown) instead of closing",
+    )
+    p_stress.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="with --processes: a running provider process to use instead of starting one "
+        "(it must accept RNRSERVICE_REGISTER and find the name, as the email example does)",
     )
     add_subject(p_stress)
     add_json(p_stress, "the figures")
