@@ -19,6 +19,7 @@ void run_server_tests(void);
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
@@ -199,7 +200,11 @@ static INT tclient_sign_in(tclient *t, const char *name)
 /* BEGIN: the code; *h the handle */
 static INT tclient_begin_in(tclient *t, DWORD ns, const GUID *prov, const char *name, uint64_t *h)
 {
-    WSAQUERYSETW q = query(ns, prov, name);
+    /* query() would use W(), which is not thread-safe: client threads call this */
+    WCHAR wname[128];
+    wcopy(wname, 128, name);
+    WSAQUERYSETW q = query(ns, prov, NULL);
+    q.lpszServiceInstanceName = wname;
     uint8_t *img;
     size_t isz;
     *h = 0;
@@ -332,6 +337,8 @@ static size_t count_of(const char *hay, const char *needle)
 /* the server under test                                                     */
 
 static int g_log[2] = {-1, -1}; /* a pipe: the server logs into [1] */
+static const uint32_t *g_allow; /* the next server's allow_uids */
+static uint32_t g_nallow;
 
 static uint64_t start_server(uint32_t threads, uint32_t max_clients, uint32_t max_in_flight,
                              uint32_t keepalive_ms)
@@ -348,6 +355,8 @@ static uint64_t start_server(uint32_t threads, uint32_t max_clients, uint32_t ma
     cfg.max_in_flight = max_in_flight;
     cfg.keepalive_ms = keepalive_ms;
     cfg.log_fd = g_log[1];
+    cfg.allow_uids = g_allow;
+    cfg.n_allow_uids = g_nallow;
     uint64_t id = 0;
     CHECK_OK(nspv2_server_start(&cfg, &id));
     return id;
@@ -893,6 +902,72 @@ TEST(server_start_arguments)
     remove_dir();
 }
 
+
+/* A child process of another uid connects and says HELLO: its exit status
+ * is 0 when it got HELLO_REPLY, 2 when ERROR with WSAEACCES, 1 otherwise.
+ * Root only (setuid); *pid the child's. */
+static int hello_as_uid(uint32_t uid, pid_t *pid)
+{
+    *pid = fork();
+    if (*pid == 0) {
+        if (setgid((gid_t)uid) != 0 || setuid((uid_t)uid) != 0)
+            _exit(1);
+        tclient t;
+        if (tclient_connect(&t) != 0)
+            _exit(1);
+        int r = tclient_hello(&t, NSPV2_WIRE_ROLE_CLIENT);
+        _exit(r == 0 ? 0 : r == WSAEACCES && t.rep.h.type == NSPV2_WIRE_ERROR ? 2 : 1);
+    }
+    int status = 0;
+    if (*pid < 0 || waitpid(*pid, &status, 0) != *pid || !WIFEXITED(status))
+        return -1;
+    return WEXITSTATUS(status);
+}
+
+TEST(server_peer_credentials)
+{
+    if (geteuid() != 0) {
+        printf("     skipped: needs root to connect as another uid\n");
+        return;
+    }
+    const uint32_t other = 65534;
+    uint64_t id = start_server(2, 0, 0, 0);
+    /* the file permissions would let it in: the peer's uid is what counts */
+    CHECK(chmod(g_dir, 0755) == 0 && chmod(g_path, 0666) == 0);
+    pid_t child;
+    CHECK(hello_as_uid(other, &child) == 2);
+    nspv2_server_stats st = sstats(id);
+    CHECK(st.refused == 1 && st.accepted == 0 && st.sessions_opened == 0);
+    char want[160];
+    snprintf(want, sizeof want,
+             "refused a client (pid %ld, uid %u): uid %u may not use this provider process (it "
+             "serves uid 0)\n",
+             (long)child, (unsigned)other, (unsigned)other);
+    CHECK(strstr(log_text(), want) != NULL);
+    /* the server's own uid still gets in */
+    tclient a;
+    CHECK(tclient_open(&a) == 0);
+    CHECK(tclient_goodbye(&a) == NO_ERROR);
+    tclient_close(&a);
+    stop_server(id);
+
+    /* allow_uids lets it in */
+    g_allow = &other;
+    g_nallow = 1;
+    id = start_server(2, 0, 0, 0);
+    g_allow = NULL;
+    g_nallow = 0;
+    CHECK(chmod(g_dir, 0755) == 0 && chmod(g_path, 0666) == 0);
+    CHECK(hello_as_uid(other, &child) == 0);
+    WAIT_STAT(id, sessions_rundown, 1); /* it exited without GOODBYE */
+    st = sstats(id);
+    CHECK(st.refused == 0 && st.accepted == 1 && st.sessions_rundown == 1);
+    snprintf(want, sizeof want, "client #1 (pid %ld, uid %u) connected\n", (long)child,
+             (unsigned)other);
+    CHECK(strstr(log_text(), want) != NULL);
+    stop_server(id);
+}
+
 void run_server_tests(void)
 {
     RUN(server_hello_and_the_four_calls);
@@ -906,6 +981,7 @@ void run_server_tests(void)
     RUN(server_slow_call_does_not_stop_others);
     RUN(server_threads_books);
     RUN(server_start_arguments);
+    RUN(server_peer_credentials);
 }
 
 #else
