@@ -752,7 +752,9 @@ def test_the_server_survives_fuzzed_frames_while_serving_others() -> None:
                         time.sleep(0.01)
             except BaseException as exc:
                 failures.append(exc)
+                failed_at.append(fuzzer.sent)
 
+        failed_at: list[int] = []
         good = threading.Thread(target=well_behaved)
         good.start()
         started = time.monotonic()
@@ -767,7 +769,12 @@ def test_the_server_survives_fuzzed_frames_while_serving_others() -> None:
             done.set()
             good.join(30)
         elapsed = time.monotonic() - started
-        assert not failures, failures
+        print(
+            f"\n{fuzzer.sent} fuzzed frames in {elapsed:.1f} s over {fuzzer.connections} "
+            f"connections ({fuzzer.closed_by_server} closed by the server); "
+            f"{len(answers)} answers to the well-behaved client; {len(fuzzer.stalls)} stalls"
+        )
+        assert not failures, f"the well-behaved client failed after {failed_at} frames: {failures}"
         assert answers, "the well-behaved client got no answer"
         gaps = [
             b - a for a, b in zip([started, *answers], [*answers, time.monotonic()], strict=True)
@@ -781,12 +788,7 @@ def test_the_server_survives_fuzzed_frames_while_serving_others() -> None:
                 lambda: (s := after.status()["stats"])["open_now"] == 1 and s,
                 what="the fuzzer's connections ended",
             )
-        print(
-            f"\n{fuzzer.sent} fuzzed frames in {elapsed:.1f} s over {fuzzer.connections} "
-            f"connections ({fuzzer.closed_by_server} closed by the server); "
-            f"{len(answers)} answers to the well-behaved client; {len(fuzzer.stalls)} stalls; "
-            f"server stats {stats}"
-        )
+        print(f"server stats after: {stats}")
         # a stall: no answer to a frame and its ping within STALL seconds
         assert not fuzzer.stalls, [f.hex() for f in fuzzer.stalls[:5]]
         assert stats["ended_protocol"] > 0
