@@ -342,9 +342,21 @@ NSPV2_HOST_API INT nspv2_driver_run(const nspv2_driver_config *cfg, nspv2_driver
  * thread. A lookup handle or call belongs to the connection that made it:
  * another connection's handle is WSA_INVALID_HANDLE.
  *
+ * GOODBYE runs once the connection's earlier requests are answered; its
+ * reply is sent after NSPv2Cleanup returned, then the connection is closed
+ * (nothing after GOODBYE is read). A connection that ends otherwise gets an
+ * ERROR frame first when the server ends it: WSAETIMEDOUT (keepalive),
+ * WSANO_RECOVERY (protocol error), and for a refusal WSAEACCES (uid),
+ * WSAEPROCLIM (too many clients), WSAVERNOTSUPPORTED (version or pointer
+ * size) or WSANO_RECOVERY (bad HELLO); a refused peer gets it after its
+ * first bytes arrive (or after a second), so it reads the ERROR rather than
+ * a reset. At stop, connections are closed without an ERROR. Requests still
+ * queued for a connection that ended are dropped; calls already running
+ * are cancelled by the host's rundown (a waiting NextEx: WSA_E_CANCELLED).
+ *
  * Log lines (log_fd >= 0): one per client connected, refused, disconnected
  * and per session ended (with its reason), each a single write(2) ending in
- * a newline. */
+ * a newline; monitors (role 1) are not logged. */
 #ifndef WSAEADDRINUSE
 #define WSAEADDRINUSE (WSABASEERR + 48) /* winsock2.h's value */
 #endif

@@ -1201,7 +1201,8 @@ static int conn_read(srv *s, conn *c)
                 c->rcap = ncap;
             }
             dst = c->rbuf + c->have;
-            want = c->rcap - c->have;
+            /* never past this frame: the next one's bytes stay in the socket */
+            want = (c->rcap < c->need ? c->rcap : c->need) - c->have;
         }
         ssize_t r = recv(c->fd, dst, want, MSG_DONTWAIT);
         if (r < 0 && errno == EINTR)

@@ -968,6 +968,34 @@ TEST(server_peer_credentials)
     stop_server(id);
 }
 
+
+/* Regression: after a frame larger than the next ones (a registration),
+ * two requests in one write were read as one (the reader read past the
+ * first frame's end into its buffer) and the second was never answered. */
+TEST(server_pipelined_requests)
+{
+    uint64_t id = start_server(2, 0, 0, 0);
+    tclient a;
+    CHECK(tclient_open(&a) == 0);
+    CHECK(tclient_sign_in(&a, "pipe@example.com") == NO_ERROR);
+    for (uint32_t first = 10; first < 16; first += 2) {
+        uint8_t f[128];
+        size_t n = nspv2_wire_encode_end(f, sizeof f, first, 0xDEAD);
+        n += nspv2_wire_encode_end(f + n, sizeof f - n, first + 1, 0xBEEF);
+        CHECK(tclient_raw(&a, f, n) == 0);
+        uint32_t got = 0;
+        for (int k = 0; k < 2; k++) {
+            CHECK(tclient_recv(&a, 3000) == 0);
+            CHECK(a.rep.code == WSA_INVALID_HANDLE);
+            got |= 1u << (a.rep.h.request_id - first);
+        }
+        CHECK(got == 3);
+    }
+    CHECK(tclient_goodbye(&a) == NO_ERROR);
+    tclient_close(&a);
+    stop_server(id);
+}
+
 void run_server_tests(void)
 {
     RUN(server_hello_and_the_four_calls);
@@ -982,6 +1010,7 @@ void run_server_tests(void)
     RUN(server_threads_books);
     RUN(server_start_arguments);
     RUN(server_peer_credentials);
+    RUN(server_pipelined_requests);
 }
 
 #else
