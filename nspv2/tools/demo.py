@@ -4,6 +4,10 @@
 on nspv2's native host, plays three clients against it, and prints what each
 entry point did: a timeline (entry point, session, result code and name),
 the directory, and how each session ended.
+
+``nspv2 lookup``, ``register`` and ``signout`` are client processes of a
+running provider process (``nspv2 serve``): each opens one client session
+with :class:`nspv2.Client` (docs/serve.md says how the server is found).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ __all__ = [
     "seeded_directory",
 ]
 
-#: The users the demo (and the lookup/register/signout commands) start from.
+#: The users the demo starts from.
 SEED: tuple[tuple[str, MISTATUS, tuple[str, ...]], ...] = (
     ("alice@example.com", MISTATUS.MISTATUS_AWAY, ("192.0.2.10:5060", "[2001:db8::10]:5060")),
     ("bob@example.com", MISTATUS.MISTATUS_ONLINE, ("192.0.2.11:5060",)),
