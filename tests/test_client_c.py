@@ -93,6 +93,11 @@ class Driver:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(command.encode() + b"\n")
         self.proc.stdin.flush()
+        return self.answer(timeout, command)
+
+    def answer(self, timeout: float = 30.0, command: str = "") -> str:
+        """The next answer line (a command's answers after its first)."""
+        assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         fd = self.proc.stdout.fileno()
         while b"\n" not in self._buf:
@@ -372,3 +377,46 @@ def test_client_library_under_asan(tmp_path: Path) -> None:
             assert d.proc.wait(timeout=60) == 0, d.stderr()
             report = d.stderr()
             assert "Sanitizer" not in report and "runtime error" not in report, report
+
+
+def test_a_forked_child_leaves_the_parents_session_and_connects_its_own(
+    programs: dict[str, Path],
+) -> None:
+    """fork() after connecting: the child's copy of the connection is closed
+    (no GOODBYE, no shutdown of the parent's socket, no keepalive thread to
+    join); its next call makes a session of its own."""
+    with (
+        serving("nspv2.examples.email:EmailDirectory", "--keepalive", "0.2") as served,
+        driver(programs["client_driver"], _client_env(served.env)) as d,
+    ):
+        parent = d.proc.pid
+        assert d.do("startup") == "ok 2.2"
+        assert d.do("register dave@example.com") == "ok"
+        # the child only cleans up: nothing reaches the provider process
+        assert re.fullmatch(r"ok state=0 startups=1 pid=0 .*requests=0 keepalives=0 socket=",
+                            d.do("fork info;cleanup")), d.stderr()  # fmt: skip
+        assert d.answer() == "ok"  # the child's cleanup
+        child = d.answer()
+        assert re.fullmatch(r"ok child \d+ exited 0", child), child
+        assert d.do("info").startswith(f"ok state=1 startups=1 pid={served.pid} ")
+        assert d.do("lookup dave@example.com") == "ok 1 MISTATUS_ONLINE"
+        # the child's calls connect on their own: a session of its own
+        assert d.do("fork lookup dave@example.com;register erin@example.com;info;cleanup") == (
+            "ok 1 MISTATUS_ONLINE"
+        )
+        assert d.answer() == "ok"
+        assert re.fullmatch(rf"ok state=1 startups=1 pid={served.pid} .*", d.answer())
+        assert d.answer() == "ok"
+        second = d.answer()
+        assert re.fullmatch(r"ok child \d+ exited 0", second), second
+        child_pid = int(second.split()[2])
+        served.wait_log(rf"session of client #\d+ \(pid {child_pid}\) ended: cleanup")
+        # erin left with the child's session; dave stays with the parent's,
+        # which the keepalive thread holds past three intervals
+        assert d.do("sleep 1000") == "ok"
+        assert d.do("lookup erin@example.com").startswith(f"err {WSASERVICE_NOT_FOUND} ")
+        assert d.do("lookup dave@example.com") == "ok 1 MISTATUS_ONLINE"
+        assert not re.search(rf"\(pid {parent}\) (ended|disconnected)", served.log()), served.log()
+        assert served.count_log(r"client #\d+ \(pid \d+, uid \d+\) connected") == 2
+        assert d.do("cleanup") == "ok"
+        served.wait_log(rf"session of client #\d+ \(pid {parent}\) ended: cleanup")

@@ -122,13 +122,53 @@ static struct {
     char lost_text[TEXT_MAX]; /* why the connection was lost */
 } g = {.fd = -1, .timeout_ms = DEFAULT_TIMEOUT_MS, .next_handle = 1};
 
-static void init_once(void)
+static void ka_cv_init(void)
 {
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&ka_cv, &attr);
     pthread_condattr_destroy(&attr);
+}
+
+/* fork(): state_lock is held across it, so the child's copy of the fields
+ * below is whole (it is only ever held briefly). */
+static void fork_prepare(void) { pthread_mutex_lock(&state_lock); }
+
+static void fork_parent(void) { pthread_mutex_unlock(&state_lock); }
+
+/* In the child, the only thread is the one that called fork(). The
+ * connection is the parent's: its session, its keepalive thread (which
+ * does not exist here), its lookup handles. Close the child's copy of the
+ * descriptor (no shutdown, no GOODBYE: the parent's connection is left
+ * exactly as it was) and forget it; the child's next call that needs a
+ * provider process connects on its own (a session of its own). WSAStartup
+ * count, chosen socket and timeout stay. Locks other threads of the
+ * parent may have held, and the keepalive thread's condition, are made
+ * anew. */
+static void fork_child(void)
+{
+    pthread_mutex_init(&call_lock, NULL);
+    pthread_mutex_init(&send_lock, NULL);
+    ka_cv_init();
+    if (g.fd >= 0)
+        close(g.fd);
+    g.fd = -1;
+    g.ka_running = 0;
+    g.ka_stop = 0;
+    g.state = ST_NONE;
+    g.nhandles = 0;
+    g.socket_path[0] = '\0';
+    g.server_pid = g.keepalive_ms = g.providers = g.requests = 0;
+    g.keepalives = 0;
+    g.lost_text[0] = '\0';
+    pthread_mutex_unlock(&state_lock);
+}
+
+static void init_once(void)
+{
+    ka_cv_init();
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 static uint64_t now_ms(void)

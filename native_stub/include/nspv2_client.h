@@ -36,6 +36,11 @@
  *     WSAStartup the next call connects again.
  *   - Thread-safe: calls from several threads are serialized (one request in
  *     flight at a time); the last error and the error text are per thread.
+ *   - fork(): the child does not share the parent's connection. Its copy
+ *     of the socket is closed (no GOODBYE, no shutdown: the parent's
+ *     session goes on); the child's next call connects on its own, a
+ *     session of its own. The WSAStartup count, chosen socket and timeout
+ *     are kept; the parent's lookup handles are not valid in the child.
  *   - A reply waits at most nspv2_client_set_timeout_ms (default 30000):
  *     then the call fails with WSAETIMEDOUT and the connection is closed (the
  *     provider process runs the session down).

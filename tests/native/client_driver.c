@@ -10,6 +10,9 @@
  *   next-bad              -> WSALookupServiceNextW on a handle never issued
  *   threads N M NAME      -> N threads x M lookups at once: ok DONE FAILED
  *   sleep MS
+ *   fork CMD[;CMD]...     -> fork(): the child runs each CMD (its answers
+ *                            come first), then _exit(0); the parent waits
+ *                            for it: ok child PID exited STATUS
  *   exit                  -> exit(0) without WSACleanup (the kernel closes)
  */
 #if !defined(_POSIX_C_SOURCE)
@@ -19,9 +22,11 @@
 #include "nspv2_client.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -101,14 +106,43 @@ static void *worker(void *arg)
     return NULL;
 }
 
-int main(void)
+static void run(const char *line);
+
+/* fork CMDS: the child runs CMDS (';' between them) and exits; the parent
+ * answers once it has. */
+static void run_fork(const char *cmds)
 {
-    char line[512];
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    while (fgets(line, sizeof line, stdin)) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        printf("err 0 fork failed\n");
+        return;
+    }
+    if (pid == 0) {
+        alarm(30); /* a child stuck in the library dies rather than hangs */
+        char copy[512];
+        snprintf(copy, sizeof copy, "%s", cmds);
+        char *save = NULL;
+        for (char *one = strtok_r(copy, ";\n", &save); one; one = strtok_r(NULL, ";\n", &save))
+            run(one);
+        fflush(stdout);
+        _exit(0);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        ;
+    if (WIFSIGNALED(status))
+        printf("err 0 child %ld killed by signal %d\n", (long)pid, WTERMSIG(status));
+    else
+        printf("ok child %ld exited %d\n", (long)pid, WEXITSTATUS(status));
+}
+
+static void run(const char *line)
+{
+    {
         char cmd[32] = "", a[256] = "", b[64] = "", c[256] = "";
         if (sscanf(line, "%31s %255s %63s %255s", cmd, a, b, c) < 1)
-            continue;
+            return;
         if (!strcmp(cmd, "startup")) {
             WSADATA wsa;
             int rc = WSAStartup(0x0202, &wsa);
@@ -172,7 +206,7 @@ int main(void)
             int n = atoi(a), m = atoi(b);
             if (n < 1 || n > 64 || m < 1) {
                 printf("err 0 bad threads command\n");
-                continue;
+                return;
             }
             pthread_t t[64];
             job jobs[64];
@@ -191,6 +225,11 @@ int main(void)
             struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
             nanosleep(&ts, NULL);
             printf("ok\n");
+        } else if (!strcmp(cmd, "fork")) {
+            const char *rest = strstr(line, "fork") + 4;
+            while (*rest == ' ')
+                rest++;
+            run_fork(rest);
         } else if (!strcmp(cmd, "exit")) {
             fflush(stdout);
             _exit(0);
@@ -198,5 +237,13 @@ int main(void)
             printf("err 0 unknown command %s\n", cmd);
         }
     }
+}
+
+int main(void)
+{
+    char line[512];
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    while (fgets(line, sizeof line, stdin))
+        run(line);
     return 0;
 }
