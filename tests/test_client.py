@@ -272,3 +272,112 @@ def test_query_sets_beyond_the_wire_are_refused_before_sending() -> None:
         assert caught.value.code == WSAError.WSAEINVAL
         sign_in(client, DAVE)  # the connection is intact
         assert client.lookup(DAVE)
+
+
+def _requests(served: Served, pid: int) -> int:
+    [mine] = [c for c in server_status(served.socket)["clients"] if c["pid"] == pid]
+    return int(mine["requests"])
+
+
+def test_a_forked_child_does_not_end_the_parents_session() -> None:
+    """os.fork() with a connected Client: the child's copy is dead (calls say
+    why; close sends no GOODBYE and does not shut the parent's socket down);
+    the parent's session, keepalive and name go on."""
+    with serving("nspv2.examples.email:EmailDirectory", "--keepalive", "0.2") as served:
+        client = served.client()
+        sign_in(client, DAVE)
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # the child: report through the pipe, never return into pytest
+            answer = "not run"
+            try:
+                try:
+                    client.lookup(DAVE)
+                    answer = "the child's lookup went through the parent's connection"
+                except ConnectionLost as exc:
+                    answer = f"{exc.code} {exc.message}"
+                client.close()
+                client.abandon()
+            except BaseException as exc:  # anything is the answer
+                answer = f"raised {exc!r}"
+            finally:
+                os.write(write_end, answer.encode())
+                os._exit(0)
+        os.close(write_end)
+        try:
+            _, how = os.waitpid(child, 0)
+            with os.fdopen(read_end, "rb") as pipe:
+                answer = pipe.read().decode()
+        finally:
+            stop_process_pid(child)
+        assert os.waitstatus_to_exitcode(how) == 0
+        assert answer == (
+            f"{WSAECONNRESET} this client's connection belongs to process {os.getpid()}, "
+            "which forked this one; a forked child makes a Client of its own"
+        )
+        time.sleep(1.0)  # five keepalive intervals: the parent's keepalive thread runs
+        [entry] = client.lookup(DAVE)
+        assert decode_presence(entry.blob) == MISTATUS.MISTATUS_ONLINE
+        assert server_status(served.socket)["ended"] == []
+        assert "disconnected" not in served.log()
+        client.close()
+        served.wait_log(r"ended: cleanup")
+
+
+def stop_process_pid(pid: int) -> None:
+    """A forked child that outlived its test: killed and reaped."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def test_wait_closed_sends_nothing_and_lets_calls_through() -> None:
+    with serving() as served:
+        client = served.client()
+        sign_in(client, DAVE)
+        before = _requests(served, os.getpid())
+        started = time.monotonic()
+        assert client.wait_closed(0.5) is False
+        assert 0.45 <= time.monotonic() - started < 2.0
+        assert client.wait_closed(0) is False
+        assert _requests(served, os.getpid()) == before  # not one request
+        # another thread's calls go on while one thread waits without a limit
+        waited: list[bool] = []
+        waiter = threading.Thread(target=lambda: waited.append(client.wait_closed()))
+        waiter.start()
+        try:
+            started = time.monotonic()
+            for _ in range(40):
+                assert client.lookup(DAVE)
+            assert time.monotonic() - started < 10.0
+            counted = _requests(served, os.getpid())
+            time.sleep(0.5)
+            assert _requests(served, os.getpid()) == counted  # the waiter asks nothing
+            assert waiter.is_alive() and not waited
+            served.stop(signal.SIGKILL)
+            waiter.join(timeout=5.0)
+            assert waited == [True]
+        finally:
+            client.abandon()
+            waiter.join(timeout=5.0)
+        with pytest.raises(ConnectionLost, match="provider process closed the connection") as lost:
+            client.lookup(DAVE)
+        assert lost.value.code == WSAECONNRESET
+        assert client.wait_closed(0) is True
+
+
+def test_wait_closed_gives_the_servers_reason() -> None:
+    with serving("nspv2.examples.email:EmailDirectory", "--keepalive", "0.2") as served:
+        silent = served.client(keepalive=False)
+        assert silent.wait_closed(10.0) is True  # the server ends it after 3 x 0.2 s
+        with pytest.raises(ConnectionLost) as caught:
+            silent.lookup(DAVE)
+        assert caught.value.code != 0
+        assert "stopped answering" in served.log()
+    with serving() as served, served.client() as client:
+        with pytest.raises(ValueError, match="timeout"):
+            client.wait_closed(-1)
+        client.abandon()
+        assert client.wait_closed() is True

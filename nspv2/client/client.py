@@ -21,15 +21,24 @@ or the code of the server's ERROR frame), for that call and every later one.
 Calls are serialized: one request in flight per client (a lock), so one
 Client may be shared by threads. While connected, a daemon thread sends
 KEEPALIVE every ``keepalive_ms`` the server asked for.
+
+A Client belongs to the process that made it: in a child made by
+:func:`os.fork` its copy of the connection is closed at once (no GOODBYE,
+no shutdown: the parent's session goes on) and the child's calls raise
+:class:`~nspv2.client.ConnectionLost` saying so; a child makes a Client
+of its own.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import socket as _socket
 import threading
+import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +56,13 @@ _EFAULT = int(WSAError.WSAEFAULT)
 _NO_MORE = int(WSAError.WSA_E_NO_MORE)
 _U32_MAX = 0xFFFFFFFF
 _CLOSED_TEXT = "the provider process closed the connection"
+#: wait_closed holds the request lock at most this long at a time (s).
+_WAIT_SLICE = 0.05
+#: ... and leaves it free this long between two slices (s).
+_WAIT_GAP = 0.005
+
+#: Every Client with a connection, for the fork handler.
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
 def _u32(value: int, what: str) -> int:
@@ -89,6 +105,7 @@ class Client:
         self._stop = threading.Event()
         self._keepalive_thread: threading.Thread | None = None
         self._max_frame = wire.MAX_FRAME
+        self._pid = os.getpid()  # the process whose connection this is
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
@@ -99,6 +116,7 @@ class Client:
                 f"cannot connect to {self.socket}: {exc.strerror or exc}"
             ) from None
         self._sock = sock
+        _clients.add(self)
         try:
             hello = self._call(MsgType.HELLO_REPLY, wire.encode_hello, _role)
         except BaseException:
@@ -154,10 +172,30 @@ class Client:
 
     def _shut(self) -> None:
         self._stop.set()
-        try:
-            self._sock.shutdown(_socket.SHUT_RDWR)
-        except OSError:
-            pass
+        if os.getpid() == self._pid:  # never the socket a parent still uses
+            try:
+                self._sock.shutdown(_socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._sock.close()
+
+    def _forked(self) -> None:
+        """In a child just made by fork(): the connection is the parent's.
+        Close this process's copy of the socket (no shutdown, no GOODBYE:
+        the parent's session goes on); calls raise ConnectionLost. Locks
+        other threads of the parent may have held are made anew; the
+        keepalive thread does not exist here."""
+        self._call_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._stop.set()
+        self._keepalive_thread = None
+        if self._dead is None and not self._closed:
+            self._dead = ConnectionLost(
+                WSAECONNRESET,
+                f"this client's connection belongs to process {self._pid}, which forked "
+                "this one; a forked child makes a Client of its own",
+            )
         self._sock.close()
 
     def _send(self, frame: bytes) -> None:
@@ -174,6 +212,26 @@ class Client:
             n -= len(chunk)
         return b"".join(chunks)
 
+    def _read_frame(self) -> Reply:
+        """Call lock held: read one whole frame; a broken connection is lost."""
+        try:
+            head = self._recv_exact(wire.HEADER)
+            header = wire.parse_header(head, self._max_frame)
+            return wire.decode_reply(head + self._recv_exact(header.length - wire.HEADER))
+        except EOFError:
+            raise self._lose(WSAECONNRESET, _CLOSED_TEXT) from None
+        except TimeoutError:
+            raise self._lose(
+                WSAECONNRESET,
+                f"no reply within {self.timeout} s; the connection was closed",
+            ) from None
+        except OSError as exc:
+            raise self._lose(WSAECONNRESET, f"{_CLOSED_TEXT} ({exc.strerror or exc})") from None
+        except WireError as exc:
+            raise self._lose(
+                WSAECONNRESET, f"the provider process sent a malformed frame: {exc}"
+            ) from None
+
     def _call(self, expect: MsgType, build: Callable[..., bytes], *args: Any) -> Reply:
         """Send one request (``build(request_id, *args)``) and read its reply."""
         if self.role is Role.MONITOR and expect not in (MsgType.HELLO_REPLY, MsgType.STATUS_REPLY):
@@ -187,11 +245,6 @@ class Client:
             frame = build(request_id, *args)
             try:
                 self._send(frame)
-                head = self._recv_exact(wire.HEADER)
-                header = wire.parse_header(head, self._max_frame)
-                reply = wire.decode_reply(head + self._recv_exact(header.length - wire.HEADER))
-            except EOFError:
-                raise self._lose(WSAECONNRESET, _CLOSED_TEXT) from None
             except TimeoutError:
                 raise self._lose(
                     WSAECONNRESET,
@@ -199,10 +252,7 @@ class Client:
                 ) from None
             except OSError as exc:
                 raise self._lose(WSAECONNRESET, f"{_CLOSED_TEXT} ({exc.strerror or exc})") from None
-            except WireError as exc:
-                raise self._lose(
-                    WSAECONNRESET, f"the provider process sent a malformed frame: {exc}"
-                ) from None
+            reply = self._read_frame()
             if reply.type == MsgType.ERROR:
                 raise self._lose(reply.code, reply.text or "the server ended the connection")
             if reply.type != expect or reply.header.request_id != request_id:
@@ -223,6 +273,78 @@ class Client:
                 return  # the next call finds out
 
     # -- lifetime -------------------------------------------------------------------
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the connection is gone (the server closed it, ended it
+        with an ERROR, or this client was closed or abandoned): True; False
+        when ``timeout`` seconds pass first (``None``: no limit; 0: just look).
+
+        It sends nothing (the server's request count does not grow) and takes
+        no reply meant for a request: it watches the socket only while it
+        holds the request lock, in slices of at most 50 ms with the lock free
+        between them, so calls from other threads go on meanwhile (each may
+        wait up to one slice to start). Once it returns True, calls raise
+        :class:`~nspv2.client.ConnectionLost` with the reason (a server's
+        ERROR frame gives its code and text)."""
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self.closed:
+                return True
+            left = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            step = max(0.0, min(_WAIT_SLICE, left))
+            if (
+                self._call_lock.acquire(timeout=step)
+                if step > 0
+                else self._call_lock.acquire(False)
+            ):
+                try:
+                    if deadline is not None:
+                        step = max(0.0, min(step, deadline - time.monotonic()))
+                    if self._gone(step):
+                        return True
+                finally:
+                    self._call_lock.release()
+            if deadline is not None and time.monotonic() >= deadline:
+                return self.closed
+            time.sleep(_WAIT_GAP)  # the lock is free: a waiting call takes it
+
+    def _gone(self, wait: float) -> bool:
+        """Call lock held, no request in flight: is the connection gone
+        (waiting up to ``wait`` s for the socket to say so)?"""
+        if self.closed:
+            return True
+        fd = self._sock.fileno()
+        if fd < 0:
+            return self.closed
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if not poller.poll(int(wait * 1000)):
+            return False
+        # readable with nothing asked: the end of the stream, or the frame
+        # the server sends before closing (ERROR: its code and reason)
+        try:
+            peek = self._sock.recv(1, _socket.MSG_PEEK)
+        except OSError as exc:
+            self._lose(WSAECONNRESET, f"{_CLOSED_TEXT} ({exc.strerror or exc})")
+            return True
+        if not peek:
+            self._lose(WSAECONNRESET, _CLOSED_TEXT)
+            return True
+        try:
+            reply = self._read_frame()
+        except ConnectionLost:
+            return True
+        if reply.type == MsgType.ERROR:
+            self._lose(reply.code, reply.text or "the server ended the connection")
+        else:
+            self._lose(
+                WSAECONNRESET,
+                f"the provider process sent {MsgType(reply.type).name} "
+                f"#{reply.header.request_id}, which nothing asked for",
+            )
+        return True
 
     def close(self) -> None:
         """End gracefully (GOODBYE): each provider the session used gets
@@ -360,6 +482,16 @@ class Client:
         reply = self._call(MsgType.SET_REPLY, wire.encode_set, op, flags, self._image(reg_info))
         if reply.code != NO_ERROR:
             raise WinsockError(reply.code, "WSASetServiceW")
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_clients):
+        client._forked()
+    _clients.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def status(
