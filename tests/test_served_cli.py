@@ -19,6 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from nspv2.client import status as monitor_status
+
 from .clirun import OUTSIDE, command, nspv2_cli
 from .served import Served, private_folder, serving, stop_process
 
@@ -211,6 +213,29 @@ def test_register_exits_1_when_the_server_stops() -> None:
             assert f"provider process {served.pid} closed the connection" in register.output()
             assert f"{DAVE} is no longer signed in" in register.output()
         served.wait_log(r"rundown, PLATFORM_SHUTDOWN")
+
+
+def test_held_register_asks_nothing_and_exits_1_at_once_when_the_server_is_killed() -> None:
+    with serving() as served:
+        env = discovering(served)
+        with background(env, "register", DAVE) as register:
+            register.wait_output(HELD)
+
+            def requests() -> int:
+                [mine] = [
+                    c for c in monitor_status(served.socket)["clients"] if c["pid"] == register.pid
+                ]
+                return int(mine["requests"])
+
+            held = requests()
+            time.sleep(2.5)  # the old hold loop asked for STATUS every second
+            assert requests() == held
+            served.stop(signal.SIGKILL)
+            killed = time.monotonic()
+            assert register.wait(timeout=10) == 1, register.output()
+            assert time.monotonic() - killed < 1.0
+            assert f"provider process {served.pid} closed the connection" in register.output()
+            assert f"{DAVE} is no longer signed in" in register.output()
 
 
 def test_signout_reports_the_providers_answer() -> None:

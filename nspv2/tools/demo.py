@@ -499,9 +499,10 @@ class _Hold:
             signal.signal(sig, previous)
 
 
-#: How often ``register`` asks, while it holds its session, whether the
-#: provider process is still there (a STATUS request on its connection).
-HOLD_POLL_SECONDS = 1.0
+#: While ``register`` holds its session it waits on its connection
+#: (Client.wait_closed: nothing is sent) this long at a time, then looks
+#: whether SIGINT/SIGTERM came.
+HOLD_SLICE_SECONDS = 0.2
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -536,10 +537,8 @@ def cmd_register(args: argparse.Namespace) -> int:
             flush=True,
         )
         with _Hold() as hold:
-            while not hold.event.wait(HOLD_POLL_SECONDS):
-                try:
-                    client.status()  # the connection is still there
-                except ConnectionLost:
+            while not hold.event.is_set():
+                if client.wait_closed(HOLD_SLICE_SECONDS):  # the provider process went
                     return fail(
                         args,
                         f"nspv2 register: provider process {pid} closed the connection; "
