@@ -530,13 +530,13 @@ def cmd_register(args: argparse.Namespace) -> int:
         # example signs a session's names out when it ends).
         note = sys.stderr if args.json else sys.stdout
         pid = client.server_pid
-        print(
-            f"{args.name} is signed in while this client session is open "
-            f"(provider process {pid}); Ctrl-C or SIGTERM signs it out",
-            file=note,
-            flush=True,
-        )
-        with _Hold() as hold:
+        with _Hold() as hold:  # before the line below: a signal it prompts finds the handler
+            print(
+                f"{args.name} is signed in while this client session is open "
+                f"(provider process {pid}); Ctrl-C or SIGTERM signs it out",
+                file=note,
+                flush=True,
+            )
             while not hold.event.is_set():
                 if client.wait_closed(HOLD_SLICE_SECONDS):  # the provider process went
                     return fail(
