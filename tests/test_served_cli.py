@@ -342,3 +342,41 @@ def test_stress_processes_usage_errors(args: list[str], words: str) -> None:
     out = nspv2_cli(*args)
     assert out.returncode == 2, out
     assert words in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--keepalive", "3601"], "3601 is out of range (0.001 to 3600 seconds)"),
+        (["--keepalive", "0"], "0 is out of range (0.001 to 3600 seconds)"),
+        (["--keepalive", "nan"], "nan is out of range (0.001 to 3600 seconds)"),
+        (["--keepalive", "inf"], "inf is out of range (0.001 to 3600 seconds)"),
+        (["--keepalive", "soon"], "'soon' is not a number of seconds"),
+        (["--threads", "1025"], "1025 is out of range (1 to 1024)"),
+        (["--threads", "0"], "0 is out of range (1 to 1024)"),
+        (["--max-clients", "1048577"], "1048577 is out of range (1 to 1048576)"),
+        (["--max-clients", "0"], "0 is out of range (1 to 1048576)"),
+    ],
+)
+def test_serve_limits_are_usage_errors_naming_the_range(args: list[str], words: str) -> None:
+    folder = private_folder()
+    try:
+        env = {**os.environ, "NSPV2_RUNTIME_DIR": str(folder)}
+        env.pop("NSPV2_SOCKET", None)
+        out = cli(env, "serve", "nspv2.examples.email:EmailDirectory", *args)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert out.stderr.startswith(f"nspv2 serve: error: argument {args[0]}: {words}"), out
+        assert list(folder.iterdir()) == []  # nothing was served
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_serve_limits_are_the_c_servers() -> None:
+    """The ranges --help states, and their upper ends served by the C server."""
+    helped = " ".join(cli(dict(os.environ), "serve", "--help").stdout.split())
+    assert "1 to 1024" in helped and "1 to 1048576" in helped and "0.001 to 3600" in helped
+    with serving(
+        "nspv2.examples.email:EmailDirectory", "--keepalive", "3600", "--threads", "1024"
+    ) as served:
+        doc = monitor_status(served.socket)
+        assert (doc["keepalive_ms"], doc["threads"]) == (3600000, 1024)

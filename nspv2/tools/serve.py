@@ -34,7 +34,6 @@ from .common import (
     UsageError,
     add_json,
     emit_json,
-    positive,
     whole,
 )
 
@@ -60,10 +59,31 @@ def _log(line: str) -> None:
         pass
 
 
+#: The C server's limits (nspv2_server_start refuses more with WSAEINVAL).
+KEEPALIVE_MAX_SECONDS = 3600
+THREADS_MAX = 1024
+#: Not a limit of the server's: the most file descriptors a Linux process
+#: may have (fs.nr_open's default), so more connections could never be.
+MAX_CLIENTS_MAX = 1 << 20
+
+
+def _keepalive_seconds(text: str) -> float:
+    """--keepalive: seconds from 0.001 to KEEPALIVE_MAX_SECONDS (whole ms)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.001 <= seconds <= KEEPALIVE_MAX_SECONDS:  # also nan and inf
+        raise argparse.ArgumentTypeError(
+            f"{text} is out of range (0.001 to {KEEPALIVE_MAX_SECONDS} seconds)"
+        )
+    return seconds
+
+
 def _keepalive_ms(seconds: float) -> int:
     ms = round(seconds * 1000)
-    if not 1 <= ms <= DWORD_MAX // 3:
-        raise UsageError(f"--keepalive must be from 0.001 to {DWORD_MAX // 3000} seconds")
+    if not 1 <= ms <= KEEPALIVE_MAX_SECONDS * 1000:
+        raise UsageError(f"--keepalive must be from 0.001 to {KEEPALIVE_MAX_SECONDS} seconds")
     return ms
 
 
@@ -355,17 +375,18 @@ def add_commands(sub: SubParsers) -> None:
     )
     p_serve.add_argument(
         "--threads",
-        type=positive,
+        type=whole(1, THREADS_MAX),
         default=4,
         metavar="N",
-        help="worker threads running provider calls (default: %(default)s)",
+        help=f"worker threads running provider calls, 1 to {THREADS_MAX} (default: %(default)s)",
     )
     p_serve.add_argument(
         "--max-clients",
-        type=positive,
+        type=whole(1, MAX_CLIENTS_MAX),
         default=64,
         metavar="N",
-        help="connections at once; one more is refused with WSAEPROCLIM (default: %(default)s)",
+        help=f"connections at once, 1 to {MAX_CLIENTS_MAX}; one more is refused with "
+        "WSAEPROCLIM (default: %(default)s)",
     )
     p_serve.add_argument(
         "--max-in-flight",
@@ -376,11 +397,11 @@ def add_commands(sub: SubParsers) -> None:
     )
     p_serve.add_argument(
         "--keepalive",
-        type=float,
+        type=_keepalive_seconds,
         default=5.0,
         metavar="SECONDS",
-        help="clients send a keepalive this often; one silent for 3 times as long is run "
-        "down (default: %(default)g)",
+        help=f"clients send a keepalive this often, 0.001 to {KEEPALIVE_MAX_SECONDS}; one "
+        "silent for 3 times as long is run down (default: %(default)g)",
     )
     p_serve.add_argument(
         "--allow-uid",
