@@ -343,7 +343,8 @@ def test_threads_share_one_connection_and_keepalive_holds_it(programs: dict[str,
 
 def test_client_library_under_asan(tmp_path: Path) -> None:
     """The library's sources compiled into the driver with ASan + UBSan:
-    threads, keepalive, a server killed mid-session, cleanup."""
+    threads, a forked child's own session, keepalive, a server killed
+    mid-session, cleanup."""
     sources = [
         ROOT / "native_stub" / "client" / "client.c",
         ROOT / "native_stub" / "src" / "wire.c",
@@ -364,6 +365,9 @@ def test_client_library_under_asan(tmp_path: Path) -> None:
             assert d.do("startup") == "ok 2.2"
             assert d.do("register dave@example.com") == "ok"
             assert d.do("threads 4 20 dave@example.com", timeout=120) == "ok 80 0"
+            assert d.do("fork lookup dave@example.com;cleanup") == "ok 1 MISTATUS_ONLINE"
+            assert d.answer() == "ok"
+            assert re.fullmatch(r"ok child \d+ exited 0", d.answer())
             assert d.do("sleep 400") == "ok"
             assert d.do("cleanup") == "ok"
             assert d.do("startup") == "ok 2.2"
