@@ -339,12 +339,24 @@ NSPV2_HOST_API INT nspv2_driver_run(const nspv2_driver_config *cfg, nspv2_driver
  * Calls run on a pool of `threads` native threads; a connection may have
  * max_in_flight requests unanswered (more is a protocol error); requests
  * wait in one FIFO, bounded by max_clients x max_in_flight, for a free
- * thread. A lookup handle or call belongs to the connection that made it:
- * another connection's handle is WSA_INVALID_HANDLE.
+ * thread. STATUS is answered by the I/O thread, not the pool. A lookup
+ * handle or call belongs to the connection that made it: another
+ * connection's handle is WSA_INVALID_HANDLE.
+ *
+ * No thread waits on a client's socket: replies wait in their connection's
+ * output queue and the I/O thread writes them without blocking as the
+ * socket takes them. A request is unanswered (counts in max_in_flight)
+ * until its reply is entirely written, so a connection holds at most
+ * max_in_flight replies (plus HELLO_REPLY / GOODBYE_REPLY); one whose unsent
+ * bytes pass 32 MiB (8 x the largest frame), or that takes none of them for
+ * 3 x keepalive_ms, is ended and run down ("stopped reading its replies").
  *
  * GOODBYE runs once the connection's earlier requests are answered; its
- * reply is sent after NSPv2Cleanup returned, then the connection is closed
- * (nothing after GOODBYE is read). A connection that ends otherwise gets an
+ * reply is sent after NSPv2Cleanup returned, then the connection is closed.
+ * Until then only KEEPALIVE may follow GOODBYE, and the connection is still
+ * watched: a hang-up, 3 x keepalive_ms of silence or a stop runs the session
+ * down instead (cancelling the calls still running). A connection that ends
+ * otherwise gets an
  * ERROR frame first when the server ends it: WSAETIMEDOUT (keepalive),
  * WSANO_RECOVERY (protocol error), and for a refusal WSAEACCES (uid),
  * WSAEPROCLIM (too many clients), WSAVERNOTSUPPORTED (version or pointer
@@ -365,8 +377,12 @@ typedef struct nspv2_server_config {
                               * existing file there -> WSAEADDRINUSE, unless
                               * it is a socket nobody accepts on (removed) */
     uint32_t threads;        /* worker threads (0: 4) */
-    uint32_t max_clients;    /* connections at once (0: 64); past it a new
-                              * one gets ERROR WSAEPROCLIM and is closed */
+    uint32_t max_clients;    /* clients at once (0: 64); past it a new one
+                              * gets ERROR WSAEPROCLIM at HELLO and is
+                              * closed. Monitors (role 1) do not count: 4
+                              * of them besides, the 5th refused (not
+                              * logged). Connections awaiting HELLO:
+                              * max_clients + 4 at most. */
     uint32_t max_in_flight;  /* per connection (0: 8) */
     uint32_t keepalive_ms;   /* told to clients in HELLO_REPLY (0: 5000);
                               * silence for 3x that ends a connection */
@@ -377,7 +393,7 @@ typedef struct nspv2_server_config {
 
 typedef struct nspv2_server_stats {
     uint64_t accepted;        /* connections that sent a valid HELLO */
-    uint64_t refused;         /* wrong uid, too many clients, bad HELLO */
+    uint64_t refused;         /* wrong uid, too many clients / monitors, bad HELLO */
     uint64_t open_now;        /* connections open now (clients + monitors) */
     uint64_t sessions_opened; /* client sessions opened (role client) */
     uint64_t sessions_cleanup;   /* ended by GOODBYE (NSPv2Cleanup) */

@@ -7,24 +7,34 @@
  *   I/O thread  accept(); peer credentials; poll() over the listening
  *               socket, a wake pipe and every connection; frame reassembly;
  *               decoding (wire.c); HELLO (session open, HELLO_REPLY); the
- *               order and in-flight checks; keepalive deadlines. It never
+ *               order and in-flight checks; STATUS (answered here, so a
+ *               monitor is answered while every worker is busy); keepalive
+ *               deadlines; and every write to a client socket: replies wait
+ *               in their connection's output queue and are sent without
+ *               blocking when the socket takes them (POLLOUT). It never
  *               calls a provider (HELLO's nspv2_session_open does not) and
  *               never blocks on a client.
  *   workers     take work from the server's queue: first connections to
  *               end (their "end task"), then requests in FIFO order. They
- *               call the host's client API, write the replies, and end
- *               sessions (nspv2_session_close / _abandon, which may call
- *               providers' Cleanup / Rundown).
+ *               call the host's client API, queue the replies on their
+ *               connection (never touching its socket), and end sessions
+ *               (nspv2_session_close / _abandon, which may call providers'
+ *               Cleanup / Rundown).
  *
- * Locks (order: g_servers_lock -> srv.lock -> conn.wlock -> host_g.lock;
- * nothing here is held while a provider runs except through the host's own
- * calls, which take only host_g.lock):
+ * A request counts against its connection's in-flight limit from the moment
+ * it is read until its reply is entirely written to the socket, so a
+ * connection's output queue holds at most max_in_flight replies (plus
+ * HELLO_REPLY and GOODBYE_REPLY); past SRV_OUT_CAP bytes unsent, or with
+ * nothing taken for 3 x keepalive while replies wait, the client is ended
+ * (it stopped reading its replies) and its session run down.
+ *
+ * Locks (order: g_servers_lock -> srv.lock -> host_g.lock; nothing here is
+ * held while a provider runs except through the host's own calls, which
+ * take only host_g.lock):
  *   g_servers_lock  the table of running servers (ids -> server).
  *   srv.lock        every field of srv and of its conns marked [S] below;
- *                   srv.cv wakes workers.
- *   conn.wlock      serializes writes to a connection's socket (replies
- *                   from workers, HELLO_REPLY from the I/O thread, ERROR
- *                   from the end task), so frames never interleave.
+ *                   srv.cv wakes workers. The I/O thread sends (non-blocking)
+ *                   under it.
  *   [I] fields      belong to the I/O thread alone (no lock).
  *   [C] fields      constant after the connection was accepted.
  *
@@ -37,9 +47,11 @@
  * srv.conns and its socket is closed there and only there, so no thread
  * can write to a descriptor number that was reused. Ending a connection
  * (conn_end_L: the first of disconnect, keepalive, protocol error, refusal,
- * failed send, GOODBYE, stop wins) only marks it and queues its end task;
- * the end task (a worker) sends the ERROR frame if any, shuts the socket
- * down, and ends the client session exactly once: nspv2_session_abandon
+ * failed send, a client that stops reading, GOODBYE, stop wins) only marks
+ * it and queues its end task; the I/O thread then sends what it can of the
+ * queued output and the ERROR frame if any (without blocking) and shuts the
+ * socket down (after GOODBYE: once GOODBYE_REPLY is written), while the end
+ * task (a worker) ends the client session exactly once: nspv2_session_abandon
  * (Rundown) for everything but GOODBYE, whose worker runs
  * nspv2_session_close (Cleanup) itself before it answers. Calls of that
  * session still running in workers are the host's to cancel (a waiting
@@ -82,20 +94,31 @@
 #define SRV_TEXT 256u
 #define SRV_REFUSE_MS 1000u /* a refused peer gets its ERROR by then */
 #define SRV_READ_BURST 16   /* frames read from one connection per poll round */
+#define SRV_MONITORS 4u     /* monitors (STATUS-only) at once, besides max_clients */
+#define SRV_OUT_CAP (8u * NSPV2_WIRE_MAX_FRAME) /* unsent bytes per connection */
 
 /* How a connection ended (conn.end_kind). */
 enum {
     CE_NONE,
     CE_GOODBYE,    /* orderly: the GOODBYE worker closed the session */
     CE_DISCONNECT, /* the peer closed, or a read/write failed */
-    CE_KEEPALIVE,  /* nothing received for 3 x keepalive */
-    CE_PROTOCOL,   /* a malformed or out-of-order frame */
+    CE_KEEPALIVE,  /* nothing received (or no reply taken) for 3 x keepalive */
+    CE_PROTOCOL,   /* a malformed or out-of-order frame; SRV_OUT_CAP passed */
     CE_SHUTDOWN,   /* nspv2_server_stop */
     CE_REFUSED     /* never accepted: uid, too many clients, bad HELLO */
 };
 
 typedef struct srv srv;
 typedef struct conn conn;
+
+/* A frame waiting to be written (the I/O thread writes, from the head). */
+typedef struct outf {
+    struct outf *next;
+    size_t len, off;  /* off: bytes already sent */
+    uint32_t id;      /* the request it answers (counted) */
+    int counted;      /* in flight until written */
+    uint8_t data[];
+} outf;
 
 typedef struct req {
     struct req *next;
@@ -111,7 +134,6 @@ struct conn {
     long pid;                 /* [C] peer credentials */
     uint32_t uid;             /* [C] */
     double connected;         /* [C] wall clock at accept */
-    nspv2_mutex wlock;        /* serializes writes to fd */
 
     /* [I] I/O thread only */
     uint8_t hdr[NSPV2_WIRE_HEADER];
@@ -127,9 +149,13 @@ struct conn {
     int role;                 /* NSPV2_WIRE_ROLE_* once hello */
     int refusing;             /* refused at accept: ends at its first input */
     uint64_t session;         /* client session, 0 for none */
-    int goodbye;              /* GOODBYE received: no more input is read */
-    req *goodbye_req;         /* parked until busy drops to 0 */
-    uint32_t in_flight;       /* requests accepted, reply not yet sent */
+    int goodbye;              /* GOODBYE received: only KEEPALIVE may follow */
+    req *goodbye_req;         /* parked until busy drops to 1 */
+    int goodbye_done;         /* GOODBYE_REPLY queued: close once written */
+    outf *out_head, *out_tail;/* frames to write, in order */
+    size_t out_bytes;         /* unsent bytes queued */
+    uint64_t out_progress_ns; /* last time the client took bytes (or queue start) */
+    uint32_t in_flight;       /* requests accepted, reply not yet written */
     uint32_t busy;            /* requests queued or running, not yet done */
     uint32_t *ids;            /* request ids in flight (max_in_flight) */
     uint64_t *lookups;        /* lookup handles this connection owns */
@@ -176,6 +202,7 @@ struct srv {
     conn *conns;                   /* every conn not freed yet */
     uint64_t next_conn;
     uint32_t live;                 /* accepted or awaiting HELLO, not ended, not refusing */
+    uint32_t nclients, nmonitors;  /* of which: past HELLO, by role */
     req *qhead, *qtail;            /* requests, FIFO */
     uint64_t qlen;
     conn *end_head, *end_tail;     /* end tasks, FIFO, before any request */
@@ -186,6 +213,12 @@ struct srv {
 
 /* ------------------------------------------------------------------------ */
 /* small helpers                                                             */
+
+/* ns from t to now, 0 when t is later (another thread's newer clock) */
+static uint64_t since(uint64_t now, uint64_t t)
+{
+    return now > t ? now - t : 0;
+}
 
 static double wall_now(void)
 {
@@ -220,21 +253,15 @@ static void srv_log(const srv *s, const char *fmt, ...)
     (void)r;
 }
 
-/* Sends all of buf (blocking, bounded by SO_SNDTIMEO); 0 or -1. The caller
- * holds c->wlock. */
-static int send_all(int fd, const uint8_t *buf, size_t len, int flags)
+/* Sends what fd takes now of buf (never blocks): bytes sent, or -1 with
+ * errno (EAGAIN: nothing taken). */
+static ssize_t send_some(int fd, const uint8_t *buf, size_t len)
 {
-    while (len) {
-        ssize_t r = send(fd, buf, len, MSG_NOSIGNAL | flags);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        buf += r;
-        len -= (size_t)r;
-    }
-    return 0;
+    ssize_t r;
+    do
+        r = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    return r;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -252,28 +279,44 @@ static void conn_unref_L(conn *c)
         }
     }
     close(c->fd);
-    nspv2_mutex_destroy(&c->wlock);
+    while (c->out_head) {
+        outf *o = c->out_head;
+        c->out_head = o->next;
+        free(o);
+    }
     free(c->rbuf);
     free(c->ids);
     free(c->lookups);
     free(c);
 }
 
+/* c no longer counts as open. */
+static void mark_ended_L(srv *s, conn *c)
+{
+    c->ended = 1;
+    if (!c->refusing)
+        s->live--;
+    if (c->hello) {
+        if (c->role == NSPV2_WIRE_ROLE_MONITOR)
+            s->nmonitors--;
+        else
+            s->nclients--;
+    }
+}
+
 /* Marks c ended (the first caller wins: returns 1) and queues its end task,
  * which the first free worker runs before any request. code: the ERROR
- * frame's code, 0 for none. */
+ * frame's code, 0 for none. The I/O thread closes the socket. */
 static int conn_end_L(conn *c, int kind, int code, const char *why)
 {
     srv *s = c->s;
     if (c->ended)
         return 0;
-    c->ended = 1;
+    mark_ended_L(s, c);
     c->end_kind = kind;
     c->end_code = code;
     if (why != c->end_text)
         snprintf(c->end_text, sizeof c->end_text, "%s", why);
-    if (!c->refusing)
-        s->live--;
     c->refs++; /* the end task's */
     c->end_next = NULL;
     if (s->end_tail)
@@ -302,7 +345,8 @@ static void record_end_L(srv *s, const conn *c, int cleanup, const char *reason,
     e->ended = wall_now();
 }
 
-/* An ERROR frame, best effort (a peer that does not read does not get it). */
+/* An ERROR frame, best effort, never blocking (a peer that does not read
+ * does not get it). The I/O thread only. */
 static void send_error(conn *c, uint32_t request_id, int code, const char *text)
 {
     uint8_t frame[NSPV2_WIRE_HEADER + 8 + NSPV2_WIRE_MAX_TEXT];
@@ -312,11 +356,110 @@ static void send_error(conn *c, uint32_t request_id, int code, const char *text)
     size_t n = nspv2_wire_encode_reply(frame, sizeof frame, NSPV2_WIRE_ERROR, request_id, code,
                                        (uint32_t)tl, NULL, 0, (const uint8_t *)text,
                                        (uint32_t)tl);
-    if (!n)
+    if (n)
+        send_some(c->fd, frame, n);
+}
+
+/* Queues frame o on c (takes it). Dropped when c has ended, unless force
+ * (GOODBYE_REPLY). Past SRV_OUT_CAP unsent bytes the client is ended. The
+ * caller wakes the I/O thread (workers) or flushes (the I/O thread). */
+static void push_out_L(conn *c, outf *o, int force)
+{
+    if (c->ended && !force) {
+        free(o);
         return;
-    nspv2_mutex_lock(&c->wlock);
-    send_all(c->fd, frame, n, MSG_DONTWAIT);
-    nspv2_mutex_unlock(&c->wlock);
+    }
+    o->next = NULL;
+    if (c->out_tail)
+        c->out_tail->next = o;
+    else {
+        c->out_head = o;
+        c->out_progress_ns = nspv2_now_ns();
+    }
+    c->out_tail = o;
+    c->out_bytes += o->len;
+    if (c->out_bytes > SRV_OUT_CAP && !c->ended) {
+        char text[SRV_TEXT];
+        snprintf(text, sizeof text, "stopped reading its replies: more than %u MiB unsent",
+                 (unsigned)(SRV_OUT_CAP >> 20));
+        conn_end_L(c, CE_PROTOCOL, WSANO_RECOVERY, text);
+    }
+}
+
+/* A copy of frame[0..n) as a queued frame; NULL when out of memory. */
+static outf *outf_of(const uint8_t *frame, size_t n, uint32_t id, int counted)
+{
+    outf *o = malloc(sizeof *o + n);
+    if (!o)
+        return NULL;
+    o->next = NULL;
+    o->len = n;
+    o->off = 0;
+    o->id = id;
+    o->counted = counted;
+    memcpy(o->data, frame, n);
+    return o;
+}
+
+static void reply_accounting_L(conn *c, uint32_t id);
+
+/* The I/O thread: writes c's queued frames while the socket takes them
+ * (never blocks). A failed send ends c and drops its output. */
+static void conn_flush_L(conn *c)
+{
+    while (c->out_head) {
+        outf *o = c->out_head;
+        ssize_t r = send_some(c->fd, o->data + o->off, o->len - o->off);
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (!c->ended) {
+                char why[SRV_TEXT];
+                snprintf(why, sizeof why, "connection lost: %s", strerror(errno));
+                conn_end_L(c, CE_DISCONNECT, 0, why);
+            }
+            while (c->out_head) {
+                o = c->out_head;
+                c->out_head = o->next;
+                free(o);
+            }
+            c->out_tail = NULL;
+            c->out_bytes = 0;
+            return;
+        }
+        c->out_progress_ns = nspv2_now_ns();
+        o->off += (size_t)r;
+        if (o->off < o->len)
+            continue;
+        c->out_head = o->next;
+        if (!c->out_head)
+            c->out_tail = NULL;
+        c->out_bytes -= o->len;
+        if (o->counted)
+            reply_accounting_L(c, o->id);
+        free(o);
+    }
+}
+
+/* The I/O thread, for an ended connection: 1 once its socket is done with
+ * (shut down; the I/O thread drops it), 0 to keep polling it (a GOODBYE
+ * whose Cleanup runs or whose reply is being written). force: stopping. */
+static int conn_finish_L(conn *c, uint64_t now, uint64_t silence_ns, int force)
+{
+    if (c->end_kind == CE_GOODBYE && !force) {
+        if (!c->goodbye_done)
+            return 0; /* Cleanup runs: the reply follows */
+        conn_flush_L(c);
+        if (c->out_head && since(now, c->out_progress_ns) < silence_ns)
+            return 0;
+    } else {
+        /* what the socket takes now, then the ERROR between frames */
+        conn_flush_L(c);
+        if (c->end_code && (!c->out_head || c->out_head->off == 0))
+            send_error(c, 0, c->end_code, c->end_text);
+    }
+    shutdown(c->fd, SHUT_RDWR);
+    return 1;
 }
 
 /* The end task (a worker): ERROR frame, shutdown, the session's rundown,
@@ -324,7 +467,7 @@ static void send_error(conn *c, uint32_t request_id, int code, const char *text)
 static void run_end(srv *s, conn *c)
 {
     nspv2_mutex_lock(&s->lock);
-    int kind = c->end_kind, code = c->end_code;
+    int kind = c->end_kind;
     char why[SRV_TEXT];
     memcpy(why, c->end_text, sizeof why);
     uint64_t session = c->session;
@@ -337,30 +480,22 @@ static void run_end(srv *s, conn *c)
     }
     nspv2_mutex_unlock(&s->lock);
     free(parked);
-
-    if (code)
-        send_error(c, 0, code, why);
-    shutdown(c->fd, SHUT_RDWR);
+    wake_io(s); /* the I/O thread writes the ERROR (code) and closes */
 
     if (session)
         nspv2_session_abandon(session); /* Rundown of every provider it started */
 
     const char *reason = kind == CE_SHUTDOWN ? "PLATFORM_SHUTDOWN" : "OTHER_COMMUNICATION_ERROR";
+    /* one phrase, the client's: "connection closed ..." -> "client
+     * disconnected ...", "connection lost: ..." -> "client connection lost:
+     * ..."; the others say it already */
     char detail[SRV_TEXT + 32];
-    switch (kind) {
-    case CE_DISCONNECT:
-        if (strcmp(why, "connection closed without GOODBYE") == 0)
-            snprintf(detail, sizeof detail, "client disconnected without GOODBYE");
-        else
-            snprintf(detail, sizeof detail, "client disconnected without GOODBYE (%.200s)", why);
-        break;
-    case CE_KEEPALIVE:
-    case CE_PROTOCOL:
-    case CE_SHUTDOWN:
-    default:
+    if (kind == CE_DISCONNECT && strncmp(why, "connection closed ", 18) == 0)
+        snprintf(detail, sizeof detail, "client disconnected %s", why + 18);
+    else if (kind == CE_DISCONNECT)
+        snprintf(detail, sizeof detail, "client %s", why);
+    else
         snprintf(detail, sizeof detail, "%s", why);
-        break;
-    }
     if (client) {
         srv_log(s, "client #%" PRIu64 " (pid %ld) disconnected: %s", c->num, c->pid, why);
         if (session)
@@ -408,9 +543,8 @@ static int id_in_flight_L(const conn *c, uint32_t id)
     return 0;
 }
 
-/* A request's reply is about to be written: it no longer counts against the
- * in-flight limit (the client may send its next request the moment it
- * reads the reply). */
+/* A request's reply is written (or the request dropped): it no longer
+ * counts against the in-flight limit. */
 static void reply_accounting_L(conn *c, uint32_t id)
 {
     for (uint32_t i = 0; i < c->in_flight; i++) {
@@ -689,29 +823,21 @@ static int build_status(srv *s, char **out, size_t *len)
 /* ------------------------------------------------------------------------ */
 /* workers                                                                   */
 
-/* Writes a reply frame unless the connection has ended; a failed send ends
- * it. */
-static void write_reply(srv *s, conn *c, const uint8_t *frame, size_t n)
+/* Queues the reply to request id (it stays in flight until written) for
+ * the I/O thread, unless the connection has ended. Never blocks on the
+ * client. */
+static void write_reply(srv *s, conn *c, uint32_t id, const uint8_t *frame, size_t n)
 {
-    nspv2_mutex_lock(&s->lock);
-    int ended = c->ended;
-    nspv2_mutex_unlock(&s->lock);
-    if (ended || !n)
+    if (!n)
         return;
-    nspv2_mutex_lock(&c->wlock);
-    int r = send_all(c->fd, frame, n, 0);
-    int err = errno;
-    nspv2_mutex_unlock(&c->wlock);
-    if (r != 0) {
-        char why[SRV_TEXT];
-        snprintf(why, sizeof why, "could not send a reply (%s)",
-                 err == EAGAIN || err == EWOULDBLOCK ? "the client stopped reading"
-                                                     : strerror(err));
-        nspv2_mutex_lock(&s->lock);
-        conn_end_L(c, CE_DISCONNECT, 0, why);
-        nspv2_mutex_unlock(&s->lock);
-        wake_io(s);
-    }
+    outf *o = outf_of(frame, n, id, 1);
+    nspv2_mutex_lock(&s->lock);
+    if (o)
+        push_out_L(c, o, 0);
+    else
+        conn_end_L(c, CE_DISCONNECT, 0, "connection lost: out of memory for a reply");
+    nspv2_mutex_unlock(&s->lock);
+    wake_io(s);
 }
 
 /* A reply with only a code (END, SET, GOODBYE) or code + handle (BEGIN). */
@@ -721,7 +847,7 @@ static void reply_small(srv *s, conn *c, uint16_t type, uint32_t id, int code,
     uint8_t frame[NSPV2_WIRE_HEADER + 16];
     size_t n = nspv2_wire_encode_reply(frame, sizeof frame, type, id, code, 0, extra, extra_size,
                                        NULL, 0);
-    write_reply(s, c, frame, n);
+    write_reply(s, c, id, frame, n);
 }
 
 static void do_goodbye(srv *s, conn *c, const req *r)
@@ -729,18 +855,17 @@ static void do_goodbye(srv *s, conn *c, const req *r)
     nspv2_mutex_lock(&s->lock);
     int won = 0;
     if (!c->ended) {
-        /* The orderly end: mark it ended here (no end task; the I/O thread
-         * stopped reading at GOODBYE), so nothing else ends it meanwhile. */
-        c->ended = 1;
+        /* The orderly end: mark it ended here (no end task), so nothing
+         * else ends it meanwhile; the I/O thread closes the socket once
+         * GOODBYE_REPLY is written. */
+        mark_ended_L(s, c);
         c->end_kind = CE_GOODBYE;
-        s->live--;
         won = 1;
     }
     uint64_t session = c->session;
     nspv2_mutex_unlock(&s->lock);
     if (!won)
         return; /* ended another way first: its end task does the rest */
-    wake_io(s);
     int code = NO_ERROR;
     if (session && nspv2_session_close(session) != NO_ERROR) /* Cleanup of every provider */
         code = WSAGetLastError();
@@ -749,11 +874,13 @@ static void do_goodbye(srv *s, conn *c, const req *r)
     uint8_t frame[NSPV2_WIRE_HEADER + 8];
     size_t n = nspv2_wire_encode_reply(frame, sizeof frame, NSPV2_WIRE_GOODBYE | NSPV2_WIRE_REPLY,
                                        r->m.h.request_id, code, 0, NULL, 0, NULL, 0);
-    nspv2_mutex_lock(&c->wlock);
-    if (n)
-        send_all(c->fd, frame, n, MSG_DONTWAIT);
-    nspv2_mutex_unlock(&c->wlock);
-    shutdown(c->fd, SHUT_RDWR);
+    outf *o = n ? outf_of(frame, n, 0, 0) : NULL;
+    nspv2_mutex_lock(&s->lock);
+    if (o)
+        push_out_L(c, o, 1); /* the I/O thread writes it, then closes */
+    c->goodbye_done = 1;
+    nspv2_mutex_unlock(&s->lock);
+    wake_io(s);
     if (c->role == NSPV2_WIRE_ROLE_CLIENT) {
         srv_log(s, "client #%" PRIu64 " (pid %ld) disconnected: orderly close (GOODBYE)", c->num,
                 c->pid);
@@ -802,17 +929,14 @@ static void do_next(srv *s, conn *c, const req *r, uint64_t handle)
     if (frame)
         n = nspv2_wire_encode_reply(frame, cap, NSPV2_WIRE_LOOKUP_NEXT | NSPV2_WIRE_REPLY, id,
                                     code, word, extra, 8, n32 ? buf : NULL, n32);
-    nspv2_mutex_lock(&s->lock);
-    reply_accounting_L(c, id);
-    nspv2_mutex_unlock(&s->lock);
     if (n) {
-        write_reply(s, c, frame, n);
+        write_reply(s, c, id, frame, n);
     } else {
         uint8_t small[NSPV2_WIRE_HEADER + 16];
         memset(extra, 0, sizeof extra);
         n = nspv2_wire_encode_reply(small, sizeof small, NSPV2_WIRE_LOOKUP_NEXT | NSPV2_WIRE_REPLY,
                                     id, WSA_NOT_ENOUGH_MEMORY, word, extra, 8, NULL, 0);
-        write_reply(s, c, small, n);
+        write_reply(s, c, id, small, n);
     }
     free(frame);
     free(buf);
@@ -854,7 +978,6 @@ static void run_req(srv *s, req *r)
             code = WSA_NOT_ENOUGH_MEMORY;
             hv = 0;
         }
-        reply_accounting_L(c, id);
         nspv2_mutex_unlock(&s->lock);
         uint8_t extra[8];
         memcpy(extra, &hv, 8);
@@ -863,16 +986,13 @@ static void run_req(srv *s, req *r)
     }
     case NSPV2_WIRE_LOOKUP_NEXT:
         if (!owned) {
-            nspv2_mutex_lock(&s->lock);
-            reply_accounting_L(c, id);
-            nspv2_mutex_unlock(&s->lock);
             uint8_t extra[8] = {0};
             uint8_t frame[NSPV2_WIRE_HEADER + 16];
             size_t n = nspv2_wire_encode_reply(frame, sizeof frame,
                                                NSPV2_WIRE_LOOKUP_NEXT | NSPV2_WIRE_REPLY, id,
                                                WSA_INVALID_HANDLE, r->m.buffer_length, extra, 8,
                                                NULL, 0);
-            write_reply(s, c, frame, n);
+            write_reply(s, c, id, frame, n);
         } else {
             do_next(s, c, r, r->m.handle);
         }
@@ -882,46 +1002,14 @@ static void run_req(srv *s, req *r)
             code = WSA_INVALID_HANDLE; /* another connection's, or none */
         else if (nspv2_lookup_end(id_to_handle(r->m.handle)) != NO_ERROR)
             code = WSAGetLastError();
-        nspv2_mutex_lock(&s->lock);
-        reply_accounting_L(c, id);
-        nspv2_mutex_unlock(&s->lock);
         reply_small(s, c, NSPV2_WIRE_LOOKUP_END | NSPV2_WIRE_REPLY, id, code, NULL, 0);
         break;
     case NSPV2_WIRE_SET_SERVICE:
         if (nspv2_set_service(session, (LPWSAQUERYSETW)(void *)r->qs,
                               (WSAESETSERVICEOP)r->m.operation, r->m.control_flags) != NO_ERROR)
             code = WSAGetLastError();
-        nspv2_mutex_lock(&s->lock);
-        reply_accounting_L(c, id);
-        nspv2_mutex_unlock(&s->lock);
         reply_small(s, c, NSPV2_WIRE_SET_SERVICE | NSPV2_WIRE_REPLY, id, code, NULL, 0);
         break;
-    case NSPV2_WIRE_STATUS: {
-        char *json = NULL;
-        size_t jlen = 0;
-        uint8_t *frame = NULL;
-        size_t n = 0;
-        if (build_status(s, &json, &jlen) == 0 && jlen <= NSPV2_WIRE_MAX_IMAGE &&
-            (frame = malloc(NSPV2_WIRE_HEADER + 8 + jlen)) != NULL)
-            n = nspv2_wire_encode_reply(frame, NSPV2_WIRE_HEADER + 8 + jlen,
-                                        NSPV2_WIRE_STATUS | NSPV2_WIRE_REPLY, id, NO_ERROR,
-                                        (uint32_t)jlen, NULL, 0, (const uint8_t *)json,
-                                        (uint32_t)jlen);
-        nspv2_mutex_lock(&s->lock);
-        reply_accounting_L(c, id);
-        nspv2_mutex_unlock(&s->lock);
-        if (n) {
-            write_reply(s, c, frame, n);
-        } else {
-            uint8_t small[NSPV2_WIRE_HEADER + 8];
-            n = nspv2_wire_encode_reply(small, sizeof small, NSPV2_WIRE_STATUS | NSPV2_WIRE_REPLY,
-                                        id, WSA_NOT_ENOUGH_MEMORY, 0, NULL, 0, NULL, 0);
-            write_reply(s, c, small, n);
-        }
-        free(frame);
-        free(json);
-        break;
-    }
     default:
         break;
     }
@@ -931,7 +1019,8 @@ static void run_req(srv *s, req *r)
     nspv2_mutex_unlock(&s->lock);
 done:
     nspv2_mutex_lock(&s->lock);
-    reply_accounting_L(c, id); /* dropped requests */
+    if (c->ended)
+        reply_accounting_L(c, id); /* dropped: its reply never comes */
     req_done_L(s, c);
     nspv2_mutex_unlock(&s->lock);
     free(r->qs);
@@ -974,9 +1063,11 @@ static void worker_main(void *p)
 /* ------------------------------------------------------------------------ */
 /* the I/O thread                                                            */
 
-static void refuse(srv *s, conn *c, int code, const char *why)
+/* log: 0 for a monitor (monitors are not logged) */
+static void refuse(srv *s, conn *c, int code, const char *why, int log)
 {
-    srv_log(s, "refused a client (pid %ld, uid %u): %s", c->pid, (unsigned)c->uid, why);
+    if (log)
+        srv_log(s, "refused a client (pid %ld, uid %u): %s", c->pid, (unsigned)c->uid, why);
     nspv2_mutex_lock(&s->lock);
     s->st.refused++;
     if (!c->refusing) {
@@ -1003,34 +1094,50 @@ static void on_hello(srv *s, conn *c, const uint8_t *frame, size_t len)
     char text[SRV_TEXT];
     if (nspv2_wire_decode_request(frame, len, &m, &why) != 0) {
         snprintf(text, sizeof text, "bad HELLO: %.200s", why ? why : "malformed");
-        refuse(s, c, WSANO_RECOVERY, text);
+        refuse(s, c, WSANO_RECOVERY, text, 1);
         return;
     }
     if (m.h.type != NSPV2_WIRE_HELLO) {
-        refuse(s, c, WSANO_RECOVERY, "bad HELLO: the first frame must be HELLO");
+        refuse(s, c, WSANO_RECOVERY, "bad HELLO: the first frame must be HELLO", 1);
         return;
     }
     if (m.version != NSPV2_WIRE_VERSION) {
         snprintf(text, sizeof text, "bad HELLO: protocol version %u (this server speaks %u)",
                  (unsigned)m.version, (unsigned)NSPV2_WIRE_VERSION);
-        refuse(s, c, WSAVERNOTSUPPORTED, text);
+        refuse(s, c, WSAVERNOTSUPPORTED, text, 1);
         return;
     }
     if (m.pointer_size != sizeof(void *)) {
         snprintf(text, sizeof text, "bad HELLO: a %u-bit client (this server is %u-bit)",
                  (unsigned)m.pointer_size * 8u, (unsigned)sizeof(void *) * 8u);
-        refuse(s, c, WSAVERNOTSUPPORTED, text);
+        refuse(s, c, WSAVERNOTSUPPORTED, text, 1);
         return;
     }
     if (m.role != NSPV2_WIRE_ROLE_CLIENT && m.role != NSPV2_WIRE_ROLE_MONITOR) {
         snprintf(text, sizeof text, "bad HELLO: unknown role %u", (unsigned)m.role);
-        refuse(s, c, WSANO_RECOVERY, text);
+        refuse(s, c, WSANO_RECOVERY, text, 1);
+        return;
+    }
+    /* max_clients counts clients; monitors have SRV_MONITORS of their own,
+     * so that `nspv2 status` answers on a full server */
+    nspv2_mutex_lock(&s->lock);
+    int full = m.role == NSPV2_WIRE_ROLE_CLIENT ? s->nclients >= s->cfg.max_clients
+                                                : s->nmonitors >= SRV_MONITORS;
+    nspv2_mutex_unlock(&s->lock);
+    if (full) {
+        if (m.role == NSPV2_WIRE_ROLE_CLIENT)
+            snprintf(text, sizeof text, "too many clients (%u connected)",
+                     (unsigned)s->cfg.max_clients);
+        else
+            snprintf(text, sizeof text, "too many monitors (%u connected)",
+                     (unsigned)SRV_MONITORS);
+        refuse(s, c, WSAEPROCLIM, text, m.role == NSPV2_WIRE_ROLE_CLIENT);
         return;
     }
     uint64_t session = 0;
     if (m.role == NSPV2_WIRE_ROLE_CLIENT && nspv2_session_open(&session) != NO_ERROR) {
         int e = WSAGetLastError();
-        refuse(s, c, e, "could not open a client session");
+        refuse(s, c, e, "could not open a client session", 1);
         return;
     }
     uint32_t np = 0;
@@ -1053,32 +1160,67 @@ static void on_hello(srv *s, conn *c, const uint8_t *frame, size_t len)
                                              (uint32_t)s->pid, s->cfg.keepalive_ms,
                                              NSPV2_WIRE_MAX_FRAME, s->cfg.max_in_flight, ids, nss,
                                              np);
+    outf *o = n ? outf_of(frame_out, n, 0, 0) : NULL;
     nspv2_mutex_lock(&s->lock);
     c->hello = 1;
     c->role = (int)m.role;
     c->session = session;
+    if (m.role == NSPV2_WIRE_ROLE_MONITOR)
+        s->nmonitors++;
+    else
+        s->nclients++;
     s->st.accepted++;
     if (session)
         s->st.sessions_opened++;
+    if (o)
+        push_out_L(c, o, 0); /* written by the I/O thread's next flush */
+    else
+        conn_end_L(c, CE_DISCONNECT, 0, "connection lost: out of memory for HELLO_REPLY");
     nspv2_mutex_unlock(&s->lock);
     if (m.role == NSPV2_WIRE_ROLE_CLIENT)
         srv_log(s, "client #%" PRIu64 " (pid %ld, uid %u) connected", c->num, c->pid,
                 (unsigned)c->uid);
-    nspv2_mutex_lock(&c->wlock);
-    int r = n ? send_all(c->fd, frame_out, n, MSG_DONTWAIT) : -1;
-    nspv2_mutex_unlock(&c->wlock);
-    if (r != 0) {
-        nspv2_mutex_lock(&s->lock);
-        conn_end_L(c, CE_DISCONNECT, 0, "could not send HELLO_REPLY");
-        nspv2_mutex_unlock(&s->lock);
+}
+
+/* STATUS, answered by the I/O thread (the request counts in flight until
+ * its reply is written, as any other). */
+static void answer_status(srv *s, conn *c, uint32_t id)
+{
+    char *json = NULL;
+    size_t jlen = 0;
+    uint8_t *frame = NULL;
+    size_t n = 0;
+    if (build_status(s, &json, &jlen) == 0 && jlen <= NSPV2_WIRE_MAX_IMAGE &&
+        (frame = malloc(NSPV2_WIRE_HEADER + 8 + jlen)) != NULL)
+        n = nspv2_wire_encode_reply(frame, NSPV2_WIRE_HEADER + 8 + jlen,
+                                    NSPV2_WIRE_STATUS | NSPV2_WIRE_REPLY, id, NO_ERROR,
+                                    (uint32_t)jlen, NULL, 0, (const uint8_t *)json,
+                                    (uint32_t)jlen);
+    uint8_t small[NSPV2_WIRE_HEADER + 8];
+    if (!n) {
+        free(frame);
+        frame = NULL;
+        n = nspv2_wire_encode_reply(small, sizeof small, NSPV2_WIRE_STATUS | NSPV2_WIRE_REPLY, id,
+                                    WSA_NOT_ENOUGH_MEMORY, 0, NULL, 0, NULL, 0);
     }
+    outf *o = n ? outf_of(frame ? frame : small, n, id, 1) : NULL;
+    free(frame);
+    free(json);
+    nspv2_mutex_lock(&s->lock);
+    if (o)
+        push_out_L(c, o, 0);
+    else
+        conn_end_L(c, CE_DISCONNECT, 0, "connection lost: out of memory for a reply");
+    c->requests++;
+    s->st.requests++;
+    nspv2_mutex_unlock(&s->lock);
 }
 
 /* One whole frame from c (the I/O thread owns frame until it returns). */
 static void on_frame(srv *s, conn *c, const uint8_t *frame, size_t len)
 {
     nspv2_mutex_lock(&s->lock);
-    int hello = c->hello, role = c->role;
+    int hello = c->hello, role = c->role, goodbye = c->goodbye;
     nspv2_mutex_unlock(&s->lock);
     if (!hello) {
         on_hello(s, c, frame, len);
@@ -1093,6 +1235,10 @@ static void on_frame(srv *s, conn *c, const uint8_t *frame, size_t len)
     uint16_t type = m.h.type;
     if (type == NSPV2_WIRE_KEEPALIVE)
         return;
+    if (goodbye) {
+        protocol_error(s, c, "a request after GOODBYE");
+        return;
+    }
     if (type == NSPV2_WIRE_HELLO) {
         protocol_error(s, c, "HELLO sent twice");
         return;
@@ -1131,8 +1277,10 @@ static void on_frame(srv *s, conn *c, const uint8_t *frame, size_t len)
     nspv2_mutex_lock(&s->lock);
     text[0] = 0;
     if (type == NSPV2_WIRE_GOODBYE) {
-        /* Nothing after GOODBYE is read. It runs once every earlier request
-         * of the connection is done (parked until then). */
+        /* Only KEEPALIVE may follow (the connection stays polled, so a
+         * hang-up or silence while it waits still ends it, as rundown). It
+         * runs once every earlier request of the connection is done (parked
+         * until then). */
         c->goodbye = 1;
         c->busy++;
         c->refs++;
@@ -1147,6 +1295,13 @@ static void on_frame(srv *s, conn *c, const uint8_t *frame, size_t len)
     } else if (id_in_flight_L(c, m.h.request_id)) {
         snprintf(text, sizeof text, "request id %u is already in flight",
                  (unsigned)m.h.request_id);
+    } else if (type == NSPV2_WIRE_STATUS) {
+        c->ids[c->in_flight++] = m.h.request_id;
+        free(r);
+        r = NULL;
+        nspv2_mutex_unlock(&s->lock);
+        answer_status(s, c, m.h.request_id); /* here, not behind the workers */
+        return;
     } else {
         c->ids[c->in_flight++] = m.h.request_id;
         c->busy++;
@@ -1187,8 +1342,9 @@ static int conn_read(srv *s, conn *c)
             dst = c->hdr + c->have;
             want = NSPV2_WIRE_HEADER - c->have;
         } else {
-            if (c->rcap < c->need) {
-                /* grow with what arrives, not with what the header claims */
+            if (c->have == c->rcap && c->rcap < c->need) {
+                /* grow with what arrives (only when full), not with what
+                 * the header claims */
                 size_t ncap = c->rcap ? c->rcap * 2 : 4096;
                 if (ncap > c->need)
                     ncap = c->need;
@@ -1211,12 +1367,15 @@ static int conn_read(srv *s, conn *c)
             return 0;
         if (r <= 0) {
             nspv2_mutex_lock(&s->lock);
+            char why[SRV_TEXT];
             if (r == 0 && c->need == 0 && c->have == 0)
-                conn_end_L(c, CE_DISCONNECT, 0, "connection closed without GOODBYE");
+                snprintf(why, sizeof why, "connection closed %s",
+                         c->goodbye ? "before GOODBYE_REPLY" : "without GOODBYE");
             else if (r == 0)
-                conn_end_L(c, CE_DISCONNECT, 0, "connection closed in the middle of a frame");
+                snprintf(why, sizeof why, "connection closed in the middle of a frame");
             else
-                conn_end_L(c, CE_DISCONNECT, 0, strerror(errno));
+                snprintf(why, sizeof why, "connection lost: %s", strerror(errno));
+            conn_end_L(c, CE_DISCONNECT, 0, why);
             nspv2_mutex_unlock(&s->lock);
             return -1;
         }
@@ -1235,7 +1394,7 @@ static int conn_read(srv *s, conn *c)
                 char text[SRV_TEXT];
                 if (!hello) {
                     snprintf(text, sizeof text, "bad HELLO: %.200s", why ? why : "bad header");
-                    refuse(s, c, WSANO_RECOVERY, text);
+                    refuse(s, c, WSANO_RECOVERY, text, 1);
                 } else {
                     protocol_error(s, c, why ? why : "bad header");
                 }
@@ -1264,7 +1423,7 @@ static int conn_read(srv *s, conn *c)
             c->rcap = 0;
         }
         nspv2_mutex_lock(&s->lock);
-        int stop = c->ended || c->goodbye;
+        int stop = c->ended;
         nspv2_mutex_unlock(&s->lock);
         if (stop)
             return -1;
@@ -1303,14 +1462,8 @@ static conn *conn_accept(srv *s, int fd)
             c->uid = (uint32_t)u;
     }
 #endif
-    nspv2_mutex_init(&c->wlock);
     c->connected = wall_now();
     c->last_rx_ns = nspv2_now_ns();
-    /* replies are written blocking, but never for longer than the
-     * keepalive deadline: a client that stops reading is ended */
-    uint32_t ms = s->cfg.keepalive_ms * 3u;
-    struct timeval tv = {(time_t)(ms / 1000u), (suseconds_t)(ms % 1000u) * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 
     int allowed = c->uid == s->euid;
     for (uint32_t i = 0; !allowed && i < s->cfg.n_allow_uids; i++)
@@ -1320,7 +1473,9 @@ static conn *conn_accept(srv *s, int fd)
     c->refs = 1; /* the I/O thread's */
     c->next = s->conns;
     s->conns = c;
-    int full = s->live >= s->cfg.max_clients;
+    /* clients and monitors are told apart at HELLO (on_hello); here only a
+     * bound on the connections still awaiting their HELLO */
+    int full = s->live - s->nclients - s->nmonitors >= s->cfg.max_clients + SRV_MONITORS;
     char text[SRV_TEXT];
     text[0] = 0;
     if (!allowed) {
@@ -1332,8 +1487,8 @@ static conn *conn_accept(srv *s, int fd)
                      (unsigned)c->uid, (unsigned)s->euid);
         c->end_code = WSAEACCES;
     } else if (full) {
-        snprintf(text, sizeof text, "too many clients (%u connected)",
-                 (unsigned)s->cfg.max_clients);
+        snprintf(text, sizeof text, "too many connections awaiting HELLO (%u)",
+                 (unsigned)(s->live - s->nclients - s->nmonitors));
         c->end_code = WSAEPROCLIM;
     }
     if (text[0]) {
@@ -1363,15 +1518,17 @@ static void io_main(void *p)
     const uint64_t silence_ns = (uint64_t)s->cfg.keepalive_ms * 3u * 1000000u;
 
     for (;;) {
-        /* drop the ended, build the poll set */
+        /* finish the ended (their socket written what it takes, shut
+         * down), build the poll set */
         nspv2_mutex_lock(&s->lock);
         int stopping = s->stopping;
+        uint64_t now = nspv2_now_ns();
         size_t k = 0;
         for (size_t i = 0; i < nio; i++) {
             conn *c = io[i];
-            if (c->ended || c->goodbye) {
-                /* a GOODBYE's request holds its own reference: it ends the
-                 * connection (also while stopping: an orderly close) */
+            if (stopping)
+                conn_end_L(c, CE_SHUTDOWN, 0, "server stopping"); /* unless ended */
+            if (c->ended && conn_finish_L(c, now, silence_ns, stopping)) {
                 conn_unref_L(c);
                 continue;
             }
@@ -1379,15 +1536,9 @@ static void io_main(void *p)
         }
         nio = k;
         if (stopping) {
-            for (size_t i = 0; i < nio; i++) {
-                conn_end_L(io[i], CE_SHUTDOWN, 0, "server stopping");
-                conn_unref_L(io[i]);
-            }
-            nio = 0;
             nspv2_mutex_unlock(&s->lock);
             break;
         }
-        nspv2_mutex_unlock(&s->lock);
         if (cappf < nio + 2) {
             size_t ncap = (nio + 2) * 2;
             struct pollfd *np = realloc(pf, ncap * sizeof *np);
@@ -1396,24 +1547,37 @@ static void io_main(void *p)
                 cappf = ncap;
             }
         }
-        if (!pf) {
+        if (!pf || cappf < 2) {
+            nspv2_mutex_unlock(&s->lock);
             nspv2_sleep_ms(10);
             continue;
         }
         size_t npf = 0;
         pf[npf++] = (struct pollfd){s->wake[0], POLLIN, 0};
         pf[npf++] = (struct pollfd){s->lfd, POLLIN, 0};
-        uint64_t now = nspv2_now_ns();
         uint64_t next_deadline = now + 60000000000ull;
         size_t polled = 0;
         for (size_t i = 0; i < nio && npf < cappf; i++) {
             conn *c = io[i];
-            pf[npf++] = (struct pollfd){c->fd, POLLIN, 0};
+            short ev = 0;
+            uint64_t d = UINT64_MAX;
+            if (!c->ended) { /* a GOODBYE waiting for its turn included */
+                ev |= POLLIN;
+                d = c->refuse_at_ns ? c->refuse_at_ns : c->last_rx_ns + silence_ns;
+            }
+            if (c->out_head) {
+                ev |= POLLOUT;
+                if (c->out_progress_ns + silence_ns < d)
+                    d = c->out_progress_ns + silence_ns;
+            }
+            /* an ended conn with nothing to write (its Cleanup runs) is not
+             * polled: a hang-up would be reported at once, again and again */
+            pf[npf++] = (struct pollfd){ev ? c->fd : -1, ev, 0};
             polled++;
-            uint64_t d = c->refuse_at_ns ? c->refuse_at_ns : c->last_rx_ns + silence_ns;
             if (d < next_deadline)
                 next_deadline = d;
         }
+        nspv2_mutex_unlock(&s->lock);
         int timeout = next_deadline <= now ? 0 : (int)((next_deadline - now) / 1000000u + 1);
         int n = poll(pf, npf, timeout);
         if (n < 0 && errno != EINTR)
@@ -1427,16 +1591,27 @@ static void io_main(void *p)
         now = nspv2_now_ns();
         for (size_t i = 0; i < polled; i++) {
             conn *c = io[i];
-            if (n > 0 && pf[2 + i].revents)
-                conn_read(s, c);
+            short rev = n > 0 ? pf[2 + i].revents : 0;
+            if (rev & (POLLIN | POLLHUP | POLLERR)) {
+                nspv2_mutex_lock(&s->lock);
+                int ended = c->ended;
+                nspv2_mutex_unlock(&s->lock);
+                if (!ended)
+                    conn_read(s, c);
+            }
             nspv2_mutex_lock(&s->lock);
-            int live = !c->ended && !c->goodbye;
-            if (live && c->refusing && now >= c->refuse_at_ns)
+            if (c->out_head) /* replies queued by workers (woken) or writable */
+                conn_flush_L(c);
+            if (!c->ended && c->refusing && now >= c->refuse_at_ns) {
                 conn_end_L(c, CE_REFUSED, c->end_code, c->end_text);
-            else if (live && !c->refusing && now - c->last_rx_ns >= silence_ns &&
-                     now > c->last_rx_ns) {
+            } else if (!c->ended && !c->refusing && since(now, c->last_rx_ns) >= silence_ns) {
                 char text[SRV_TEXT];
-                snprintf(text, sizeof text, "stopped answering (nothing received for %u ms)",
+                snprintf(text, sizeof text, "stopped answering: nothing received for %u ms",
+                         (unsigned)(s->cfg.keepalive_ms * 3u));
+                conn_end_L(c, CE_KEEPALIVE, WSAETIMEDOUT, text);
+            } else if (!c->ended && c->out_head && since(now, c->out_progress_ns) >= silence_ns) {
+                char text[SRV_TEXT];
+                snprintf(text, sizeof text, "stopped reading its replies: none taken for %u ms",
                          (unsigned)(s->cfg.keepalive_ms * 3u));
                 conn_end_L(c, CE_KEEPALIVE, WSAETIMEDOUT, text);
             }
@@ -1444,9 +1619,8 @@ static void io_main(void *p)
         }
         if (n > 0 && (pf[1].revents & POLLIN)) {
             for (;;) {
-                /* blocking: reads use MSG_DONTWAIT, writes block (bounded
-                 * by SO_SNDTIMEO) */
-                int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+                /* never blocks: reads and writes are non-blocking */
+                int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
                 if (fd < 0) {
                     if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
                         nspv2_sleep_ms(10); /* out of descriptors: do not spin */

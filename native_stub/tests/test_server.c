@@ -563,7 +563,7 @@ TEST(server_keepalive_deadline)
     CHECK(tclient_begin(&b, "*@example.com", &h) == WSASERVICE_NOT_FOUND); /* b still served */
     nspv2_server_stats st = sstats(id);
     CHECK(st.ended_keepalive == 1 && st.sessions_rundown == 1);
-    CHECK(strstr(log_text(), "disconnected: stopped answering (nothing received for 300 ms)") !=
+    CHECK(strstr(log_text(), "disconnected: stopped answering: nothing received for 300 ms") !=
           NULL);
     CHECK(tclient_goodbye(&b) == NO_ERROR);
     tclient_close(&a);
@@ -996,6 +996,262 @@ TEST(server_pipelined_requests)
     stop_server(id);
 }
 
+/* A client that sends requests and never reads the replies: the workers
+ * never wait on its socket (replies wait in its queue for the I/O thread),
+ * so everyone else is served at once; its requests stay in flight until
+ * written, so the in-flight limit ends it (regression: a worker blocked in
+ * send for 3 x keepalive and the others queued behind its write lock). */
+TEST(server_client_that_does_not_read)
+{
+    uint64_t id = start_server(2, 0, 0, 1000); /* a stalled write could last 3 s */
+    tclient a;
+    CHECK(tclient_open(&a) == 0);
+    uint64_t worst = 0;
+    uint32_t rid = 10, sent = 0;
+    int a_alive = 1;
+    for (int round = 0; round < 400 && a_alive; round++) {
+        for (int k = 0; k < 3; k++) { /* small replies, many frames, never read */
+            uint8_t f[64];
+            size_t n = nspv2_wire_encode_end(f, sizeof f, rid++, 0xDEAD);
+            ssize_t r = send(a.fd, f, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (r == (ssize_t)n)
+                sent++;
+            else if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+                a_alive = 0; /* ended by the server */
+        }
+        uint64_t t0 = nspv2_now_ns();
+        int found = -1;
+        CHECK(lookup_count("nobody@example.com", &found) == WSASERVICE_NOT_FOUND);
+        uint64_t dt = nspv2_now_ns() - t0;
+        if (dt > worst)
+            worst = dt;
+        if (dt > 500000000ull)
+            break; /* stalled behind it: failed already */
+    }
+    printf("     a client that does not read: %u requests sent; worst other lookup %.3f s\n",
+           (unsigned)sent, (double)worst / 1e9);
+    CHECK(worst < 500000000ull);
+    WAIT_STAT(id, ended_protocol, 1);
+    CHECK(sstats(id).ended_protocol == 1);
+    CHECK(tclient_error(&a, 2000) == WSANO_RECOVERY || a_alive == 0);
+    tclient_close(&a);
+    stop_server(id);
+}
+
+/* GOODBYE while an earlier call waits in the provider: the connection is
+ * still watched. A hang-up runs the session down at once (cancelling the
+ * call), status stops listing it; silence past the keepalive deadline does
+ * too; KEEPALIVE after GOODBYE is fine; stop ends such a connection and
+ * does not wait for the provider (regression: it left the poll set and
+ * nothing noticed it until the call returned). */
+TEST(server_goodbye_while_a_call_waits)
+{
+    /* 1. a hang-up */
+    uint64_t id = start_server(2, 0, 0, 100);
+    advertise_tp();
+    tp_set_mode(TP_DEFER);
+    tclient a, m;
+    CHECK(tclient_open(&a) == 0);
+    uint64_t h;
+    uint8_t ka[16], gb[16];
+    size_t kn = nspv2_wire_encode_empty(ka, sizeof ka, NSPV2_WIRE_KEEPALIVE, 0);
+    size_t gn = nspv2_wire_encode_empty(gb, sizeof gb, NSPV2_WIRE_GOODBYE, 60);
+    begin_deferred(&a, &h, 50);
+    nspv2_host_stats before = stats();
+    CHECK(tclient_raw(&a, gb, gn) == 0);
+    for (int i = 0; i < 12; i++) { /* 600 ms of KEEPALIVE after GOODBYE: kept */
+        CHECK(tclient_raw(&a, ka, kn) == 0);
+        nspv2_sleep_ms(50);
+    }
+    CHECK(sstats(id).sessions_rundown == 0 && sstats(id).open_now == 1);
+    uint64_t t0 = nspv2_now_ns();
+    tclient_close(&a); /* the process dies before GOODBYE_REPLY */
+    WAIT_STAT(id, sessions_rundown, 1);
+    CHECK(nspv2_now_ns() - t0 < 2000000000ull); /* not when the call times out */
+    nspv2_server_stats st = sstats(id);
+    CHECK(st.sessions_rundown == 1 && st.sessions_cleanup == 0 && st.ended_disconnect == 1);
+    CHECK(stats().rundowns == before.rundowns + 1 && stats().cleanups == before.cleanups);
+    CHECK(tclient_connect(&m) == 0 && tclient_hello(&m, NSPV2_WIRE_ROLE_MONITOR) == 0);
+    char *j = tclient_status(&m);
+    CHECK(j != NULL && strstr(j, "\"clients\": [], ") != NULL);
+    free(j);
+    tclient_close(&m);
+    CHECK(strstr(log_text(), "disconnected: connection closed before GOODBYE_REPLY\n") != NULL);
+    CHECK(strstr(log_text(), "ended: rundown, OTHER_COMMUNICATION_ERROR (client disconnected "
+                             "before GOODBYE_REPLY)\n") != NULL);
+    stop_server(id);
+
+    /* 2. silence after GOODBYE */
+    id = start_server(2, 0, 0, 100);
+    advertise_tp();
+    tp_set_mode(TP_DEFER);
+    CHECK(tclient_open(&a) == 0);
+    begin_deferred(&a, &h, 50);
+    CHECK(tclient_raw(&a, gb, gn) == 0);
+    t0 = nspv2_now_ns();
+    CHECK(tclient_error(&a, 2000) == WSAETIMEDOUT);
+    CHECK(nspv2_now_ns() - t0 < 2000000000ull);
+    WAIT_STAT(id, sessions_rundown, 1);
+    CHECK(sstats(id).ended_keepalive == 1 && sstats(id).sessions_cleanup == 0);
+    tclient_close(&a);
+    stop_server(id);
+
+    /* 3. stop */
+    id = start_server(2, 0, 0, 0);
+    advertise_tp();
+    tp_set_mode(TP_DEFER);
+    CHECK(tclient_open(&a) == 0);
+    begin_deferred(&a, &h, 50);
+    CHECK(tclient_raw(&a, gb, gn) == 0);
+    nspv2_sleep_ms(100);
+    before = stats();
+    t0 = nspv2_now_ns();
+    CHECK_OK(nspv2_server_stop(id));
+    CHECK(nspv2_now_ns() - t0 < 2000000000ull);
+    CHECK(stats().rundowns == before.rundowns + 1 && stats().cleanups == before.cleanups);
+    CHECK(tclient_wait_closed(&a, 2000));
+    CHECK(count_of(log_text(), "ended: rundown, PLATFORM_SHUTDOWN (server stopping)") == 1);
+    tclient_close(&a);
+    for (int i = 0; i < 2; i++)
+        close(g_log[i]);
+    g_log[0] = g_log[1] = -1;
+    g_loglen = 0;
+    remove_dir();
+    fresh();
+}
+
+/* Monitors do not count toward max_clients (a full server still answers
+ * `nspv2 status`); they have 4 places of their own, and are not logged
+ * even when refused (regression: a monitor was refused and logged as a
+ * client on a full server). */
+TEST(server_monitors_on_a_full_server)
+{
+    uint64_t id = start_server(2, 1, 0, 0);
+    tclient a, b, m[5];
+    CHECK(tclient_open(&a) == 0);
+    for (int i = 0; i < 4; i++) {
+        CHECK(tclient_connect(&m[i]) == 0);
+        CHECK(tclient_hello(&m[i], NSPV2_WIRE_ROLE_MONITOR) == 0);
+        char *j = tclient_status(&m[i]);
+        CHECK(j != NULL && strstr(j, "\"max_clients\": 1, ") != NULL);
+        free(j);
+    }
+    CHECK(tclient_connect(&m[4]) == 0);
+    CHECK(tclient_hello(&m[4], NSPV2_WIRE_ROLE_MONITOR) == WSAEPROCLIM);
+    CHECK(strstr((const char *)m[4].rep.tail, "too many monitors") != NULL);
+    CHECK(tclient_connect(&b) == 0);
+    CHECK(tclient_hello(&b, NSPV2_WIRE_ROLE_CLIENT) == WSAEPROCLIM);
+    const char *log = log_text();
+    CHECK(count_of(log, "refused a client") == 1 && strstr(log, "too many clients (1 connected)"));
+    CHECK(strstr(log, "monitor") == NULL);
+    CHECK(sstats(id).refused == 2 && sstats(id).open_now == 5);
+    for (int i = 0; i < 5; i++)
+        tclient_close(&m[i]);
+    tclient_close(&b);
+    CHECK(tclient_goodbye(&a) == NO_ERROR);
+    tclient_close(&a);
+    stop_server(id);
+}
+
+/* STATUS is answered by the I/O thread: with every worker held by a slow
+ * call, a monitor still gets its answer (regression: it queued behind the
+ * workers). */
+TEST(server_status_while_every_worker_is_busy)
+{
+    uint64_t id = start_server(1, 0, 0, 0);
+    advertise_tp();
+    tp_set_mode(TP_DEFER);
+    tclient a, m;
+    CHECK(tclient_open(&a) == 0);
+    uint64_t h;
+    begin_deferred(&a, &h, 50); /* the only worker waits on the provider */
+    CHECK(tclient_connect(&m) == 0 && tclient_hello(&m, NSPV2_WIRE_ROLE_MONITOR) == 0);
+    uint8_t f[64];
+    size_t n = nspv2_wire_encode_empty(f, sizeof f, NSPV2_WIRE_STATUS, 9);
+    uint64_t t0 = nspv2_now_ns();
+    CHECK(tclient_raw(&m, f, n) == 0);
+    CHECK(tclient_recv(&m, 1000) == 0);
+    CHECK(m.rep.h.type == (NSPV2_WIRE_STATUS | NSPV2_WIRE_REPLY) && m.rep.code == NO_ERROR);
+    CHECK(nspv2_now_ns() - t0 < 1000000000ull);
+    CHECK(m.rep.tail_size > 0 && strstr((const char *)m.rep.tail, "\"in_flight\": 1, ") != NULL);
+    tclient_close(&m);
+    tclient_close(&a);
+    stop_server(id);
+}
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33) &&                         \
+    !defined(__SANITIZE_ADDRESS__) && !defined(NSPV2_ASAN)
+#include <malloc.h>
+#define HAVE_MALLINFO2 1
+#endif
+
+/* A frame's buffer grows with what arrives, only when full (regression:
+ * it doubled at every recv, so a header claiming 4 MiB and a few bytes at
+ * a time took 4 MiB). Measured with mallinfo2 (not under ASan). */
+TEST(server_read_buffer_grows_only_when_full)
+{
+#if defined(HAVE_MALLINFO2)
+    uint64_t id = start_server(2, 0, 0, 0);
+    tclient a;
+    CHECK(tclient_open(&a) == 0);
+    uint8_t hdr[NSPV2_WIRE_HEADER];
+    size_t n = nspv2_wire_encode_empty(hdr, sizeof hdr, NSPV2_WIRE_STATUS, 2);
+    CHECK(n == sizeof hdr);
+    uint32_t len = NSPV2_WIRE_MAX_FRAME;
+    memcpy(hdr, &len, 4);
+    struct mallinfo2 m0 = mallinfo2();
+    CHECK(tclient_raw(&a, hdr, sizeof hdr) == 0);
+    for (int i = 0; i < 16; i++) { /* one byte per recv */
+        nspv2_sleep_ms(15);
+        uint8_t z = 0;
+        CHECK(tclient_raw(&a, &z, 1) == 0);
+    }
+    nspv2_sleep_ms(50);
+    struct mallinfo2 m1 = mallinfo2();
+    size_t grew = (m1.uordblks + m1.hblkhd) - (m0.uordblks + m0.hblkhd);
+    if ((m1.uordblks + m1.hblkhd) < (m0.uordblks + m0.hblkhd))
+        grew = 0;
+    printf("     16 bytes of a 4 MiB frame: the heap grew by %zu bytes\n", grew);
+    CHECK(grew < 1024u * 1024u);
+    tclient_close(&a);
+    stop_server(id);
+#endif
+}
+
+/* The end's detail is one phrase (regression: "client disconnected without
+ * GOODBYE (connection closed without GOODBYE)" and the like). */
+TEST(server_rundown_detail_is_one_phrase)
+{
+    uint64_t id = start_server(2, 0, 0, 0);
+    tclient a;
+    CHECK(tclient_open(&a) == 0);
+    CHECK(tclient_sign_in(&a, "reset@example.com") == NO_ERROR);
+    uint8_t f[64];
+    size_t n = nspv2_wire_encode_end(f, sizeof f, 77, 0xDEAD);
+    CHECK(tclient_raw(&a, f, n) == 0);
+    nspv2_sleep_ms(100);
+    tclient_close(&a); /* its reply unread: the server's read is reset */
+    WAIT_STAT(id, sessions_rundown, 1);
+    tclient m;
+    CHECK(tclient_connect(&m) == 0 && tclient_hello(&m, NSPV2_WIRE_ROLE_MONITOR) == 0);
+    char *j = tclient_status(&m);
+    CHECK(j != NULL);
+    const char *d = j ? strstr(j, "\"detail\": \"client ") : NULL;
+    CHECK(d != NULL);
+    if (d) {
+        const char *end = strchr(d + 11, '"');
+        const char *open = strchr(d, '(');
+        printf("     %.*s\n", end ? (int)(end - d + 1) : 40, d);
+        CHECK(open == NULL || open > end);       /* no parenthesis in the detail */
+        CHECK(strncmp(d, "\"detail\": \"client disconnected without GOODBYE\"", 48) == 0 ||
+              strncmp(d, "\"detail\": \"client connection lost: ", 35) == 0);
+    }
+    free(j);
+    tclient_close(&m);
+    CHECK(strstr(log_text(), "GOODBYE (") == NULL);
+    stop_server(id);
+}
+
 void run_server_tests(void)
 {
     RUN(server_hello_and_the_four_calls);
@@ -1011,6 +1267,12 @@ void run_server_tests(void)
     RUN(server_start_arguments);
     RUN(server_peer_credentials);
     RUN(server_pipelined_requests);
+    RUN(server_client_that_does_not_read);
+    RUN(server_goodbye_while_a_call_waits);
+    RUN(server_monitors_on_a_full_server);
+    RUN(server_status_while_every_worker_is_busy);
+    RUN(server_read_buffer_grows_only_when_full);
+    RUN(server_rundown_detail_is_one_phrase);
 }
 
 #else
