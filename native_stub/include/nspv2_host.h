@@ -372,12 +372,14 @@ NSPV2_HOST_API INT nspv2_driver_run(const nspv2_driver_config *cfg, nspv2_driver
 #ifndef WSAEADDRINUSE
 #define WSAEADDRINUSE (WSABASEERR + 48) /* winsock2.h's value */
 #endif
+#define NSPV2_SERVER_MAX_CLIENTS (1u << 20) /* larger -> WSAEINVAL */
 typedef struct nspv2_server_config {
     const char *socket_path; /* required; the parent folder must exist; an
                               * existing file there -> WSAEADDRINUSE, unless
                               * it is a socket nobody accepts on (removed) */
     uint32_t threads;        /* worker threads (0: 4) */
-    uint32_t max_clients;    /* clients at once (0: 64); past it a new one
+    uint32_t max_clients;    /* clients at once (0: 64; at most
+                              * NSPV2_SERVER_MAX_CLIENTS); past it a new one
                               * gets ERROR WSAEPROCLIM at HELLO and is
                               * closed. Monitors (role 1) do not count: 4
                               * of them besides, the 5th refused (not

@@ -1722,7 +1722,8 @@ NSPV2_HOST_API INT nspv2_server_start(const nspv2_server_config *cfg, uint64_t *
     size_t plen = strlen(cfg->socket_path);
     if (plen == 0 || plen >= sizeof(((struct sockaddr_un *)0)->sun_path))
         return host_fail(WSAEINVAL);
-    if (cfg->keepalive_ms > 3600000u || cfg->threads > 1024u || cfg->max_in_flight > 65536u)
+    if (cfg->keepalive_ms > 3600000u || cfg->threads > 1024u || cfg->max_in_flight > 65536u ||
+        cfg->max_clients > NSPV2_SERVER_MAX_CLIENTS)
         return host_fail(WSAEINVAL);
 
     srv *s = calloc(1, sizeof *s);

@@ -76,7 +76,8 @@
  *
  * Order: HELLO first and once; then any number of requests, at most the
  * HELLO_REPLY's max-in-flight unanswered at a time, each with a request_id
- * not in flight; nothing after GOODBYE. A monitor (role 1) may send only
+ * not in flight; after GOODBYE nothing but KEEPALIVE (sent while the
+ * client waits for GOODBYE_REPLY). A monitor (role 1) may send only
  * STATUS and KEEPALIVE, and has no client session. A server frame that
  * breaks these rules, or any frame malformed, ends the connection: the
  * server sends ERROR with the reason, logs it, runs the client's session

@@ -878,6 +878,19 @@ TEST(server_start_arguments)
     cfg.socket_path = longp;
     CHECK_ERR(nspv2_server_start(&cfg, &id), WSAEINVAL);
     cfg.socket_path = g_path;
+    /* limits: beyond them WSAEINVAL (max_clients + the monitors' places
+     * must not wrap around) */
+    cfg.max_clients = UINT32_MAX;
+    CHECK_ERR(nspv2_server_start(&cfg, &id), WSAEINVAL);
+    cfg.max_clients = NSPV2_SERVER_MAX_CLIENTS + 1u;
+    CHECK_ERR(nspv2_server_start(&cfg, &id), WSAEINVAL);
+    cfg.max_clients = 0;
+    cfg.keepalive_ms = 3600001u;
+    CHECK_ERR(nspv2_server_start(&cfg, &id), WSAEINVAL);
+    cfg.keepalive_ms = 0;
+    cfg.threads = 1025u;
+    CHECK_ERR(nspv2_server_start(&cfg, &id), WSAEINVAL);
+    cfg.threads = 0;
     CHECK_OK(nspv2_server_start(&cfg, &id));
     uint64_t id2 = 0;
     CHECK_ERR(nspv2_server_start(&cfg, &id2), WSAEADDRINUSE); /* someone accepts there */
