@@ -62,8 +62,8 @@ def _log(line: str) -> None:
 #: The C server's limits (nspv2_server_start refuses more with WSAEINVAL).
 KEEPALIVE_MAX_SECONDS = 3600
 THREADS_MAX = 1024
-#: Not a limit of the server's: the most file descriptors a Linux process
-#: may have (fs.nr_open's default), so more connections could never be.
+#: The server's NSPV2_SERVER_MAX_CLIENTS (also the most file descriptors a
+#: Linux process may have by default: fs.nr_open).
 MAX_CLIENTS_MAX = 1 << 20
 
 
