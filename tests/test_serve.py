@@ -826,3 +826,34 @@ def test_the_nspv2_served_fixture_serves_a_provider_class(nspv2_served: Serve) -
         assert client.status()["threads"] == 1
     served.wait_log(r"ended: cleanup$")
     assert served.stop() == 0
+
+
+@pytest.mark.parametrize("how", ["timeout", "second signal"])
+def test_stopping_does_not_wait_for_ever_on_a_provider_call_that_never_returns(
+    events: tuple[Path, Path], how: str
+) -> None:
+    """A lookup blocked in the provider's NextEx (synchronous: nothing can
+    cancel it) would keep the server's stop joining its worker for ever; the
+    stop is bounded by --stop-timeout, or cut short by a second signal, and
+    then the process exits 1 saying so."""
+    events_file, _gate = events
+    stop_timeout = "2" if how == "timeout" else "60"
+    with gated(events, "--stop-timeout", stop_timeout) as served:
+        proc = run_client(served, 'import nspv2\nnspv2.Client(socket=socket).lookup("gate-dave")')
+        try:
+            wait_for(lambda: "blocked gate-dave" in read_events(events_file), what="blocked")
+            started = time.monotonic()
+            os.kill(served.pid, signal.SIGTERM)
+            served.wait_log(r"SIGTERM: stopping")
+            if how == "second signal":
+                time.sleep(0.3)
+                os.kill(served.pid, signal.SIGINT)
+            code = served.proc.wait(timeout=30)
+            took = time.monotonic() - started
+            assert code == 1, served.log()
+            expected = "2 s after stopping began" if how == "timeout" else "(SIGINT again)"
+            assert f"a provider call has not returned {expected}" in served.log(), served.log()
+            assert took < (15 if how == "timeout" else 10), took
+            assert "stopped" not in served.log().splitlines()[-1]
+        finally:
+            stop_process(proc, signal.SIGKILL)

@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -164,6 +165,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not args.timeout > 0:
         raise UsageError(f"--timeout must be more than 0 seconds, not {args.timeout:g}")
+    if not 0 < args.stop_timeout < float("inf"):
+        raise UsageError(f"--stop-timeout must be more than 0 seconds, not {args.stop_timeout:g}")
     keepalive = _keepalive_ms(args.keepalive)
     with _StopSignals() as stop:
         try:
@@ -195,12 +198,62 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     f"{doc.get('threads')} threads, keepalive {keepalive / 1000:g} s)"
                 )
                 code = _wait(stop, target)
-            finally:
+            except BaseException:
                 server.stop()
-        finally:
+                raise
+        except BaseException:
             target.close()
+            raise
+        if not _stop_within(stop, server, target, args.stop_timeout):
+            _log(
+                "a provider call has not returned"
+                + (
+                    f" ({stop.received[-1]} again)"
+                    if len(stop.received) > 1
+                    else f" {args.stop_timeout:g} s after stopping began"
+                )
+                + ": exiting without waiting for it"
+            )
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # The stopping thread is still inside the provider's call: no
+            # interpreter shutdown (it would wait for that thread, or tear
+            # down what the call still uses).
+            os._exit(EXIT_PROBLEMS)
     _log("stopped" if code == EXIT_OK else "stopped: the provider's entry point returned")
     return code
+
+
+def _stop_within(
+    stop: _StopSignals, server: Any, target: PythonTarget | NativeTarget, seconds: float
+) -> bool:
+    """Stop the server (every session run down, worker threads joined) and
+    unadvertise, on a thread of its own; wait at most ``seconds``, or until a
+    second SIGINT/SIGTERM. The server joins its workers, so a provider entry
+    point that never returns would keep a plain stop waiting for ever.
+    True if everything stopped; an error of the stop is raised here."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            try:
+                server.stop()
+            finally:
+                target.close()
+        except BaseException as exc:  # raised again on the main thread
+            errors.append(exc)
+
+    signals = len(stop.received)
+    thread = threading.Thread(target=run, name="nspv2-serve-stop", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + seconds
+    while thread.is_alive():
+        thread.join(0.05)
+        if len(stop.received) > signals or time.monotonic() >= deadline:
+            return not thread.is_alive()
+    if errors:
+        raise errors[0]
+    return True
 
 
 def _wait(stop: _StopSignals, target: PythonTarget | NativeTarget) -> int:
@@ -418,6 +471,15 @@ def add_commands(sub: SubParsers) -> None:
         default=10.0,
         metavar="SECONDS",
         help="how long a native provider's entry point gets to advertise (default: %(default)g)",
+    )
+    p_serve.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long stopping may wait for provider calls still running (a call blocked in "
+        "the provider cannot be cancelled); past it, or at a second SIGINT/SIGTERM, the "
+        "process exits 1 without them (default: %(default)g)",
     )
     p_serve.set_defaults(func=cmd_serve, entry_args=[])
 
