@@ -348,7 +348,8 @@ NSPV2_HOST_API INT nspv2_driver_run(const nspv2_driver_config *cfg, nspv2_driver
  * socket takes them. A request is unanswered (counts in max_in_flight)
  * until its reply is entirely written, so a connection holds at most
  * max_in_flight replies (plus HELLO_REPLY / GOODBYE_REPLY); one whose unsent
- * bytes pass 32 MiB (8 x the largest frame), or that takes none of them for
+ * bytes pass 32 MiB (8 x the largest frame; (max_in_flight + 2) x the
+ * largest frame when that is more), or that takes none of them for
  * 3 x keepalive_ms, is ended and run down ("stopped reading its replies").
  *
  * GOODBYE runs once the connection's earlier requests are answered; its

@@ -24,7 +24,8 @@
  * A request counts against its connection's in-flight limit from the moment
  * it is read until its reply is entirely written to the socket, so a
  * connection's output queue holds at most max_in_flight replies (plus
- * HELLO_REPLY and GOODBYE_REPLY); past SRV_OUT_CAP bytes unsent, or with
+ * HELLO_REPLY and GOODBYE_REPLY); past SRV_OUT_CAP bytes unsent (or what
+ * max_in_flight + 2 of the largest frames take, if more), or with
  * nothing taken for 3 x keepalive while replies wait, the client is ended
  * (it stopped reading its replies) and its session run down.
  *
@@ -378,10 +379,16 @@ static void push_out_L(conn *c, outf *o, int force)
     }
     c->out_tail = o;
     c->out_bytes += o->len;
-    if (c->out_bytes > SRV_OUT_CAP && !c->ended) {
+    /* Never less than what max_in_flight replies (and HELLO_REPLY,
+     * GOODBYE_REPLY) may take at the largest frame: a client within its
+     * in-flight limit is never ended by this cap; it guards the rest. */
+    uint64_t cap = ((uint64_t)c->s->cfg.max_in_flight + 2u) * NSPV2_WIRE_MAX_FRAME;
+    if (cap < SRV_OUT_CAP)
+        cap = SRV_OUT_CAP;
+    if (c->out_bytes > cap && !c->ended) {
         char text[SRV_TEXT];
         snprintf(text, sizeof text, "stopped reading its replies: more than %u MiB unsent",
-                 (unsigned)(SRV_OUT_CAP >> 20));
+                 (unsigned)(cap >> 20));
         conn_end_L(c, CE_PROTOCOL, WSANO_RECOVERY, text);
     }
 }
@@ -1567,7 +1574,12 @@ static void io_main(void *p)
             }
             if (c->out_head) {
                 ev |= POLLOUT;
-                if (c->out_progress_ns + silence_ns < d)
+                /* A GOODBYE whose Cleanup still runs has no deadline of its
+                 * own: nothing acts on one until the worker is done (it wakes
+                 * this thread), so a deadline already past would only make
+                 * poll() return at once, again and again. */
+                int cleanup_runs = c->ended && c->end_kind == CE_GOODBYE && !c->goodbye_done;
+                if (!cleanup_runs && c->out_progress_ns + silence_ns < d)
                     d = c->out_progress_ns + silence_ns;
             }
             /* an ended conn with nothing to write (its Cleanup runs) is not

@@ -16,10 +16,12 @@ void run_server_tests(void);
 
 #include <errno.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
@@ -1265,6 +1267,68 @@ TEST(server_rundown_detail_is_one_phrase)
     stop_server(id);
 }
 
+
+/* GOODBYE from a client with replies still queued (it stopped reading),
+ * while the provider's Cleanup takes its time: the I/O thread waits in
+ * poll() for the worker, it does not spin (regression: the queued output's
+ * "no reply taken" deadline had passed, poll() got a timeout of 0 and the
+ * I/O thread ran a core flat out until Cleanup returned). */
+static LPNSPV2CLEANUP g_real_cleanup;
+static INT WSAAPI slow_cleanup(LPGUID id, LPVOID arg)
+{
+    nspv2_sleep_ms(2000);
+    return g_real_cleanup(id, arg);
+}
+
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+TEST(server_goodbye_with_replies_queued_and_a_slow_cleanup)
+{
+    uint64_t id = start_server(2, 0, 0, 100); /* no reply taken for 300 ms: past */
+    NSPV2_ROUTINE r;
+    nspv2_ref_provider_routine(&r);
+    g_real_cleanup = r.NSPv2Cleanup;
+    r.NSPv2Cleanup = slow_cleanup;
+    CHECK_OK(WSAUnadvertiseProvider(&nspv2_ref_provider_id));
+    CHECK_OK(WSAAdvertiseProvider(&nspv2_ref_provider_id, &r));
+    tclient a;
+    CHECK(tclient_open(&a) == 0);
+    CHECK(tclient_sign_in(&a, "slow@example.com") == NO_ERROR); /* Startup: Cleanup follows */
+    /* STATUS until the replies stop arriving: the socket is full, the rest
+     * wait in the server's queue (within the in-flight limit) */
+    uint32_t rid = 100;
+    int prev = -1, stuck = 0;
+    for (int i = 0; i < 2000 && stuck < 3; i++) {
+        uint8_t f[NSPV2_WIRE_HEADER];
+        size_t n = nspv2_wire_encode_empty(f, sizeof f, NSPV2_WIRE_STATUS, rid++);
+        CHECK(tclient_send(&a, f, n) == 0);
+        nspv2_sleep_ms(5);
+        int unread = 0;
+        ioctl(a.fd, FIONREAD, &unread);
+        stuck = unread == prev ? stuck + 1 : 0;
+        prev = unread;
+    }
+    CHECK(stuck == 3);
+    uint8_t g[NSPV2_WIRE_HEADER];
+    size_t n = nspv2_wire_encode_empty(g, sizeof g, NSPV2_WIRE_GOODBYE, rid++);
+    CHECK(tclient_send(&a, g, n) == 0);
+    nspv2_sleep_ms(500); /* past the 300 ms with nothing taken */
+    double c0 = cpu_seconds();
+    nspv2_sleep_ms(1000); /* Cleanup still sleeps */
+    double used = cpu_seconds() - c0;
+    printf("     CPU while a GOODBYE's Cleanup runs with replies queued: %.3f s in 1 s\n", used);
+    CHECK(used < 0.3);
+    WAIT_STAT(id, sessions_cleanup, 1);
+    CHECK(sstats(id).sessions_cleanup == 1 && sstats(id).sessions_rundown == 0);
+    tclient_close(&a);
+    stop_server(id);
+}
+
 void run_server_tests(void)
 {
     RUN(server_hello_and_the_four_calls);
@@ -1286,6 +1350,7 @@ void run_server_tests(void)
     RUN(server_status_while_every_worker_is_busy);
     RUN(server_read_buffer_grows_only_when_full);
     RUN(server_rundown_detail_is_one_phrase);
+    RUN(server_goodbye_with_replies_queued_and_a_slow_cleanup);
 }
 
 #else
