@@ -803,6 +803,9 @@ def test_the_server_survives_fuzzed_frames_while_serving_others() -> None:
 def test_serve_native_email_example(native_lib: NativeLib) -> None:
     library = email_provider(native_lib)
     with serving("--native", f"{library}:main", "--", "--no-install") as served:
+        # past a few of serve's checks on the entry point (every 0.5 s): it
+        # once crashed there (TypeError) and stopped the server
+        time.sleep(1.5)
         with served.client() as c:
             sign_in(c, "dave@example.com")
             found = c.lookup("dave@example.com")

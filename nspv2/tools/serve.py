@@ -39,6 +39,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from ..host.native_provider import NativeProvider
     from .check_target import NativeTarget, PythonTarget
     from .common import SubParsers
 
@@ -259,9 +260,9 @@ def _stop_within(
 def _wait(stop: _StopSignals, target: PythonTarget | NativeTarget) -> int:
     """Until SIGINT/SIGTERM (exit 0), or a native provider's entry point
     returns on its own (exit 1: it unadvertised itself)."""
-    native = getattr(target, "loaded", None)
+    native: NativeProvider | None = getattr(target, "loaded", None)
     while not stop.event.wait(_POLL):
-        if native is not None and not native.running():
+        if native is not None and not native.running:
             _log("the provider's entry point returned: stopping")
             return EXIT_PROBLEMS
     _log(f"{stop.received[0]}: stopping; open sessions run down (PLATFORM_SHUTDOWN)")
