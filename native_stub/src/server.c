@@ -830,17 +830,40 @@ static int build_status(srv *s, char **out, size_t *len)
 /* ------------------------------------------------------------------------ */
 /* workers                                                                   */
 
-/* Queues the reply to request id (it stays in flight until written) for
- * the I/O thread, unless the connection has ended. Never blocks on the
- * client. */
+/* Sends the reply to request id, or queues it (it stays in flight until
+ * written) for the I/O thread, unless the connection has ended. Never
+ * blocks on the client. */
 static void write_reply(srv *s, conn *c, uint32_t id, const uint8_t *frame, size_t n)
 {
     if (!n)
         return;
-    outf *o = outf_of(frame, n, id, 1);
+    size_t sent = 0;
     nspv2_mutex_lock(&s->lock);
-    if (o)
+    /* The common case, without a trip through the I/O thread: nothing else
+     * is queued for c, so this reply is next on the socket; what the socket
+     * takes now is sent here (MSG_DONTWAIT: never blocks). A whole frame
+     * written is answered (out of flight) at once; the rest, or an error,
+     * goes through the queue like any reply (the I/O thread writes it or
+     * finds the error and ends c). The fd is open: c has not ended (checked
+     * under srv.lock, which orders this with the I/O thread's shutdown and
+     * close) and this worker holds a reference. */
+    if (!c->ended && !c->out_head) {
+        ssize_t r = send_some(c->fd, frame, n);
+        if (r == (ssize_t)n) {
+            reply_accounting_L(c, id);
+            nspv2_mutex_unlock(&s->lock);
+            return;
+        }
+        if (r > 0)
+            sent = (size_t)r;
+    }
+    /* Queued under the same hold of srv.lock: a part already sent must be
+     * followed by its rest before any other frame. */
+    outf *o = outf_of(frame, n, id, 1);
+    if (o) {
+        o->off = sent;
         push_out_L(c, o, 0);
+    }
     else
         conn_end_L(c, CE_DISCONNECT, 0, "connection lost: out of memory for a reply");
     nspv2_mutex_unlock(&s->lock);
