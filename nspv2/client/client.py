@@ -42,7 +42,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ..host.host import NextResult
+from ..host.host import NextResult, drain_lookup
 from ..provider.errors import WinsockError
 from ..provider.queryset import QuerySet, QuerySetError
 from ..sdk.winsock2 import LUP, NO_ERROR, WSAESETSERVICEOP, WSAError
@@ -52,8 +52,6 @@ from .wire import MsgType, Reply, Role, WireError
 
 __all__ = ["Client", "status"]
 
-_EFAULT = int(WSAError.WSAEFAULT)
-_NO_MORE = int(WSAError.WSA_E_NO_MORE)
 _U32_MAX = 0xFFFFFFFF
 _CLOSED_TEXT = "the provider process closed the connection"
 #: wait_closed holds the request lock at most this long at a time (s).
@@ -455,22 +453,8 @@ class Client:
         """Begin, Next until WSA_E_NO_MORE (growing the buffer on WSAEFAULT), End."""
         _u32(buffer_size, "buffer_size")  # refused before Begin, not after
         handle = self.lookup_begin(restrictions, flags)
-        out: list[QuerySet] = []
         try:
-            size = buffer_size
-            while True:
-                step = self.lookup_next(handle, flags, size)
-                if step.code == _EFAULT:
-                    if step.buffer_length <= size:
-                        raise WinsockError(_EFAULT, "the provider asked for no more room")
-                    size = step.buffer_length
-                    continue
-                if step.code == _NO_MORE:
-                    return out
-                if step.code != NO_ERROR:
-                    raise WinsockError(step.code, "WSALookupServiceNextW")
-                assert step.result is not None
-                out.append(step.result)
+            return drain_lookup(self.lookup_next, handle, flags, buffer_size)
         finally:
             if not self.closed:
                 self.lookup_end(handle)

@@ -95,6 +95,30 @@ class NextResult:
     buffer_length: int
 
 
+def drain_lookup(
+    next_step: Callable[[int, int, int], NextResult], handle: int, flags: int, buffer_size: int
+) -> list[QuerySet]:
+    """WSALookupServiceNextW on ``handle`` until WSA_E_NO_MORE, growing the
+    buffer to the size asked on WSAEFAULT; the results. Any other code raises
+    WinsockError. The lookup of ``Host.lookup`` and ``nspv2.Client.lookup``
+    (``next_step`` is their ``lookup_next``); the caller begins and ends it."""
+    out: list[QuerySet] = []
+    size = buffer_size
+    while True:
+        step = next_step(handle, flags, size)
+        if step.code == _EFAULT:
+            if step.buffer_length <= size:
+                raise WinsockError(_EFAULT, "the provider asked for no more room")
+            size = step.buffer_length
+            continue
+        if step.code == _NO_MORE:
+            return out
+        if step.code != NO_ERROR:
+            raise WinsockError(step.code, "WSALookupServiceNextW")
+        assert step.result is not None
+        out.append(step.result)
+
+
 class ClientSession:
     """A client session on the host: a stand-in for one client process."""
 
@@ -410,22 +434,8 @@ class Host:
         """Begin, Next until WSA_E_NO_MORE (growing the buffer on WSAEFAULT), End."""
         _u32(buffer_size, "buffer_size")  # refused before Begin, not after
         handle = self.lookup_begin(session, restrictions, flags)
-        out: list[QuerySet] = []
         try:
-            size = buffer_size
-            while True:
-                step = self.lookup_next(handle, flags, size)
-                if step.code == _EFAULT:
-                    if step.buffer_length <= size:
-                        raise WinsockError(_EFAULT, "the provider asked for no more room")
-                    size = step.buffer_length
-                    continue
-                if step.code == _NO_MORE:
-                    return out
-                if step.code != NO_ERROR:
-                    raise WinsockError(step.code, "WSALookupServiceNextW")
-                assert step.result is not None
-                out.append(step.result)
+            return drain_lookup(self.lookup_next, handle, flags, buffer_size)
         finally:
             self.lookup_end(handle)
 
