@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def serving(
     runtime_dir: Path | None = None,
     preexec: Sequence[str] = (),
     cwd: str | os.PathLike[str] | None = None,
+    python: str = sys.executable,
 ) -> Iterator[Served]:
     """nspv2.testing.served.serving, from a folder outside the checkout."""
     with _serving(
@@ -44,5 +46,6 @@ def serving(
         runtime_dir=runtime_dir,
         preexec=preexec,
         cwd=OUTSIDE if cwd is None else cwd,
+        python=python,
     ) as served:
         yield served

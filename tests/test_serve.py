@@ -19,6 +19,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -333,6 +334,57 @@ needs_root = pytest.mark.skipif(
 )
 AS_SCRATCH = ["setpriv", f"--reuid={SCRATCH_UID}", f"--regid={SCRATCH_UID}", "--clear-groups"]
 
+
+class Scratch:
+    """How a process of the scratch user runs this nspv2: ``python`` and
+    ``env`` (extra variables; None for the test's own environment)."""
+
+    def __init__(self, python: str, env: dict[str, str] | None) -> None:
+        self.python = python
+        self.env = env
+
+    def environ(self, base: dict[str, str]) -> dict[str, str]:
+        return {**base, **(self.env or {})}
+
+
+@pytest.fixture(scope="module")
+def scratch() -> Iterator[Scratch]:
+    """The installed package may lie where the scratch user cannot read it
+    (a venv inside a private temporary folder, as CI makes; likewise an
+    NSPV2_HOST_LIBRARY built there): then that user runs the interpreter by
+    its real path with a world-readable copy of the installed package (and
+    of that library) first on PYTHONPATH. The copy is removed afterwards."""
+    import nspv2
+
+    probe = [*AS_SCRATCH, sys.executable, "-c", "import nspv2.host.native as n; n.load_library()"]
+    if subprocess.run(probe, cwd="/", capture_output=True, timeout=60).returncode == 0:
+        yield Scratch(sys.executable, None)
+        return
+    copy = Path(tempfile.mkdtemp(prefix="nspv2-scratch-"))
+    try:
+        shutil.copytree(Path(nspv2.__file__).resolve().parent, copy / "nspv2")
+        env = {"PYTHONPATH": str(copy)}
+        library = os.environ.get("NSPV2_HOST_LIBRARY")
+        if library:
+            shutil.copy2(library, copy / Path(library).name)
+            env["NSPV2_HOST_LIBRARY"] = str(copy / Path(library).name)
+        for path in [copy, *copy.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        python = os.path.realpath(sys.executable)
+        check = subprocess.run(
+            [*AS_SCRATCH, python, "-c", "import nspv2.host.native as n; n.load_library()"],
+            cwd="/",
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert check.returncode == 0, f"uid {SCRATCH_UID} cannot load nspv2: {check.stderr}"
+        yield Scratch(python, env)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
 CONNECT = """
     import json, os, nspv2
     from nspv2.provider.errors import WinsockError
@@ -346,7 +398,7 @@ CONNECT = """
 
 
 @needs_root
-def test_a_client_of_another_uid_is_refused_by_its_credentials() -> None:
+def test_a_client_of_another_uid_is_refused_by_its_credentials(scratch: Scratch) -> None:
     base = private_folder()
     try:
         sock = base / "open.sock"
@@ -360,12 +412,12 @@ def test_a_client_of_another_uid_is_refused_by_its_credentials() -> None:
             other = subprocess.run(
                 [
                     *AS_SCRATCH,
-                    sys.executable,
+                    scratch.python,
                     "-c",
                     f"socket = {str(sock)!r}\n" + textwrap.dedent(CONNECT),
                 ],
                 cwd="/",
-                env=served.env,
+                env=scratch.environ(served.env),
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -380,7 +432,7 @@ def test_a_client_of_another_uid_is_refused_by_its_credentials() -> None:
 
 @needs_root
 @pytest.mark.parametrize("allow", [False, True], ids=["root-refused", "allow-uid-0"])
-def test_root_is_not_special_unless_allowed(allow: bool) -> None:
+def test_root_is_not_special_unless_allowed(allow: bool, scratch: Scratch) -> None:
     base = private_folder()
     try:
         folder = base / "run"
@@ -394,10 +446,12 @@ def test_root_is_not_special_unless_allowed(allow: bool) -> None:
             runtime_dir=folder,
             preexec=AS_SCRATCH,
             cwd=Path("/"),
+            python=scratch.python,
+            env=scratch.env,
         ) as served:
             status = json.loads(
                 subprocess.run(
-                    [*AS_SCRATCH, *command(), "status", "--json"],
+                    [*AS_SCRATCH, scratch.python, "-m", "nspv2", "status", "--json"],
                     env=served.env,
                     cwd="/",
                     capture_output=True,
