@@ -158,7 +158,7 @@ def test_text_output_names_how_the_provider_process_died(runner: Run) -> None:
     )
     assert child.returncode == 1, out + err
     assert f"FAIL  {SIZES}" in out
-    assert "SIGSEGV" in out and "Traceback" not in err
+    assert "SIGSEGV" in out and "Traceback (most recent call last)" not in err
     assert "failing:" in out.splitlines()[-1]
     # faulthandler's view of where it died: the provider's own frame
     assert "innermost: string_at (" in out and "<- lookup (broken_providers.py:" in out

@@ -139,7 +139,9 @@ def test_each_broken_provider_fails_its_rule(native_lib: NativeLib, brk: str) ->
     assert words in text or (words.startswith("killed") and SANITIZED in text), text
     if words.startswith("killed"):  # a crash: a fault escaped, the checker went on
         assert found[ESCAPED]["status"] == "fail"
-        assert "Traceback" not in err
+        # no Python traceback of the checker (a crashed child's sanitizer report
+        # may name CPython's _Py_DumpTracebackThreads)
+        assert "Traceback (most recent call last)" not in err
         for later in (new.RESTRICTIONS_UNTOUCHED, new.INSTALL_BLOB):
             assert found[later]["status"] == "pass", found[later]
 
