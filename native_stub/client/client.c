@@ -871,19 +871,20 @@ NSPV2_CLIENT_API int WSAAPI WSACleanup(void)
     return 0;
 }
 
-NSPV2_CLIENT_API INT WSAAPI WSALookupServiceBeginW(LPWSAQUERYSETW lpqsRestrictions,
-                                                   DWORD dwControlFlags, LPHANDLE lphLookup)
+/* A call carrying a query set (LOOKUP_BEGIN: a = dwControlFlags; SET_SERVICE:
+ * a = essOperation, b = dwControlFlags): its image in a request, sent, the
+ * reply read into *rep (*frame holds it; the caller frees it). NO_ERROR: the
+ * caller is inside enter() and must leave(). Otherwise SOCKET_ERROR with the
+ * last error set, and nothing to leave or free. */
+static INT query_set_call(const WSAQUERYSETW *qs, uint16_t type, uint32_t a, uint32_t b,
+                          nspv2_wire_reply *rep, uint8_t **frame)
 {
-    if (!lpqsRestrictions)
-        return fail(WSAEFAULT, "lpqsRestrictions is NULL");
-    if (!lphLookup)
-        return fail(WSAEFAULT, "lphLookup is NULL");
     uint8_t *image;
     uint32_t size = 0;
-    int code = make_image(lpqsRestrictions, &image, &size);
+    int code = make_image(qs, &image, &size);
     if (code != NO_ERROR)
         return fail(code, NULL);
-    size_t cap = NSPV2_WIRE_HEADER + 8u + size;
+    size_t cap = NSPV2_WIRE_HEADER + 16u + size;
     uint8_t *req = malloc(cap);
     if (!req) {
         free(image);
@@ -896,17 +897,33 @@ NSPV2_CLIENT_API INT WSAAPI WSALookupServiceBeginW(LPWSAQUERYSETW lpqsRestrictio
         return SOCKET_ERROR;
     }
     uint32_t id = request_id();
-    size_t len = nspv2_wire_encode_begin(req, cap, id, dwControlFlags, image, size);
+    size_t len = type == NSPV2_WIRE_LOOKUP_BEGIN
+                     ? nspv2_wire_encode_begin(req, cap, id, a, image, size)
+                     : nspv2_wire_encode_set(req, cap, id, a, b, image, size);
     free(image);
-    nspv2_wire_reply rep;
-    uint8_t *frame = NULL;
-    code = len ? transact(req, len, id, NSPV2_WIRE_LOOKUP_BEGIN | NSPV2_WIRE_REPLY, &rep, &frame)
+    code = len ? transact(req, len, id, (uint16_t)(type | NSPV2_WIRE_REPLY), rep, frame)
                : (set_text("cannot encode the request"), WSAEINVAL);
     free(req);
     if (code != NO_ERROR) {
         leave();
         return fail(code, NULL);
     }
+    return NO_ERROR;
+}
+
+NSPV2_CLIENT_API INT WSAAPI WSALookupServiceBeginW(LPWSAQUERYSETW lpqsRestrictions,
+                                                   DWORD dwControlFlags, LPHANDLE lphLookup)
+{
+    if (!lpqsRestrictions)
+        return fail(WSAEFAULT, "lpqsRestrictions is NULL");
+    if (!lphLookup)
+        return fail(WSAEFAULT, "lphLookup is NULL");
+    nspv2_wire_reply rep;
+    uint8_t *frame = NULL;
+    if (query_set_call(lpqsRestrictions, NSPV2_WIRE_LOOKUP_BEGIN, dwControlFlags, 0, &rep,
+                       &frame) != NO_ERROR)
+        return SOCKET_ERROR;
+    int code;
     int rc = rep.code;
     uint64_t remote = rep.handle;
     free(frame);
@@ -1036,36 +1053,11 @@ NSPV2_CLIENT_API INT WSAAPI WSASetServiceW(LPWSAQUERYSETW lpqsRegInfo,
 {
     if (!lpqsRegInfo)
         return fail(WSAEFAULT, "lpqsRegInfo is NULL");
-    uint8_t *image;
-    uint32_t size = 0;
-    int code = make_image(lpqsRegInfo, &image, &size);
-    if (code != NO_ERROR)
-        return fail(code, NULL);
-    size_t cap = NSPV2_WIRE_HEADER + 16u + size;
-    uint8_t *req = malloc(cap);
-    if (!req) {
-        free(image);
-        return fail(WSA_NOT_ENOUGH_MEMORY, "out of memory");
-    }
-    code = enter();
-    if (code != NO_ERROR) {
-        free(image);
-        free(req);
-        return SOCKET_ERROR;
-    }
-    uint32_t id = request_id();
-    size_t len = nspv2_wire_encode_set(req, cap, id, (uint32_t)essoperation, dwControlFlags,
-                                       image, size);
-    free(image);
     nspv2_wire_reply rep;
     uint8_t *frame = NULL;
-    code = len ? transact(req, len, id, NSPV2_WIRE_SET_SERVICE | NSPV2_WIRE_REPLY, &rep, &frame)
-               : (set_text("cannot encode the request"), WSAEINVAL);
-    free(req);
-    if (code != NO_ERROR) {
-        leave();
-        return fail(code, NULL);
-    }
+    if (query_set_call(lpqsRegInfo, NSPV2_WIRE_SET_SERVICE, (uint32_t)essoperation,
+                       dwControlFlags, &rep, &frame) != NO_ERROR)
+        return SOCKET_ERROR;
     int rc = rep.code;
     free(frame);
     leave();
