@@ -67,17 +67,53 @@ NSPV2_HOST_API INT WSAAPI WSAUnadvertiseProvider(const GUID *puuidProviderId);
 NSPV2_HOST_API INT WSAAPI WSAProviderCompleteAsyncCall(HANDLE hAsyncCall, INT iRetCode);
 NSPV2_HOST_API void WSAAPI WSASetLastError(int iError); /* per thread */
 NSPV2_HOST_API int WSAAPI WSAGetLastError(void);        /* per thread */
-/* Records the namespace a provider GUID serves (routing). A provider that is
- * advertised without being installed is taken to serve NS_EMAIL. Keeps a
- * copy of lpszIdentifier (NULL: none; longer than NSPV2_QS_MAX_STRING_CHARS
- * -> WSAEINVAL) and of lpProviderInfo's blob (cbSize above
- * NSPV2_QS_MAX_BLOB_BYTES, or cbSize > 0 with a NULL pBlobData -> WSAEINVAL),
- * read back with nspv2_host_installed*; WSCUnInstallNameSpace frees them.
- * NULL GUID -> WSAEFAULT; a GUID already installed -> WSAEALREADY. */
+/* ---- the namespace catalog (src/catalog_api.c; rules in src/catalog.h) ----
+ * A per-user catalog persisted in a file (NSPV2_CATALOG, else
+ * $XDG_CONFIG_HOME/nspv2/catalog, else $HOME/.config/nspv2/catalog), or
+ * private to the process (":memory:"; always so on Windows builds). Each
+ * call returns NO_ERROR, or SOCKET_ERROR with WSAGetLastError() set and
+ * nspv2_catalog_error_text() saying why.
+ * WSCInstallNameSpaceEx: appends the provider, enabled, keeping a copy of
+ * lpszIdentifier and of lpProviderInfo's blob; lpszPathName is not used
+ * (empty for NSPv2). NULL GUID -> WSAEFAULT; already installed ->
+ * WSANO_RECOVERY (as Windows documents); an identifier above
+ * NSPV2_CATALOG_MAX_IDENTIFIER_CHARS, a blob above
+ * NSPV2_CATALOG_MAX_BLOB_BYTES, cbSize > 0 with NULL pBlobData, or an
+ * NS_EMAIL blob that breaks nsemail.h's rules -> WSAEINVAL. */
 NSPV2_HOST_API INT WSAAPI WSCInstallNameSpaceEx(LPWSTR lpszIdentifier, LPWSTR lpszPathName,
                                                 DWORD dwNameSpace, DWORD dwVersion,
                                                 LPGUID lpProviderId, LPBLOB lpProviderInfo);
+/* NULL -> WSAEFAULT; not installed -> WSAEINVAL. An advertised provider
+ * stays advertised, but no query is routed to it. */
 NSPV2_HOST_API INT WSAAPI WSCUnInstallNameSpace(LPGUID lpProviderId);
+/* Enable (fEnable TRUE) or disable a provider; a disabled provider is never
+ * routed to. NULL -> WSAEFAULT; not installed -> WSAEINVAL. */
+NSPV2_HOST_API INT WSAAPI WSCEnableNSProvider(LPGUID lpProviderId, BOOL fEnable);
+/* Every installed provider, in catalog order, as WSANAMESPACE_INFOEXW
+ * entries (fActive = enabled) followed by their identifiers and blobs,
+ * which the entries point to. Returns the number of entries, or
+ * SOCKET_ERROR: NULL lpdwBufferLength -> WSAEFAULT; a buffer shorter than
+ * needed (or NULL) -> WSAEFAULT with *lpdwBufferLength = the size needed. */
+NSPV2_HOST_API INT WSAAPI WSAEnumNameSpaceProvidersExW(LPDWORD lpdwBufferLength,
+                                                       LPWSANAMESPACE_INFOEXW lpnspBuffer);
+#define NSPV2_CATALOG_MAX_IDENTIFIER_CHARS 1024u
+#define NSPV2_CATALOG_MAX_BLOB_BYTES 65536u
+/* Where this process's catalog is: a file path, ":memory:", or NULL for the
+ * default resolution above (made again at every operation). NO_ERROR, or
+ * WSAEINVAL for a path longer than the system's limit. */
+NSPV2_HOST_API INT nspv2_catalog_set_path(const char *path);
+/* The location in effect (a path, or ":memory:"), NUL-terminated, in
+ * buf; *size in: room, out: the length with the terminator; WSAEFAULT when
+ * short (buf NULL asks the size). NULL size -> WSAEFAULT. */
+NSPV2_HOST_API INT nspv2_catalog_location(char *buf, uint32_t *size);
+/* Why this thread's last catalog call failed, in English ("" if it did not). */
+NSPV2_HOST_API const char *nspv2_catalog_error_text(void);
+/* nsemail.h's rules for an NS_EMAIL installation blob: NO_ERROR when
+ * size bytes at blob are a valid NAPI_PROVIDER_INSTALLATION_BLOB, else
+ * WSAEINVAL with the first violated rule in why (NUL-terminated, truncated
+ * to why_size; why may be NULL). Never reads outside the size bytes. */
+NSPV2_HOST_API INT nspv2_email_blob_check(const void *blob, uint32_t size, char *why,
+                                          uint32_t why_size);
 
 #if !defined(_WIN32)
 /* ---- process start-up and console control (src/compat.c) ---------------
