@@ -124,8 +124,25 @@ int nspv2_catalog_use(const char *path);
 void nspv2_catalog_location(char *buf, size_t cap);
 /* Forget the process-memory catalog (nspv2_host_reset). */
 void nspv2_catalog_reset_memory(void);
-/* The text of this thread's last catalog failure ("" when none). */
+/* The text of this thread's last catalog failure ("" when none). Every
+ * nspv2_catalog_* call above clears it first. */
 const char *nspv2_catalog_error(void);
+/* Sets this thread's catalog error text (printf format); returns err. For
+ * catalog_api.c's own argument checks. */
+int nspv2_catalog_fail(int err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void nspv2_catalog_clear_error(void);
+
+/* Format 1 text <-> snapshot (the file code's parser and writer, exposed
+ * for the fuzzer and the tests). parse: 0 with *out (refs 1), or
+ * WSANO_RECOVERY with "line N: ..." as the error text, or
+ * WSA_NOT_ENOUGH_MEMORY. format: the text (malloc'd, *len bytes, no NUL
+ * terminator), or NULL when out of memory. */
+int nspv2_catalog_parse(const char *text, size_t len, nspv2_catalog **out);
+char *nspv2_catalog_format(const nspv2_catalog *c, size_t *len);
 
 /* The NS_EMAIL installation blob rules (nsemail.h), the same as Python's
  * nspv2.sdk.nsemail.installation_blob_problems: 0 when valid, else WSAEINVAL
@@ -151,6 +168,10 @@ int nspv2_email_blob_check(const uint8_t *blob, size_t size, char *why, size_t w
  *     -  otherwise (D matches only at level none, or D is none and the
  *        provider is not a wildcard one): not routed
  *   Nothing routed -> WSASERVICE_NOT_FOUND.
+ * The rank is the first line that applies, top to bottom: a provider of
+ * another namespace is 1 even without a blob; an NS_EMAIL wildcard provider
+ * whose domains match D only at level none is 2. avail NULL: every
+ * installed provider is available. The error text says why on failure.
  * On success *out (malloc'd, caller frees) holds *n >= 1 ids. */
 typedef int (*nspv2_avail_fn)(const GUID *id, void *ctx);
 int nspv2_route_order(const nspv2_catalog *c, DWORD name_space, const GUID *provider_id,
@@ -182,7 +203,8 @@ typedef struct nspv2_route_cursor {
 
 void nspv2_route_cursor_init(nspv2_route_cursor *c, size_t nparts, DWORD flags);
 /* Apply rule above for rc from part c->cur; NEXT_PART advances c->cur (and
- * clears part_answered); DONE sets c->cur = c->n. */
+ * clears part_answered): the lookup has run out of parts when c->cur
+ * reaches c->n then; DONE sets c->cur = c->n. */
 int nspv2_route_step(nspv2_route_cursor *c, INT rc);
 INT nspv2_route_final(const nspv2_route_cursor *c);
 
