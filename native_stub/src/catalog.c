@@ -153,7 +153,7 @@ static int why_set(char *why, size_t cap, const char *fmt, ...)
 /* The same rules, in the same order and words, as
  * nspv2.sdk.nsemail.installation_blob_problems: the text is its first
  * problem. */
-int nspv2_email_blob_check(const uint8_t *blob, size_t size, char *why, size_t why_size)
+int nspv2_cat_blob_check(const uint8_t *blob, size_t size, char *why, size_t why_size)
 {
     if (why && why_size)
         why[0] = 0;
@@ -314,7 +314,7 @@ static int entry_derive(nspv2_cat_entry *e)
     e->domains = NULL;
     e->ndomains = 0;
     if (e->name_space != NS_EMAIL || !e->has_blob ||
-        nspv2_email_blob_check(e->blob, e->blob_size, NULL, 0) != 0)
+        nspv2_cat_blob_check(e->blob, e->blob_size, NULL, 0) != 0)
         return 0;
     const uint8_t *b = e->blob;
     uint32_t count = rd32(b + 12), offset = rd32(b + 16);
@@ -568,7 +568,7 @@ static int location_resolve(char *buf)
 #endif
 }
 
-void nspv2_catalog_location(char *buf, size_t cap)
+void nspv2_catalog_where(char *buf, size_t cap)
 {
     char where[PATH_MAX];
     if (!buf || !cap)
@@ -781,7 +781,7 @@ static int parse_provider(const parse_ctx *p, const char *s, size_t len, nspv2_c
     }
     if (e->name_space == NS_EMAIL && e->has_blob) {
         char why[256], msg[320];
-        if (nspv2_email_blob_check(e->blob, e->blob_size, why, sizeof why) != 0) {
+        if (nspv2_cat_blob_check(e->blob, e->blob_size, why, sizeof why) != 0) {
             snprintf(msg, sizeof msg, "the NS_EMAIL installation blob is invalid: %s", why);
             return corrupt(p, msg);
         }
@@ -1430,7 +1430,7 @@ int nspv2_catalog_install(const WCHAR *identifier, DWORD name_space, DWORD versi
                                           "the NS_EMAIL installation blob's pBlobData is not "
                                           "4-byte aligned");
             }
-            if (nspv2_email_blob_check(info->pBlobData, info->cbSize, why, sizeof why) != 0) {
+            if (nspv2_cat_blob_check(info->pBlobData, info->cbSize, why, sizeof why) != 0) {
                 entry_free(&e);
                 return nspv2_catalog_fail(WSAEINVAL,
                                           "the NS_EMAIL installation blob is invalid: %s", why);

@@ -104,7 +104,7 @@ const nspv2_cat_entry *nspv2_catalog_find(const nspv2_catalog *c, const GUID *id
  * Each returns 0 or the Winsock error (the caller reports it):
  *   install: NULL id -> WSAEFAULT; already installed -> WSANO_RECOVERY;
  *     identifier or blob above the limits, cbSize > 0 with NULL data, or an
- *     NS_EMAIL blob that fails nspv2_email_blob_check -> WSAEINVAL; full
+ *     NS_EMAIL blob that fails nspv2_cat_blob_check -> WSAEINVAL; full
  *     catalog -> WSA_NOT_ENOUGH_MEMORY. Appended at the end, enabled.
  *   uninstall: NULL -> WSAEFAULT; unknown -> WSAEINVAL.
  *   enable: NULL -> WSAEFAULT; unknown -> WSAEINVAL; already in that
@@ -116,12 +116,15 @@ int nspv2_catalog_install(const WCHAR *identifier, DWORD name_space, DWORD versi
 int nspv2_catalog_uninstall(const GUID *id);
 int nspv2_catalog_enable(const GUID *id, int enable);
 
+/* (nspv2_catalog_where and nspv2_cat_blob_check are the internal halves
+ * of nspv2_host.h's nspv2_catalog_location and nspv2_email_blob_check,
+ * which catalog_api.c exports under those names.) */
 /* Where the catalog is: path (copied), NSPV2_CATALOG_MEMORY, or NULL for
  * the default resolution. 0 or WSAEINVAL (path longer than PATH_MAX). */
 int nspv2_catalog_use(const char *path);
 /* The location in effect (the file path, or NSPV2_CATALOG_MEMORY) into buf
  * (NUL-terminated, truncated to cap). */
-void nspv2_catalog_location(char *buf, size_t cap);
+void nspv2_catalog_where(char *buf, size_t cap);
 /* Forget the process-memory catalog (nspv2_host_reset). */
 void nspv2_catalog_reset_memory(void);
 /* The text of this thread's last catalog failure ("" when none). Every
@@ -147,7 +150,7 @@ char *nspv2_catalog_format(const nspv2_catalog *c, size_t *len);
 /* The NS_EMAIL installation blob rules (nsemail.h), the same as Python's
  * nspv2.sdk.nsemail.installation_blob_problems: 0 when valid, else WSAEINVAL
  * with the first violated rule written to why (NUL-terminated, truncated). */
-int nspv2_email_blob_check(const uint8_t *blob, size_t size, char *why, size_t why_size);
+int nspv2_cat_blob_check(const uint8_t *blob, size_t size, char *why, size_t why_size);
 
 /* ---- routing -------------------------------------------------------------
  * The providers a query reaches, in order. Candidates are entries that are
