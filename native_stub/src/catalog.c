@@ -698,6 +698,7 @@ static int parse_provider(const parse_ctx *p, const char *s, size_t len, nspv2_c
     const char *tok[6];
     size_t tlen[6];
     size_t nt = 0, i = 0;
+    memset(e, 0, sizeof *e); /* the caller frees e on failure: no early return before this */
     while (i <= len && nt < 7) {
         size_t j = i;
         while (j < len && s[j] != ' ')
@@ -714,7 +715,6 @@ static int parse_provider(const parse_ctx *p, const char *s, size_t len, nspv2_c
     if (nt != 6)
         return corrupt(p, "a provider line needs 6 fields: guid namespace version enabled "
                           "identifier blob");
-    memset(e, 0, sizeof *e);
     if (parse_guid(tok[0], tlen[0], &e->id) != 0)
         return corrupt(p, "the provider id is not a lower-case 8-4-4-4-12 hex GUID");
     uint32_t v;
