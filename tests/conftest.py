@@ -7,6 +7,10 @@ that would import ``nspv2`` from this checkout stops before the first test
 folder with ``--import-mode=importlib``, so nothing puts the checkout on
 sys.path). Set NSPV2_TEST_SOURCE_TREE=1 to iterate on an editable install;
 the packaging tests then say what they cannot prove.
+
+No test touches the user's namespace catalog: each test runs with
+NSPV2_CATALOG naming a catalog file of its own, in a fresh temporary folder
+(the processes it starts inherit it); ``catalog_path`` is that file.
 """
 
 from __future__ import annotations
@@ -45,6 +49,18 @@ def pytest_configure(config: pytest.Config) -> None:
             "pytest from a temporary folder), or set NSPV2_TEST_SOURCE_TREE=1 to test an "
             "editable install on purpose."
         )
+
+
+@pytest.fixture(autouse=True)
+def catalog_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This test's namespace catalog file (NSPV2_CATALOG; it does not exist yet).
+
+    Set with a MonkeyPatch of its own: a test's ``monkeypatch.undo()`` does
+    not take it away mid-test (and point the host at the user's catalog)."""
+    path = tmp_path_factory.mktemp("catalog") / "catalog"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NSPV2_CATALOG", str(path))
+        yield path
 
 
 @pytest.fixture(autouse=True)

@@ -102,7 +102,7 @@ def test_answers_and_codes_are_the_in_process_hosts() -> None:
             out.append(codes(lambda: bob.lookup(DAVE)))
         return out
 
-    with Host() as host:
+    with Host(auto_install=True) as host:
         host.advertise(EmailDirectory())
         expected = scenario(lambda: InProcess(host))
     with serving() as served:

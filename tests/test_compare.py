@@ -496,7 +496,7 @@ def test_provider_ids_differ_yet_agree() -> None:
     from nspv2.examples.email import EMAIL_PROVIDER_ID
     from nspv2.host.host import Host
 
-    with Host() as host:
+    with Host(auto_install=True) as host:
         host.winsock.library.nspv2_ref_provider_reset()
         c_id = host.advertise_reference_provider()
     assert isinstance(c_id, uuid.UUID) and c_id != EMAIL_PROVIDER_ID

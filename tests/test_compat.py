@@ -100,7 +100,7 @@ def test_email_provider_installs_advertises_serves_and_stops(native_lib: NativeL
         parsed = InstallationBlob.parse(table.blob)
         assert [d.name for d in parsed.domains] == ["example.com", "example.org"]
         assert table.blob == InstallationBlob(domains=["example.com", "example.org"]).pack()
-        host = Host()
+        host = Host(auto_install=True)
         with host.open_session() as session:
             session.set_service(QuerySet("alice@example.com", namespace=37), 0)
             found = session.lookup(QuerySet("*@example.com", namespace=37), LUP.LUP_RETURN_NAME)
@@ -108,7 +108,7 @@ def test_email_provider_installs_advertises_serves_and_stops(native_lib: NativeL
     finally:
         code = provider.close()
     assert code == 0
-    assert Host().stats()["providers"] == 0
+    assert Host(auto_install=True).stats()["providers"] == 0
 
 
 @needs_cc

@@ -169,7 +169,7 @@ def expected(case: Case) -> list[tuple[Any, ...]]:
 
 @pytest.fixture
 def host() -> Iterator[Host]:
-    with Host() as h:
+    with Host(auto_install=True) as h:
         yield h
 
 
@@ -208,9 +208,9 @@ def test_python_provider(host: Host, case: Case) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.title for c in CASES])
 def test_c_provider_agrees_row_by_row(case: Case) -> None:
-    with Host() as h1:
+    with Host(auto_install=True) as h1:
         python = run_python(h1, case)
-    with Host() as h2:
+    with Host(auto_install=True) as h2:
         c = run_c(h2, case)
     compare(c, expected(case))
     assert c == python

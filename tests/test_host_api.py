@@ -28,7 +28,7 @@ from nspv2.sdk.ws2spi import NSPV2_ROUTINE
 
 @pytest.fixture
 def host() -> Iterator[Host]:
-    with Host(timeout_ms=2000) as h:
+    with Host(timeout_ms=2000, auto_install=True) as h:
         yield h
 
 
@@ -237,7 +237,7 @@ def test_installed_blob_and_identifier(host: Host) -> None:
     rc = ws.WSCInstallNameSpaceEx(
         ctypes.cast(ident, ctypes.POINTER(ctypes.c_uint16)),
         None,
-        int(NS.NS_EMAIL),
+        int(NS.NS_DNS),  # any blob is kept as given (an NS_EMAIL one must follow nsemail.h)
         1,
         ctypes.byref(guid),
         ctypes.byref(info),
@@ -247,7 +247,7 @@ def test_installed_blob_and_identifier(host: Host) -> None:
     try:
         ns, has, size = ctypes.c_uint32(0), ctypes.c_uint32(9), ctypes.c_uint32(0)
         assert nat.nspv2_host_installed(guid, ns, has, None, size) == NO_ERROR
-        assert (ns.value, has.value, size.value) == (NS.NS_EMAIL, 1, len(blob))
+        assert (ns.value, has.value, size.value) == (NS.NS_DNS, 1, len(blob))
         out = (ctypes.c_uint8 * 64)()
         size.value = len(blob) - 1
         assert nat.nspv2_host_installed(guid, None, None, out, size) == SOCKET_ERROR

@@ -167,7 +167,7 @@ def test_async_outcomes_under_the_asan_host(asan_host: AsanHost) -> None:
                     yield QuerySet(restrictions.service_instance_name, comment="x" * 400)
 
         outcomes = {}
-        with Host(timeout_ms=5000) as host:
+        with Host(timeout_ms=5000, auto_install=True) as host:
             for how in ("end", "close", "abandon", "unadvertise"):
                 for _ in range(3):
                     p = Slow()
@@ -350,7 +350,7 @@ def test_a_real_rundown_during_unadvertise_keeps_its_own_reason() -> None:
             t.join(5)
 
     p = Witness()
-    with Host(timeout_ms=5000) as host:
+    with Host(timeout_ms=5000, auto_install=True) as host:
         host.advertise(p)
         routine_box["r"] = p.routine()
         client = host.open_session()
@@ -521,7 +521,7 @@ class Reentrant(Provider):
         self.cleanups.append(session.token)
 
 p = Reentrant()
-with Host() as host:
+with Host(auto_install=True) as host:
     p.host = host
     host.advertise(p)
     own, other = host.open_session(), host.open_session()

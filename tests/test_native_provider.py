@@ -44,7 +44,7 @@ def other_host(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def host() -> Iterator[Host]:
-    with Host() as h:
+    with Host(auto_install=True) as h:
         yield h
 
 

@@ -254,7 +254,7 @@ def _installed(host: Host, pid: uuid.UUID) -> tuple[int, int, bytes]:
 
 
 def test_host_installs_the_example_with_its_blob() -> None:
-    with Host() as host:
+    with Host(auto_install=True) as host:
         host.advertise(EmailDirectory())
         ns, has, data = _installed(host, EMAIL_PROVIDER_ID)
     assert (ns, has) == (NS.NS_EMAIL, 1)
@@ -274,7 +274,7 @@ class NoBlob(Provider):
 
 def test_host_installs_without_a_blob_by_default() -> None:
     assert NoBlob.install_blob is None
-    with Host() as host:
+    with Host(auto_install=True) as host:
         host.advertise(NoBlob())
         _ns, has, data = _installed(host, NoBlob.provider_id)
     assert (has, data) == (0, b"")

@@ -36,7 +36,7 @@ class Target:
         self.python: Provider | None = cls()
         self.blob = cls.install_blob
         self.installed = self.blob is not None
-        self._host = Host(timeout_ms=2000)
+        self._host = Host(timeout_ms=2000, auto_install=True)
         self._host.advertise(self.python)
 
     def harness(self) -> SlotHarness:
@@ -293,7 +293,7 @@ def test_generated_names_are_in_the_first_querys_domain() -> None:
 
 
 def test_last_error_missing_in_a_host_workload() -> None:
-    with Host() as host:
+    with Host(auto_install=True) as host:
         if not hasattr(host.winsock.library, "nspv2_async_create"):  # the same round's API
             pytest.skip("this host library does not count missing_last_error")
     rule = run(rules.rule_last_error, NoLastError)

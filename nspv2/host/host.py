@@ -6,7 +6,7 @@
 ...     provider_id = uuid.UUID("0b7e8f5a-2c1d-4e3f-9a8b-7c6d5e4f3a21")
 ...     def lookup(self, session, restrictions, flags):
 ...         yield QuerySet(restrictions.service_instance_name, comment="hi")
->>> with Host() as host:
+>>> with Host(auto_install=True) as host:  # installs Hello in the catalog, for now
 ...     _ = host.advertise(Hello())
 ...     with host.open_session() as client:
 ...         [r.comment for r in client.lookup("alice@example.com")]
@@ -15,6 +15,14 @@
 Everything goes through the host's C functions (the same the native
 driver uses): WSAAdvertiseProvider with the routine table, client sessions,
 WSALookupServiceBeginW/NextW/End on WSAQUERYSETW, WSASetServiceW.
+
+As on Windows, only a provider installed in the namespace catalog may
+advertise (``nspv2 install``, :class:`nspv2.host.catalog.Catalog`; the
+catalog in effect is NSPV2_CATALOG's, else the user's file, see
+docs/catalog.md). ``Host(auto_install=True)`` installs what it advertises
+when it is not installed yet, and uninstalls at unadvertise exactly what
+it installed; point it at a process-private catalog
+(``nspv2.host.catalog.use_catalog(MEMORY)``) to leave the user's alone.
 
 Ownership (docs/host.md): each table advertised here reports to this host's
 error channel, handed to it by :meth:`Host.advertise` (no process-wide
@@ -58,6 +66,19 @@ __all__ = ["Advertised", "ClientSession", "Host", "NextResult"]
 _EFAULT = int(WSAError.WSAEFAULT)
 _NO_MORE = int(WSAError.WSA_E_NO_MORE)
 _U32_MAX = 0xFFFFFFFF
+_INVALID_PROVIDER = int(WSAError.WSAEINVALIDPROVIDER)
+#: WSCInstallNameSpaceEx of an installed id: WSANO_RECOVERY (older hosts: WSAEALREADY)
+_ALREADY_INSTALLED = (int(WSAError.WSANO_RECOVERY), int(WSAError.WSAEALREADY))
+
+
+def _not_installed(provider_id: uuid.UUID, name: str | None) -> str:
+    """The message of WSAAdvertiseProvider's WSAEINVALIDPROVIDER."""
+    who = f"{name} ({provider_id})" if name else str(provider_id)
+    return (
+        f"WSAAdvertiseProvider: provider {who} is not installed in the namespace catalog; "
+        "install it first with `nspv2 install MODULE:CLASS` (see docs/catalog.md), "
+        "or advertise it with Host(auto_install=True)"
+    )
 
 
 def _u32(value: int, what: str) -> int:
@@ -84,6 +105,9 @@ class Advertised:
     owner: object = None
     #: The process-level registry's entry holding all of the above.
     kept: tables.Kept | None = None
+    #: This Host installed it in the catalog (``auto_install``) and
+    #: uninstalls it at unadvertise.
+    installed_here: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,9 +184,29 @@ class ClientSession:
 
 
 class Host:
-    """nspv2's native NSPv2 host, driven from Python."""
+    """nspv2's native NSPv2 host, driven from Python.
 
-    def __init__(self, winsock: Winsock | None = None, *, timeout_ms: int = 5000) -> None:
+    ``timeout_ms``: how long the host waits for WSAProviderCompleteAsyncCall.
+
+    ``auto_install``: a provider must be installed in the namespace catalog
+    before it advertises (as on Windows: WSAAdvertiseProvider fails with
+    WSAEINVALIDPROVIDER otherwise). False (the default): :meth:`advertise`
+    only advertises, and an uninstalled provider is a WinsockError saying
+    to install it (``nspv2 install MODULE:CLASS``). True: :meth:`advertise`
+    first installs a provider that is not installed (identifier: its name;
+    its namespace; lpProviderInfo: its ``install_blob``, or none), and
+    :meth:`unadvertise` / :meth:`close` uninstall exactly what it installed
+    (a provider someone else installed, even in a race, stays installed).
+    It writes the catalog in effect: a process that must not touch the
+    user's catalog calls ``nspv2.host.catalog.use_catalog(MEMORY)`` first
+    (or runs with NSPV2_CATALOG=:memory:).
+    """
+
+    def __init__(
+        self, winsock: Winsock | None = None, *, timeout_ms: int = 5000, auto_install: bool = False
+    ) -> None:
+        #: advertise installs what is not installed (see the class docstring).
+        self.auto_install = bool(auto_install)
         self.winsock = winsock or load_native_host()
         if not self.winsock.native_host:
             raise ValueError("Host needs nspv2's native host library, not ws2_32.dll")
@@ -225,7 +269,12 @@ class Host:
         owner: object = None,
         name: str | None = None,
     ) -> Advertised:
-        """Install (for routing) and advertise a routine table; the one way in.
+        """Advertise a routine table; the one way in.
+
+        The provider must be installed in the catalog (``nspv2 install``),
+        or this Host made with ``auto_install=True``, which installs it
+        here and uninstalls it at :meth:`unadvertise`; else WinsockError
+        WSAEINVALIDPROVIDER, whose message says so.
 
         ``target`` is a :class:`Provider` (its id, namespace and name are the
         defaults), a raw :class:`Routine`, or a bare ``NSPV2_ROUTINE`` filled
@@ -284,29 +333,20 @@ class Host:
             provider,
             owner,
         )
-        installed = False
         try:
-            self.winsock.check(
-                self.winsock.WSCInstallNameSpaceEx(
-                    ctypes.cast(text, ctypes.POINTER(ctypes.c_uint16)),
-                    None,
-                    namespace,
-                    1,
-                    ctypes.byref(guid),
-                    None if info is None else ctypes.byref(info),
-                ),
-                "WSCInstallNameSpaceEx",
-            )
-            installed = True
-            self.winsock.check(
-                self.winsock.WSAAdvertiseProvider(ctypes.byref(guid), ctypes.byref(table)),
-                "WSAAdvertiseProvider",
-            )
+            if self.auto_install:
+                entry.installed_here = self._install_if_missing(guid, namespace, text, info)
+            rc = self.winsock.WSAAdvertiseProvider(ctypes.byref(guid), ctypes.byref(table))
+            if rc == SOCKET_ERROR:
+                code = self.winsock.last_error()
+                if code == _INVALID_PROVIDER:
+                    raise WinsockError(code, _not_installed(provider_id, name))
+                raise WinsockError(code, "WSAAdvertiseProvider")
         except BaseException:
             # Undo what was done, whatever failed (a Winsock error, an
-            # exception or an interrupt between the two calls): the GUID is
-            # not left installed, the registry does not keep the table.
-            if installed:
+            # exception or an interrupt between the two calls): what this
+            # Host installed is uninstalled, the registry does not keep the table.
+            if entry.installed_here:
                 self.winsock.WSCUnInstallNameSpace(ctypes.byref(guid))
             tables.forget(entry.kept)
             with self._lock:
@@ -341,9 +381,40 @@ class Host:
             # call may be in flight and a Rundown or End deferred past it, so
             # it is held until the host says it is done.
             self.winsock.unadvertise(pid)
-        if entry is not None:
+        if entry is not None and entry.installed_here:
             guid = entry.guid
             self.winsock.WSCUnInstallNameSpace(ctypes.byref(guid))
+
+    def _installed(self, guid: GUID) -> bool:
+        """``guid`` is in the catalog in effect (nspv2_host_installed)."""
+        return bool(self.native.nspv2_host_installed(guid, None, None, None, None) == NO_ERROR)
+
+    def _install_if_missing(
+        self,
+        guid: GUID,
+        namespace: int,
+        identifier: ctypes.Array[ctypes.c_uint16],
+        info: BLOB | None,
+    ) -> bool:
+        """WSCInstallNameSpaceEx unless installed; True when this call installed it."""
+        if self._installed(guid):
+            return False
+        rc = self.winsock.WSCInstallNameSpaceEx(
+            ctypes.cast(identifier, ctypes.POINTER(ctypes.c_uint16)),
+            None,
+            namespace,
+            1,
+            ctypes.byref(guid),
+            None if info is None else ctypes.byref(info),
+        )
+        if rc == SOCKET_ERROR:
+            code = self.winsock.last_error()
+            # Installed meanwhile by someone else (another Host, process or
+            # `nspv2 install`): theirs, not uninstalled by this Host.
+            if code in _ALREADY_INSTALLED and self._installed(guid):
+                return False
+            raise WinsockError(code, "WSCInstallNameSpaceEx (auto_install)")
+        return True
 
     def advertise_reference_provider(self) -> uuid.UUID:
         """Advertise native_stub's C reference provider (the NS_EMAIL presence
