@@ -14,7 +14,13 @@
  *     cc -std=c11 -Wall -Wextra -Werror -shared -fPIC \
  *        $(nspv2 config --compat --cflags --libs) email_provider.c ref_provider.c
  *
- * Arguments: --no-install advertises without WSCInstallNameSpaceEx.
+ * Arguments: --no-install skips WSCInstallNameSpaceEx: the provider must be
+ * installed already (`nspv2 install --native ...`), or WSAAdvertiseProvider
+ * fails with WSAEINVALIDPROVIDER.
+ *
+ * Installed already (WSANO_RECOVERY, as Windows reports it): that install is
+ * used, and left in place at exit; only what this run installed is
+ * uninstalled.
  */
 
 /* ref_provider.c is compiled into this library: bind to that copy, not the
@@ -122,7 +128,7 @@ int main(int argc, char **argv)
         info.pBlobData = (BYTE *)blob_words;
         if (WSCInstallNameSpaceEx(L"nspv2 email example", L"", NS_EMAIL, 1, &id, &info) == 0)
             installed = TRUE;
-        else if (WSAGetLastError() != WSAEALREADY) {
+        else if (WSAGetLastError() != WSANO_RECOVERY) { /* WSANO_RECOVERY: installed already */
             fprintf(stderr, "email_provider: WSCInstallNameSpaceEx failed: %d\n", WSAGetLastError());
             rc = 1;
             goto out;

@@ -50,9 +50,11 @@ extern "C" {
 /* ---- provider-facing (Winsock names, SDK signatures) -------------------- */
 
 /* Validates like Winsock: NULL GUID -> WSAEFAULT, NULL table -> WSAEINVAL,
- * cbSize < sizeof(NSPV2_ROUTINE) or a NULL Begin/NextEx/End -> WSAEINVAL,
- * a GUID already advertised -> WSAEALREADY. Copies the table. Returns
- * NO_ERROR or SOCKET_ERROR with the last error set. */
+ * cbSize < sizeof(NSPV2_ROUTINE) or a NULL Begin/NextEx/End -> WSAEINVAL;
+ * then a GUID the catalog in effect does not list (WSCInstallNameSpaceEx
+ * first) -> WSAEINVALIDPROVIDER, a catalog that cannot be read ->
+ * WSANO_RECOVERY; a GUID already advertised -> WSAEALREADY. Copies the
+ * table. Returns NO_ERROR or SOCKET_ERROR with the last error set. */
 NSPV2_HOST_API INT WSAAPI WSAAdvertiseProvider(const GUID *puuidProviderId,
                                                const NSPV2_ROUTINE *pNSPv2Routine);
 /* Unknown GUID -> WSAEINVAL. Client sessions still open on the provider are
@@ -158,8 +160,13 @@ NSPV2_HOST_API INT nspv2_session_start(uint64_t session_id, DWORD name_space,
 
 /* Winsock's client lookup and registration, in an explicit session.
  * The query set is converted to WSAQUERYSET2W for the provider and routed
- * by dwNameSpace (NS_ALL reaches every advertised provider) and
- * lpNSProviderId (when not NULL, only that provider).
+ * through the catalog among the providers advertised here (src/catalog.h,
+ * docs/host.md "Routing"): lpNSProviderId (when not NULL, only that
+ * provider), else dwNameSpace and, for NS_EMAIL, the name's domain
+ * (primary, secondary, then wildcard providers; disabled ones never). A
+ * lookup begins every routed provider and steps through them in that order
+ * (without LUP_NON_AUTHORITATIVE it ends with the first that answered); a
+ * registration goes to the first routed provider (NS_ALL: to every one).
  *
  * next: the provider's NSPv2LookupServiceNextEx is called with a fresh async
  * handle and a scratch buffer of *lpdwBufferLength - NSPV2_QS_DELTA bytes

@@ -124,14 +124,6 @@ size_t provider_index_L(const GUID *id)
     return SIZE_MAX;
 }
 
-static DWORD provider_namespace_L(const provider *p)
-{
-    for (size_t i = 0; i < host_g.ninst; i++)
-        if (guid_eq(&host_g.inst[i].id, &p->id))
-            return host_g.inst[i].name_space;
-    return NS_EMAIL;
-}
-
 void provider_unref_L(provider *p)
 {
     if (--p->refs == 0) {
@@ -141,35 +133,38 @@ void provider_unref_L(provider *p)
     }
 }
 
-/* The providers a query reaches, in advertise order, each with a counted
+/* nspv2_route_order's availability test: advertised in this process (the
+ * caller holds host_g.lock). */
+static int advertised_here(const GUID *id, void *ctx)
+{
+    (void)ctx;
+    return provider_index_L(id) != SIZE_MAX;
+}
+
+/* The providers a query reaches, in route order (catalog.h: the catalog's
+ * rules, among the providers advertised here), each with a counted
  * reference. Returns 0, or the error. */
-int route_L(DWORD name_space, const GUID *provider_id, provider ***out, size_t *n)
+int route_L(const nspv2_catalog *cat, DWORD name_space, const GUID *provider_id,
+            const WCHAR *name, provider ***out, size_t *n)
 {
     *out = NULL;
     *n = 0;
-    provider **list = malloc((host_g.nprov ? host_g.nprov : 1) * sizeof *list);
-    if (!list)
-        return WSA_NOT_ENOUGH_MEMORY;
+    GUID *ids = NULL;
     size_t k = 0;
-    if (provider_id) {
-        size_t i = provider_index_L(provider_id);
-        if (i == SIZE_MAX) {
-            free(list);
-            return WSAEINVAL;
-        }
-        if (name_space == NS_ALL || provider_namespace_L(host_g.prov[i]) == name_space)
-            list[k++] = host_g.prov[i];
-    } else {
-        for (size_t i = 0; i < host_g.nprov; i++)
-            if (name_space == NS_ALL || provider_namespace_L(host_g.prov[i]) == name_space)
-                list[k++] = host_g.prov[i];
+    int err = nspv2_route_order(cat, name_space, provider_id, name, advertised_here, NULL, &ids,
+                                &k);
+    if (err)
+        return err;
+    provider **list = malloc(k * sizeof *list);
+    if (!list) {
+        free(ids);
+        return WSA_NOT_ENOUGH_MEMORY;
     }
-    if (k == 0) {
-        free(list);
-        return WSASERVICE_NOT_FOUND;
-    }
-    for (size_t i = 0; i < k; i++)
+    for (size_t i = 0; i < k; i++) {
+        list[i] = host_g.prov[provider_index_L(&ids[i])]; /* available: advertised */
         list[i]->refs++;
+    }
+    free(ids);
     *out = list;
     *n = k;
     return 0;
@@ -186,12 +181,12 @@ void route_release(provider **list, size_t n)
 
 /* The providers a client call of an open session routes to; 0 or an error
  * (unknown session -> WSAEINVAL). Lock held. */
-int session_route_L(uint64_t session_id, DWORD name_space, const GUID *provider_id,
-                           provider ***out, size_t *n)
+int session_route_L(uint64_t session_id, const nspv2_catalog *cat, DWORD name_space,
+                    const GUID *provider_id, const WCHAR *name, provider ***out, size_t *n)
 {
     if (!idmap_get(&host_g.sessions, session_id))
         return WSAEINVAL;
-    return route_L(name_space, provider_id, out, n);
+    return route_L(cat, name_space, provider_id, name, out, n);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -321,6 +316,16 @@ NSPV2_HOST_API INT WSAAPI WSAAdvertiseProvider(const GUID *puuidProviderId,
     if (r.cbSize < sizeof(NSPV2_ROUTINE) || !r.NSPv2LookupServiceBegin ||
         !r.NSPv2LookupServiceNextEx || !r.NSPv2LookupServiceEnd)
         return host_fail(WSAEINVAL);
+    /* only an installed provider may advertise (read outside host_g.lock:
+     * the catalog may be a file) */
+    nspv2_catalog *cat = NULL;
+    int err = nspv2_catalog_snapshot(&cat);
+    if (err)
+        return host_fail(err);
+    int installed = nspv2_catalog_find(cat, puuidProviderId) != NULL;
+    nspv2_catalog_release(cat);
+    if (!installed)
+        return host_fail(WSAEINVALIDPROVIDER);
     provider *p = calloc(1, sizeof *p);
     if (!p)
         return host_fail(WSA_NOT_ENOUGH_MEMORY);
@@ -474,94 +479,6 @@ NSPV2_HOST_API INT WSAAPI WSAProviderCompleteAsyncCall(HANDLE hAsyncCall, INT iR
         return host_fail(WSAEINVAL);
     }
     host_g.double_completions++; /* completed already, not yet collected */
-    host_unlock();
-    return host_fail(WSAEINVAL);
-}
-
-static void install_free(install *in)
-{
-    free(in->identifier);
-    free(in->blob);
-    in->identifier = NULL;
-    in->blob = NULL;
-}
-
-NSPV2_HOST_API INT WSAAPI WSCInstallNameSpaceEx(LPWSTR lpszIdentifier, LPWSTR lpszPathName,
-                                                DWORD dwNameSpace, DWORD dwVersion,
-                                                LPGUID lpProviderId, LPBLOB lpProviderInfo)
-{
-    (void)lpszPathName;
-    (void)dwVersion;
-    host_init();
-    if (!lpProviderId)
-        return host_fail(WSAEFAULT);
-    install in = {.id = *lpProviderId, .name_space = dwNameSpace};
-    if (lpszIdentifier) {
-        size_t n = 0;
-        while (lpszIdentifier[n]) {
-            if (++n > NSPV2_QS_MAX_STRING_CHARS)
-                return host_fail(WSAEINVAL);
-        }
-        if (!(in.identifier = malloc((n + 1) * sizeof(WCHAR))))
-            return host_fail(WSA_NOT_ENOUGH_MEMORY);
-        memcpy(in.identifier, lpszIdentifier, (n + 1) * sizeof(WCHAR));
-        in.identifier_chars = n;
-    }
-    if (lpProviderInfo) {
-        BLOB b = *lpProviderInfo;
-        if (b.cbSize > NSPV2_QS_MAX_BLOB_BYTES || (b.cbSize > 0 && !b.pBlobData)) {
-            install_free(&in);
-            return host_fail(WSAEINVAL);
-        }
-        in.has_blob = 1;
-        in.blob_size = (uint32_t)b.cbSize;
-        if (b.cbSize > 0) {
-            if (!(in.blob = malloc(b.cbSize))) {
-                install_free(&in);
-                return host_fail(WSA_NOT_ENOUGH_MEMORY);
-            }
-            memcpy(in.blob, b.pBlobData, b.cbSize);
-        }
-    }
-    host_lock();
-    for (size_t i = 0; i < host_g.ninst; i++) {
-        if (guid_eq(&host_g.inst[i].id, lpProviderId)) {
-            host_unlock();
-            install_free(&in);
-            return host_fail(WSAEALREADY);
-        }
-    }
-    if (host_g.ninst == host_g.capinst) {
-        size_t ncap = host_g.capinst ? host_g.capinst * 2 : 8;
-        install *ni = realloc(host_g.inst, ncap * sizeof *ni);
-        if (!ni) {
-            host_unlock();
-            install_free(&in);
-            return host_fail(WSA_NOT_ENOUGH_MEMORY);
-        }
-        host_g.inst = ni;
-        host_g.capinst = ncap;
-    }
-    host_g.inst[host_g.ninst++] = in;
-    host_unlock();
-    return NO_ERROR;
-}
-
-NSPV2_HOST_API INT WSAAPI WSCUnInstallNameSpace(LPGUID lpProviderId)
-{
-    host_init();
-    if (!lpProviderId)
-        return host_fail(WSAEFAULT);
-    host_lock();
-    for (size_t i = 0; i < host_g.ninst; i++) {
-        if (guid_eq(&host_g.inst[i].id, lpProviderId)) {
-            install gone = host_g.inst[i];
-            host_g.inst[i] = host_g.inst[--host_g.ninst];
-            host_unlock();
-            install_free(&gone);
-            return NO_ERROR;
-        }
-    }
     host_unlock();
     return host_fail(WSAEINVAL);
 }
@@ -893,69 +810,6 @@ NSPV2_HOST_API INT nspv2_host_provider_table(const GUID *id, NSPV2_ROUTINE *out)
     return NO_ERROR;
 }
 
-static install *install_find_L(const GUID *id)
-{
-    for (size_t i = 0; i < host_g.ninst; i++)
-        if (guid_eq(&host_g.inst[i].id, id))
-            return &host_g.inst[i];
-    return NULL;
-}
-
-NSPV2_HOST_API INT nspv2_host_installed(const GUID *id, DWORD *name_space, uint32_t *has_blob,
-                                        void *blob, uint32_t *blob_size)
-{
-    host_init();
-    if (!id)
-        return host_fail(WSAEFAULT);
-    host_lock();
-    const install *in = install_find_L(id);
-    if (!in) {
-        host_unlock();
-        return host_fail(WSAEINVAL);
-    }
-    if (name_space)
-        *name_space = in->name_space;
-    if (has_blob)
-        *has_blob = in->has_blob ? 1u : 0u;
-    int err = 0;
-    if (blob_size) {
-        if (blob && *blob_size < in->blob_size)
-            err = WSAEFAULT;
-        else if (blob && in->blob_size)
-            memcpy(blob, in->blob, in->blob_size);
-        *blob_size = in->blob_size;
-    }
-    host_unlock();
-    return err ? host_fail(err) : NO_ERROR;
-}
-
-NSPV2_HOST_API INT nspv2_host_installed_identifier(const GUID *id, WCHAR *identifier,
-                                                   uint32_t *chars)
-{
-    host_init();
-    if (!id || !chars)
-        return host_fail(WSAEFAULT);
-    host_lock();
-    const install *in = install_find_L(id);
-    if (!in) {
-        host_unlock();
-        return host_fail(WSAEINVAL);
-    }
-    uint32_t need = (uint32_t)in->identifier_chars + 1u;
-    int err = 0;
-    if (identifier && *chars >= need) {
-        if (in->identifier)
-            memcpy(identifier, in->identifier, need * sizeof(WCHAR));
-        else
-            identifier[0] = 0;
-    } else if (identifier) {
-        err = WSAEFAULT;
-    }
-    *chars = need;
-    host_unlock();
-    return err ? host_fail(err) : NO_ERROR;
-}
-
 /* Unadvertised providers the host may still call (a deferred Rundown or End,
  * a call in flight): 0 means it has returned from the last call into every
  * unadvertised routine table, and will never call one again. */
@@ -997,9 +851,6 @@ NSPV2_HOST_API void nspv2_host_reset(void)
     for (size_t i = 0; ids && i < host_g.sessions.cap; i++)
         if (host_g.sessions.keys[i])
             ids[k++] = host_g.sessions.keys[i];
-    for (size_t i = 0; i < host_g.ninst; i++)
-        install_free(&host_g.inst[i]);
-    host_g.ninst = 0;
     held_release_L(NULL); /* the bound's default too */
     host_g.held_max_calls = NSPV2_HELD_MAX_CALLS;
     host_g.held_max_bytes = NSPV2_HELD_MAX_BYTES;
@@ -1008,4 +859,5 @@ NSPV2_HOST_API void nspv2_host_reset(void)
         nspv2_session_abandon(ids[i]);
     free(ids);
     set_current_session(0);
+    nspv2_catalog_reset_memory(); /* a ":memory:" catalog starts empty again */
 }

@@ -4,7 +4,8 @@
  * the library is built with -fvisibility=hidden).
  *
  *   host.c      global state and lock, per-thread state (last error, current
- *               session), routing, the todo list and provider sessions'
+ *               session), routing (catalog.h's rules among the providers
+ *               advertised here), the todo list and provider sessions'
  *               reference counts, provider-facing calls, async calls,
  *               control and inspection
  *   idmap.c     the uint64 -> pointer hash map and fresh handle values
@@ -13,6 +14,8 @@
  *   session.c   client sessions, lookups, registration, and the
  *               Winsock-named client calls (WSALookupServiceBeginW, ...)
  *   driver.c    nspv2_driver_run, the native load driver
+ *   catalog.c   the namespace catalog, the route order and the NextEx
+ *               stepping (catalog.h); catalog_api.c its Winsock-named calls
  *
  * Functions named *_L expect host_g.lock held.
  *
@@ -43,7 +46,9 @@
  *             once.
  *   session   a client session: its psess list and its open lookups.
  *   lookup    a client lookup handle: a list of parts (psess, provider
- *             lookup handle), drained in order.
+ *             lookup handle), one per routed provider whose Begin
+ *             succeeded, in route order, and a cursor
+ *             (nspv2_route_cursor) saying which part Next asks.
  *   async     one NextEx / SetServiceEx call awaiting completion, with the
  *             scratch buffer and the length the provider writes. When its
  *             waiter gives up (timeout or cancellation) the record stays in
@@ -61,37 +66,60 @@
  *   session argument is NULL; no SetServiceEx:
  *   registration fails with WSAEOPNOTSUPP). cbSize may exceed
  *   sizeof(NSPV2_ROUTINE); only sizeof(NSPV2_ROUTINE) bytes are copied.
+ *   After the argument checks, a GUID the catalog in effect does not list
+ *   -> WSAEINVALIDPROVIDER (a disabled one may advertise: it is installed);
+ *   a catalog that cannot be read -> WSANO_RECOVERY; then a GUID already
+ *   advertised -> WSAEALREADY.
  * WSAUnadvertiseProvider(NULL) -> WSAEINVAL. Client lookup handles that
  *   reached the provider stay valid (their other providers go on); a next
- *   waiting on it gets WSA_E_CANCELLED.
- * WSCInstallNameSpaceEx: NULL GUID -> WSAEFAULT, GUID already installed ->
- *   WSAEALREADY; the identifier and the blob are copied (for
- *   nspv2_host_installed*), path and version are not used.
- *   WSCUnInstallNameSpace: NULL -> WSAEFAULT, unknown -> WSAEINVAL.
- * Routing (lookups and registration): lpNSProviderId not advertised ->
- *   WSAEINVAL; advertised but serving another namespace than a non-NS_ALL
- *   dwNameSpace -> WSASERVICE_NOT_FOUND; nothing matches ->
- *   WSASERVICE_NOT_FOUND.
+ *   waiting on it gets WSA_E_CANCELLED; later, its part counts as having
+ *   reached its end (WSA_E_NO_MORE, for the stepping below).
+ * The catalog (WSCInstallNameSpaceEx and the rest) is catalog_api.c's.
+ *   Uninstalling or disabling an advertised provider leaves it advertised;
+ *   no new call is routed to it (lookups already open keep their parts).
+ * Routing (lookups, registration, nspv2_session_start): every call takes a
+ *   snapshot of the catalog before host_g.lock (a file may be read), then
+ *   nspv2_route_order among the providers advertised in this process:
+ *   lpNSProviderId not installed or not advertised -> WSAEINVAL; disabled,
+ *   or installed for another namespace than a non-NS_ALL dwNameSpace ->
+ *   WSASERVICE_NOT_FOUND; otherwise NS_EMAIL by the name's domain (primary,
+ *   then secondary and other namespaces, then wildcard providers and those
+ *   installed without a blob; catalog order within a rank); nothing routed
+ *   -> WSASERVICE_NOT_FOUND; an unreadable catalog -> WSANO_RECOVERY.
+ *   nspv2_session_start routes as a query with no name would.
  * nspv2_lookup_begin: NULL query set or NULL lphLookup -> WSAEFAULT;
  *   dwSize < sizeof(WSAQUERYSETW) -> WSAEINVAL; unknown session ->
- *   WSAEINVAL. A provider whose Startup or Begin fails is left out; the
- *   lookup fails only if every routed provider failed, with the first
- *   error (in advertise order).
+ *   WSAEINVAL. Every routed provider is begun; one whose Startup or Begin
+ *   fails is left out; the lookup fails only if every routed provider
+ *   failed, with the first error in route order (not WSASERVICE_NOT_FOUND:
+ *   a lone provider's own error says more). The Begin's dwControlFlags are
+ *   kept for the stepping (LUP_NON_AUTHORITATIVE).
  * nspv2_lookup_next: NULL lpdwBufferLength, or NULL lpqsResults with a
  *   non-zero length -> WSAEFAULT. One next at a time per handle (a second
- *   waits for the first). A provider's WSA_E_NO_MORE moves on to the next
- *   provider; any other error is returned and the lookup stays on the same
- *   provider (so does WSA_E_CANCELLED: the next call asks it again).
+ *   waits for the first). The part asked follows nspv2_route_step: a
+ *   result, WSAEFAULT or a cancellation is returned and the lookup stays on
+ *   that part; its WSA_E_NO_MORE ends the lookup when that part returned a
+ *   result and Begin did not ask LUP_NON_AUTHORITATIVE, else moves on to
+ *   the next part; any other error is recorded (the first one kept) and
+ *   the next part asked, within the same call. Once the lookup is over,
+ *   every Next returns nspv2_route_final: WSA_E_NO_MORE when some part
+ *   returned a result or reached its end, else the first error recorded.
+ *   A provider fault is counted and returned as WSANO_RECOVERY: after an
+ *   error completion that wrote past the scratch buffer, that part is left
+ *   as a failed one (its error recorded); after a result that fails
+ *   validation, the lookup stays on that part.
  *   WSA_E_CANCELLED also when the lookup is ended, its session closed or
  *   its provider unadvertised while the call waits. A timeout of 0 accepts
  *   only completions made before NextEx returns.
- * nspv2_lookup_end: the handle is closed whatever happens; returns the first
- *   error a provider's End reported, else NO_ERROR.
+ * nspv2_lookup_end: the handle is closed whatever happens; every part that
+ *   was begun (asked by Next or left behind) gets NSPv2LookupServiceEnd
+ *   exactly once, here or at its session's end; returns the first error a
+ *   provider's End reported, else NO_ERROR.
  * nspv2_set_service: NULL -> WSAEFAULT; dwSize too small or essOperation
- *   above RNRSERVICE_DELETE -> WSAEINVAL; with a namespace other than
- *   NS_ALL and no lpNSProviderId, more than one matching provider ->
- *   WSAEINVAL (ambiguous); with NS_ALL every matching provider is called
- *   and the first error is returned.
+ *   above RNRSERVICE_DELETE -> WSAEINVAL. lpNSProviderId given: that
+ *   provider; NS_ALL: every routed provider, the first error returned; a
+ *   specific namespace: the first provider of the route only (the name's
+ *   primary provider when one is advertised).
  * Sessions: close / abandon first end the session's open lookups
  *   (NSPv2LookupServiceEnd), then run Cleanup / Rundown; they return
  *   NO_ERROR whatever Cleanup returns. An end that races a call still
@@ -133,6 +161,7 @@
 
 #include "nspv2_host.h"
 
+#include "catalog.h"
 #include "platform.h"
 
 #include <limits.h>
@@ -240,23 +269,14 @@ struct lookup {
     session *sess; /* NULL once detached */
     lookup *sprev, *snext;
     lookup_part *parts;
-    size_t nparts, cur;
+    size_t nparts;
+    nspv2_route_cursor cursor; /* which part Next asks (catalog.h's stepping) */
     int ended;
     int busy;              /* a next is in progress */
     async_call *pending;   /* the call that next waits for */
     size_t pending_part;
     unsigned refs;         /* the table's + each next in progress */
 };
-
-typedef struct install {
-    GUID id;
-    DWORD name_space;
-    WCHAR *identifier;  /* a copy of lpszIdentifier (NUL-terminated), or NULL */
-    size_t identifier_chars; /* terminator excluded */
-    int has_blob;       /* lpProviderInfo was not NULL */
-    unsigned char *blob; /* a copy of its pBlobData, or NULL when cbSize is 0 */
-    uint32_t blob_size;
-} install;
 
 typedef struct todo_item {
     int kind; /* TODO_END: NSPv2LookupServiceEnd; TODO_FINISH: Cleanup/Rundown */
@@ -276,8 +296,6 @@ typedef struct host_state {
     nspv2_cond cv;
     provider **prov; /* advertise order */
     size_t nprov, capprov;
-    install *inst;
-    size_t ninst, capinst;
     idmap sessions, lookups, asyncs;
     uint64_t next_session, next_lookup, next_async;
     uint32_t timeout_ms;
@@ -329,10 +347,12 @@ int startup_running_here(const psess *ps);
 
 size_t provider_index_L(const GUID *id);
 void provider_unref_L(provider *p);
-int route_L(DWORD name_space, const GUID *provider_id, provider ***out, size_t *n);
+/* cat: a snapshot taken before host_g.lock (nspv2_catalog_snapshot). */
+int route_L(const nspv2_catalog *cat, DWORD name_space, const GUID *provider_id,
+            const WCHAR *name, provider ***out, size_t *n);
 void route_release(provider **list, size_t n);
-int session_route_L(uint64_t session_id, DWORD name_space, const GUID *provider_id,
-                    provider ***out, size_t *n);
+int session_route_L(uint64_t session_id, const nspv2_catalog *cat, DWORD name_space,
+                    const GUID *provider_id, const WCHAR *name, provider ***out, size_t *n);
 
 void ps_unref_L(psess *ps);
 void ps_request_end_L(psess *ps, int kind, todo *t);

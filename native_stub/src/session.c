@@ -285,13 +285,18 @@ NSPV2_HOST_API INT nspv2_lookup_begin(uint64_t session_id, LPWSAQUERYSETW lpqsRe
     todo t = {0};
     provider **route = NULL;
     size_t nroute = 0;
-    host_lock();
-    err = session_route_L(session_id, lpqsRestrictions->dwNameSpace,
-                          lpqsRestrictions->lpNSProviderId, &route, &nroute);
-    if (err) {
-        host_unlock();
+    nspv2_catalog *cat = NULL;
+    if ((err = nspv2_catalog_snapshot(&cat)) != 0)
         return host_fail(err);
-    }
+    host_lock();
+    err = session_route_L(session_id, cat, lpqsRestrictions->dwNameSpace,
+                          lpqsRestrictions->lpNSProviderId,
+                          lpqsRestrictions->lpszServiceInstanceName, &route, &nroute);
+    host_unlock();
+    nspv2_catalog_release(cat);
+    if (err)
+        return host_fail(err);
+    host_lock();
     lookup_part *parts = calloc(nroute, sizeof *parts);
     lookup *lk = calloc(1, sizeof *lk);
     if (!parts || !lk) {
@@ -354,6 +359,7 @@ NSPV2_HOST_API INT nspv2_lookup_begin(uint64_t session_id, LPWSAQUERYSETW lpqsRe
     }
     lk->parts = parts;
     lk->nparts = nparts;
+    nspv2_route_cursor_init(&lk->cursor, nparts, dwControlFlags);
     lk->refs = 1;
     for (size_t i = 0; i < nparts; i++) {
         psess *ps = parts[i].ps;
@@ -383,12 +389,17 @@ NSPV2_HOST_API INT nspv2_session_start(uint64_t session_id, DWORD name_space,
     todo t = {0};
     provider **route = NULL;
     size_t nroute = 0;
-    host_lock();
-    int err = session_route_L(session_id, name_space, provider_id, &route, &nroute);
-    if (err) {
-        host_unlock();
+    nspv2_catalog *cat = NULL;
+    int err = nspv2_catalog_snapshot(&cat);
+    if (err)
         return host_fail(err);
-    }
+    host_lock();
+    err = session_route_L(session_id, cat, name_space, provider_id, NULL, &route, &nroute);
+    host_unlock();
+    nspv2_catalog_release(cat);
+    if (err)
+        return host_fail(err);
+    host_lock();
     int first_err = 0;
     size_t started = 0;
     for (size_t i = 0; i < nroute; i++) {
@@ -441,10 +452,16 @@ NSPV2_HOST_API INT nspv2_lookup_next(HANDLE hLookup, DWORD dwControlFlags,
             err = WSA_E_CANCELLED;
             break;
         }
-        while (lk->cur < lk->nparts && lk->parts[lk->cur].ended)
-            lk->cur++;
-        if (lk->cur >= lk->nparts) {
-            err = WSA_E_NO_MORE;
+        nspv2_route_cursor *c = &lk->cursor;
+        if (c->cur < c->n && lk->parts[c->cur].ended) {
+            /* ended by WSAUnadvertiseProvider: as if it had reached its end */
+            nspv2_route_step(c, WSA_E_NO_MORE);
+            continue;
+        }
+        if (c->cur >= c->n) { /* the lookup is over */
+            err = nspv2_route_final(c);
+            if (!err)
+                err = WSA_E_NO_MORE;
             break;
         }
         if (!a) { /* allocate without the lock (busy keeps the lookup ours) */
@@ -461,7 +478,7 @@ NSPV2_HOST_API INT nspv2_lookup_next(HANDLE hLookup, DWORD dwControlFlags,
             err = WSA_NOT_ENOUGH_MEMORY;
             break;
         }
-        size_t idx = lk->cur;
+        size_t idx = c->cur;
         lookup_part *part = &lk->parts[idx];
         psess *ps = part->ps;
         ps_call_hold_L(ps);
@@ -484,21 +501,24 @@ NSPV2_HOST_API INT nspv2_lookup_next(HANDLE hLookup, DWORD dwControlFlags,
             err = WSA_E_CANCELLED;
             break;
         }
-        if (a->code == WSA_E_NO_MORE && !guard_intact(a->scratch, a->scratch_size)) {
-            done = a; /* an overrun: reported as a fault below */
+        if (a->code != NO_ERROR && !guard_intact(a->scratch, a->scratch_size)) {
+            /* an overrun is a fault whatever the provider completed with:
+             * reported now, and the part is left (its error recorded) */
+            host_g.provider_faults++;
+            a->code = WSANO_RECOVERY;
+            if (!lk->ended)
+                nspv2_route_step(c, WSANO_RECOVERY);
+            done = a;
             a = NULL;
             break;
         }
-        if (a->code == WSA_E_NO_MORE && !lk->ended) {
-            async_free(a);
+        if (lk->ended || nspv2_route_step(c, a->code) == NSPV2_STEP_RETURN) {
+            done = a; /* a result, WSAEFAULT, a cancellation: the caller's */
             a = NULL;
-            if (lk->cur == idx)
-                lk->cur++;
-            continue; /* on to the next provider */
+            break;
         }
-        done = a;
+        async_free(a); /* the part's end or failure: on to the next part, or done */
         a = NULL;
-        break;
     }
     lk->busy = 0;
     nspv2_cond_broadcast(&host_g.cv);
@@ -510,13 +530,7 @@ NSPV2_HOST_API INT nspv2_lookup_next(HANDLE hLookup, DWORD dwControlFlags,
         return host_fail(err);
 
     INT code = done->code;
-    if (code != NO_ERROR && !guard_intact(done->scratch, done->scratch_size)) {
-        /* an overrun is a fault whatever the provider completed with */
-        host_lock();
-        host_g.provider_faults++;
-        host_unlock();
-        code = WSANO_RECOVERY;
-    } else if (code == NO_ERROR) {
+    if (code == NO_ERROR) {
         if (relocate_result(done->scratch, done->scratch_size, (unsigned char *)lpqsResults) != 0) {
             host_lock();
             host_g.provider_faults++;
@@ -559,17 +573,24 @@ NSPV2_HOST_API INT nspv2_set_service(uint64_t session_id, LPWSAQUERYSETW lpqsReg
     todo t = {0};
     provider **route = NULL;
     size_t nroute = 0;
-    host_lock();
-    err = session_route_L(session_id, lpqsRegInfo->dwNameSpace, lpqsRegInfo->lpNSProviderId,
-                          &route, &nroute);
-    if (!err && nroute > 1 && lpqsRegInfo->dwNameSpace != NS_ALL)
-        err = WSAEINVAL; /* ambiguous: name the provider with lpNSProviderId */
-    if (err) {
-        host_unlock();
-        if (route)
-            route_release(route, nroute);
+    nspv2_catalog *cat = NULL;
+    if ((err = nspv2_catalog_snapshot(&cat)) != 0)
         return host_fail(err);
+    host_lock();
+    err = session_route_L(session_id, cat, lpqsRegInfo->dwNameSpace,
+                          lpqsRegInfo->lpNSProviderId, lpqsRegInfo->lpszServiceInstanceName,
+                          &route, &nroute);
+    if (!err && !lpqsRegInfo->lpNSProviderId && lpqsRegInfo->dwNameSpace != NS_ALL) {
+        /* a specific namespace: the first provider of the route only (the
+         * name's primary provider when there is one) */
+        while (nroute > 1)
+            provider_unref_L(route[--nroute]);
     }
+    host_unlock();
+    nspv2_catalog_release(cat);
+    if (err)
+        return host_fail(err);
+    host_lock();
     int first_err = 0;
     for (size_t i = 0; i < nroute; i++) {
         provider *p = route[i];

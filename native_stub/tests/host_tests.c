@@ -9,6 +9,8 @@
 void run_harness_api_tests(void); /* test_harness_api.c */
 void run_wire_tests(void);        /* test_wire.c */
 void run_server_tests(void);      /* test_server.c */
+void run_routing_tests(void);     /* test_routing.c */
+void run_catalog_tests(void);     /* test_catalog.c */
 
 int main(void)
 {
@@ -19,6 +21,8 @@ int main(void)
     run_ref_provider_tests();
     run_driver_tests();
     run_lifetime_tests();
+    run_routing_tests();
+    run_catalog_tests();
     run_harness_api_tests();
     run_wire_tests();
     run_server_tests();

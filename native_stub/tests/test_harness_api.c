@@ -243,9 +243,10 @@ TEST(test_advertise_count_and_providers)
     CHECK_ERR(nspv2_host_providers(NULL, 1, &count), WSAEFAULT);
 
     NSPV2_ROUTINE r = tp_routine();
-    CHECK_OK(WSAAdvertiseProvider(&tp_silent_id, &r));
-    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
-    CHECK_ERR(WSAAdvertiseProvider(&tp_id, &r), WSAEALREADY); /* not counted */
+    advertise_installed(&tp_silent_id, NS_EMAIL, NULL, &r);
+    advertise_installed(&tp_id, TP_NAMESPACE, NULL, &r);
+    CHECK_ERR(WSAAdvertiseProvider(&tp_id, &r), WSAEALREADY);          /* not counted */
+    CHECK_ERR(WSAAdvertiseProvider(&tp_fail_id, &r), WSAEINVALIDPROVIDER); /* nor this */
     CHECK(nspv2_host_advertise_count() == before + 2);
     CHECK_OK(nspv2_host_providers(NULL, 0, &count));
     CHECK(count == 2);
@@ -292,7 +293,7 @@ TEST(test_provider_table_is_the_advertised_copy)
     r.NSPv2Cleanup = NULL;
     r.NSPv2SetServiceEx = NULL;
     r.NSPv2ClientSessionRundown = NULL;
-    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
+    advertise_installed(&tp_id, TP_NAMESPACE, NULL, &r);
     CHECK_ERR(nspv2_host_provider_table(&tp_id, NULL), WSAEFAULT);
     memset(&out, 0xee, sizeof out);
     CHECK_OK(nspv2_host_provider_table(&tp_id, &out));
@@ -317,15 +318,15 @@ TEST(test_installed_blob_and_identifier)
     unsigned char data[40];
     for (unsigned i = 0; i < sizeof data; i++)
         data[i] = (unsigned char)(i * 7 + 1);
-    BLOB b = {sizeof data, data};
-    CHECK_OK(WSCInstallNameSpaceEx(W("Silent provider"), W("silent.dll"), NS_EMAIL, 1, &id, &b));
+    BLOB b = {sizeof data, data}; /* any bytes: only NS_EMAIL blobs are checked */
+    CHECK_OK(WSCInstallNameSpaceEx(W("Silent provider"), W("silent.dll"), NS_NLA, 1, &id, &b));
     memset(data, 0, sizeof data); /* the host kept its own copy */
 
     DWORD ns = 0;
     uint32_t has = 9, size = 0;
     unsigned char got[64];
     CHECK_OK(nspv2_host_installed(&id, &ns, &has, NULL, &size)); /* the size only */
-    CHECK(ns == NS_EMAIL && has == 1 && size == 40);
+    CHECK(ns == NS_NLA && has == 1 && size == 40);
     size = 39;
     memset(got, 0xcc, sizeof got);
     CHECK_ERR(nspv2_host_installed(&id, NULL, NULL, got, &size), WSAEFAULT);
@@ -353,7 +354,7 @@ TEST(test_installed_blob_and_identifier)
     CHECK_ERR(nspv2_host_installed_identifier(&id, name, NULL), WSAEFAULT);
 
     /* installed once; uninstall forgets it all */
-    CHECK_ERR(WSCInstallNameSpaceEx(W("again"), NULL, NS_DNS, 1, &id, NULL), WSAEALREADY);
+    CHECK_ERR(WSCInstallNameSpaceEx(W("again"), NULL, NS_DNS, 1, &id, NULL), WSANO_RECOVERY);
     CHECK_OK(WSCUnInstallNameSpace(&id));
     CHECK_ERR(nspv2_host_installed(&id, &ns, &has, NULL, &size), WSAEINVAL);
     CHECK_ERR(nspv2_host_installed_identifier(&id, NULL, &chars), WSAEINVAL);
@@ -369,7 +370,7 @@ TEST(test_installed_blob_and_identifier)
     CHECK(chars == 1 && name[0] == 0);
     CHECK_OK(WSCUnInstallNameSpace(&id));
     BLOB empty = {0, NULL};
-    CHECK_OK(WSCInstallNameSpaceEx(W("e"), NULL, NS_EMAIL, 1, &id, &empty));
+    CHECK_OK(WSCInstallNameSpaceEx(W("e"), NULL, NS_DNS, 1, &id, &empty));
     CHECK_OK(nspv2_host_installed(&id, NULL, &has, NULL, &size));
     CHECK(has == 1 && size == 0);
     CHECK_OK(WSCUnInstallNameSpace(&id));
@@ -377,13 +378,15 @@ TEST(test_installed_blob_and_identifier)
     /* refused blobs: nothing recorded */
     BLOB no_data = {4, NULL};
     CHECK_ERR(WSCInstallNameSpaceEx(W("x"), NULL, NS_EMAIL, 1, &id, &no_data), WSAEINVAL);
-    BLOB huge = {NSPV2_QS_MAX_BLOB_BYTES + 1u, data}; /* never read */
-    CHECK_ERR(WSCInstallNameSpaceEx(W("x"), NULL, NS_EMAIL, 1, &id, &huge), WSAEINVAL);
+    BLOB huge = {NSPV2_CATALOG_MAX_BLOB_BYTES + 1u, data}; /* never read */
+    CHECK_ERR(WSCInstallNameSpaceEx(W("x"), NULL, NS_DNS, 1, &id, &huge), WSAEINVAL);
+    BLOB not_email = {8, data}; /* not an installation blob */
+    CHECK_ERR(WSCInstallNameSpaceEx(W("x"), NULL, NS_EMAIL, 1, &id, &not_email), WSAEINVAL);
     CHECK_ERR(nspv2_host_installed(&id, NULL, NULL, NULL, NULL), WSAEINVAL);
 
-    /* reset frees what is installed (the ASan build checks for leaks) */
+    /* reset empties the memory catalog (the ASan build checks for leaks) */
     b.cbSize = 8;
-    CHECK_OK(WSCInstallNameSpaceEx(W("kept"), NULL, NS_EMAIL, 1, &id, &b));
+    CHECK_OK(WSCInstallNameSpaceEx(W("kept"), NULL, NS_DNS, 1, &id, &b));
     nspv2_host_reset();
     CHECK_ERR(nspv2_host_installed(&id, NULL, NULL, NULL, NULL), WSAEINVAL);
 }
@@ -462,7 +465,7 @@ TEST(test_socket_error_without_last_error_is_counted)
     fresh();
     NSPV2_ROUTINE r = tp_routine();
     NSPV2_SLOT(r, NSPv2LookupServiceBegin, silent_begin);
-    CHECK_OK(WSAAdvertiseProvider(&tp_silent_id, &r));
+    advertise_installed(&tp_silent_id, NS_EMAIL, NULL, &r);
     uint64_t s = open_session();
     WSAQUERYSETW q = query(NS_ALL, &tp_silent_id, "x");
     HANDLE h;
@@ -493,7 +496,7 @@ TEST(test_socket_error_without_last_error_is_counted)
     r.NSPv2Cleanup = NULL;
     r.NSPv2ClientSessionRundown = NULL;
     NSPV2_SLOT(r, NSPv2LookupServiceBegin, other_begin);
-    CHECK_OK(WSAAdvertiseProvider(&tp_fail_id, &r));
+    advertise_installed(&tp_fail_id, NS_EMAIL, NULL, &r);
     q.lpNSProviderId = (LPGUID)&tp_fail_id;
     CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSAEACCES);
     CHECK(stats().missing_last_error == 3);

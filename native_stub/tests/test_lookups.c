@@ -73,8 +73,15 @@ TEST(test_completion_from_other_thread)
     nspv2_thread_join(t);
     CHECK(c.ret == NO_ERROR);
     CHECK(waited_ms >= 40 && waited_ms < 4000);
-    /* and again, this time completing with a real result */
-    tp_set_mode(TP_DEFER);
+    /* the failing provider was left (its error recorded): it is not asked
+     * again, and with no other provider the lookup is over */
+    CHECK(tp.nexts == 1);
+    CHECK_ERR(next_result(h, 0, &buf), WSATRY_AGAIN);
+    CHECK(tp.nexts == 1);
+    CHECK_OK(nspv2_lookup_end(h));
+    /* and again, this time completing with the end */
+    tp_set_mode(TP_SYNC);
+    h = deferred_lookup(s);
     c.code = WSA_E_NO_MORE; /* -> the lookup ends: no other provider */
     CHECK(nspv2_thread_create(&t, completer_main, &c) == 0);
     CHECK_ERR(next_result(h, 0, &buf), WSA_E_NO_MORE);
@@ -156,7 +163,9 @@ TEST(test_ns_all_drains_in_order)
     uint64_t s = open_session();
     CHECK_OK(sign_in(s, "bob@example.com", MISTATUS_BUSY));
     CHECK_OK(sign_in(s, "alice@example.com", -1));
-    HANDLE h = begin_lookup(s, NS_ALL, "*@example.com", LUP_RETURN_ALL);
+    /* LUP_NON_AUTHORITATIVE: every routed provider, in route order (the
+     * primary for example.com, then tp: another namespace) */
+    HANDLE h = begin_lookup(s, NS_ALL, "*@example.com", LUP_RETURN_ALL | LUP_NON_AUTHORITATIVE);
     const char *expected[] = {"alice@example.com", "bob@example.com", "tp0", "tp1"};
     result_buf buf;
     for (int i = 0; i < 4; i++) {
@@ -169,8 +178,22 @@ TEST(test_ns_all_drains_in_order)
           buf.qs.lpafpProtocols->iAddressFamily == NSPV2_AF_INET6 &&
           buf.qs.lpafpProtocols->iProtocol == 17);
     CHECK_ERR(next_result(h, 0, &buf), WSA_E_NO_MORE);
+    CHECK_ERR(next_result(h, 0, &buf), WSA_E_NO_MORE); /* and again */
     CHECK_OK(nspv2_lookup_end(h));
     CHECK(tp.ends == 1);
+    /* without it, the first provider that answered is the answer: tp is
+     * begun (and ended) but never asked for a result */
+    int nexts = tp.nexts;
+    h = begin_lookup(s, NS_ALL, "*@example.com", LUP_RETURN_ALL);
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(next_result(h, 0, &buf));
+        CHECK(wstr_is(buf.qs.lpszServiceInstanceName, expected[i]));
+    }
+    CHECK_ERR(next_result(h, 0, &buf), WSA_E_NO_MORE);
+    CHECK_ERR(next_result(h, 0, &buf), WSA_E_NO_MORE);
+    CHECK(tp.nexts == nexts && tp.begins == 2 && tp.ends == 1);
+    CHECK_OK(nspv2_lookup_end(h));
+    CHECK(tp.ends == 2);
     /* a provider whose Begin fails is skipped while another succeeds */
     h = begin_lookup(s, NS_ALL, "nobody@example.com", LUP_RETURN_NAME);
     CHECK_OK(next_result(h, 0, &buf));
@@ -196,13 +219,21 @@ TEST(test_set_service)
     CHECK_ERR(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0), WSAEINVAL);
     q = query(NS_DNS, NULL, "dave@example.com");
     CHECK_ERR(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0), WSASERVICE_NOT_FOUND);
-    /* two providers serve NS_EMAIL: a registration must name one */
+    /* two providers serve NS_EMAIL: a registration goes to the first of
+     * the route only, the name's primary provider (the reference provider
+     * for example.com)... */
     advertise_ref();
     q = query(NS_EMAIL, NULL, "dave@example.com");
-    CHECK_ERR(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0), WSAEINVAL);
-    q.lpNSProviderId = (LPGUID)&nspv2_ref_provider_id;
     CHECK_OK(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0));
     CHECK(look_error(s, "dave@example.com") == NO_ERROR);
+    /* ...for another domain both are wildcard providers (the bench one
+     * installed without a blob): catalog order, the bench provider first */
+    q = query(NS_EMAIL, NULL, "dave@example.net");
+    CHECK_ERR(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0), WSAEOPNOTSUPP);
+    CHECK(look_error(s, "dave@example.net") == WSASERVICE_NOT_FOUND);
+    q.lpNSProviderId = (LPGUID)&nspv2_ref_provider_id; /* named: that one */
+    CHECK_OK(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0));
+    CHECK(look_error(s, "dave@example.net") == NO_ERROR);
     /* NS_ALL reaches both: the first error (the bench provider's) comes
      * back, and the reference provider registered the name all the same */
     q = query(NS_ALL, NULL, "erin@example.com");

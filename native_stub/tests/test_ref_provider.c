@@ -296,7 +296,8 @@ TEST(test_ref_bad_input)
           memcmp(buf.qs.lpcsaBuffer[0].RemoteAddr.lpSockaddr, &r.sa[0], 6) == 0);
 
     /* the namespace: only NS_EMAIL and NS_ALL (the host routes NS_DNS here
-     * once the provider is installed for it) */
+     * once the provider is installed for it instead) */
+    CHECK_OK(WSCUnInstallNameSpace((LPGUID)&nspv2_ref_provider_id));
     CHECK_OK(WSCInstallNameSpaceEx(W("ref"), W("ref.dll"), NS_DNS, 1,
                                    (LPGUID)&nspv2_ref_provider_id, NULL));
     WSAQUERYSETW q = query(NS_DNS, NULL, "gus@example.com");

@@ -733,7 +733,7 @@ TEST(server_status)
         CHECK(strstr(j, "\"keepalive_ms\": 5000, \"threads\": 3, \"max_clients\": 64, "
                         "\"max_in_flight\": 8") != NULL);
         CHECK(strstr(j, "{\"id\": \"6e737032-7265-4600-8a1f-5245464e5350\", \"namespace\": 37, "
-                        "\"name\": \"\"}") != NULL);
+                        "\"name\": \"ref\"}") != NULL);
         CHECK(strstr(j, "\"namespace\": 15, \"name\": \"tp\"}") != NULL);
         CHECK(count_of(j, "\"role\": \"client\"") == 1); /* the monitor is not listed */
         CHECK(strstr(j, "\"clients\": [{\"connection\": 1, ") != NULL);

@@ -4,6 +4,10 @@
  */
 #include "test_support.h"
 
+#ifndef _WIN32
+#include <unistd.h> /* getpid */
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* advertise / unadvertise                                                   */
 
@@ -42,6 +46,15 @@ TEST(test_advertise_validation)
     CHECK_ERR(WSAAdvertiseProvider(&tp_id, &bad), WSAEINVAL);
     CHECK(stats().providers == 0);
 
+    /* a provider the catalog does not list may not advertise (the other
+     * checks come first) */
+    CHECK_ERR(WSAAdvertiseProvider(&tp_id, &r), WSAEINVALIDPROVIDER);
+    bad = r;
+    bad.NSPv2LookupServiceEnd = NULL;
+    CHECK_ERR(WSAAdvertiseProvider(&tp_id, &bad), WSAEINVAL);
+    CHECK(stats().providers == 0);
+    install_provider(&tp_id, TP_NAMESPACE, NULL);
+
     /* optional slots may be NULL; a larger cbSize is fine */
     bad = r;
     bad.cbSize = sizeof bad + 16;
@@ -56,6 +69,11 @@ TEST(test_advertise_validation)
     CHECK_ERR(WSAUnadvertiseProvider(&tp_id), WSAEINVAL);
     CHECK_ERR(WSAUnadvertiseProvider(&nspv2_ref_provider_id), WSAEINVAL);
     CHECK(stats().providers == 0);
+    /* a disabled provider is still installed: it may advertise */
+    CHECK_OK(WSCEnableNSProvider((LPGUID)&tp_id, 0));
+    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
+    CHECK_OK(WSAUnadvertiseProvider(&tp_id));
+    CHECK_OK(WSCEnableNSProvider((LPGUID)&tp_id, 1));
 
     /* the table is copied: changing the caller's copy changes nothing */
     r = tp_routine();
@@ -68,23 +86,69 @@ TEST(test_advertise_validation)
     CHECK_OK(nspv2_lookup_end(h));
     CHECK_OK(nspv2_session_close(s));
 
-    /* namespaces: install, duplicate, uninstall */
-    CHECK_OK(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), NS_DNS, 1, (LPGUID)&tp_id, NULL));
+    /* the catalog: installed once; uninstalled, an advertised provider
+     * stays advertised but no query reaches it */
     CHECK_ERR(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), NS_DNS, 1, (LPGUID)&tp_id, NULL),
-              WSAEALREADY);
+              WSANO_RECOVERY);
     CHECK_ERR(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), NS_DNS, 1, NULL, NULL), WSAEFAULT);
     CHECK_OK(WSCUnInstallNameSpace((LPGUID)&tp_id));
     CHECK_ERR(WSCUnInstallNameSpace((LPGUID)&tp_id), WSAEINVAL);
+    CHECK(stats().providers == 1);
+    s = open_session();
+    CHECK_ERR(nspv2_lookup_begin(s, &q, LUP_RETURN_ALL, &h), WSAEINVAL);
+    q = query(NS_ALL, NULL, "x");
+    CHECK_ERR(nspv2_lookup_begin(s, &q, LUP_RETURN_ALL, &h), WSASERVICE_NOT_FOUND);
+    CHECK_OK(nspv2_session_close(s));
+    CHECK(tp.begins == 1);
+    CHECK_OK(WSAUnadvertiseProvider(&tp_id));
+    r = tp_routine();
+    CHECK_ERR(WSAAdvertiseProvider(&tp_id, &r), WSAEINVALIDPROVIDER);
 }
+
+#ifndef _WIN32
+/* A catalog file that does not parse: advertising, lookups and
+ * registrations fail with WSANO_RECOVERY (the file is never rewritten). */
+TEST(test_corrupt_catalog)
+{
+    fresh();
+    const char *dir = getenv("TMPDIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/nspv2-host-tests-%ld.catalog", dir && *dir ? dir : "/tmp",
+             (long)getpid());
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fputs("nspv2-catalog 1\nthis is not a provider line\n", f);
+    fclose(f);
+    install_provider(&tp_id, TP_NAMESPACE, NULL); /* the memory catalog */
+    NSPV2_ROUTINE r = tp_routine();
+    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
+    CHECK_OK(nspv2_catalog_set_path(path));
+    CHECK_ERR(WSAAdvertiseProvider(&tp_silent_id, &r), WSANO_RECOVERY);
+    CHECK(strlen(nspv2_catalog_error_text()) > 0);
+    uint64_t s = open_session();
+    WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
+    HANDLE h;
+    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSANO_RECOVERY);
+    CHECK_ERR(nspv2_set_service(s, &q, RNRSERVICE_REGISTER, 0), WSANO_RECOVERY);
+    CHECK_ERR(nspv2_session_start(s, TP_NAMESPACE, NULL), WSANO_RECOVERY);
+    CHECK(tp.begins == 0 && stats().startups == 0);
+    CHECK_OK(nspv2_session_close(s));
+    CHECK_OK(nspv2_catalog_set_path(NSPV2_CATALOG_MEMORY));
+    remove(path);
+    fresh();
+}
+#endif
 
 TEST(test_startup_failure)
 {
     fresh();
     NSPV2_ROUTINE r = tp_routine();
     NSPV2_SLOT(r, NSPv2Startup, fail_startup);
-    CHECK_OK(WSAAdvertiseProvider(&tp_fail_id, &r));
+    advertise_installed(&tp_fail_id, NS_EMAIL, NULL, &r);
     NSPV2_SLOT(r, NSPv2Startup, silent_fail_startup);
-    CHECK_OK(WSAAdvertiseProvider(&tp_silent_id, &r));
+    advertise_installed(&tp_silent_id, NS_EMAIL, NULL, &r);
     uint64_t s = open_session();
     WSAQUERYSETW q = query(NS_ALL, &tp_fail_id, "x");
     HANDLE h;
@@ -269,8 +333,7 @@ TEST(test_last_error_is_win32_last_error)
 
     NSPV2_ROUTINE r = tp_routine();
     NSPV2_SLOT(r, NSPv2LookupServiceBegin, win32_error_begin);
-    CHECK_OK(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), TP_NAMESPACE, 1, (LPGUID)&tp_id, NULL));
-    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
+    advertise_installed(&tp_id, TP_NAMESPACE, NULL, &r);
     uint64_t s = open_session();
     WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
     HANDLE h = NULL;
@@ -373,10 +436,9 @@ TEST(test_startup_reentering_its_own_session_fails_at_once)
     NSPV2_ROUTINE r = tp_routine();
     tp_routine_startup = (startup_fn)(void (*)(void))r.NSPv2Startup;
     NSPV2_SLOT(r, NSPv2Startup, reentrant_startup);
-    CHECK_OK(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), TP_NAMESPACE, 1, (LPGUID)&tp_id, NULL));
-    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
+    advertise_installed(&tp_id, TP_NAMESPACE, NULL, &r);
     NSPV2_ROUTINE plain = tp_routine();
-    CHECK_OK(WSAAdvertiseProvider(&tp_fail_id, &plain));
+    advertise_installed(&tp_fail_id, NS_EMAIL, NULL, &plain);
     memset(&reent, 0, sizeof reent);
     reent.session = open_session();
     reent.other = open_session();
@@ -452,6 +514,9 @@ TEST(test_reset)
 void run_session_tests(void)
 {
     RUN(test_advertise_validation);
+#ifndef _WIN32
+    RUN(test_corrupt_catalog);
+#endif
     RUN(test_startup_failure);
     RUN(test_sessions);
     RUN(test_unadvertise_with_sessions);

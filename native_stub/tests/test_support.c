@@ -68,18 +68,90 @@ int in_buffer(const void *p, size_t len, const void *buf, size_t size)
     return a >= b && a <= b + size && len <= b + size - a;
 }
 
-void advertise_ref(void)
+/* ------------------------------------------------------------------------ */
+/* the catalog                                                               */
+
+static void put32(unsigned char *p, uint32_t v)
 {
-    NSPV2_ROUTINE r;
-    nspv2_ref_provider_routine(&r);
-    CHECK_OK(WSAAdvertiseProvider(&nspv2_ref_provider_id, &r));
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
 }
 
+BLOB email_blob(email_blob_buf *b, int wildcard, size_t n, const char *const *domains,
+                const unsigned *levels)
+{
+    /* the header, the domain descriptions, the names (UTF-16LE, NUL), padded
+     * to 4 bytes: InstallationBlob.pack's layout */
+    size_t at_domain = 20, at_name = 20 + 16 * n;
+    memset(b->bytes, 0, sizeof b->bytes);
+    put32(b->bytes, 1);                 /* dwVersion */
+    put32(b->bytes + 4, 1);             /* ProviderType_Application */
+    put32(b->bytes + 8, wildcard ? 1u : 0u);
+    put32(b->bytes + 12, (uint32_t)n);
+    put32(b->bytes + 16, n ? 20u : 0u); /* OffsetFirstDomain */
+    for (size_t i = 0; i < n; i++) {
+        size_t cch = strlen(domains[i]);
+        unsigned char *d = b->bytes + at_domain + 16 * i;
+        put32(d, levels[i]);
+        put32(d + 4, (uint32_t)cch);
+        put32(d + 8, i + 1 < n ? (uint32_t)(at_domain + 16 * (i + 1)) : 0u);
+        put32(d + 12, (uint32_t)at_name);
+        for (size_t k = 0; k <= cch; k++) { /* the NUL too */
+            b->bytes[at_name + 2 * k] = (unsigned char)domains[i][k];
+            b->bytes[at_name + 2 * k + 1] = 0;
+        }
+        at_name += 2 * (cch + 1);
+    }
+    BLOB out = {(ULONG)((at_name + 3u) & ~(size_t)3u), b->bytes};
+    return out;
+}
+
+static void install_named(const char *identifier, const GUID *id, DWORD ns, const BLOB *blob)
+{
+    CHECK_OK(WSCInstallNameSpaceEx(W(identifier), W(""), ns, 1, (LPGUID)id, (LPBLOB)blob));
+}
+
+void install_provider(const GUID *id, DWORD ns, const BLOB *blob)
+{
+    install_named("test provider", id, ns, blob);
+}
+
+static void advertise_named(const char *identifier, const GUID *id, DWORD ns, const BLOB *blob,
+                            const NSPV2_ROUTINE *r)
+{
+    if (nspv2_host_installed(id, NULL, NULL, NULL, NULL) != NO_ERROR) /* not yet */
+        install_named(identifier, id, ns, blob);
+    CHECK_OK(WSAAdvertiseProvider(id, r));
+}
+
+void advertise_installed(const GUID *id, DWORD ns, const BLOB *blob, const NSPV2_ROUTINE *r)
+{
+    advertise_named("test provider", id, ns, blob, r);
+}
+
+/* The reference provider as the C tests install it: NS_EMAIL, primary for
+ * example.com and example.org like the email example, and a wildcard
+ * provider so that every other domain of its tests reaches it too. */
+void advertise_ref(void)
+{
+    static const char *const domains[] = {"example.com", "example.org"};
+    static const unsigned levels[] = {NSPV2_LEVEL_PRIMARY, NSPV2_LEVEL_PRIMARY};
+    email_blob_buf b;
+    BLOB blob = email_blob(&b, 1, 2, domains, levels);
+    NSPV2_ROUTINE r;
+    nspv2_ref_provider_routine(&r);
+    advertise_named("ref", &nspv2_ref_provider_id, NS_EMAIL, &blob, &r);
+}
+
+/* The bench provider: NS_EMAIL, installed without a blob (routed like a
+ * wildcard provider). */
 void advertise_bench(void)
 {
     NSPV2_ROUTINE r;
     nspv2_bench_provider_routine(&r);
-    CHECK_OK(WSAAdvertiseProvider(&nspv2_bench_provider_id, &r));
+    advertise_named("bench", &nspv2_bench_provider_id, NS_EMAIL, NULL, &r);
 }
 
 uint64_t open_session(void)
@@ -452,8 +524,7 @@ NSPV2_ROUTINE tp_routine(void)
 void advertise_tp(void)
 {
     NSPV2_ROUTINE r = tp_routine();
-    CHECK_OK(WSCInstallNameSpaceEx(W("tp"), W("tp.dll"), TP_NAMESPACE, 1, (LPGUID)&tp_id, NULL));
-    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
+    advertise_named("tp", &tp_id, TP_NAMESPACE, NULL, &r);
 }
 
 static void tp_reset(void)
@@ -476,6 +547,9 @@ static void tp_reset(void)
 /* every test starts from an empty host and an empty directory */
 void fresh(void)
 {
+    /* the tests' catalog: this process's memory, never the user's file;
+     * nspv2_host_reset empties it */
+    nspv2_catalog_set_path(NSPV2_CATALOG_MEMORY);
     nspv2_host_reset();
     nspv2_ref_provider_reset();
     nspv2_host_stats_reset();

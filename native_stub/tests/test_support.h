@@ -14,6 +14,9 @@
  *   test_driver.c       nspv2_driver_run
  *   test_lifetime.c     the provider's copy of a query set, held buffers of
  *                       calls never completed
+ *   test_routing.c      routing through the catalog: primary, secondary and
+ *                       wildcard providers, disabled ones, NextEx stepping
+ *                       across providers, where a registration goes
  *   test_support.c      the checks' counters and the helpers below
  *
  * Built together with the library sources (see the Makefile); prints one
@@ -31,6 +34,7 @@
 #include "nspv2_messenger.h"
 #include "nspv2_ref_provider.h"
 
+#include "catalog.h" /* NSPV2_CATALOG_MEMORY, NSPV2_LEVEL_* */
 #include "platform.h"
 
 #include <inttypes.h>
@@ -108,7 +112,25 @@ WSAQUERYSETW query(DWORD ns, const GUID *provider, const char *name);
 nspv2_host_stats stats(void);
 /* [p, p + len) lies inside [buf, buf + size). */
 int in_buffer(const void *p, size_t len, const void *buf, size_t size);
+/* ---- the catalog: fresh() makes it this process's memory, empty ---- */
+/* An NS_EMAIL installation blob (nsemail.h; an application provider):
+ * fSupportsWildCard = wildcard, n domains (ASCII) with their AuthLevels. */
+typedef union {
+    DWORD align;
+    unsigned char bytes[1024];
+} email_blob_buf;
+BLOB email_blob(email_blob_buf *b, int wildcard, size_t n, const char *const *domains,
+                const unsigned *levels);
+/* WSCInstallNameSpaceEx(id, ns, blob) (one check); blob may be NULL. */
+void install_provider(const GUID *id, DWORD ns, const BLOB *blob);
+/* install_provider unless id is installed already, then
+ * WSAAdvertiseProvider(id, r). */
+void advertise_installed(const GUID *id, DWORD ns, const BLOB *blob, const NSPV2_ROUTINE *r);
+/* The reference provider ("ref"): NS_EMAIL, primary for example.com and
+ * example.org, and a wildcard provider; installed (unless it is), then
+ * advertised. */
 void advertise_ref(void);
+/* The bench provider ("bench"): NS_EMAIL without a blob; the same. */
 void advertise_bench(void);
 /* The bench provider's BLOB. */
 void check_bench_blob(const BLOB *b);
@@ -196,7 +218,8 @@ HANDLE tp_wait_deferred(void);
 /* TP_ASYNC: completes queued calls from its own thread until tp.stop. */
 void tp_completer_main(void *p);
 NSPV2_ROUTINE tp_routine(void);
-/* installs TP_NAMESPACE for tp_id and advertises the test provider */
+/* installs tp_id ("tp", TP_NAMESPACE, no blob) unless it is, and advertises
+ * the test provider */
 void advertise_tp(void);
 /* every test starts from an empty host and an empty directory */
 void fresh(void);
