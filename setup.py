@@ -191,6 +191,7 @@ def host_extension() -> list[Extension]:
             sources=[
                 os.path.join("native_stub", "client", "client.c"),
                 os.path.join("native_stub", "src", "wire.c"),
+                os.path.join("native_stub", "src", "catalog.c"),
             ],
             include_dirs=[
                 os.path.join("native_stub", "include"),

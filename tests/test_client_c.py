@@ -205,23 +205,45 @@ def test_no_server_is_service_not_found_with_the_reason(programs: dict[str, Path
         os.rmdir(folder)
 
 
-def test_several_servers_is_service_not_found_naming_them(programs: dict[str, Path]) -> None:
+def test_several_servers_are_routed_and_a_chosen_socket_is_one_server(
+    programs: dict[str, Path],
+) -> None:
+    """No socket chosen: routed mode over every live server of the folder
+    (tests/test_routing.py has the rules); a provider two servers serve is
+    reached at the lowest pid. NSPV2_SOCKET: that one server only."""
     folder = private_folder()
     try:
         with serving(runtime_dir=folder) as one, serving(runtime_dir=folder) as two:
+            first, second = sorted([one, two], key=lambda s: s.pid)
             with driver(programs["client_driver"], _env(folder)) as d:
                 assert d.do("startup") == "ok 2.2"
-                first, second = sorted([one, two], key=lambda s: s.pid)
-                assert d.do("lookup dave@example.com") == (
-                    f"err {WSASERVICE_NOT_FOUND} several provider processes are serving: "
-                    f"{first.pid} ({first.socket}), {second.pid} ({second.socket}); "
-                    "choose one with --socket or NSPV2_SOCKET"
-                )
+                assert d.do("register dave@example.com") == "ok"
+                assert d.do("lookup dave@example.com") == "ok 1 MISTATUS_ONLINE"
+                info = d.do("info")
+                assert re.fullmatch(
+                    rf"ok state=1 startups=1 pid={first.pid} .*providers=2 .*"
+                    rf"socket={re.escape(str(first.socket))}",
+                    info,
+                ), info
+                # the other server never saw dave: he signed in at the first
+                with driver(programs["client_driver"], _env(folder, second.socket)) as other:
+                    assert other.do("startup") == "ok 2.2"
+                    assert other.do("lookup dave@example.com").startswith(
+                        f"err {WSASERVICE_NOT_FOUND} "
+                    )
+                    assert re.fullmatch(rf"ok state=1 .*pid={second.pid} .*", other.do("info"))
+                assert d.do("cleanup") == "ok"
+                routed = d.proc.pid
+            # a session at each server (each HELLO lists its providers), each
+            # ended by the last WSACleanup
+            for served in (first, second):
+                served.wait_log(rf"session of client #\d+ \(pid {routed}\) ended: cleanup")
             # NSPV2_SOCKET chooses
-            with driver(programs["client_driver"], _env(folder, two.socket)) as d:
+            with driver(programs["client_driver"], _env(folder, second.socket)) as d:
                 assert d.do("startup") == "ok 2.2"
                 assert d.do("register erin@example.com") == "ok"
-                assert re.fullmatch(rf"ok state=1 .*pid={two.pid} .*", d.do("info"))
+                assert re.fullmatch(rf"ok state=1 .*pid={second.pid} .*providers=1 .*",
+                                    d.do("info"))  # fmt: skip
     finally:
         for leftover in folder.iterdir():
             leftover.unlink()
@@ -268,7 +290,9 @@ def test_register_from_c_lookup_from_python_and_back(programs: dict[str, Path]) 
 
 
 def test_server_killed_mid_session_is_connreset_until_cleanup(programs: dict[str, Path]) -> None:
-    with serving() as served, driver(programs["client_driver"], _client_env(served.env)) as d:
+    """One-server mode (NSPV2_SOCKET). Routed, a server that died is simply
+    not routed to any more (tests/test_routing.py)."""
+    with serving() as served, driver(programs["client_driver"], served.env) as d:
         assert d.do("startup") == "ok 2.2"
         assert d.do("register dave@example.com") == "ok"
         assert d.do("lookup dave@example.com") == "ok 1 MISTATUS_ONLINE"
@@ -280,6 +304,12 @@ def test_server_killed_mid_session_is_connreset_until_cleanup(programs: dict[str
         # the last WSACleanup forgets the lost connection; the next one looks again
         assert d.do("cleanup") == "ok"
         assert d.do("startup") == "ok 2.2"
+        answer = d.do("lookup dave@example.com")
+        assert answer.startswith(f"err {WSASERVICE_NOT_FOUND} cannot connect to {served.socket}")
+    with serving() as served, driver(programs["client_driver"], _client_env(served.env)) as d:
+        assert d.do("startup") == "ok 2.2"
+        assert d.do("register dave@example.com") == "ok"
+        assert served.stop(signal.SIGKILL) == -signal.SIGKILL
         assert d.do("lookup dave@example.com") == f"err {WSASERVICE_NOT_FOUND} {NO_SERVER}"
 
 
@@ -342,12 +372,14 @@ def test_threads_share_one_connection_and_keepalive_holds_it(programs: dict[str,
 
 
 def test_client_library_under_asan(tmp_path: Path) -> None:
-    """The library's sources compiled into the driver with ASan + UBSan:
+    """The library's sources compiled into the driver with ASan + UBSan, one
+    server:
     threads, a forked child's own session, keepalive, a server killed
     mid-session, cleanup."""
     sources = [
         ROOT / "native_stub" / "client" / "client.c",
         ROOT / "native_stub" / "src" / "wire.c",
+        ROOT / "native_stub" / "src" / "catalog.c",
     ]
     if not all(s.is_file() for s in sources):
         pytest.skip("the client library's sources are in the checkout only")
@@ -360,7 +392,8 @@ def test_client_library_under_asan(tmp_path: Path) -> None:
             pytest.skip("no AddressSanitizer runtime")
         raise
     with serving("nspv2.examples.email:EmailDirectory", "--keepalive", "0.1") as served:
-        env = {**_client_env(served.env), "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"}
+        # one-server mode (routed mode under ASan: tests/test_routing.py)
+        env = {**served.env, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"}
         with driver(program, env) as d:
             assert d.do("startup") == "ok 2.2"
             assert d.do("register dave@example.com") == "ok"

@@ -13,26 +13,38 @@
  * How it behaves (docs/client-c.md):
  *
  *   - WSAStartup always succeeds (as on Windows) and connects nothing. The
- *     first call that needs a provider process connects to one: the socket
- *     given with nspv2_client_set_socket, else $NSPV2_SOCKET, else the one
- *     live `serve-<pid>.sock` of the runtime folder ($NSPV2_RUNTIME_DIR,
- *     else $XDG_RUNTIME_DIR/nspv2, else /tmp/nspv2-<euid>; it must be owned
- *     by you with no group/other permission). None, several, or a folder
- *     that is not private: that call fails with WSASERVICE_NOT_FOUND and
- *     nspv2_client_error_text() says why; the next call looks again.
- *   - The connection is this process's client session: its first call into
- *     a provider runs that provider's NSPv2Startup; the last WSACleanup
- *     (one per successful WSAStartup) says GOODBYE (NSPv2Cleanup); a process
- *     that exits or dies without it is run down by the provider process
+ *     first call that needs a provider process connects. One-server mode:
+ *     a socket is chosen (nspv2_client_set_socket, else $NSPV2_SOCKET); that
+ *     server's host routes among its providers. Routed mode (no socket
+ *     chosen): every live `serve-<pid>.sock` of the runtime folder
+ *     ($NSPV2_RUNTIME_DIR, else $XDG_RUNTIME_DIR/nspv2, else
+ *     /tmp/nspv2-<euid>; it must be owned by you with no group/other
+ *     permission), one connection each; Begin and SetService are routed
+ *     through the namespace catalog in effect (NSPV2_CATALOG, ...) by the
+ *     host's rules, to the live server serving each routed provider (the
+ *     lowest pid when two do); Next aggregates them in route order. No
+ *     server, or a folder that is not private: that call fails with
+ *     WSASERVICE_NOT_FOUND and nspv2_client_error_text() says why; the next
+ *     call looks again. The mode is decided whenever no connection is held.
+ *   - A connection is this process's client session in that provider
+ *     process: its first call into a provider runs that provider's
+ *     NSPv2Startup; the last WSACleanup (one per successful WSAStartup) says
+ *     GOODBYE (NSPv2Cleanup) on every connection; a process that exits or
+ *     dies without it is run down by each provider process
  *     (NSPv2ClientSessionRundown).
- *   - While connected a background thread sends a keepalive at the interval
- *     the provider process asked for.
+ *   - While connected a background thread per connection sends a keepalive
+ *     at the interval that provider process asked for.
+ *   - Routed: a server that dies mid-lookup fails that part's Next with the
+ *     connection's error: recorded, the lookup goes on with the next part
+ *     (the final WSA_E_NO_MORE's text names what was skipped). A server
+ *     gone is not routed to any more.
  *   - Errors: a failing call returns SOCKET_ERROR with WSAGetLastError() set
  *     to the provider's (or the host's) code, as the in-process host would.
  *     A provider process that refuses the connection (another user:
  *     WSAEACCES; too many clients: WSAEPROCLIM; a protocol error) fails that
- *     call with its code and text. Once the connection is lost every call
- *     fails with WSAECONNRESET, until the last WSACleanup; after a new
+ *     call with its code and text. Once a connection is lost every call
+ *     to it fails with WSAECONNRESET (one-server mode: every call; routed:
+ *     the parts it serves), until the last WSACleanup; after a new
  *     WSAStartup the next call connects again.
  *   - Thread-safe: calls from several threads are serialized (one request in
  *     flight at a time); the last error and the error text are per thread.
@@ -87,22 +99,24 @@ NSPV2_CLIENT_API int WSAAPI WSAGetLastError(void);        /* per thread */
 NSPV2_CLIENT_API const char *nspv2_client_error_text(void);
 
 /* Connect to this socket instead of $NSPV2_SOCKET / the runtime folder
- * (NULL or "": back to those). Takes effect at the next connection; while
- * connected -> SOCKET_ERROR, WSAEISCONN. A path longer than a Unix socket
- * address holds -> WSAEINVAL. */
+ * (one-server mode; NULL or "": back to those, routed mode without
+ * $NSPV2_SOCKET). Takes effect at the next connection; while connected
+ * (any connection) -> SOCKET_ERROR, WSAEISCONN. A path longer than a Unix
+ * socket address holds -> WSAEINVAL. */
 NSPV2_CLIENT_API INT nspv2_client_set_socket(const char *path);
 
 /* How long a call waits for its reply, in ms (0: forever). Default 30000. */
 NSPV2_CLIENT_API void nspv2_client_set_timeout_ms(uint32_t timeout_ms);
 
 /* Connect now rather than at the first call (after WSAStartup; without it
- * -> WSANOTINITIALISED). NO_ERROR when connected (also already). */
+ * -> WSANOTINITIALISED). NO_ERROR when connected (also already); routed:
+ * to every live server, NO_ERROR when at least one is connected. */
 NSPV2_CLIENT_API INT nspv2_client_connect(void);
 
-/* Close the connection without GOODBYE, as a process that dies does: the
- * provider process runs the session down (NSPv2ClientSessionRundown).
- * Later calls fail with WSAECONNRESET until the last WSACleanup. Not
- * connected -> SOCKET_ERROR, WSAENOTCONN. */
+/* Close the connection (routed: every connection) without GOODBYE, as a
+ * process that dies does: the provider process runs the session down
+ * (NSPv2ClientSessionRundown). Later calls fail with WSAECONNRESET until
+ * the last WSACleanup. Not connected -> SOCKET_ERROR, WSAENOTCONN. */
 NSPV2_CLIENT_API INT nspv2_client_abandon(void);
 
 enum {
@@ -111,6 +125,10 @@ enum {
     NSPV2_CLIENT_LOST = 2 /* until the last WSACleanup */
 };
 
+/* One-server mode: its connection. Routed: state CONNECTED when some
+ * connection is, else LOST when some is; server_pid, keepalive_ms and
+ * socket_path of the connected server with the lowest pid (else the lost
+ * one); providers, requests and keepalives summed over the connections. */
 typedef struct nspv2_client_info {
     uint32_t state;        /* NSPV2_CLIENT_* */
     uint32_t startups;     /* WSAStartup calls not yet matched by WSACleanup */

@@ -8,6 +8,16 @@
  *   lookup NAME           -> ok FOUND_COUNT [first presence comment]
  *   register NAME         -> ok (RNRSERVICE_REGISTER, no blob: online)
  *   next-bad              -> WSALookupServiceNextW on a handle never issued
+ *   lookupx NAME NS FLAGS [GUID]
+ *                         -> a lookup in namespace NS with dwControlFlags
+ *                            FLAGS (strtoul base 0), lpNSProviderId GUID
+ *                            if given: ok COUNT COMMENT,COMMENT,... (every
+ *                            result's lpszComment, "-" for none)
+ *   begin NAME NS FLAGS   -> WSALookupServiceBeginW alone: ok HANDLE
+ *   next HANDLE           -> one WSALookupServiceNextW: ok COMMENT
+ *   end HANDLE            -> WSALookupServiceEnd: ok
+ *   setx NAME NS OP [GUID] -> WSASetServiceW (OP 0 register, 1 deregister,
+ *                            2 delete) in namespace NS: ok
  *   threads N M NAME      -> N threads x M lookups at once: ok DONE FAILED
  *   sleep MS
  *   fork CMD[;CMD]...     -> fork(): the child runs each CMD (its answers
@@ -92,6 +102,76 @@ static int lookup(const char *name, char *comment, size_t cap)
     return n;
 }
 
+/* A GUID in its 8-4-4-4-12 text form (no braces): 0, or -1. */
+static int parse_guid(const char *s, GUID *g)
+{
+    unsigned long d1;
+    unsigned d2, d3, b[8];
+    if (strlen(s) != 36 ||
+        sscanf(s, "%8lx-%4x-%4x-%2x%2x-%2x%2x%2x%2x%2x%2x", &d1, &d2, &d3, &b[0], &b[1], &b[2],
+               &b[3], &b[4], &b[5], &b[6], &b[7]) != 11)
+        return -1;
+    g->Data1 = (uint32_t)d1;
+    g->Data2 = (uint16_t)d2;
+    g->Data3 = (uint16_t)d3;
+    for (int i = 0; i < 8; i++)
+        g->Data4[i] = (uint8_t)b[i];
+    return 0;
+}
+
+/* A query set for name in namespace ns (wname and id outlive it). */
+static void query_set(WSAQUERYSETW *qs, const char *name, WCHAR *wname, DWORD ns,
+                      const char *guid, GUID *id)
+{
+    to_wide(name, wname, 256);
+    memset(qs, 0, sizeof *qs);
+    qs->dwSize = sizeof *qs;
+    qs->lpszServiceInstanceName = wname;
+    qs->dwNameSpace = ns;
+    if (guid && *guid && parse_guid(guid, id) == 0)
+        qs->lpNSProviderId = id;
+}
+
+/* lookupx: every result's comment into out; the count, or -1. */
+static int lookup_all(const char *name, DWORD ns, DWORD flags, const char *guid, char *out,
+                      size_t cap)
+{
+    WCHAR wname[256];
+    GUID id;
+    WSAQUERYSETW qs;
+    HANDLE h;
+    union {
+        WSAQUERYSETW qs;
+        unsigned char bytes[4096];
+    } buf;
+    query_set(&qs, name, wname, ns, guid, &id);
+    out[0] = '\0';
+    if (WSALookupServiceBeginW(&qs, flags, &h) != 0)
+        return -1;
+    int n = 0;
+    size_t at = 0;
+    for (;;) {
+        DWORD len = sizeof buf;
+        if (WSALookupServiceNextW(h, 0, &len, &buf.qs) != 0) {
+            int code = WSAGetLastError();
+            if (code == WSA_E_NO_MORE)
+                break;
+            WSALookupServiceEnd(h);
+            WSASetLastError(code);
+            return -1;
+        }
+        char one[128];
+        narrow(buf.qs.lpszComment, one, sizeof one);
+        if (at < cap)
+            at += (size_t)snprintf(out + at, cap - at, "%s%s", n ? "," : "",
+                                   one[0] ? one : "-");
+        n++;
+    }
+    if (WSALookupServiceEnd(h) != 0)
+        return -1;
+    return n;
+}
+
 typedef struct job {
     const char *name;
     int cycles, failed;
@@ -107,6 +187,18 @@ static void *worker(void *arg)
 }
 
 static void run(const char *line);
+
+/* The fifth word of line (after the command and three arguments), or "". */
+static const char *fourth(const char *line)
+{
+    static _Thread_local char word[64];
+    char skip[4][256];
+    word[0] = '\0';
+    if (sscanf(line, "%255s %255s %255s %255s %63s", skip[0], skip[1], skip[2], skip[3], word) <
+        5)
+        word[0] = '\0';
+    return word;
+}
 
 /* fork CMDS: the child runs CMDS (';' between them) and exits; the parent
  * answers once it has. */
@@ -189,6 +281,52 @@ static void run(const char *line)
             qs.lpszServiceInstanceName = wname;
             qs.dwNameSpace = NS_EMAIL;
             if (WSASetServiceW(&qs, RNRSERVICE_REGISTER, 0) == 0)
+                printf("ok\n");
+            else
+                err_line();
+        } else if (!strcmp(cmd, "lookupx")) {
+            char out[1024];
+            int n = lookup_all(a, (DWORD)strtoul(b, NULL, 0), (DWORD)strtoul(c, NULL, 0),
+                               fourth(line), out, sizeof out);
+            if (n < 0)
+                err_line();
+            else
+                printf("ok %d %s\n", n, out);
+        } else if (!strcmp(cmd, "begin")) {
+            WCHAR wname[256];
+            GUID id;
+            WSAQUERYSETW qs;
+            HANDLE h;
+            query_set(&qs, a, wname, (DWORD)strtoul(b, NULL, 0), NULL, &id);
+            if (WSALookupServiceBeginW(&qs, (DWORD)strtoul(c, NULL, 0), &h) == 0)
+                printf("ok %llu\n", (unsigned long long)(uintptr_t)h);
+            else
+                err_line();
+        } else if (!strcmp(cmd, "next")) {
+            union {
+                WSAQUERYSETW qs;
+                unsigned char bytes[4096];
+            } buf;
+            DWORD len = sizeof buf;
+            HANDLE h = (HANDLE)(uintptr_t)strtoull(a, NULL, 0);
+            if (WSALookupServiceNextW(h, 0, &len, &buf.qs) == 0) {
+                char one[128];
+                narrow(buf.qs.lpszComment, one, sizeof one);
+                printf("ok %s\n", one[0] ? one : "-");
+            } else {
+                err_line();
+            }
+        } else if (!strcmp(cmd, "end")) {
+            if (WSALookupServiceEnd((HANDLE)(uintptr_t)strtoull(a, NULL, 0)) == 0)
+                printf("ok\n");
+            else
+                err_line();
+        } else if (!strcmp(cmd, "setx")) {
+            WCHAR wname[256];
+            GUID id;
+            WSAQUERYSETW qs;
+            query_set(&qs, a, wname, (DWORD)strtoul(b, NULL, 0), fourth(line), &id);
+            if (WSASetServiceW(&qs, (WSAESETSERVICEOP)strtoul(c, NULL, 0), 0) == 0)
                 printf("ok\n");
             else
                 err_line();
