@@ -23,18 +23,20 @@ from ..provider.base import Provider
 from ..provider.errors import WinsockError
 from ..provider.routine import Routine
 from ..sdk.guiddef import GUID
-from ..sdk.winsock2 import NO_ERROR, SOCKET_ERROR, WSAError
-from ..sdk.wintypes import BOOL, DWORD, HANDLE, INT, LPDWORD, LPHANDLE, WCHAR
-from ..sdk.ws2spi import HOST_FUNCTIONS, NSPV2_ROUTINE
+from ..sdk.winsock2 import LPBLOB, LPWSANAMESPACE_INFOEXW, NO_ERROR, SOCKET_ERROR, WSAError
+from ..sdk.wintypes import BOOL, DWORD, HANDLE, INT, LPDWORD, LPHANDLE, LPWSTR, WCHAR
+from ..sdk.ws2spi import HOST_FUNCTIONS, NSPV2_ROUTINE, FunctionSpec
 from . import tables
 from .native import NativeHostUnavailable
 
 __all__ = [
+    "CATALOG_FUNCTIONS",
     "CTRL_BREAK_EVENT",
     "CTRL_CLOSE_EVENT",
     "CTRL_C_EVENT",
     "PHANDLER_ROUTINE",
     "WSAETIMEDOUT",
+    "CatalogFunctions",
     "DriverConfig",
     "DriverResult",
     "HostStats",
@@ -207,6 +209,16 @@ _NATIVE_SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "nspv2_server_stats_get": (INT, (_u64, ctypes.c_void_p)),
     # INT nspv2_server_status(uint64_t server, char *json, uint32_t *len);
     "nspv2_server_status": (INT, (_u64, ctypes.c_void_p, _u32p)),
+    # -- the namespace catalog's extras (src/catalog_api.c; the Winsock-named
+    #    catalog calls are CATALOG_FUNCTIONS below)
+    # INT nspv2_catalog_set_path(const char *path);
+    "nspv2_catalog_set_path": (INT, (ctypes.c_char_p,)),
+    # INT nspv2_catalog_location(char *buf, uint32_t *size);
+    "nspv2_catalog_location": (INT, (ctypes.c_void_p, _u32p)),
+    # const char *nspv2_catalog_error_text(void);
+    "nspv2_catalog_error_text": (ctypes.c_char_p, ()),
+    # INT nspv2_email_blob_check(const void *blob, uint32_t size, char *why, uint32_t why_size);
+    "nspv2_email_blob_check": (INT, (ctypes.c_void_p, _u32, ctypes.c_char_p, _u32)),
 }
 
 #: The server's functions: not in a host library built for Windows (the
@@ -226,6 +238,10 @@ _NATIVE_COMPAT = frozenset(
 #: NativeHostUnavailable naming it (so does a compat function on Windows).
 _NATIVE_SINCE_NATIVE_PROVIDERS = frozenset(
     {
+        "nspv2_catalog_set_path",
+        "nspv2_catalog_location",
+        "nspv2_catalog_error_text",
+        "nspv2_email_blob_check",
         "nspv2_host_advertise_count",
         "nspv2_host_providers",
         "nspv2_host_provider_table",
@@ -308,6 +324,10 @@ class NativeHostFunctions:
     nspv2_server_stop: Callable[[int], int]
     nspv2_server_stats_get: Callable[[int, Any], int]
     nspv2_server_status: Callable[[int, Any, Any], int]
+    nspv2_catalog_set_path: Callable[[bytes | None], int]
+    nspv2_catalog_location: Callable[[Any, Any], int]
+    nspv2_catalog_error_text: Callable[[], bytes | None]
+    nspv2_email_blob_check: Callable[[Any, int, Any, int], int]
 
     def __init__(self, library: Any, *, use_last_error: bool = False) -> None:
         # These are plain C functions (cdecl, no WSAAPI in nspv2_host.h):
@@ -440,6 +460,14 @@ class Winsock:
     def channel(self) -> WinsockChannel:
         return WinsockChannel(self)
 
+    def catalog_functions(self, wow64: bool = False) -> CatalogFunctions:
+        """The namespace catalog's functions on this library (bound once;
+        ``wow64``: ws2_32.dll's 32-bit catalog). See :mod:`nspv2.host.catalog`."""
+        cache: dict[bool, CatalogFunctions] = self.__dict__.setdefault("_catalog_functions", {})
+        if wow64 not in cache:
+            cache[wow64] = CatalogFunctions(self.library, native_host=self.native_host, wow64=wow64)
+        return cache[wow64]
+
 
 class WinsockChannel:
     """An ErrorChannel that calls the bound library's WSASetLastError,
@@ -462,6 +490,176 @@ class WinsockChannel:
     def complete(self, async_handle: int | None, code: int) -> int:
         rc: int = self._complete(async_handle, code)
         return NO_ERROR if rc == NO_ERROR else self._last_error()
+
+
+# -- the namespace catalog's Winsock functions ----------------------------------------
+# ws2spi.h (WSPAPI is WSAAPI) and winsock2.h; the *32 variants exist only in
+# 64-bit ws2_32.dll and work on the 32-bit (WOW64) catalog. nspv2's native host
+# exports the four native names with the same signatures (nspv2_host.h).
+_LPGUID = ctypes.POINTER(GUID)
+CATALOG_FUNCTIONS: dict[str, FunctionSpec] = {
+    spec.name: spec
+    for spec in (
+        FunctionSpec(
+            name,
+            argtypes,
+            INT,
+            decl,
+            f"{name}@{4 * len(argtypes)}",
+        )
+        for name, argtypes, decl in (
+            (
+                "WSCInstallNameSpaceEx",
+                (LPWSTR, LPWSTR, DWORD, DWORD, _LPGUID, LPBLOB),
+                "INT WSAAPI WSCInstallNameSpaceEx(LPWSTR lpszIdentifier, LPWSTR lpszPathName, "
+                "DWORD dwNameSpace, DWORD dwVersion, LPGUID lpProviderId, "
+                "LPBLOB lpProviderSpecific);",
+            ),
+            (
+                "WSCInstallNameSpaceEx32",
+                (LPWSTR, LPWSTR, DWORD, DWORD, _LPGUID, LPBLOB),
+                "INT WSAAPI WSCInstallNameSpaceEx32(LPWSTR lpszIdentifier, LPWSTR lpszPathName, "
+                "DWORD dwNameSpace, DWORD dwVersion, LPGUID lpProviderId, "
+                "LPBLOB lpProviderSpecific);",
+            ),
+            (
+                "WSCUnInstallNameSpace",
+                (_LPGUID,),
+                "INT WSAAPI WSCUnInstallNameSpace(LPGUID lpProviderId);",
+            ),
+            (
+                "WSCUnInstallNameSpace32",
+                (_LPGUID,),
+                "INT WSAAPI WSCUnInstallNameSpace32(LPGUID lpProviderId);",
+            ),
+            (
+                "WSCEnableNSProvider",
+                (_LPGUID, BOOL),
+                "INT WSAAPI WSCEnableNSProvider(LPGUID lpProviderId, BOOL fEnable);",
+            ),
+            (
+                "WSCEnableNSProvider32",
+                (_LPGUID, BOOL),
+                "INT WSAAPI WSCEnableNSProvider32(LPGUID lpProviderId, BOOL fEnable);",
+            ),
+            (
+                "WSAEnumNameSpaceProvidersExW",
+                (LPDWORD, LPWSANAMESPACE_INFOEXW),
+                "INT WSAAPI WSAEnumNameSpaceProvidersExW(LPDWORD lpdwBufferLength, "
+                "LPWSANAMESPACE_INFOEXW lpnspBuffer);",
+            ),
+            (
+                "WSCEnumNameSpaceProvidersEx32",
+                (LPDWORD, LPWSANAMESPACE_INFOEXW),
+                "INT WSAAPI WSCEnumNameSpaceProvidersEx32(LPDWORD lpdwBufferLength, "
+                "LPWSANAMESPACE_INFOEXW lpnspBuffer);",
+            ),
+        )
+    )
+}
+#: ws2_32's start-up, needed before WSAEnumNameSpaceProvidersExW (not by the
+#: native host's catalog).
+_STARTUP = FunctionSpec(
+    "WSAStartup",
+    (ctypes.c_uint16, ctypes.c_void_p),
+    ctypes.c_int,
+    "int WSAAPI WSAStartup(WORD wVersionRequested, LPWSADATA lpWSAData);",
+    "WSAStartup@8",
+)
+_CLEANUP = FunctionSpec(
+    "WSACleanup", (), ctypes.c_int, "int WSAAPI WSACleanup(void);", "WSACleanup@0"
+)
+
+
+def _bind_spec(library: Any, spec: FunctionSpec, use_last_error: bool) -> Any:
+    """``spec`` bound on ``library``. A library object that is not a ctypes
+    library (a test double standing for ws2_32.dll) supplies each function
+    as a Python callable: it is called through a C function pointer of the
+    same prototype, so arguments are converted as for the real function."""
+    if hasattr(library, "_handle"):
+        return spec.bind(library, use_last_error=use_last_error)
+    from ..sdk.wintypes import wsaapi_prototype
+
+    prototype = wsaapi_prototype(spec.restype, *spec.argtypes, use_last_error=use_last_error)
+    function = prototype(getattr(library, spec.name))
+    function.argtypes = list(spec.argtypes)
+    function.restype = spec.restype
+    return function
+
+
+class CatalogFunctions:
+    """The namespace catalog's Winsock functions bound on one library, under
+    their native names whichever catalog they work on.
+
+    ``wow64=True`` binds ws2_32.dll's 32-bit catalog variants
+    (``WSCInstallNameSpaceEx32``, ``WSCUnInstallNameSpace32``,
+    ``WSCEnableNSProvider32``, ``WSCEnumNameSpaceProvidersEx32``) under the
+    native names. On Windows (``windows``, default: this platform) failures
+    are read from ctypes' private last-error copy, as for :class:`Winsock`;
+    elsewhere from the library's ``WSAGetLastError``. Nothing is bound until
+    the object is made.
+    """
+
+    WSCInstallNameSpaceEx: Callable[[Any, Any, int, int, Any, Any], int]
+    WSCUnInstallNameSpace: Callable[[Any], int]
+    WSCEnableNSProvider: Callable[[Any, int], int]
+    WSAEnumNameSpaceProvidersExW: Callable[[Any, Any], int]
+
+    def __init__(
+        self,
+        library: Any,
+        *,
+        native_host: bool,
+        wow64: bool = False,
+        windows: bool | None = None,
+    ) -> None:
+        self.library = library
+        self.native_host = native_host
+        self.wow64 = wow64
+        self.windows = sys.platform == "win32" if windows is None else windows
+        #: the function names called, native name -> name in the library
+        self.names = {
+            native: native32 if wow64 else native
+            for native, native32 in (
+                ("WSCInstallNameSpaceEx", "WSCInstallNameSpaceEx32"),
+                ("WSCUnInstallNameSpace", "WSCUnInstallNameSpace32"),
+                ("WSCEnableNSProvider", "WSCEnableNSProvider32"),
+                ("WSAEnumNameSpaceProvidersExW", "WSCEnumNameSpaceProvidersEx32"),
+            )
+        }
+        for native, actual in self.names.items():
+            try:
+                function = _bind_spec(library, CATALOG_FUNCTIONS[actual], self.windows)
+            except AttributeError:
+                spec = CATALOG_FUNCTIONS[actual]
+                if native_host:
+                    function = _absent(actual, library, spec.restype, spec.argtypes)
+                else:
+                    raise OSError(
+                        f"ws2_32.dll has no {actual}"
+                        + (
+                            " (the 32-bit catalog's functions are in 64-bit Windows only)"
+                            if wow64
+                            else " (Windows Vista or later has it)"
+                        )
+                    ) from None
+            setattr(self, native, function)
+        if native_host:
+            self._get_error = HOST_FUNCTIONS["WSAGetLastError"].bind(library)
+            self.startup: Any = None
+            self.cleanup: Any = None
+        else:
+            self._get_error = None
+            self.startup = _bind_spec(library, _STARTUP, False)
+            self.cleanup = _bind_spec(library, _CLEANUP, False)
+
+    def last_error(self) -> int:
+        """The code the last failed catalog call set on this thread."""
+        if self.windows:
+            get_last_error: Callable[[], int] = getattr(ctypes, "get_last_error")  # noqa: B009
+            return int(get_last_error())
+        assert self._get_error is not None
+        return int(self._get_error())
 
 
 def load_ws2_32() -> Winsock:

@@ -1,7 +1,8 @@
 """``python -m nspv2`` (and the ``nspv2`` console script): the parser and dispatch.
 
 Each command family lives in its own module (check, bench, memory, stress,
-fuzz, demo with lookup/register/signout, layout) with its handlers and its
+fuzz, demo with lookup/register/signout, layout, catalog with
+install/uninstall/enable/disable) with its handlers and its
 ``add_commands``; this module builds the parser from them and runs one.
 
 Every command takes ``--debug`` (before or after its name) and, if it
@@ -20,16 +21,16 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..host.native import NativeHostUnavailable
-from . import bench, check, compare, config, demo, fuzz, layout, memory, serve, stress
+from . import bench, catalog, check, compare, config, demo, fuzz, layout, memory, serve, stress
 from .check import CheckError
 from .common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, Parser, UsageError, fail
 
 __all__ = ["main"]
 
-_FAMILIES = (demo, serve, check, compare, layout, bench, memory, stress, fuzz, config)
+_FAMILIES = (demo, serve, catalog, check, compare, layout, bench, memory, stress, fuzz, config)
 _DEBUG_HELP = "show tracebacks"
 #: The commands whose ``-- ARGS`` go to a native provider's entry point.
-_TAKE_ENTRY_ARGS = ("check", "serve")
+_TAKE_ENTRY_ARGS = ("check", "serve", "install", "uninstall", "enable", "disable")
 
 
 def build_parser() -> Parser:

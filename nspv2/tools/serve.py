@@ -3,7 +3,9 @@ provider processes are doing).
 
 ``serve`` loads a provider the way ``check`` names one (MODULE:CLASS, a
 .py file, or ``--native LIB[:ENTRY] [-- ARGS]``), advertises it on the
-native host, and serves client processes with the host's C server
+native host (a Python provider must be installed in the namespace catalog
+in effect, ``nspv2 install``: else exit 2 saying so; a native one may
+install itself), and serves client processes with the host's C server
 (:class:`nspv2.host.server.Server`) on a Unix domain socket until SIGINT or
 SIGTERM; then it stops the server (open sessions run down with
 PLATFORM_SHUTDOWN), unadvertises and exits 0. The log lines (stderr) are
@@ -32,6 +34,7 @@ from .common import (
     DWORD_MAX,
     EXIT_OK,
     EXIT_PROBLEMS,
+    EXIT_USAGE,
     UsageError,
     add_json,
     emit_json,
@@ -152,6 +155,47 @@ def _load(args: argparse.Namespace) -> PythonTarget | NativeTarget:
     return spec.load()
 
 
+def _not_installed(args: argparse.Namespace) -> str | None:
+    """Why a Python provider cannot be served: it is not in the namespace
+    catalog in effect (WSAAdvertiseProvider would fail with
+    WSAEINVALIDPROVIDER). None when it is installed, or for a native
+    provider (which may install itself from its entry point)."""
+    if args.native is not None or args.provider is None:
+        return None
+    from ..host.catalog import Catalog
+    from .check import load_provider_class
+
+    cls = load_provider_class(args.provider)
+    catalog = Catalog()
+    if catalog.find(cls.provider_id) is not None:
+        return None
+    name = getattr(cls, "name", None) or cls.__name__
+    return (
+        f"provider {{{cls.provider_id}}} ({name}) is not installed in the namespace catalog at "
+        f"{catalog.location}: run `nspv2 install {args.provider}` first (docs/catalog.md)"
+    )
+
+
+def _load_explained(args: argparse.Namespace) -> PythonTarget | NativeTarget:
+    """:func:`_load`; a native provider that did not advertise is told that
+    advertising needs the provider in the namespace catalog."""
+    from .check import CheckError
+
+    try:
+        return _load(args)
+    except CheckError as exc:
+        if args.native is None or exc.usage or "without advertising" not in str(exc):
+            raise
+        from ..host.catalog import Catalog
+
+        raise CheckError(
+            f"{exc}. A provider advertises only once it is installed in the namespace catalog "
+            f"(at {Catalog().location}): one whose entry point does not install it "
+            "(WSCInstallNameSpaceEx) must be installed first",
+            usage=False,
+        ) from exc
+
+
 def _provider_lines(target: PythonTarget | NativeTarget) -> str:
     from .check_target import NativeTarget
 
@@ -175,7 +219,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except _ServeError as exc:
             print(f"nspv2 serve: {exc}", file=sys.stderr)
             return EXIT_PROBLEMS
-        target = _load(args)
+        try:
+            refused = _not_installed(args)
+        except WinsockError as exc:  # an unreadable catalog
+            print(f"nspv2 serve: {exc}", file=sys.stderr)
+            return EXIT_PROBLEMS
+        if refused is not None:
+            print(f"nspv2 serve: {refused}", file=sys.stderr)
+            return EXIT_USAGE
+        target = _load_explained(args)
         try:
             server = Server(
                 path,

@@ -1,0 +1,544 @@
+"""``nspv2 install``, ``uninstall``, ``enable``, ``disable`` and ``catalog``:
+the namespace catalog from the command line (docs/catalog.md).
+
+A provider is named as for ``check``: ``MODULE:CLASS`` (or a .py file), or
+``--native LIB[:ENTRY] [-- ARGS]``; ``uninstall`` / ``enable`` / ``disable``
+also take its GUID. A native library is loaded in a child process with a
+catalog of its own in memory (``NSPV2_CATALOG=:memory:``), and what it
+installs there (its GUID, namespace, identifier and blob) is what these
+commands use; a provider library that does not install itself cannot
+advertise, so it cannot be named this way: name it by GUID.
+
+``install`` installs with WSCInstallNameSpaceEx: identifier the provider's
+display name, its namespace, and as blob an NS_EMAIL installation blob built
+from ``--domain`` / ``--level`` / ``--wildcard``, or the provider's own
+(``install_blob``, or what a native one installs) when none of them is
+given. On Windows every command calls ws2_32.dll (the 64-bit catalog, the
+32-bit one with ``--wow64``) and needs an elevated prompt to change it.
+
+Exit codes: 0 done, 1 the catalog refused (already installed, not
+installed, not elevated, a corrupt catalog file), 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..provider.errors import WinsockError
+from ..sdk.nsemail import (
+    NAPI_PROVIDER_LEVEL,
+    InstallationBlob,
+    installation_blob_problems,
+)
+from ..sdk.winsock2 import NS, WSAError
+from .common import EXIT_OK, EXIT_PROBLEMS, UsageError, add_json, emit_json, fail
+
+if TYPE_CHECKING:
+    from ..host.catalog import Catalog, CatalogEntry
+    from .common import SubParsers
+
+__all__ = [
+    "Named",
+    "add_commands",
+    "cmd_catalog",
+    "cmd_enable",
+    "cmd_install",
+    "cmd_uninstall",
+    "format_entry",
+    "open_catalog",
+]
+
+_LEVELS = {
+    "primary": NAPI_PROVIDER_LEVEL.ProviderLevel_Primary,
+    "secondary": NAPI_PROVIDER_LEVEL.ProviderLevel_Secondary,
+}
+_LEVEL_NAMES = {0: "none", 1: "secondary", 2: "primary"}
+_TYPE_NAMES = {1: "application", 2: "service"}
+#: How long a native library gets, beyond its --timeout, to be probed.
+_PROBE_MARGIN = 30.0
+
+
+@dataclass(frozen=True)
+class Named:
+    """A provider named on the command line."""
+
+    provider_id: uuid.UUID
+    #: None when named by GUID only
+    namespace: int | None = None
+    identifier: str | None = None
+    #: the blob the provider declares / installs itself with
+    blob: bytes | None = None
+    #: what the command line said
+    label: str = ""
+
+    @property
+    def who(self) -> str:
+        return f"{{{self.provider_id}}}" + (f" ({self.identifier})" if self.identifier else "")
+
+
+def open_catalog(args: argparse.Namespace) -> Catalog:
+    """The platform's catalog (the 32-bit one with --wow64)."""
+    from ..host.catalog import Catalog
+
+    try:
+        return Catalog(wow64=bool(getattr(args, "wow64", False)))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# -- naming a provider ------------------------------------------------------------------
+
+
+def _python_named(text: str) -> Named:
+    from .check import load_provider_class
+
+    cls = load_provider_class(text)
+    declared = getattr(cls, "install_blob", None)
+    return Named(
+        cls.provider_id,
+        int(cls.namespace),
+        getattr(cls, "name", None) or cls.__name__,
+        None if declared is None else bytes(declared),
+        text,
+    )
+
+
+def _native_named(text: str, entry_args: list[str], timeout: float) -> list[Named]:
+    """What the native library installs in a catalog of its own in memory,
+    loaded in a child process."""
+    from .check_target import split_native
+
+    path, entry = split_native(text)
+    if not os.path.isfile(path):
+        raise UsageError(f"--native {text}: no such file: {path}")
+    env = dict(os.environ, NSPV2_CATALOG=":memory:")
+    request = json.dumps({"path": path, "entry": entry, "args": entry_args, "timeout": timeout})
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "nspv2.tools.catalog", "--probe-native", request],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout + _PROBE_MARGIN,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise _RefusedError(f"{path}:{entry} did not finish loading within {timeout:g} s") from None
+    try:
+        doc = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise _RefusedError(
+            f"{path}:{entry} could not be loaded to read its GUID (exit {done.returncode}): {tail}"
+        ) from None
+    installed = [
+        Named(
+            uuid.UUID(e["provider_id"]),
+            int(e["namespace"]),
+            e["identifier"] or os.path.basename(path),
+            None if e["blob"] is None else bytes.fromhex(e["blob"]),
+            f"native {path}:{entry}",
+        )
+        for e in doc.get("installed", [])
+    ]
+    if not installed:
+        why = doc.get("error") or "it installed nothing"
+        raise _RefusedError(
+            f"{path}:{entry}: no provider to name ({why}); a provider library installs itself "
+            "(WSCInstallNameSpaceEx) before it advertises: name one that does not by its GUID"
+        )
+    return installed
+
+
+def _probe_native(request: str) -> int:
+    """The child of :func:`_native_named`: load the library with a catalog in
+    memory, print what it installed as one JSON line, stop it."""
+    from ..host.catalog import MEMORY, Catalog, use_catalog
+    from ..host.native_provider import NativeProvider, NativeProviderError
+
+    spec = json.loads(request)
+    use_catalog(MEMORY)
+    error = None
+    loaded = None
+    try:
+        loaded = NativeProvider.load(
+            spec["path"], spec["entry"], spec["args"], timeout=float(spec["timeout"])
+        )
+    except (NativeProviderError, OSError) as exc:
+        error = str(exc)
+    try:
+        entries = Catalog().entries()
+    finally:
+        if loaded is not None:
+            loaded.close()
+    doc = {
+        "installed": [
+            {
+                "provider_id": str(e.provider_id),
+                "namespace": e.namespace,
+                "identifier": e.identifier,
+                "blob": None if e.blob is None else e.blob.hex(),
+            }
+            for e in entries
+        ],
+        "error": error,
+    }
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _named(args: argparse.Namespace, *, by_guid: bool) -> list[Named]:
+    entry_args = list(getattr(args, "entry_args", None) or [])
+    if args.native is not None and args.provider is not None:
+        raise UsageError("give MODULE:CLASS or --native LIB[:ENTRY], not both")
+    if args.native is None and args.provider is None:
+        what = "MODULE:CLASS, --native LIB[:ENTRY]" + (" or its GUID" if by_guid else "")
+        raise UsageError(f"give the provider: {what}")
+    if entry_args and args.native is None:
+        raise UsageError("arguments after -- are for a native provider's entry point (--native)")
+    if args.native is not None:
+        return _native_named(args.native, entry_args, args.timeout)
+    text = args.provider
+    if by_guid:
+        try:
+            return [Named(uuid.UUID(text.strip().strip("{}")), label=text)]
+        except ValueError:
+            pass
+    return [_python_named(text)]
+
+
+class _RefusedError(Exception):
+    """The catalog (or loading the provider) refused: exit 1, one line."""
+
+
+# -- install ----------------------------------------------------------------------------
+
+
+def _blob_for(args: argparse.Namespace, named: Named) -> bytes | None:
+    """The blob ``install`` passes: built from the options, else the provider's own."""
+    described = bool(args.domain) or args.wildcard
+    if args.level is not None and not args.domain:
+        raise UsageError("--level applies to the --domain names: give --domain D")
+    if described:
+        if named.namespace != NS.NS_EMAIL:
+            raise UsageError(
+                f"--domain and --wildcard describe an NS_EMAIL provider; {named.label} is "
+                f"{_namespace(named.namespace)}"
+            )
+        level = _LEVELS[args.level or "primary"]
+        blob = InstallationBlob(level=level, wildcard=args.wildcard, domains=args.domain)
+        problems = blob.problems()
+        if problems:
+            raise UsageError("; ".join(problems))
+        return blob.pack()
+    if named.namespace == NS.NS_EMAIL and named.blob is None:
+        raise UsageError(
+            f"{named.label} is an NS_EMAIL provider and declares no installation blob: give the "
+            "domains it serves (--domain D [--level primary|secondary]) or --wildcard"
+        )
+    if named.blob is not None and named.namespace == NS.NS_EMAIL:
+        problems = installation_blob_problems(named.blob)
+        if problems:
+            raise _RefusedError(
+                f"{named.label}'s own installation blob breaks nsemail.h's rules: "
+                + "; ".join(problems)
+            )
+    return named.blob
+
+
+def _describe_blob(namespace: int, blob: bytes | None) -> str:
+    if blob is None:
+        return "no blob"
+    if namespace != NS.NS_EMAIL:
+        return f"a {len(blob)}-byte blob"
+    parsed = InstallationBlob.parse(blob)
+    parts = [f"{d.name} {_LEVEL_NAMES.get(int(d.level), d.level)}" for d in parsed.domains]
+    if parsed.wildcard:
+        parts.append("wildcard")
+    return ", ".join(parts) or "no domains"
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    catalog = open_catalog(args)
+    done: list[dict[str, Any]] = []
+    try:
+        for named in _named(args, by_guid=False):
+            assert named.namespace is not None
+            blob = _blob_for(args, named)
+            try:
+                catalog.install(named.provider_id, named.namespace, named.identifier, blob)
+            except WinsockError as exc:
+                if exc.code == WSAError.WSANO_RECOVERY and catalog.find(named.provider_id):
+                    raise _RefusedError(
+                        f"provider {named.who} is already installed in the namespace catalog at "
+                        f"{catalog.location} (WSANO_RECOVERY): `nspv2 uninstall "
+                        f"{named.provider_id}` first to install it again"
+                    ) from None
+                raise _RefusedError(f"installing {named.who}: {exc}") from None
+            done.append(
+                {
+                    "provider_id": str(named.provider_id),
+                    "identifier": named.identifier,
+                    "namespace": named.namespace,
+                    "blob": None if blob is None else blob.hex(),
+                    "described": _describe_blob(named.namespace, blob),
+                }
+            )
+    except _RefusedError as exc:
+        return fail(args, f"nspv2 install: {exc}", EXIT_PROBLEMS)
+    location = catalog.location
+    if args.json:
+        emit_json({"location": location, "installed": done})
+    else:
+        for d in done:
+            print(
+                f"installed {d['identifier']} {{{d['provider_id']}}} "
+                f"({_namespace(d['namespace'])}; {d['described']}) in the namespace catalog at "
+                f"{location}"
+            )
+    return EXIT_OK
+
+
+# -- uninstall, enable, disable ---------------------------------------------------------
+
+
+def _change(args: argparse.Namespace, verb: str) -> int:
+    catalog = open_catalog(args)
+    done: list[str] = []
+    try:
+        for named in _named(args, by_guid=True):
+            try:
+                if verb == "uninstall":
+                    catalog.uninstall(named.provider_id)
+                else:
+                    catalog.enable(named.provider_id, verb == "enable")
+            except WinsockError as exc:
+                if exc.code == WSAError.WSAEINVAL and catalog.find(named.provider_id) is None:
+                    raise _RefusedError(
+                        f"provider {named.who} is not installed in the namespace catalog at "
+                        f"{catalog.location} (WSAEINVAL)"
+                    ) from None
+                raise _RefusedError(f"{verb} {named.who}: {exc}") from None
+            done.append(str(named.provider_id))
+    except _RefusedError as exc:
+        return fail(args, f"nspv2 {verb}: {exc}", EXIT_PROBLEMS)
+    location = catalog.location
+    past = {"uninstall": "uninstalled", "enable": "enabled", "disable": "disabled"}[verb]
+    if args.json:
+        emit_json({"location": location, past: done})
+    else:
+        for pid in done:
+            print(f"{past} {{{pid}}} in the namespace catalog at {location}")
+    return EXIT_OK
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    return _change(args, "uninstall")
+
+
+def cmd_enable(args: argparse.Namespace) -> int:
+    return _change(args, "enable")
+
+
+def cmd_disable(args: argparse.Namespace) -> int:
+    return _change(args, "disable")
+
+
+# -- catalog ----------------------------------------------------------------------------
+
+
+def _namespace(value: int | None) -> str:
+    if value is None:
+        return "?"
+    try:
+        return f"{NS(value).name} ({value})"
+    except ValueError:
+        return str(value)
+
+
+def entry_doc(entry: CatalogEntry) -> dict[str, Any]:
+    """One entry as ``nspv2 catalog --json`` prints it."""
+    doc: dict[str, Any] = {
+        "provider_id": str(entry.provider_id),
+        "identifier": entry.identifier,
+        "namespace": entry.namespace,
+        "namespace_name": entry.namespace_name,
+        "active": entry.active,
+        "version": entry.version,
+        "blob": None if entry.blob is None else entry.blob.hex(),
+    }
+    if entry.namespace == NS.NS_EMAIL and entry.blob is not None:
+        parsed = entry.install_blob
+        doc["installation_blob"] = None
+        doc["blob_problems"] = entry.blob_problems
+        if parsed is not None:
+            doc["installation_blob"] = {
+                "provider_type": _TYPE_NAMES.get(parsed.provider_type, parsed.provider_type),
+                "wildcard": parsed.wildcard,
+                "domains": [
+                    {"name": d.name, "level": _LEVEL_NAMES.get(int(d.level), int(d.level))}
+                    for d in parsed.domains
+                ],
+            }
+    return doc
+
+
+def format_entry(entry: CatalogEntry) -> str:
+    """One entry the way ``netsh winsock show catalog`` shows a namespace
+    provider, plus the NS_EMAIL installation blob."""
+    rule = "-" * 78
+    out = [
+        "Winsock Namespace Provider Entry",
+        rule,
+        f"{'Description:':<20}{entry.identifier or '(none)'}",
+        f"{'Provider ID:':<20}{{{str(entry.provider_id).upper()}}}",
+        f"{'Name Space:':<20}{entry.namespace} ({entry.namespace_name})",
+        f"{'Active:':<20}{int(entry.active)}",
+        f"{'Version:':<20}{entry.version}",
+    ]
+    if entry.blob is None:
+        out.append(f"{'Blob:':<20}(none)")
+    elif entry.namespace != NS.NS_EMAIL:
+        out.append(f"{'Blob:':<20}{len(entry.blob)} bytes")
+    else:
+        parsed = entry.install_blob
+        if parsed is None:
+            out.append(f"{'Blob:':<20}{len(entry.blob)} bytes, INVALID:")
+            out += [f"  {p}" for p in entry.blob_problems]
+        else:
+            out.append(
+                f"{'Provider Type:':<20}{_TYPE_NAMES.get(parsed.provider_type, parsed.provider_type)}"
+            )
+            out.append(f"{'Wildcard:':<20}{'yes' if parsed.wildcard else 'no'}")
+            out.append(f"{'Domains:':<20}{len(parsed.domains) or '(none)'}")
+            out += [
+                f"  {d.name}  {_LEVEL_NAMES.get(int(d.level), d.level)}" for d in parsed.domains
+            ]
+    return "\n".join(out)
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    catalog = open_catalog(args)
+    try:
+        location = catalog.location
+        entries = catalog.entries()
+    except WinsockError as exc:
+        return fail(args, f"nspv2 catalog: {exc}", EXIT_PROBLEMS, code=exc.code)
+    if args.json:
+        emit_json({"location": location, "providers": [entry_doc(e) for e in entries]})
+        return EXIT_OK
+    for entry in entries:
+        print(format_entry(entry))
+        print()
+    count = f"{len(entries)} namespace provider{'' if len(entries) == 1 else 's'}"
+    print(f"{count} in the namespace catalog at {location}")
+    return EXIT_OK
+
+
+# -- the parser ------------------------------------------------------------------------
+
+
+def _add_provider(parser: argparse.ArgumentParser, *, by_guid: bool) -> None:
+    parser.add_argument(
+        "provider",
+        metavar="MODULE:CLASS|GUID" if by_guid else "MODULE:CLASS",
+        nargs="?",
+        help="a Provider class (as for check: MODULE:CLASS or a .py file)"
+        + (", or the provider's GUID" if by_guid else ""),
+    )
+    parser.add_argument(
+        "--native",
+        metavar="LIB[:ENTRY]",
+        help="a C provider library: loaded in a child process (with a catalog in memory) to "
+        "read what it installs; its entry gets the ARGS after --",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a native provider's entry point gets to advertise (default: %(default)g)",
+    )
+    _add_wow64(parser)
+    add_json(parser, "what was done")
+
+
+def _add_wow64(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wow64",
+        action="store_true",
+        help="Windows, from a 64-bit Python: the 32-bit catalog (the *32 functions of ws2_32)",
+    )
+
+
+def add_commands(sub: SubParsers) -> None:
+    p_install = sub.add_parser(
+        "install",
+        help="install a provider in the namespace catalog (WSCInstallNameSpaceEx)",
+        usage="%(prog)s [-h] [options] (MODULE:CLASS | --native LIB[:ENTRY] [-- ARGS...])",
+        description="Install a provider in the namespace catalog: identifier its display "
+        "name, its namespace, and for NS_EMAIL an installation blob built from --domain, "
+        "--level and --wildcard (or the provider's own blob when none is given). A provider "
+        "must be installed before it advertises (nspv2 serve). On Windows: ws2_32's catalog, "
+        "from an elevated prompt. docs/catalog.md.",
+    )
+    _add_provider(p_install, by_guid=False)
+    p_install.add_argument(
+        "--domain",
+        action="append",
+        default=[],
+        metavar="D",
+        help="a domain the NS_EMAIL provider serves (repeatable)",
+    )
+    p_install.add_argument(
+        "--level",
+        choices=sorted(_LEVELS),
+        help="its level for the --domain names (default: primary)",
+    )
+    p_install.add_argument(
+        "--wildcard",
+        action="store_true",
+        help="it answers for any domain (fSupportsWildCard), after the domains' own providers",
+    )
+    p_install.set_defaults(func=cmd_install, entry_args=[])
+
+    for verb, func, text in (
+        ("uninstall", cmd_uninstall, "remove a provider from the namespace catalog"),
+        ("enable", cmd_enable, "enable an installed provider (WSCEnableNSProvider)"),
+        ("disable", cmd_disable, "disable an installed provider: listed, never routed to"),
+    ):
+        p = sub.add_parser(
+            verb,
+            help=text,
+            usage="%(prog)s [-h] [options] (MODULE:CLASS | GUID | --native LIB[:ENTRY] "
+            "[-- ARGS...])",
+            description=text[0].upper() + text[1:] + ". docs/catalog.md.",
+        )
+        _add_provider(p, by_guid=True)
+        p.set_defaults(func=func, entry_args=[])
+
+    p_catalog = sub.add_parser(
+        "catalog",
+        help="list the namespace catalog (as netsh winsock show catalog)",
+        description="Every installed namespace provider, in catalog order: description "
+        "(identifier), provider id, namespace, active, version, and for NS_EMAIL its "
+        "installation blob (type, wildcard, domains and levels; the rules an invalid one "
+        "breaks); then where the catalog is. docs/catalog.md.",
+    )
+    _add_wow64(p_catalog)
+    add_json(p_catalog, "the catalog")
+    p_catalog.set_defaults(func=cmd_catalog)
+
+
+if __name__ == "__main__":  # the native probe's child process
+    if len(sys.argv) == 3 and sys.argv[1] == "--probe-native":
+        sys.exit(_probe_native(sys.argv[2]))
+    sys.exit("nspv2.tools.catalog: run `nspv2 install` / `nspv2 catalog` instead")
