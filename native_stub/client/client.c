@@ -31,6 +31,10 @@
  *               keepalive thread's KEEPALIVE): whole frames, never
  *               interleaved.
  *
+ *   catalog_lock  around calls into catalog.c; in the order, after
+ *               call_lock and before state_lock (fork() takes it, then
+ *               state_lock).
+ *
  * A keepalive thread (one per connection) takes state_lock (to sleep) and
  * its connection's send_lock (to send), never call_lock; whoever tears the
  * connection down holds call_lock, wakes it, shuts the socket down (a
@@ -151,6 +155,10 @@ typedef struct lookup {
 
 static pthread_mutex_t call_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Held around every call into catalog.c (its own locks are held briefly
+ * inside): fork() takes it first, so a child never inherits one of them
+ * locked by a thread it does not have. */
+static pthread_mutex_t catalog_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_cond_t ka_cv; /* CLOCK_MONOTONIC, initialized once; all keepalive threads */
 
@@ -201,11 +209,20 @@ static void drop_lookups_S(void)
     g.nlookups = 0;
 }
 
-/* fork(): state_lock is held across it, so the child's copy of the fields
- * below is whole (it is only ever held briefly). */
-static void fork_prepare(void) { pthread_mutex_lock(&state_lock); }
+/* fork(): catalog_lock and state_lock are held across it, so the child's
+ * copy of the fields below and of catalog.c's state is whole (both are
+ * only ever held briefly). */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&catalog_lock);
+    pthread_mutex_lock(&state_lock);
+}
 
-static void fork_parent(void) { pthread_mutex_unlock(&state_lock); }
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&state_lock);
+    pthread_mutex_unlock(&catalog_lock);
+}
 
 /* In the child, the only thread is the one that called fork(). The
  * connections are the parent's: its sessions, its keepalive threads (which
@@ -230,6 +247,7 @@ static void fork_child(void)
     g.nconns = 0;
     g.mode = MODE_NONE;
     pthread_mutex_unlock(&state_lock);
+    pthread_mutex_unlock(&catalog_lock);
 }
 
 static void init_once(void)
@@ -1011,17 +1029,20 @@ static void guid_text(const GUID *id, char out[40])
 static int routed_order(const WSAQUERYSETW *qs, GUID **ids, size_t *n)
 {
     char where[1024];
+    pthread_mutex_lock(&catalog_lock);
     nspv2_catalog_where(where, sizeof where);
     nspv2_catalog *cat = NULL;
     int rc = nspv2_catalog_snapshot(&cat);
     if (rc != NO_ERROR) {
         const char *why = nspv2_catalog_error();
         set_text("cannot read the catalog %s: %s", where, why && *why ? why : "failed");
+        pthread_mutex_unlock(&catalog_lock);
         return rc;
     }
     rc = nspv2_route_order(cat, qs->dwNameSpace, qs->lpNSProviderId,
                            qs->lpszServiceInstanceName, served_by_live_server, NULL, ids, n);
     nspv2_catalog_release(cat);
+    pthread_mutex_unlock(&catalog_lock);
     if (rc == NO_ERROR)
         return NO_ERROR;
     if (qs->lpNSProviderId) {
