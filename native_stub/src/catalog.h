@@ -20,7 +20,10 @@
  *
  * File format 1 (UTF-8 text, LF line ends, written whole to a temporary file
  * in the same folder, fsync'd, renamed over the catalog, folder fsync'd;
- * writers serialize on flock of "<catalog>.lock"; readers take no lock):
+ * writers serialize on flock of "<catalog>.lock"; readers take no lock;
+ * a missing folder is created 0700, parents too; the file and the lock are
+ * 0600; a writer first removes the "<catalog>.tmp.<pid>" files writers
+ * killed mid-write left):
  *
  *   nspv2-catalog 1
  *   provider <guid> <namespace> <version> <enabled> <identifier> <blob>
@@ -90,7 +93,9 @@ typedef struct nspv2_catalog {
 } nspv2_catalog;
 
 /* The catalog in effect, as a snapshot (cached: a file is re-read only when
- * its identity, size or mtime changed). 0, or WSANO_RECOVERY (corrupt or
+ * its identity, size or mtime changed, or when it was modified less than
+ * 2 s ago, since a rewrite within one clock tick may keep all of them).
+ * 0, or WSANO_RECOVERY (corrupt or
  * unreadable file), WSA_NOT_ENOUGH_MEMORY. A missing file is an empty
  * catalog. Thread-safe; call without any host lock held (it may read a
  * file). Release with nspv2_catalog_release. */
