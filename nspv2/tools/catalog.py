@@ -301,7 +301,8 @@ def cmd_install(args: argparse.Namespace) -> int:
         for d in done:
             print(
                 f"installed {d['identifier']} {{{d['provider_id']}}} "
-                f"({_namespace(d['namespace'])}; {d['described']}) in the namespace catalog at "
+                f"({_namespace(d['namespace'], bare=True)}; {d['described']}) in the namespace "
+                "catalog at "
                 f"{location}"
             )
     return EXIT_OK
@@ -355,13 +356,15 @@ def cmd_disable(args: argparse.Namespace) -> int:
 # -- catalog ----------------------------------------------------------------------------
 
 
-def _namespace(value: int | None) -> str:
+def _namespace(value: int | None, *, bare: bool = False) -> str:
+    """``NS_EMAIL (37)`` (``NS_EMAIL`` when bare), or the number."""
     if value is None:
         return "?"
     try:
-        return f"{NS(value).name} ({value})"
+        name = NS(value).name
     except ValueError:
         return str(value)
+    return name if bare else f"{name} ({value})"
 
 
 def entry_doc(entry: CatalogEntry) -> dict[str, Any]:
