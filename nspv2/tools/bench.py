@@ -39,6 +39,7 @@ from .measure import (
     drive,
     subject,
 )
+from .private_catalog import private_catalog
 
 if TYPE_CHECKING:
     import argparse
@@ -71,7 +72,7 @@ def run_bench(
         "name": name,
         "cycle_kinds": {},
     }
-    with Host(timeout_ms=5000) as host:
+    with private_catalog(), Host(timeout_ms=5000, auto_install=True) as host:
         a = provider()
         host.advertise(a)
         spaces = {"A": int(provider.namespace), "B": int(NS.NS_EMAIL), "C": int(NS.NS_EMAIL)}

@@ -695,9 +695,11 @@ def run_check(
     runs each rule in its own child process instead
     (:mod:`nspv2.tools.check_isolated`). ``on_step(rule, what)`` is called as
     the check starts on each part of each rule, ``on_rule(row)`` as each row
-    is final.
+    is final. The providers are installed in a catalog private to the
+    process while it runs (:mod:`nspv2.tools.private_catalog`).
     """
     from .check_registry import RULES
+    from .private_catalog import private_catalog
 
     def step(rule: str, what: str) -> None:
         if progress is not None:
@@ -720,7 +722,7 @@ def run_check(
         return spec.load()
 
     rows: list[Rule] = []
-    with EscapeWatch() as watch:
+    with private_catalog(), EscapeWatch() as watch:
         for name, function in RULES:
             step(name, "loading the provider")
             loaded = load()

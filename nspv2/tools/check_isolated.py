@@ -43,6 +43,7 @@ from ..host.native import NativeHostUnavailable
 from .check import DEFAULT_TIMEOUT, CheckError, Rule, escaped_rule
 from .check_registry import RULE_NAMES, RULES
 from .check_target import TargetSpec
+from .private_catalog import child_environment
 
 __all__ = ["DEFAULT_TIMEOUT", "IsolatedRun", "run_isolated", "sanitizer_summary"]
 
@@ -202,12 +203,14 @@ def _spawn(
     """The worker, its stdout a pipe that carries only the report (it sends
     its own prints, and the provider's, to stderr: a file, relayed after)."""
     posix = os.name == "posix"
+    # the worker installs what it advertises in a catalog of its own, never the user's
+    env = child_environment(env)
     return subprocess.Popen(
         [sys.executable, "-c", _BOOT, json.dumps(sys.path), json.dumps(config)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=stderr,
-        env=None if env is None else dict(env),
+        env=env,
         start_new_session=posix,
         creationflags=0 if posix else getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
     )

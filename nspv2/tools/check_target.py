@@ -204,7 +204,7 @@ class PythonTarget:
         self.installed = self.blob is not None
         self.timeout_ms = timeout_ms
         self.python: Provider | None = instantiate(cls)
-        self._host = Host(timeout_ms=timeout_ms)
+        self._host = Host(timeout_ms=timeout_ms, auto_install=True)
         try:
             self._host.advertise(self.python)
         except BaseException:
@@ -280,7 +280,7 @@ class NativeTarget:
         self.queries = queries
         self.registrations = registrations
         self.blob = table.blob
-        self._host = Host(timeout_ms=timeout_ms)
+        self._host = Host(timeout_ms=timeout_ms, auto_install=True)
         self.installed = self.blob is not None or self._installed()
 
     @classmethod

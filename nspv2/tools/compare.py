@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .common import EXIT_OK, EXIT_PROBLEMS, UsageError, add_json, emit_json
+from .private_catalog import child_environment
 from .scenario import (
     Scenario,
     ScenarioError,
@@ -149,6 +150,7 @@ class _Running:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=child_environment(),  # its host's catalog: its own memory
             )
         self.started = time.monotonic()
 

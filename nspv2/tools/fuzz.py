@@ -263,6 +263,7 @@ def run_fuzz(
     from ..provider.base import Provider
     from ..provider.registry import Session
     from ..sdk.winsock2 import WSAESETSERVICEOP
+    from .private_catalog import private_catalog
 
     say = progress or (lambda _t: None)
     rnd = random.Random(seed)
@@ -289,7 +290,7 @@ def run_fuzz(
         ) -> None:
             pass
 
-    with Host(timeout_ms=5000) as host:
+    with private_catalog(), Host(timeout_ms=5000, auto_install=True) as host:
         target = Target()
         host.advertise(target)
         client = host.open_session()

@@ -14,6 +14,7 @@ from ..provider.base import Provider
 from ..sdk.winsock2 import NO_ERROR, WSAError
 from .common import EXIT_OK, EXIT_PROBLEMS, Progress, add_json, add_subject, non_negative, positive
 from .measure import BENCH_NAME, ScaffoldBench, drive, subject
+from .private_catalog import private_catalog
 
 if TYPE_CHECKING:
     import argparse
@@ -48,7 +49,7 @@ def run_memory(
     RSS growth after warm-up and what is left open."""
     say = progress or (lambda _t: None)
     out: dict[str, Any] = {"cycles": cycles, "provider": provider.__qualname__, "name": name}
-    with Host() as host:
+    with private_catalog(), Host(auto_install=True) as host:
         a = provider()
         host.advertise(a)
         how: dict[str, Any] = {"name": name, "namespace": int(provider.namespace)}

@@ -827,9 +827,21 @@ def run_case(
     :class:`StartError` (``usage`` when a Python target cannot be found).
     """
     from ..host.host import Host
+    from .private_catalog import private_catalog
+
+    with private_catalog():
+        _run_case(Host(timeout_ms=timeout_ms, auto_install=True), target, case, record, started)
+
+
+def _run_case(
+    host: Host,
+    target: Target,
+    case: Case,
+    record: Callable[[dict[str, Any]], None],
+    started: Callable[[], None] | None,
+) -> None:
     from .check import CheckError
 
-    host = Host(timeout_ms=timeout_ms)
     try:
         try:
             running = _Started(target, host)

@@ -32,6 +32,7 @@ from ..provider.base import Provider
 from ..provider.errors import WinsockError
 from ..provider.queryset import QuerySet
 from ..provider.registry import Session
+from ..sdk.nsemail import NAPI_PROVIDER_LEVEL, NAPI_PROVIDER_TYPE, InstallationBlob
 from ..sdk.winsock2 import LUP, NO_ERROR, WSAError, code_name
 from .common import (
     EXIT_OK,
@@ -45,6 +46,7 @@ from .common import (
     whole,
 )
 from .measure import BENCH_NAME, AsyncScaffoldBench, ScaffoldBench, subject
+from .private_catalog import install_in, private_catalog
 from .stress_client import CycleCounts, run_cycles
 
 if TYPE_CHECKING:
@@ -166,7 +168,11 @@ def run_stress(
     }
     problems: list[str] = []
     stop = _Stop()
-    with _sigint_stops(stop), Host(timeout_ms=10000) as host:
+    with (
+        _sigint_stops(stop),
+        private_catalog(),
+        Host(timeout_ms=10000, auto_install=True) as host,
+    ):
         common = {"service_name": name, "name_space": int(provider.namespace)}
         for title, cls, opts in phases:
             if stop.requested:
@@ -258,6 +264,14 @@ class StressDirectory(EmailDirectory):
     A lookup of :data:`COUNTS_NAME` answers with the counts as JSON in the
     comment (the session asking has had its own Startup by then)."""
 
+    #: The example's domains and that of :data:`COUNTS_NAME` (the catalog
+    #: routes a lookup by the name's domain).
+    install_blob = InstallationBlob(
+        NAPI_PROVIDER_TYPE.ProviderType_Application,
+        level=NAPI_PROVIDER_LEVEL.ProviderLevel_Primary,
+        domains=["example.com", "example.org", "stress.invalid"],
+    ).pack()
+
     def __init__(self) -> None:
         super().__init__()
         self._count_lock = threading.Lock()
@@ -335,7 +349,7 @@ def _in_process(
     figures, the provider's counts and the host's startup/cleanup/rundown
     counts."""
     say(f"in-process host: {clients} threads x {cycles} cycles")
-    with Host(timeout_ms=10000) as host:
+    with private_catalog(), Host(timeout_ms=10000, auto_install=True) as host:
         provider = StressDirectory()
         host.advertise(provider)
         host.reset_stats()
@@ -390,7 +404,10 @@ class _Fleet:
 def _start_server(fleet: _Fleet, folder: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
     socket = folder / "serve.sock"
     log = folder / "serve.log"
-    env = {**os.environ, "NSPV2_RUNTIME_DIR": str(folder / "run")}
+    # the server's catalog: a file of its own, the stress provider installed in it
+    catalog = folder / "catalog"
+    install_in(catalog, StressDirectory)
+    env = {**os.environ, "NSPV2_RUNTIME_DIR": str(folder / "run"), "NSPV2_CATALOG": str(catalog)}
     env.pop("NSPV2_SOCKET", None)
     with open(log, "wb") as out:
         proc = fleet.start(

@@ -53,6 +53,11 @@ class CycleSession(Protocol):
     def abandon(self) -> None: ...
 
 
+#: The domain of the names a cycle registers: one the email example is
+#: installed for, so that the catalog routes them to it.
+STRESS_DOMAIN = "example.org"
+
+
 @dataclass
 class CycleCounts:
     """What one client (process or thread) did."""
@@ -90,7 +95,7 @@ def run_cycles(
     error kept."""
     out = CycleCounts(started_ns=time.monotonic_ns())
     for i in range(1, cycles + 1):
-        name = f"{tag}-{i}@stress.example"
+        name = f"{tag}-{i}@{STRESS_DOMAIN}"
         abandon = abandon_every > 0 and i % abandon_every == 0
         t0 = time.perf_counter_ns()
         try:
