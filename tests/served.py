@@ -4,10 +4,12 @@ uses), run from a folder outside the checkout by default, so that the
 installed package is what serves.
 
 ``serving(spec, *args, timeout=20.0, env=None, runtime_dir=None,
-preexec=(), cwd=None)`` yields a ``Served`` (proc, pid, socket,
-runtime_dir, log_path, env, log(), wait_log(), count_log(), stop(),
-client()) once the server listens; SIGTERM then SIGKILL, and its folders
-removed, afterwards.
+preexec=(), cwd=None, install=True)`` installs a Python provider in the
+server's catalog (the test's own, tests/conftest.py) unless installed, and
+yields a ``Served`` (proc, pid, socket, runtime_dir, log_path, env, log(),
+wait_log(), count_log(), stop(), client()) once the server listens;
+SIGTERM then SIGKILL, its folders removed and what it installed uninstalled,
+afterwards.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def serving(
     preexec: Sequence[str] = (),
     cwd: str | os.PathLike[str] | None = None,
     python: str = sys.executable,
+    install: bool = True,
 ) -> Iterator[Served]:
     """nspv2.testing.served.serving, from a folder outside the checkout."""
     with _serving(
@@ -47,5 +50,6 @@ def serving(
         preexec=preexec,
         cwd=OUTSIDE if cwd is None else cwd,
         python=python,
+        install=install,
     ) as served:
         yield served

@@ -3,6 +3,7 @@ fixtures coming from the installed ``pytest11`` entry point."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,71 @@ def test_advertised_is_served(nspv2_advertise: Advertise, nspv2_client: object) 
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "3 passed" in out.stdout
+
+
+_CATALOG_TEST = """
+import os
+import uuid
+
+from nspv2 import Host, Provider, QuerySet, WinsockError, WSAError
+from nspv2.examples.email import EMAIL_PROVIDER_ID
+
+
+class Here(Provider):
+    provider_id = uuid.UUID("aaaaaaaa-0000-4000-8000-00000000c502")
+
+    def lookup(self, session, restrictions, flags):
+        return [QuerySet(restrictions.service_instance_name, comment="here")]
+
+
+def test_catalog_is_the_tests_own(nspv2_catalog):
+    assert nspv2_catalog.location == os.environ["NSPV2_CATALOG"] != os.environ["OUTER"]
+    assert nspv2_catalog.entries() == []
+
+
+def test_host_installs_in_it_while_advertised(nspv2_catalog, nspv2_advertise, nspv2_client):
+    nspv2_advertise(Here())
+    [entry] = nspv2_catalog.entries()
+    assert entry.provider_id == Here.provider_id and entry.blob is None
+    assert [r.comment for r in nspv2_client.lookup("x@example.com")] == ["here"]
+
+
+def test_a_plain_host_needs_it_installed(nspv2_catalog):
+    with Host() as host:
+        try:
+            host.advertise(Here())
+        except WinsockError as exc:
+            assert exc.code == WSAError.WSAEINVALIDPROVIDER
+        else:
+            raise AssertionError("advertised without being installed")
+        nspv2_catalog.install(Here.provider_id, Here.namespace, "Here")
+        host.advertise(Here())
+
+
+def test_served_is_installed_first(nspv2_catalog, nspv2_served):
+    served = nspv2_served("nspv2.examples.email:EmailDirectory")
+    [entry] = nspv2_catalog.entries()
+    assert entry.provider_id == EMAIL_PROVIDER_ID
+    with served.client() as client, __import__("pytest").raises(WinsockError):
+        client.lookup("nobody@example.com")
+"""
+
+
+def test_catalog_fixtures_keep_every_test_off_the_users_catalog(tmp_path: Path) -> None:
+    """nspv2_catalog is a temporary file per test; nspv2_host installs there
+    what it advertises (and uninstalls it), nspv2_served installs first; the
+    catalog the environment named before is never written."""
+    (tmp_path / "test_run.py").write_text(_CATALOG_TEST)
+    outer = tmp_path / "users-catalog"
+    env = {**os.environ, "NSPV2_CATALOG": str(outer), "OUTER": str(outer)}
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_run.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "4 passed" in out.stdout
+    assert not outer.exists()

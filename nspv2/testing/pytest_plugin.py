@@ -2,9 +2,15 @@
 
 Fixtures for the two ways people test providers:
 
+``nspv2_catalog``
+    a namespace catalog of the test's own (a file in a temporary folder,
+    named by NSPV2_CATALOG for the test's process and the processes it
+    starts), as a :class:`nspv2.host.catalog.Catalog`: nothing a test
+    installs reaches the user's catalog. The fixtures below use it.
 ``nspv2_host``
     nspv2's native host, open for the test and closed after it (sessions
-    closed, providers unadvertised).
+    closed, providers unadvertised). It is ``Host(auto_install=True)`` on
+    ``nspv2_catalog``: what it advertises it installs there first.
 ``nspv2_advertise``
     ``nspv2_advertise(provider)`` advertises a Provider on ``nspv2_host`` and
     returns it, typed as what was passed: annotate the parameter with
@@ -27,7 +33,8 @@ Fixtures for the two ways people test providers:
 ``nspv2_served``
     ``nspv2_served("mymodule:MyProvider", "--threads", "2")`` (or a Provider
     class, or ``"--native", "lib.so"``) starts ``nspv2 serve`` as a real
-    provider process in a private runtime folder and returns a
+    provider process in a private runtime folder, after installing a
+    Python provider in ``nspv2_catalog``, and returns a
     :class:`nspv2.testing.served.Served` once it listens (``.socket``,
     ``.pid``, ``.client()``, ``.log()``, ``.wait_log(pattern)``,
     ``.stop()``); it is stopped (SIGTERM, then SIGKILL) after the test.
@@ -55,6 +62,7 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 
+from ..host.catalog import Catalog
 from ..host.host import ClientSession, Host
 from ..host.native_provider import NativeProvider, NativeTable
 from ..provider.base import Provider
@@ -68,6 +76,7 @@ __all__ = [
     "MakeHarness",
     "Serve",
     "nspv2_advertise",
+    "nspv2_catalog",
     "nspv2_client",
     "nspv2_harness",
     "nspv2_host",
@@ -115,9 +124,21 @@ class LoadNative(Protocol):
 
 
 @pytest.fixture
-def nspv2_host() -> Iterator[Host]:
-    """The native NSPv2 host, for one test."""
-    with Host() as host:
+def nspv2_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Catalog]:
+    """A namespace catalog for one test: NSPV2_CATALOG names a file in a
+    fresh temporary folder (inherited by the processes the test starts).
+    Set apart from the test's ``monkeypatch``: its ``undo()`` leaves it."""
+    path = tmp_path_factory.mktemp("nspv2-catalog") / "catalog"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NSPV2_CATALOG", str(path))
+        yield Catalog()
+
+
+@pytest.fixture
+def nspv2_host(nspv2_catalog: Catalog) -> Iterator[Host]:
+    """The native NSPv2 host, for one test; it installs what it advertises
+    in ``nspv2_catalog`` (auto_install) and uninstalls it after."""
+    with Host(auto_install=True) as host:
         yield host
 
 
@@ -210,9 +231,10 @@ def _spec_of(provider: str | type[Provider]) -> str:
 
 
 @pytest.fixture
-def nspv2_served() -> Iterator[Serve]:
+def nspv2_served(nspv2_catalog: Catalog) -> Iterator[Serve]:
     """Serve providers from real processes for one test:
-    ``served = nspv2_served(MyProvider)``; ``with served.client() as c: ...``."""
+    ``served = nspv2_served(MyProvider)``; ``with served.client() as c: ...``.
+    A Python provider is installed in ``nspv2_catalog`` first."""
     with contextlib.ExitStack() as started:
 
         def serve(

@@ -12,11 +12,21 @@ one test.
 Several servers in one folder (discovery): make one with
 :func:`private_folder` and pass it as ``runtime_dir=``; it is then the
 caller's to remove.
+
+``nspv2 serve`` serves only a provider installed in the namespace catalog
+(docs/catalog.md). :func:`serving` installs a Python provider first, in the
+catalog the server will use (NSPV2_CATALOG of its environment), as
+``Host(auto_install=True)`` would: its name, its namespace, its
+``install_blob`` (or none); a provider installed already stays as it is.
+What it installed it uninstalls after the server has stopped. A native
+provider (``--native``) installs itself when the server loads it.
+``install=False`` serves without installing anything.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -32,7 +42,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..client.client import Client
 
-__all__ = ["READY", "ServeFailed", "Served", "private_folder", "serving", "stop_process"]
+__all__ = [
+    "READY",
+    "ServeFailed",
+    "Served",
+    "install_provider",
+    "private_folder",
+    "serving",
+    "stop_process",
+    "uninstall_provider",
+]
 
 #: What ``nspv2 serve`` writes to stderr once clients can connect.
 READY = re.compile(r"nspv2 serve\[(\d+)\]: listening on (\S+)")
@@ -131,6 +150,95 @@ def _socket_given(args: Sequence[str]) -> Path | None:
     return None
 
 
+#: The child that installs or uninstalls (``python -c _CATALOG_CHILD VERB ARG``).
+_CATALOG_CHILD = "from nspv2.testing.served import _catalog_child; _catalog_child()"
+
+
+def _catalog_child() -> None:
+    """``install SPEC``: load the provider class as serve does and install it
+    unless installed; print ``{"provider_id": ..., "installed": bool}``.
+    ``uninstall GUID``. Runs with the server's environment and folder."""
+    import uuid
+
+    from ..host.catalog import Catalog
+    from ..provider.errors import WinsockError
+    from ..sdk.winsock2 import WSAError
+    from ..tools.check import load_provider_class
+
+    verb, arg = sys.argv[1], sys.argv[2]
+    catalog = Catalog()
+    if verb == "uninstall":
+        catalog.uninstall(uuid.UUID(arg))
+        return
+    cls = load_provider_class(arg)
+    installed = False
+    if catalog.find(cls.provider_id) is None:
+        blob = cls.install_blob
+        try:
+            catalog.install(
+                cls.provider_id,
+                int(cls.namespace),
+                cls.name or cls.__name__,
+                None if blob is None else bytes(blob),
+            )
+            installed = True
+        except WinsockError as exc:  # installed meanwhile by someone else: theirs
+            if exc.code != WSAError.WSANO_RECOVERY or catalog.find(cls.provider_id) is None:
+                raise
+    print(json.dumps({"provider_id": str(cls.provider_id), "installed": installed}))
+
+
+def _run_catalog_child(
+    verb: str, arg: str, env: dict[str, str], cwd: str | os.PathLike[str] | None, python: str
+) -> str:
+    done = subprocess.run(
+        [python, "-c", _CATALOG_CHILD, verb, arg],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ServeFailed(f"{verb} {arg} in the namespace catalog failed:\n{done.stderr}")
+    return done.stdout
+
+
+def install_provider(
+    spec: str,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    python: str = sys.executable,
+) -> str | None:
+    """Install the Python provider ``spec`` (MODULE:CLASS, or a .py file
+    with :CLASS) in the catalog of a process with ``env`` (os.environ when
+    None) and ``cwd``, as ``Host(auto_install=True)`` does, unless it is
+    installed. Its GUID when this call installed it, else None."""
+    out = _run_catalog_child("install", spec, dict(os.environ if env is None else env), cwd, python)
+    doc = json.loads(out.strip().splitlines()[-1])
+    return str(doc["provider_id"]) if doc["installed"] else None
+
+
+def uninstall_provider(
+    provider_id: str,
+    *,
+    env: dict[str, str] | None = None,
+    python: str = sys.executable,
+) -> None:
+    """Uninstall ``provider_id`` from the catalog of a process with ``env``."""
+    _run_catalog_child(
+        "uninstall", provider_id, dict(os.environ if env is None else env), None, python
+    )
+
+
+def _native(spec: str, args: Sequence[str]) -> bool:
+    words = [spec, *args[: list(args).index("--")]] if "--" in args else [spec, *args]
+    return any(w == "--native" or w.startswith("--native=") for w in words)
+
+
 @contextlib.contextmanager
 def serving(
     spec: str = "nspv2.examples.email:EmailDirectory",
@@ -141,6 +249,7 @@ def serving(
     preexec: Sequence[str] = (),
     cwd: str | os.PathLike[str] | None = None,
     python: str = sys.executable,
+    install: bool = True,
 ) -> Iterator[Served]:
     """Start ``python -m nspv2 serve SPEC ARGS...`` and yield a :class:`Served`
     once it listens (at most ``timeout`` seconds); SIGTERM (then SIGKILL) it
@@ -153,7 +262,9 @@ def serving(
     exist: serve creates it). ``preexec`` is a command prefix such as
     ``["setpriv", "--reuid=4242", ...]`` (then pass a ``cwd`` that user may
     enter). ``cwd``: where the server runs (MODULE:CLASS is also looked up
-    there); the current folder by default.
+    there); the current folder by default. ``install``: install a Python
+    provider first unless installed (see the module's docstring), and
+    uninstall it at the end if this call installed it.
     """
     base = private_folder()
     own_folder = runtime_dir is None
@@ -165,7 +276,10 @@ def serving(
     server_env.update(env or {})
     argv = [*preexec, python, "-m", "nspv2", "serve", spec, *args]
     proc: subprocess.Popen[bytes] | None = None
+    installed: str | None = None
     try:
+        if install and not _native(spec, args):
+            installed = install_provider(spec, env=server_env, cwd=cwd, python=python)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=cwd, env=server_env
@@ -186,5 +300,7 @@ def serving(
         if proc is not None:
             stop_process(proc)
         shutil.rmtree(base, ignore_errors=True)
+        if installed is not None:
+            uninstall_provider(installed, env=server_env, python=python)
         if own_folder:
             shutil.rmtree(folder, ignore_errors=True)
