@@ -1,8 +1,10 @@
 """``nspv2 lookup``, ``register``, ``signout`` and ``stress --processes`` as
-client processes of a real ``nspv2 serve`` (tests/served.py): the issue's
-"Done when" sequence, register's Ctrl-C / SIGTERM / --once / server-gone
-paths, signout's answers, discovery errors, and a short stress run whose
-server stats equal the clients' counts."""
+client processes of a real ``nspv2 serve`` (tests/served.py): the "Done
+when" sequences (install, catalog, serve, register, lookup; and register,
+lookup, status, kill, rundown, stop), register's Ctrl-C / SIGTERM / --once /
+server-gone paths, signout's answers, discovery errors, and a short stress
+run whose server stats equal the clients' counts. Every test has a catalog
+file of its own (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 import pytest
 
 from nspv2.client import status as monitor_status
+from nspv2.examples.email import EMAIL_PROVIDER_ID, sign_in
 
 from .clirun import OUTSIDE, command, nspv2_cli
 from .served import Served, private_folder, serving, stop_process
@@ -105,8 +108,45 @@ def lookup_fails(env: dict[str, str], name: str) -> bool:
     return True
 
 
+EMAIL = "nspv2.examples.email:EmailDirectory"
+ALICE = "alice@example.com"
+
+
+def test_done_when_install_catalog_serve_register_lookup() -> None:
+    """From a fresh install, in this order: ``nspv2 install ... --domain
+    example.com``, ``nspv2 catalog``, ``nspv2 serve ... &``, a name signed in
+    (``nspv2 register``), and ``nspv2 lookup`` finds it (through the client
+    library's routing: no --socket, no NSPV2_SOCKET)."""
+    folder = private_folder()
+    try:
+        env = {**os.environ, "NSPV2_RUNTIME_DIR": str(folder)}
+        env.pop("NSPV2_SOCKET", None)
+        installed = nspv2_cli("install", EMAIL, "--domain", "example.com", env=env, script=True)
+        assert installed.returncode == 0, installed.stderr
+        assert str(EMAIL_PROVIDER_ID) in installed.stdout
+        listed = nspv2_cli("catalog", env=env, script=True)
+        assert listed.returncode == 0, listed.stderr
+        assert f"{{{str(EMAIL_PROVIDER_ID).upper()}}}" in listed.stdout  # as netsh shows it
+        assert "example.com  primary" in listed.stdout
+        assert "example.org" not in listed.stdout  # --domain replaced the declared domains
+        with serving(EMAIL, runtime_dir=folder, install=False) as served:
+            with background(env, "register", ALICE) as register:
+                register.wait_output(HELD)
+                found = nspv2_cli("lookup", ALICE, env=env, script=True, timeout=60)
+                assert found.returncode == 0, found.stderr
+                assert found.stdout.splitlines()[:2] == [ALICE, "  presence  MISTATUS_ONLINE"]
+            assert served.stop(signal.SIGTERM) == 0
+        # the catalog outlives the server: installed until uninstalled
+        [entry] = json.loads(nspv2_cli("catalog", "--json", env=env).stdout)["providers"]
+        assert entry["provider_id"] == str(EMAIL_PROVIDER_ID)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_done_when_register_lookup_status_kill_rundown_stop() -> None:
-    with serving() as served:
+    installed = nspv2_cli("install", EMAIL)  # the catalog first: serve serves installed providers
+    assert installed.returncode == 0, installed.stderr
+    with serving(EMAIL, install=False) as served:
         env = discovering(served)
         with background(env, "register", DAVE) as register:
             register.wait_output(HELD)
@@ -270,24 +310,31 @@ def test_no_server_exits_1_saying_how_to_start_one(args: list[str]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_several_servers_exit_1_unless_one_is_chosen() -> None:
+def test_several_servers_register_exits_1_unless_one_is_chosen_lookup_asks_them() -> None:
     folder = private_folder()
     try:
         with serving(runtime_dir=folder) as one, serving(runtime_dir=folder) as two:
             env = discovering(one)
-            out = cli(env, "lookup", DAVE)
+            out = cli(env, "register", DAVE, "--once")
             assert out.returncode == 1
-            assert out.stderr.startswith("nspv2 lookup: several provider processes are serving: ")
+            assert out.stderr.startswith("nspv2 register: several provider processes are serving: ")
             for s in (one, two):
                 assert f"{s.pid} ({s.socket})" in out.stderr
             assert out.stderr.endswith("; choose one with --socket or NSPV2_SOCKET\n")
+            # lookup routes across both: the example's GUID, served twice, is
+            # asked in the provider process with the lowest pid
+            first = min((one, two), key=lambda s: s.pid)
+            with first.client() as erin:
+                sign_in(erin, "erin@example.com")
+                found = cli(env, "lookup", "erin@example.com")
+                assert found.returncode == 0, found.stderr
+            first.wait_log(r"ended: cleanup")
             chosen = cli(env, "register", DAVE, "--once", "--socket", str(two.socket))
             assert chosen.returncode == 0, chosen.stderr
             two.wait_log(r"ended: cleanup")
-            assert "connected" not in one.log()
+            before = one.count_log(r"\) connected")
             assert cli({**env, "NSPV2_SOCKET": str(one.socket)}, "lookup", DAVE).returncode == 1
-            one.wait_log(r"ended: cleanup")
-            assert two.count_log(r"\) connected") == 1
+            until(lambda: one.count_log(r"\) connected") == before + 1, "the lookup in one")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import signal
 import sys
 import threading
@@ -23,9 +24,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..client import Client, ConnectionLost, ServerNotFound
+from ..client.discovery import ENV_SOCKET, NO_SERVER, live_servers
 from ..client.errors import WSAECONNRESET
+from ..client.winsock_client import WinsockClient
 from ..examples.email import EmailDirectory, encode_presence
 from ..host.host import ClientSession, Host
+from ..host.native import NativeHostUnavailable
 from ..provider.errors import WinsockError
 from ..provider.queryset import CsAddr, QuerySet, SocketAddress
 from ..provider.registry import Lookup
@@ -44,6 +48,7 @@ from ..sdk.winsock2 import (
     error_meaning,
 )
 from .common import DWORD_MAX, EXIT_OK, EXIT_PROBLEMS, add_json, emit_json, fail
+from .private_catalog import private_catalog
 
 if TYPE_CHECKING:
     from .common import SubParsers
@@ -240,7 +245,7 @@ def run_demo() -> DemoReport:
     """Play the demo; return what happened."""
     rec = _Recorder()
     report = rec.report
-    with Host() as host:
+    with private_catalog(), Host(auto_install=True) as host:
         directory, (c1, c2, c3) = seeded_directory(host, rec)
 
         rec.begin("client 2 looks up alice@example.com")
@@ -461,10 +466,14 @@ def _failed(args: argparse.Namespace, what: str, exc: WinsockError) -> int:
     text = f"{what}: {exc.name} ({exc.code})"
     if isinstance(exc, ConnectionLost) and exc.message:
         text += f": {exc.message}"
+    elif exc.message and ": " in exc.message:  # WinsockClient: the library's explanation
+        text += f": {exc.message.split(': ', 1)[1]}"
     return fail(args, text, EXIT_PROBLEMS, code=exc.code)
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
+    if args.socket is None and not os.environ.get(ENV_SOCKET):
+        return _routed_lookup(args)
     client = _connect(args)
     if isinstance(client, int):
         return client
@@ -473,6 +482,31 @@ def cmd_lookup(args: argparse.Namespace) -> int:
             results = client.lookup(QuerySet(args.name), args.flags)
         except WinsockError as exc:
             return _failed(args, args.name, exc)
+    _print_results(results, args.json)
+    return EXIT_OK
+
+
+_NOT_FOUND = int(WSAError.WSASERVICE_NOT_FOUND)
+
+
+def _routed_lookup(args: argparse.Namespace) -> int:
+    """``nspv2 lookup`` without --socket or NSPV2_SOCKET: the Winsock client
+    calls (WinsockClient: the C client library here, ws2_32.dll on Windows),
+    which route the query through the catalog to the matching providers of
+    every provider process serving (docs/client-c.md)."""
+    try:
+        if sys.platform != "win32" and not live_servers():
+            return fail(args, f"nspv2 lookup: {NO_SERVER}", EXIT_PROBLEMS, code=_NOT_FOUND)
+        winsock = WinsockClient()
+    except ServerNotFound as exc:  # the runtime folder refused
+        return fail(args, f"nspv2 lookup: {exc.message}", EXIT_PROBLEMS, code=exc.code)
+    except NativeHostUnavailable as exc:
+        return fail(args, f"nspv2 lookup: {exc}", EXIT_PROBLEMS)
+    try:
+        with winsock:
+            results = winsock.lookup(args.name, flags=args.flags)
+    except WinsockError as exc:
+        return _failed(args, args.name, exc)
     _print_results(results, args.json)
     return EXIT_OK
 
@@ -618,9 +652,14 @@ def add_commands(sub: SubParsers) -> None:
     )
     p_lookup = sub.add_parser(
         "lookup",
-        help="look a name up in the provider process serving",
+        help="look a name up in the provider processes serving",
         description="Look up NAME (an address or *@domain) in a client session of its own "
-        "(WSALookupServiceBegin/Next/End), then close it." + served,
+        "(WSALookupServiceBegin/Next/End), then close it. Without --socket or $NSPV2_SOCKET "
+        "it makes Winsock's client calls (the C client library; ws2_32.dll on Windows), "
+        "which route the query through the namespace catalog to the matching providers of "
+        "every provider process serving (nspv2 serve MODULE:CLASS, after nspv2 install "
+        "MODULE:CLASS); with none serving it says how to start one and exits 1. With "
+        "--socket PATH or $NSPV2_SOCKET it asks that provider process only.",
     )
     p_lookup.add_argument("name", metavar="NAME")
     p_lookup.add_argument(
