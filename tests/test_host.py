@@ -27,11 +27,12 @@ from nspv2 import (
     WSAError,
 )
 from nspv2.examples.email import encode_presence
+from nspv2.host.catalog import Catalog
 from nspv2.provider.channel import current_channel
 from nspv2.sdk.guiddef import GUID
 from nspv2.sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason
 from nspv2.sdk.msgrua import MISTATUS
-from nspv2.sdk.winsock2 import RESULT_IS, WSAQUERYSET2W, WSAQUERYSETW
+from nspv2.sdk.winsock2 import NS, RESULT_IS, WSAQUERYSET2W, WSAQUERYSETW
 from nspv2.sdk.ws2spi import NSPV2_ROUTINE
 
 PID = uuid.UUID("3f1e0b2a-6c5d-4e7f-8a9b-0c1d2e3f4a5b")
@@ -85,7 +86,7 @@ class Presence(Provider):
 
 @pytest.fixture
 def host() -> Iterator[Host]:
-    with Host(timeout_ms=2000) as h:
+    with Host(timeout_ms=2000, auto_install=True) as h:
         yield h
     assert h.stats()["providers"] == 0 or True
 
@@ -100,7 +101,7 @@ def presence(host: Host) -> Presence:
 def test_host_leaves_the_process_default_channel_alone() -> None:
     """The channel is handed to each table; ``with`` installs nothing."""
     before = current_channel()
-    with Host() as h:
+    with Host(auto_install=True) as h:
         assert current_channel() is before
         assert h.channel is not before
     assert current_channel() is before
@@ -201,7 +202,9 @@ def test_advertise_validation_like_winsock(host: Host) -> None:
     ws = host.winsock
     p = Presence()
     routine = p.routine()
-    guid = GUID.from_uuid(uuid.uuid4())
+    pid = uuid.uuid4()
+    guid = GUID.from_uuid(pid)
+    Catalog(ws).install(pid, NS.NS_EMAIL, "validation")  # else WSAEINVALIDPROVIDER
 
     def advertise(g: Any, table: Any) -> int:
         rc = ws.WSAAdvertiseProvider(g, table)
@@ -225,6 +228,9 @@ def test_advertise_validation_like_winsock(host: Host) -> None:
     unknown = GUID.from_uuid(uuid.uuid4())
     assert ws.WSAUnadvertiseProvider(ctypes.byref(unknown)) == SOCKET_ERROR
     assert ws.WSAUnadvertiseProvider(ctypes.byref(guid)) == NO_ERROR
+    uninstalled = GUID.from_uuid(uuid.uuid4())
+    whole = NSPV2_ROUTINE.from_buffer_copy(routine.table)
+    assert advertise(ctypes.byref(uninstalled), ctypes.byref(whole)) == WSAError.WSAEINVALIDPROVIDER
 
 
 def test_completion_errors(host: Host) -> None:
@@ -463,7 +469,7 @@ def test_native_functions_are_typed_attributes_with_one_signature_each() -> None
 
     annotated = set(winsock.NativeHostFunctions.__annotations__)
     assert annotated == set(winsock._NATIVE_SIGNATURES)
-    with Host() as host:
+    with Host(auto_install=True) as host:
         for name in annotated:
             fn = getattr(host.native, name)
             restype, argtypes = winsock._NATIVE_SIGNATURES[name]
@@ -497,7 +503,7 @@ def test_advertise_bare_table_keeps_owner_alive_until_unadvertised() -> None:
             )
 
     pid = uuid.UUID("6e737032-7465-7374-0000-0000000000a1")
-    with Host() as host:
+    with Host(auto_install=True) as host:
         owner = Owner(host)
         ref = weakref.ref(owner)
         entry = host.advertise(owner.table, pid, owner=owner, name="bare")
@@ -521,7 +527,7 @@ def test_advertise_bare_table_keeps_owner_alive_until_unadvertised() -> None:
 
 
 def test_advertise_refuses_what_is_not_a_table() -> None:
-    with Host() as host:
+    with Host(auto_install=True) as host:
         with pytest.raises(TypeError, match="expected a Provider, a Routine or an NSPV2_ROUTINE"):
             host.advertise(object(), uuid.uuid4())  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="needs provider_id"):

@@ -69,13 +69,13 @@ def test_host_dropped_without_close_keeps_its_tables_alive(asan_host: AsanHost) 
         + textwrap.dedent(
             """
         def advertise_and_drop():
-            host = Host()
+            host = Host(auto_install=True)
             host.advertise(Hello())  # no close(), no with
         advertise_and_drop()
         gc.collect()
         junk = [Routine(begin=len, next_ex=len, end=len) for _ in range(50)]  # reuse memory
         gc.collect()
-        host = Host(timeout_ms=2000)
+        host = Host(timeout_ms=2000, auto_install=True)
         with host.open_session() as client:
             print([r.comment for r in client.lookup("alice@example.com")])
         """
@@ -90,7 +90,7 @@ def test_provider_dropped_while_advertised_stays_callable(asan_host: AsanHost) -
         PRELUDE
         + textwrap.dedent(
             """
-        with Host(timeout_ms=2000) as host:
+        with Host(timeout_ms=2000, auto_install=True) as host:
             p = Hello()
             ref = weakref.ref(p)
             host.advertise(p)
@@ -115,12 +115,14 @@ def test_winsock_advertise_owns_its_table_until_unadvertise(asan_host: AsanHost)
         PRELUDE
         + textwrap.dedent(
             """
+        from nspv2.host.catalog import Catalog
         winsock = load_native_host()
+        Catalog(winsock).install(PID, Hello.namespace, "Hello")  # advertise needs it installed
         def advertise():
             winsock.advertise(PID, Hello())  # the caller keeps nothing
         advertise()
         gc.collect()
-        host = Host(winsock, timeout_ms=2000)
+        host = Host(winsock, timeout_ms=2000, auto_install=True)
         with host.open_session() as client:
             print([r.comment for r in client.lookup("carol@example.com")])
         winsock.unadvertise(PID)
@@ -147,7 +149,7 @@ def test_rundown_deferred_past_unadvertise_reaches_a_live_table(asan_host: AsanH
         from nspv2.sdk.ws2spi import NSPV2_ROUTINE
         entered, release = threading.Event(), threading.Event()
         calls = []
-        host = Host(timeout_ms=10000)
+        host = Host(timeout_ms=10000, auto_install=True)
 
         def set_service_ex(h_async, pid, qs, op, flags, arg):
             entered.set()
@@ -205,7 +207,7 @@ def test_gc_while_native_threads_call_a_dropped_hosts_table(asan_host: AsanHost)
         PRELUDE
         + textwrap.dedent(
             """
-        Host().advertise(Hello())  # dropped at once
+        Host(auto_install=True).advertise(Hello())  # dropped at once
         stop = threading.Event()
         def collect():
             while not stop.is_set():
@@ -213,7 +215,7 @@ def test_gc_while_native_threads_call_a_dropped_hosts_table(asan_host: AsanHost)
         collector = threading.Thread(target=collect)
         collector.start()
         try:
-            result = Host(timeout_ms=5000).drive(threads=4, cycles=200, provider_id=PID)
+            result = Host(timeout_ms=5000, auto_install=True).drive(threads=4, cycles=200, provider_id=PID)
         finally:
             stop.set()
             collector.join()
@@ -238,7 +240,7 @@ class Refuser(Provider):
 
 @pytest.mark.parametrize("entered", [False, True], ids=["without with", "with"])
 def test_host_reports_through_its_channel_with_or_without_with(entered: bool) -> None:
-    host = Host(timeout_ms=1000)
+    host = Host(timeout_ms=1000, auto_install=True)
     try:
         if entered:
             host.__enter__()
@@ -257,7 +259,7 @@ def test_host_reports_through_its_channel_with_or_without_with(entered: bool) ->
 
 def test_a_routine_is_handed_the_hosts_channel() -> None:
     routine = Routine(begin=lambda *a: 0, next_ex=lambda *a: None, end=lambda *a: 0)
-    with Host() as host:
+    with Host(auto_install=True) as host:
         host.advertise(routine, PID)
         assert routine.channel is host.channel
 
@@ -271,7 +273,7 @@ def test_lookup_sizes_and_flags_out_of_dword_range_are_refused(asan_host: AsanHo
         PRELUDE
         + textwrap.dedent(
             """
-        with Host(timeout_ms=2000) as host:
+        with Host(timeout_ms=2000, auto_install=True) as host:
             host.advertise(Hello())
             with host.open_session() as client:
                 handle = host.lookup_begin(client, "alice@example.com")
@@ -317,7 +319,7 @@ def test_open_session_from_many_threads_loses_none() -> None:
     threads, per_thread = 8, 400
     barrier = threading.Barrier(threads)
     opened: list[list[int]] = [[] for _ in range(threads)]
-    host = Host()
+    host = Host(auto_install=True)
     try:
 
         def work(k: int) -> None:
@@ -346,7 +348,7 @@ def test_open_session_from_many_threads_loses_none() -> None:
 
 
 def test_advertise_failing_half_way_undoes_what_it_did(monkeypatch: pytest.MonkeyPatch) -> None:
-    with Host() as host:
+    with Host(auto_install=True) as host:
         before = tables.advertised_count()
 
         def interrupted(*_args: object) -> int:
@@ -364,7 +366,7 @@ def test_advertise_failing_half_way_undoes_what_it_did(monkeypatch: pytest.Monke
 
 
 def test_advertise_refused_by_the_host_undoes_the_install() -> None:
-    with Host() as host:
+    with Host(auto_install=True) as host:
         before = tables.advertised_count()
         with pytest.raises(WinsockError) as failed:
             host.advertise(NSPV2_ROUTINE(), PID)  # no entry points: WSAEINVAL
@@ -378,7 +380,7 @@ def test_same_provider_advertised_from_many_threads_once() -> None:
     sys.setswitchinterval(1e-6)
     try:
         for _ in range(20):
-            with Host() as host:
+            with Host(auto_install=True) as host:
                 barrier = threading.Barrier(6)
                 outcomes: list[str] = []
 
