@@ -28,6 +28,7 @@ typedef struct rp_provider {
     int begin_error; /* Begin fails with it (0: succeeds) */
     int next_error;  /* NextEx completes with it after fail_after results */
     int fail_after;
+    int overrun;     /* with next_error: write 16 bytes past the buffer first */
     /* calls */
     int begins, nexts, ends, set_services;
 } rp_provider;
@@ -105,6 +106,8 @@ static VOID WSAAPI rp_next_ex(HANDLE async, HANDLE h, DWORD flags, LPDWORD len,
     p->nexts++;
     if (p->next_error && *served >= p->fail_after) {
         code = p->next_error;
+        if (p->overrun)
+            memset(qs, 0x5a, (size_t)*len + 16);
     } else if (*served >= p->results) {
         code = WSA_E_NO_MORE;
     } else {
@@ -372,6 +375,27 @@ TEST(test_route_failing_provider_is_skipped)
         rp_provider p0 = rp_get(0), p1 = rp_get(1), p2 = rp_get(2);
         CHECK(p2.begins == 2 && p2.ends == 0 && p2.nexts == 0);
         CHECK(p1.begins == 2 && p1.ends == 1 && p0.begins == 2 && p0.ends == 1);
+    }
+    /* an error completion that wrote past its buffer: a fault, reported at
+     * once; that provider is left, the next Next goes on with the next */
+    rp_reset();
+    rp_set(2, 1, 0, WSATRY_AGAIN, 0);
+    nspv2_mutex_lock(&rp.lock);
+    rp.p[2].overrun = 1;
+    nspv2_mutex_unlock(&rp.lock);
+    uint64_t faults = stats().provider_faults;
+    {
+        WSAQUERYSETW q = query(NS_EMAIL, NULL, "a@example.com");
+        HANDLE h;
+        CHECK_OK(nspv2_lookup_begin(s, &q, 0, &h));
+        result_buf buf;
+        CHECK_ERR(next_result(h, 0, &buf), WSANO_RECOVERY);
+        CHECK(stats().provider_faults == faults + 1);
+        CHECK_OK(next_result(h, 0, &buf));
+        CHECK(wstr_is(buf.qs.lpszServiceInstanceName, "p1r0"));
+        CHECK_ERR(next_result(h, 0, &buf), WSA_E_NO_MORE);
+        CHECK(rp_get(2).nexts == 1);
+        CHECK_OK(nspv2_lookup_end(h));
     }
     /* WSAEFAULT stays on the provider: the same result at a larger buffer */
     rp_reset();
