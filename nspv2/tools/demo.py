@@ -467,7 +467,9 @@ def _failed(args: argparse.Namespace, what: str, exc: WinsockError) -> int:
     if isinstance(exc, ConnectionLost) and exc.message:
         text += f": {exc.message}"
     elif exc.message and ": " in exc.message:  # WinsockClient: the library's explanation
-        text += f": {exc.message.split(': ', 1)[1]}"
+        why = exc.message.split(": ", 1)[1]
+        if why != _PROVIDERS_ANSWER:  # the code alone says it
+            text += f": {why}"
     return fail(args, text, EXIT_PROBLEMS, code=exc.code)
 
 
@@ -487,6 +489,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 
 _NOT_FOUND = int(WSAError.WSASERVICE_NOT_FOUND)
+#: The client library's explanation when the code is the provider's own answer.
+_PROVIDERS_ANSWER = "the provider process answered with this error"
 
 
 def _routed_lookup(args: argparse.Namespace) -> int:
