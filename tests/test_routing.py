@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,25 @@ WSA_E_NO_MORE = int(WSAError.WSA_E_NO_MORE)
 WSASERVICE_NOT_FOUND = int(WSAError.WSASERVICE_NOT_FOUND)
 WSAECONNRESET = 10054
 REGISTER = 0  # RNRSERVICE_REGISTER
+TIMEOUT_MS = 700  # the client's reply timeout where a server is stopped
+RETRY_S = 1.0  # a lost connection is retried no sooner (client.c RETRY_MIN_MS)
+
+
+@contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """Server pid stopped (SIGSTOP) inside the block, continued after it."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stat = Path(f"/proc/{pid}/stat")
+        deadline = time.monotonic() + 10
+        while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] not in "Tt":
+            assert time.monotonic() < deadline, f"pid {pid} did not stop"
+            time.sleep(0.01)
+        if not stat.exists():
+            time.sleep(0.2)
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def install(*classes: type[rp.Routed]) -> None:
@@ -323,10 +343,91 @@ def test_a_lost_connection_fails_its_parts_until_the_last_cleanup(
         assert d.do("abandon") == "ok"
         assert d.do("info").startswith("ok state=2 ")
         lost = d.do(f"lookupx alice@example.com {NS_EMAIL} {ALL}")
-        assert lost == f"err {WSAECONNRESET} the connection was abandoned (nspv2_client_abandon)"
+        assert re.fullmatch(
+            rf"err {WSAECONNRESET} the connection to provider process \d+ was lost earlier: "
+            r"the connection was abandoned \(nspv2_client_abandon\)",
+            lost,
+        ), lost
+        # abandoned connections are not retried, however long one waits
+        time.sleep(RETRY_S + 0.2)
+        assert d.do(f"lookupx alice@example.com {NS_EMAIL} {ALL}") == lost
         assert d.do("cleanup") == "ok"
         assert d.do("startup") == "ok 2.2"
         assert d.do(f"lookupx alice@example.com {NS_EMAIL} {ALL}") == "ok 1 primary"
+
+
+def test_a_server_that_timed_out_is_passed_over_then_retried(
+    cluster: Cluster, client_driver: Path
+) -> None:
+    """A provider served twice: while the lowest-pid server is stopped, the
+    lookup whose Begin times out there goes on at the other server, and so
+    do the next ones (a connected server is preferred to a lost one); once
+    its retry time has come, the lost connection is made again (a new
+    session) and the lowest pid serves again."""
+    install(rp.Wildcard)
+    cluster.serve(rp.Wildcard, key="one")
+    cluster.serve(rp.Wildcard, key="two")
+    low, high = sorted(cluster.served.values(), key=lambda s: s.pid)
+    high_key = next(k for k, s in cluster.served.items() if s is high)
+    lookup = f"lookupx bob@nowhere.test {NS_EMAIL} {ALL}"
+
+    def high_begins() -> int:
+        return cluster.calls(high_key).count("begin bob@nowhere.test")
+
+    with driver(client_driver, cluster.env()) as d:
+        assert d.do("startup") == "ok 2.2"
+        assert d.do(f"timeout {TIMEOUT_MS}") == "ok"
+        assert d.do(lookup) == "ok 1 wildcard"
+        assert high_begins() == 0
+        with stopped(low.pid):
+            assert d.do(lookup) == "ok 1 wildcard"
+            lost_at = time.monotonic()  # the loss came before this
+            assert high_begins() == 1
+        assert d.do(lookup) == "ok 1 wildcard"
+        if time.monotonic() - lost_at < RETRY_S * 0.8:
+            # not yet retried: the connected server, although its pid is higher
+            assert high_begins() == 2
+            assert f" pid={high.pid} " in d.do("info")
+        time.sleep(RETRY_S + 0.2)
+        before = high_begins()
+        assert d.do(lookup) == "ok 1 wildcard"
+        assert high_begins() == before  # the lowest pid, connected again
+        info = d.do("info")
+        assert info.startswith("ok state=1 ") and f" pid={low.pid} " in info, info
+        assert d.do("cleanup") == "ok"
+    # the retried connection is a session of its own, ended by the cleanup
+    low.wait_log(r"ended: cleanup")
+
+
+def test_a_part_on_a_connection_lost_earlier_says_so_and_is_retried_once_no_part_holds_it(
+    cluster: Cluster, client_driver: Path
+) -> None:
+    install(rp.Primary, rp.Secondary)
+    primary = cluster.serve(rp.Primary)
+    cluster.serve(rp.Secondary)
+    with driver(client_driver, cluster.env()) as d:
+        assert d.do("startup") == "ok 2.2"
+        assert d.do(f"timeout {TIMEOUT_MS}") == "ok"
+        held = d.do(f"begin alice@example.com {NS_EMAIL} {NON_AUTH}").split()[1]
+        with stopped(primary.pid):
+            # its Begin times out at the primary: that connection is lost
+            assert d.do(f"lookupx alice@example.com {NS_EMAIL} {ALL}") == "ok 1 secondary"
+        assert d.do(f"next {held}") == "ok secondary"
+        done = d.do(f"next {held}")
+        assert done.startswith(
+            f"err {WSA_E_NO_MORE} no more results (provider {rp.Primary.provider_id} "
+            f"(pid {primary.pid}) was skipped: the connection to provider process "
+            f"{primary.pid} was lost earlier: no reply from the provider process within "
+            f"{TIMEOUT_MS} ms"
+        ), done
+        time.sleep(RETRY_S + 0.2)
+        # `held` still has a part on the lost connection: not made again, so
+        # that part's handle can never reach a new session
+        assert d.do(f"lookupx alice@example.com {NS_EMAIL} {ALL}") == "ok 1 secondary"
+        assert d.do(f"end {held}") == "ok"
+        assert d.do(f"lookupx alice@example.com {NS_EMAIL} {ALL}") == "ok 1 primary"
+        assert d.do("cleanup") == "ok"
+    primary.wait_log(r"ended: cleanup")
 
 
 def test_routed_mode_under_asan(cluster: Cluster, tmp_path: Path) -> None:
@@ -374,6 +475,12 @@ def test_routed_mode_under_asan(cluster: Cluster, tmp_path: Path) -> None:
         assert d.do(f"lookupx a@example.com {NS_EMAIL} {ALL}") == "ok 1 secondary"
         assert d.do("cleanup") == "ok"  # the unended lookup goes with it
         assert d.do("startup") == "ok 2.2"
+        assert d.do(f"lookupx a@example.com {NS_EMAIL} {ALL}") == "ok 1 secondary"
+        # a connection lost while its server lives, then made again
+        assert d.do(f"timeout {TIMEOUT_MS}") == "ok"
+        with stopped(cluster.served["secondary"].pid):
+            assert d.do(f"lookupx a@example.com {NS_EMAIL} {ALL}") == "ok 1 wildcard"
+        time.sleep(RETRY_S + 0.2)
         assert d.do(f"lookupx a@example.com {NS_EMAIL} {ALL}") == "ok 1 secondary"
         assert d.do("cleanup") == "ok"
         assert d.proc.stdin is not None

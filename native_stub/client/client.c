@@ -16,7 +16,10 @@
  *               one request per routed provider (lpNSProviderId set) to
  *               the server that serves it; Next steps through the parts
  *               with nspv2_route_step. A connection lost mid-lookup fails
- *               its part's Next: recorded, next part.
+ *               its part's Next: recorded, next part. A provider served
+ *               twice goes to the connected server with the lowest pid; a
+ *               connection lost while its server lives is made again
+ *               (routed_refresh) once no lookup part is on it.
  *
  * Locks, taken in this order, never the other way round:
  *
@@ -67,6 +70,11 @@
 #define HELLO_SIZE (NSPV2_WIRE_HEADER + 16u)
 #define DEFAULT_TIMEOUT_MS 30000u
 #define SUN_PATH_MAX sizeof(((struct sockaddr_un *)0)->sun_path)
+/* routed: a connection lost while its server lives is retried no sooner
+ * than this after it was lost, the wait doubling at each loss that follows
+ * a retry without an answered request in between, up to RETRY_MAX_MS */
+#define RETRY_MIN_MS 1000u
+#define RETRY_MAX_MS 60000u
 
 static const char NO_SERVER[] =
     "no nspv2 provider process is serving (start one with: nspv2 serve MODULE:CLASS)";
@@ -124,6 +132,9 @@ typedef struct conn {
     long found_pid; /* routed: the pid of its serve-<pid>.sock name */
     int live;       /* routed: in the latest listing of the runtime folder */
     size_t refs;    /* routed: lookup parts on it */
+    int no_retry;   /* routed: abandoned, not retried until the last WSACleanup */
+    uint64_t retry_at;  /* routed, lost: retried no sooner (monotonic ms) */
+    uint32_t retry_ms;  /* the wait after the last loss; 0 once a request was answered */
     GUID *ids;      /* the providers its HELLO_REPLY listed */
     uint32_t nids;
     char lost_text[TEXT_MAX]; /* why it was lost */
@@ -414,6 +425,12 @@ static void teardown(conn *c, int state)
     c->fd = -1;
     c->state = state;
     c->ka_stop = 0;
+    if (state == ST_LOST) {
+        c->retry_ms = c->retry_ms ? c->retry_ms * 2u : RETRY_MIN_MS;
+        if (c->retry_ms > RETRY_MAX_MS)
+            c->retry_ms = RETRY_MAX_MS;
+        c->retry_at = now_ms() + c->retry_ms;
+    }
     if (g.mode != MODE_ROUTED)
         drop_lookups_S();
     if (state == ST_NONE) {
@@ -709,6 +726,8 @@ static int read_reply(conn *c, uint32_t id, uint16_t type, nspv2_wire_reply *rep
     pthread_mutex_lock(&state_lock);
     c->requests++;
     pthread_mutex_unlock(&state_lock);
+    if (type != (NSPV2_WIRE_HELLO | NSPV2_WIRE_REPLY))
+        c->retry_ms = 0; /* answered: the next loss waits the least again */
     *frame = buf;
     return NO_ERROR;
 }
@@ -916,11 +935,20 @@ static void leave(void) { pthread_mutex_unlock(&call_lock); }
 
 /* ---- routed mode ---- */
 
+/* Why c, lost before this call, fails it: into out (TEXT_MAX bytes). */
+static void lost_earlier(const conn *c, char *out)
+{
+    snprintf(out, TEXT_MAX, "the connection to provider process %ld was lost earlier: %.900s",
+             c->found_pid, c->lost_text);
+}
+
 /* call_lock held, routed: match the connections to the live servers of the
  * runtime folder (new ones connected; connections to servers gone and
- * holding no lookup part dropped). NO_ERROR when some live server is
- * connected or lost (its parts then fail); else the code (text set): no
- * server, the folder refused, or why none could be connected. */
+ * holding no lookup part dropped; a connection lost while its server lives
+ * connected again, a new session, once no lookup has a part on it, it was
+ * not abandoned, and its retry time has come). NO_ERROR when some live
+ * server is connected or lost (its parts then fail); else the code (text
+ * set): no server, the folder refused, or why none could be connected. */
 static int routed_refresh(void)
 {
     found_server *live;
@@ -963,6 +991,10 @@ static int routed_refresh(void)
         conn *c = g.conns[i];
         if (!c->live)
             continue;
+        /* refs == 0: no part holds a handle of the old session, so none
+         * can ever be sent to the new one */
+        if (c->state == ST_LOST && c->refs == 0 && !c->no_retry && now_ms() >= c->retry_at)
+            teardown(c, ST_NONE);
         if (c->state == ST_NONE) {
             int code = conn_connect(c);
             if (code != NO_ERROR && !first) {
@@ -985,12 +1017,18 @@ static int routed_refresh(void)
         set_text("%s", first_text);
         return first;
     }
-    set_text("%s", lost ? lost->lost_text : NO_SERVER);
-    return lost ? WSAECONNRESET : WSASERVICE_NOT_FOUND;
+    if (!lost) {
+        set_text("%s", NO_SERVER);
+        return WSASERVICE_NOT_FOUND;
+    }
+    lost_earlier(lost, first_text);
+    set_text("%s", first_text);
+    return WSAECONNRESET;
 }
 
-/* The live, connected (or lost) server that serves provider id: the one
- * with the lowest pid, or NULL. */
+/* The live server that serves provider id: the connected one with the
+ * lowest pid; when none is connected, the lost one with the lowest pid
+ * (its parts fail); NULL when none serves it. */
 static conn *serving_conn(const GUID *id)
 {
     conn *best = NULL;
@@ -1000,7 +1038,9 @@ static conn *serving_conn(const GUID *id)
             continue;
         for (uint32_t k = 0; k < c->nids; k++)
             if (memcmp(&c->ids[k], id, sizeof *id) == 0) {
-                if (!best || c->server_pid < best->server_pid)
+                int up = c->state == ST_UP, best_up = best && best->state == ST_UP;
+                if (!best || (up && !best_up) ||
+                    (up == best_up && c->found_pid < best->found_pid))
                     best = c;
                 break;
             }
@@ -1338,22 +1378,34 @@ static INT routed_begin(const WSAQUERYSETW *qs, DWORD flags, LPHANDLE lphLookup)
     }
     lk->routed = 1;
     for (size_t i = 0; i < n; i++) {
-        conn *c = serving_conn(&ids[i]);
-        if (!c)
-            continue;
-        if (c->state != ST_UP) {
-            note(&lk->note_code, lk->note, WSAECONNRESET, c->lost_text);
-            continue;
-        }
-        WSAQUERYSETW one = *qs;
-        one.lpNSProviderId = &ids[i];
+        conn *c;
         nspv2_wire_reply rep;
         uint8_t *frame = NULL;
-        code = query_set_send(c, &one, NSPV2_WIRE_LOOKUP_BEGIN, flags, 0, &rep, &frame);
-        if (code != NO_ERROR) {
+        /* a connection lost on the way: the next server serving it, if any */
+        for (;;) {
+            c = serving_conn(&ids[i]);
+            if (!c)
+                break;
+            if (c->state != ST_UP) {
+                char why[TEXT_MAX];
+                lost_earlier(c, why);
+                note(&lk->note_code, lk->note, WSAECONNRESET, why);
+                c = NULL;
+                break;
+            }
+            WSAQUERYSETW one = *qs;
+            one.lpNSProviderId = &ids[i];
+            code = query_set_send(c, &one, NSPV2_WIRE_LOOKUP_BEGIN, flags, 0, &rep, &frame);
+            if (code == NO_ERROR)
+                break;
             note(&lk->note_code, lk->note, code, error_text);
-            continue;
+            if (c->state == ST_UP) {
+                c = NULL; /* not the transport's failure: not retried */
+                break;
+            }
         }
+        if (!c)
+            continue;
         int rc = rep.code;
         uint64_t remote = rep.handle;
         free(frame);
@@ -1466,8 +1518,10 @@ static INT routed_next(lookup *lk, DWORD flags, LPDWORD lpdwBufferLength,
         part *p = &lk->parts[cur->cur];
         int rc;
         if (p->c->state != ST_UP) {
+            char why[TEXT_MAX];
+            lost_earlier(p->c, why);
             rc = WSAECONNRESET;
-            set_text("%s", p->c->lost_text);
+            set_text("%s", why);
         } else {
             rc = next_remote(p->c, p->remote, flags, lpdwBufferLength, lpqsResults);
         }
@@ -1588,21 +1642,44 @@ static INT routed_set(const WSAQUERYSETW *qs, WSAESETSERVICEOP op, DWORD flags)
     int first = NO_ERROR;
     char first_text[TEXT_MAX] = "";
     for (size_t i = 0; i < n; i++) {
-        conn *c = serving_conn(&ids[i]);
-        if (!c)
-            continue;
-        if (c->state != ST_UP) {
-            note(&first, first_text, WSAECONNRESET, c->lost_text);
-            continue;
-        }
-        WSAQUERYSETW one = *qs;
-        one.lpNSProviderId = &ids[i];
+        conn *c;
         nspv2_wire_reply rep;
         uint8_t *frame = NULL;
-        code = query_set_send(c, &one, NSPV2_WIRE_SET_SERVICE, (uint32_t)op, flags, &rep,
-                              &frame);
-        if (code != NO_ERROR) {
-            note(&first, first_text, code, error_text);
+        int lost_on_the_way = NO_ERROR;
+        char lost_text[TEXT_MAX] = "";
+        /* a connection lost on the way: the next server serving it, if any */
+        for (;;) {
+            c = serving_conn(&ids[i]);
+            if (!c)
+                break;
+            if (c->state != ST_UP) {
+                if (!lost_on_the_way) {
+                    lost_on_the_way = WSAECONNRESET;
+                    lost_earlier(c, lost_text);
+                }
+                c = NULL;
+                break;
+            }
+            WSAQUERYSETW one = *qs;
+            one.lpNSProviderId = &ids[i];
+            code = query_set_send(c, &one, NSPV2_WIRE_SET_SERVICE, (uint32_t)op, flags, &rep,
+                                  &frame);
+            if (code == NO_ERROR)
+                break;
+            if (c->state == ST_UP) {
+                note(&first, first_text, code, error_text);
+                lost_on_the_way = NO_ERROR; /* this provider's failure is its own */
+                c = NULL;
+                break;
+            }
+            if (!lost_on_the_way) {
+                lost_on_the_way = code;
+                snprintf(lost_text, sizeof lost_text, "%s", error_text);
+            }
+        }
+        if (!c) {
+            if (lost_on_the_way)
+                note(&first, first_text, lost_on_the_way, lost_text);
             continue;
         }
         int rc = rep.code;
@@ -1702,6 +1779,7 @@ NSPV2_CLIENT_API INT nspv2_client_abandon(void)
             continue;
         snprintf(c->lost_text, sizeof c->lost_text,
                  "the connection was abandoned (nspv2_client_abandon)");
+        c->no_retry = 1;
         teardown(c, ST_LOST);
         abandoned++;
     }

@@ -22,7 +22,11 @@
  *     permission), one connection each; Begin and SetService are routed
  *     through the namespace catalog in effect (NSPV2_CATALOG, ...) by the
  *     host's rules, to the live server serving each routed provider (the
- *     lowest pid when two do); Next aggregates them in route order. No
+ *     connected one with the lowest pid when two do; a request that loses
+ *     its connection goes to the next one); Next aggregates them in route
+ *     order. A server's providers are read from its HELLO reply once per
+ *     connection: one it advertises later is seen when the connection is
+ *     made again (after the last WSACleanup, or a retry, below). No
  *     server, or a folder that is not private: that call fails with
  *     WSASERVICE_NOT_FOUND and nspv2_client_error_text() says why; the next
  *     call looks again. The mode is decided whenever no connection is held.
@@ -37,14 +41,21 @@
  *   - Routed: a server that dies mid-lookup fails that part's Next with the
  *     connection's error: recorded, the lookup goes on with the next part
  *     (the final WSA_E_NO_MORE's text names what was skipped). A server
- *     gone is not routed to any more.
+ *     gone is not routed to any more. A connection lost while its server
+ *     lives (a timeout, a protocol error) fails its parts with
+ *     WSAECONNRESET ("... was lost earlier: CAUSE"); it is made again (a new
+ *     session) at a later Begin/SetService/nspv2_client_connect once no open
+ *     lookup has a part on it and its retry time has come (1 s after the
+ *     loss, doubling while retries keep failing, at most 60 s); an
+ *     abandoned one is not.
  *   - Errors: a failing call returns SOCKET_ERROR with WSAGetLastError() set
  *     to the provider's (or the host's) code, as the in-process host would.
  *     A provider process that refuses the connection (another user:
  *     WSAEACCES; too many clients: WSAEPROCLIM; a protocol error) fails that
  *     call with its code and text. Once a connection is lost every call
  *     to it fails with WSAECONNRESET (one-server mode: every call; routed:
- *     the parts it serves), until the last WSACleanup; after a new
+ *     the parts it serves, until it is retried), until the last
+ *     WSACleanup; after a new
  *     WSAStartup the next call connects again.
  *   - Thread-safe: calls from several threads are serialized (one request in
  *     flight at a time); the last error and the error text are per thread.
@@ -116,13 +127,14 @@ NSPV2_CLIENT_API INT nspv2_client_connect(void);
 /* Close the connection (routed: every connection) without GOODBYE, as a
  * process that dies does: the provider process runs the session down
  * (NSPv2ClientSessionRundown). Later calls fail with WSAECONNRESET until
- * the last WSACleanup. Not connected -> SOCKET_ERROR, WSAENOTCONN. */
+ * the last WSACleanup (routed: an abandoned connection is never retried).
+ * Not connected -> SOCKET_ERROR, WSAENOTCONN. */
 NSPV2_CLIENT_API INT nspv2_client_abandon(void);
 
 enum {
     NSPV2_CLIENT_NOT_CONNECTED = 0,
     NSPV2_CLIENT_CONNECTED = 1,
-    NSPV2_CLIENT_LOST = 2 /* until the last WSACleanup */
+    NSPV2_CLIENT_LOST = 2 /* until the last WSACleanup (routed: or a retry) */
 };
 
 /* One-server mode: its connection. Routed: state CONNECTED when some

@@ -5,6 +5,7 @@
  * with one line on stdout: "ok ..." or "err CODE TEXT".
  *
  *   startup | cleanup | connect | abandon | info
+ *   timeout MS            -> nspv2_client_set_timeout_ms(MS): ok
  *   lookup NAME           -> ok FOUND_COUNT [first presence comment]
  *   register NAME         -> ok (RNRSERVICE_REGISTER, no blob: online)
  *   next-bad              -> WSALookupServiceNextW on a handle never issued
@@ -252,6 +253,9 @@ static void run(const char *line)
                 printf("ok\n");
             else
                 err_line();
+        } else if (!strcmp(cmd, "timeout")) {
+            nspv2_client_set_timeout_ms((uint32_t)strtoul(a, NULL, 10));
+            printf("ok\n");
         } else if (!strcmp(cmd, "abandon")) {
             if (nspv2_client_abandon() == 0)
                 printf("ok\n");
