@@ -12,11 +12,24 @@
  * never trusted from the cache (a rewrite in the same clock tick could
  * reuse the inode and keep the size), so it is read again.
  *
- * Writers (file): mkdir -p the folder (0700), flock(LOCK_EX) on
- * "<catalog>.lock" (0600), remove stale "<catalog>.tmp.*" files (no writer
- * holds one without the lock), read and parse the file, apply the change,
- * write "<catalog>.tmp.<pid>" (O_EXCL, 0600), fsync, rename over the
- * catalog, fsync the folder, unlock.
+ * Writers (file): take write_lock (one file change at a time in this
+ * process), mkdir -p the folder (0700), open "<catalog>.lock" (0600, never
+ * through a symbolic link) and flock it exclusively, retrying LOCK_NB with
+ * short sleeps until NSPV2_CATALOG_LOCK_TIMEOUT_MS, remove stale
+ * "<catalog>.tmp.*" files (no writer holds one without the lock), read and
+ * parse the file, apply the change, write "<catalog>.tmp.<pid>" (O_EXCL,
+ * 0600), fsync, rename over the catalog, fsync the folder, close the lock,
+ * release write_lock.
+ *
+ * fork(): a flock belongs to the open file description, which a child
+ * forked (without exec) inherits; a child forked while a write holds the
+ * lock would keep it until it exits. A pthread_atfork handler (registered
+ * at the first catalog call) takes write_lock and then every other lock of
+ * this file in one fixed order before a fork, and releases them in the
+ * parent and the child after it: a fork waits for a write in progress, and
+ * the child starts with no catalog lock held. The order, which every path
+ * also follows when it nests them: write_lock, cfg_lock, mem_lock,
+ * cache_lock, cat_lock.
  */
 #if !defined(_WIN32)
 #ifndef _DEFAULT_SOURCE
@@ -293,6 +306,7 @@ int nspv2_cat_blob_check(const uint8_t *blob, size_t size, char *why, size_t why
 /* entries and snapshots                                                      */
 
 static nspv2_mutex cat_lock = NSPV2_MUTEX_INIT; /* reference counts */
+static void fork_guard(void); /* the pthread_atfork handler, once (POSIX) */
 
 static void entry_free(nspv2_cat_entry *e)
 {
@@ -504,6 +518,7 @@ static char *cfg_chosen; /* NULL: the default resolution */
 int nspv2_catalog_use(const char *path)
 {
     char *copy = NULL;
+    fork_guard();
     if (path) {
         size_t len = strlen(path);
         if (len == 0 || len >= PATH_MAX)
@@ -571,6 +586,7 @@ static int location_resolve(char *buf)
 void nspv2_catalog_where(char *buf, size_t cap)
 {
     char where[PATH_MAX];
+    fork_guard();
     if (!buf || !cap)
         return;
     if (location_resolve(where) != 0)
@@ -619,6 +635,7 @@ static int mem_change(cat_op *op)
 
 void nspv2_catalog_reset_memory(void)
 {
+    fork_guard();
     nspv2_mutex_lock(&mem_lock);
     nspv2_catalog *old = mem_cat;
     mem_cat = NULL;
@@ -996,6 +1013,22 @@ static const char *err_str(int e, char *buf, size_t cap)
     return buf;
 }
 
+/* What a file that is not a regular one is, for the error texts. */
+static const char *file_kind(mode_t m)
+{
+    if (S_ISDIR(m))
+        return "a folder";
+    if (S_ISFIFO(m))
+        return "a FIFO";
+    if (S_ISSOCK(m))
+        return "a socket";
+    if (S_ISCHR(m) || S_ISBLK(m))
+        return "a device";
+    if (S_ISLNK(m))
+        return "a symbolic link";
+    return "not a regular file";
+}
+
 /* The file at fd read whole: 0, or WSANO_RECOVERY / WSA_NOT_ENOUGH_MEMORY. */
 static int read_all(int fd, const char *path, char **out, size_t *len)
 {
@@ -1082,8 +1115,10 @@ static int file_read(const char *path, int fd_or_neg, nspv2_catalog **out, file_
     char eb[128];
     int fd = fd_or_neg;
     if (fd < 0) {
+        /* O_NONBLOCK: a FIFO at the path must not block the open; a
+         * regular file ignores the flag, cleared below anyway */
         do
-            fd = open(path, O_RDONLY | O_CLOEXEC);
+            fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
         while (fd < 0 && errno == EINTR);
     }
     if (fd < 0) {
@@ -1105,7 +1140,18 @@ static int file_read(const char *path, int fd_or_neg, nspv2_catalog **out, file_
         if (bad)
             return nspv2_catalog_fail(WSANO_RECOVERY, "cannot read the catalog %s: %s", path,
                                       err_str(bad, eb, sizeof eb));
-        return nspv2_catalog_fail(WSANO_RECOVERY, "the catalog %s is not a regular file", path);
+        return nspv2_catalog_fail(WSANO_RECOVERY,
+                                  "the catalog %s is not a regular file (it is %s): remove it "
+                                  "or choose another path",
+                                  path, file_kind(st.st_mode));
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        if (fd_or_neg < 0)
+            close(fd);
+        return nspv2_catalog_fail(WSANO_RECOVERY, "cannot read the catalog %s: %s", path,
+                                  err_str(e, eb, sizeof eb));
     }
     if (key) {
         key->dev = st.st_dev;
@@ -1203,6 +1249,87 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* The writers' lock deadline: NSPV2_CATALOG_LOCK_TIMEOUT_MS, or the test
+ * hook NSPV2_TEST_CATALOG_LOCK_MS (1 .. 600000). */
+static uint32_t lock_timeout_ms(void)
+{
+    const char *s = getenv("NSPV2_TEST_CATALOG_LOCK_MS");
+    if (s && *s) {
+        char *end;
+        unsigned long v = strtoul(s, &end, 10);
+        if (!*end && v > 0 && v <= 600000ul)
+            return (uint32_t)v;
+    }
+    return NSPV2_CATALOG_LOCK_TIMEOUT_MS;
+}
+
+/* Open "<catalog>.lock" (never through a symbolic link) and flock it
+ * exclusively, retrying with short sleeps until the deadline: the
+ * descriptor, or -1 with the error set (WSANO_RECOVERY). */
+static int lock_take(const char *lockp)
+{
+    char eb[128];
+    int lfd;
+    do
+        lfd = open(lockp, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+    while (lfd < 0 && errno == EINTR);
+    if (lfd < 0) {
+        int e = errno;
+        struct stat st;
+        if (e == ELOOP && lstat(lockp, &st) == 0 && S_ISLNK(st.st_mode))
+            nspv2_catalog_fail(WSANO_RECOVERY,
+                               "the catalog's lock %s is a symbolic link, which is never "
+                               "followed: remove it",
+                               lockp);
+        else
+            nspv2_catalog_fail(WSANO_RECOVERY, "cannot open the catalog's lock %s: %s", lockp,
+                               err_str(e, eb, sizeof eb));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(lfd, &st) != 0) {
+        int e = errno;
+        close(lfd);
+        nspv2_catalog_fail(WSANO_RECOVERY, "cannot open the catalog's lock %s: %s", lockp,
+                           err_str(e, eb, sizeof eb));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(lfd);
+        nspv2_catalog_fail(WSANO_RECOVERY,
+                           "the catalog's lock %s is not a regular file (it is %s): remove it",
+                           lockp, file_kind(st.st_mode));
+        return -1;
+    }
+    uint32_t limit = lock_timeout_ms();
+    uint64_t start = nspv2_now_ns();
+    uint32_t nap = 1;
+    for (;;) {
+        if (flock(lfd, LOCK_EX | LOCK_NB) == 0)
+            return lfd;
+        int e = errno;
+        if (e != EWOULDBLOCK && e != EAGAIN && e != EINTR) {
+            close(lfd);
+            nspv2_catalog_fail(WSANO_RECOVERY, "cannot lock %s: %s", lockp,
+                               err_str(e, eb, sizeof eb));
+            return -1;
+        }
+        uint64_t waited = (nspv2_now_ns() - start) / 1000000u;
+        if (waited >= limit) {
+            close(lfd);
+            nspv2_catalog_fail(WSANO_RECOVERY,
+                               "the catalog is locked by another writer (%s): gave up after "
+                               "%lu ms",
+                               lockp, (unsigned long)limit);
+            return -1;
+        }
+        uint32_t left = (uint32_t)(limit - waited);
+        nspv2_sleep_ms(nap < left ? nap : left);
+        if (nap < 20)
+            nap *= 2;
+    }
+}
+
 static uint32_t pause_ms(void)
 {
     const char *s = getenv("NSPV2_TEST_CATALOG_PAUSE_MS");
@@ -1260,25 +1387,9 @@ static int file_change(const char *path, cat_op *op)
     int rc = make_folders(dir);
     if (rc)
         return rc;
-    int lfd;
-    do
-        lfd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    while (lfd < 0 && errno == EINTR);
-    if (lfd < 0) {
-        int e = errno;
-        return nspv2_catalog_fail(WSANO_RECOVERY, "cannot open the catalog's lock %s: %s", lockp,
-                                  err_str(e, eb, sizeof eb));
-    }
-    int fr;
-    do
-        fr = flock(lfd, LOCK_EX);
-    while (fr != 0 && errno == EINTR);
-    if (fr != 0) {
-        int e = errno;
-        close(lfd);
-        return nspv2_catalog_fail(WSANO_RECOVERY, "cannot lock %s: %s", lockp,
-                                  err_str(e, eb, sizeof eb));
-    }
+    int lfd = lock_take(lockp);
+    if (lfd < 0)
+        return WSANO_RECOVERY;
     remove_stale(dir, base);
     nspv2_catalog *cur = NULL;
     rc = file_read(path, -1, &cur, NULL);
@@ -1349,6 +1460,42 @@ out:
 #endif /* !_WIN32 */
 
 /* ------------------------------------------------------------------------ */
+/* fork()                                                                     */
+
+#if !defined(_WIN32)
+
+static nspv2_mutex write_lock = NSPV2_MUTEX_INIT; /* a file change, whole */
+static nspv2_once fork_once = NSPV2_ONCE_INIT;
+
+static void fork_prepare(void)
+{
+    nspv2_mutex_lock(&write_lock);
+    nspv2_mutex_lock(&cfg_lock);
+    nspv2_mutex_lock(&mem_lock);
+    nspv2_mutex_lock(&cache_lock);
+    nspv2_mutex_lock(&cat_lock);
+}
+
+static void fork_release(void)
+{
+    nspv2_mutex_unlock(&cat_lock);
+    nspv2_mutex_unlock(&cache_lock);
+    nspv2_mutex_unlock(&mem_lock);
+    nspv2_mutex_unlock(&cfg_lock);
+    nspv2_mutex_unlock(&write_lock);
+}
+
+static void fork_register(void) { pthread_atfork(fork_prepare, fork_release, fork_release); }
+
+static void fork_guard(void) { nspv2_call_once(&fork_once, fork_register); }
+
+#else
+
+static void fork_guard(void) {}
+
+#endif
+
+/* ------------------------------------------------------------------------ */
 /* the catalog in effect                                                      */
 
 int nspv2_catalog_snapshot(nspv2_catalog **out)
@@ -1356,6 +1503,7 @@ int nspv2_catalog_snapshot(nspv2_catalog **out)
     char where[PATH_MAX];
     *out = NULL;
     err_clear();
+    fork_guard();
     int rc = location_resolve(where);
     if (rc)
         return rc;
@@ -1371,6 +1519,7 @@ int nspv2_catalog_snapshot(nspv2_catalog **out)
 static int change(cat_op *op)
 {
     char where[PATH_MAX];
+    fork_guard();
     int rc = location_resolve(where);
     if (rc)
         return rc;
@@ -1379,7 +1528,12 @@ static int change(cat_op *op)
 #ifdef _WIN32
     return nspv2_catalog_fail(WSANO_RECOVERY, "no file catalog on Windows builds");
 #else
-    return file_change(where, op);
+    /* held from the lock file's open to its close: no fork() in between
+     * (fork_prepare), so no child inherits the flock'd description */
+    nspv2_mutex_lock(&write_lock);
+    rc = file_change(where, op);
+    nspv2_mutex_unlock(&write_lock);
+    return rc;
 #endif
 }
 

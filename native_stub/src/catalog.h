@@ -40,6 +40,17 @@
  * never overwritten (a write fails the same way).
  * Limits: NSPV2_CATALOG_MAX_PROVIDERS entries, identifiers up to
  * NSPV2_CATALOG_MAX_IDENTIFIER_CHARS, blobs up to NSPV2_CATALOG_MAX_BLOB_BYTES.
+ *
+ * Locks and files (POSIX): the catalog is opened O_NONBLOCK and must be a
+ * regular file (a FIFO, folder, socket or device there fails reads and
+ * writes with WSANO_RECOVERY at once instead of blocking); the lock is
+ * opened O_NOFOLLOW (a symbolic link there is refused, WSANO_RECOVERY) and
+ * taken with LOCK_NB retries until NSPV2_CATALOG_LOCK_TIMEOUT_MS; every
+ * descriptor is close-on-exec. Within a process one file change runs at a
+ * time, and fork() waits for the change in progress (a pthread_atfork
+ * handler takes the writer's mutex and the catalog's other locks, and
+ * releases them in parent and child): a child forked without exec never
+ * holds the flock nor any catalog lock.
  */
 #ifndef NSPV2_CATALOG_H
 #define NSPV2_CATALOG_H
@@ -54,6 +65,13 @@
 #define NSPV2_CATALOG_MAX_IDENTIFIER_CHARS 1024u
 #define NSPV2_CATALOG_MAX_BLOB_BYTES 65536u
 #define NSPV2_CATALOG_MEMORY ":memory:"
+/* How long a writer waits for "<catalog>.lock" held by another process
+ * before failing with WSANO_RECOVERY ("the catalog is locked by another
+ * writer (<catalog>.lock)..."): a stopped or hung installer never blocks
+ * the others for longer. Test hook: NSPV2_TEST_CATALOG_LOCK_MS=N (1 ..
+ * 600000) replaces it, like NSPV2_TEST_CATALOG_PAUSE_MS=N, which makes a
+ * writer sleep N ms after writing half of the temporary file. */
+#define NSPV2_CATALOG_LOCK_TIMEOUT_MS 10000u
 
 /* NAPI_PROVIDER_LEVEL */
 #define NSPV2_LEVEL_NONE 0u
@@ -115,7 +133,9 @@ const nspv2_cat_entry *nspv2_catalog_find(const nspv2_catalog *c, const GUID *id
  *   enable: NULL -> WSAEFAULT; unknown -> WSAEINVAL; already in that
  *     state -> 0 (no write).
  *   Any: corrupt file -> WSANO_RECOVERY; the folder cannot be created or
- *     written, or the lock taken -> WSANO_RECOVERY (text says which). */
+ *     written, or the lock taken within NSPV2_CATALOG_LOCK_TIMEOUT_MS, or the
+ *     path or its lock is not a regular file -> WSANO_RECOVERY (text says
+ *     which). */
 int nspv2_catalog_install(const WCHAR *identifier, DWORD name_space, DWORD version,
                           const GUID *id, const BLOB *info);
 int nspv2_catalog_uninstall(const GUID *id);

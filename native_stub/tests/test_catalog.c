@@ -5,7 +5,9 @@
  * same words as nspv2.sdk.nsemail), the route order and the NextEx
  * stepping rules; on POSIX also the file: round trip, corrupt files,
  * concurrent writers in 8 processes, the reader's cache, a writer killed
- * mid-write (NSPV2_TEST_CATALOG_PAUSE_MS) and stale temporary files.
+ * mid-write (NSPV2_TEST_CATALOG_PAUSE_MS) and stale temporary files, a
+ * fork() during a write, the writers' lock deadline (NSPV2_TEST_CATALOG_LOCK_MS),
+ * a FIFO at the catalog's path and a symbolic link as its lock.
  */
 #include "test_support.h"
 
@@ -15,6 +17,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -1182,6 +1185,224 @@ TEST(test_catalog_file_killed_writer)
     rm_tree(tmp_root);
 }
 
+/* Milliseconds since start (CLOCK_MONOTONIC). */
+static uint64_t ms_since(uint64_t start_ns) { return (nspv2_now_ns() - start_ns) / 1000000u; }
+
+typedef struct paused_install {
+    GUID id;
+    int rc;
+} paused_install;
+
+static void paused_install_thread(void *arg)
+{
+    paused_install *p = arg;
+    p->rc = WSCInstallNameSpaceEx(W("paused"), NULL, NS_DNS, 1, &p->id, NULL);
+}
+
+/* A fork() (no exec) from one thread while another is inside a write: the
+ * child must not keep the writers' lock (flock belongs to the open file
+ * description it would inherit), and must find no catalog lock held. The
+ * fork waits for the write to end; the next writer in the parent finishes
+ * at once, though the child lives on. */
+TEST(test_catalog_file_fork_mid_write)
+{
+    if (make_tmp_root())
+        return;
+    char path[700], tmp[760];
+    snprintf(path, sizeof path, "%s/catalog", tmp_root);
+    CHECK_OK(nspv2_catalog_set_path(path));
+    paused_install p = {gid(701), -1};
+    setenv("NSPV2_TEST_CATALOG_PAUSE_MS", "800", 1);
+    nspv2_thread t;
+    if (nspv2_thread_create(&t, paused_install_thread, &p) != 0) {
+        CHECK(!"thread");
+        unsetenv("NSPV2_TEST_CATALOG_PAUSE_MS");
+        return;
+    }
+    /* mid-write: the temporary file has its first half */
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    struct stat st;
+    int seen = 0;
+    for (int i = 0; i < 400 && !seen; i++) {
+        if (stat(tmp, &st) == 0 && st.st_size > 0)
+            seen = 1;
+        else
+            nspv2_sleep_ms(5);
+    }
+    CHECK(seen);
+    pid_t kid = fork();
+    if (kid == 0) {
+        alarm(8); /* a child that cannot finish must not outlive the test run */
+        unsetenv("NSPV2_TEST_CATALOG_PAUSE_MS");
+        /* no catalog lock inherited held: the child can write and read */
+        GUID g = gid(703);
+        int rc = WSCInstallNameSpaceEx(W("child"), NULL, NS_DNS, 1, &g, NULL);
+        nspv2_catalog *c = NULL;
+        int src = nspv2_catalog_snapshot(&c);
+        nspv2_catalog_release(c);
+        nspv2_sleep_ms(3000); /* a forked worker that lives on */
+        _exit(rc == 0 && src == 0 ? 0 : 1);
+    }
+    CHECK(kid > 0);
+    nspv2_thread_join(t);
+    unsetenv("NSPV2_TEST_CATALOG_PAUSE_MS");
+    CHECK(p.rc == NO_ERROR);
+    GUID b = gid(702);
+    uint64_t t0 = nspv2_now_ns();
+    CHECK_OK(WSCInstallNameSpaceEx(W("after"), NULL, NS_DNS, 1, &b, NULL));
+    uint64_t took = ms_since(t0);
+    CHECK(took < 2000);
+    if (took >= 2000)
+        printf("  the install after the fork took %llu ms\n", (unsigned long long)took);
+    if (kid > 0) {
+        int status = 0;
+        /* the child's own install has had time to finish; stop its sleep */
+        for (int i = 0; i < 200; i++) {
+            nspv2_catalog *c = NULL;
+            int done = nspv2_catalog_snapshot(&c) == 0 && c && c->n == 3;
+            nspv2_catalog_release(c);
+            if (done)
+                break;
+            nspv2_sleep_ms(10);
+        }
+        kill(kid, SIGTERM);
+        CHECK(waitpid(kid, &status, 0) == kid);
+    }
+    nspv2_catalog *c = NULL;
+    CHECK(nspv2_catalog_snapshot(&c) == 0);
+    GUID g703 = gid(703);
+    CHECK(c && c->n == 3 && nspv2_catalog_find(c, &p.id) && nspv2_catalog_find(c, &b) &&
+          nspv2_catalog_find(c, &g703));
+    nspv2_catalog_release(c);
+    use_memory();
+    rm_tree(tmp_root);
+}
+
+/* The writers' lock held by another process (here a child that flocks it
+ * and sleeps; a stopped installer is the same): a writer gives up at the
+ * deadline (NSPV2_TEST_CATALOG_LOCK_MS shortens it for the test) with
+ * WSANO_RECOVERY, and writes again once the holder is gone. */
+TEST(test_catalog_file_lock_deadline)
+{
+    if (make_tmp_root())
+        return;
+    char path[700], lockp[720];
+    snprintf(path, sizeof path, "%s/catalog", tmp_root);
+    snprintf(lockp, sizeof lockp, "%s.lock", path);
+    CHECK_OK(nspv2_catalog_set_path(path));
+    GUID a = gid(801), b = gid(802);
+    CHECK_OK(WSCInstallNameSpaceEx(W("a"), NULL, NS_DNS, 1, &a, NULL));
+    int pfd[2];
+    CHECK(pipe(pfd) == 0);
+    pid_t kid = fork();
+    if (kid == 0) {
+        alarm(20);
+        close(pfd[0]);
+        int fd = open(lockp, O_RDWR);
+        if (fd < 0 || flock(fd, LOCK_EX) != 0)
+            _exit(1);
+        if (write(pfd[1], "L", 1) != 1)
+            _exit(1);
+        nspv2_sleep_ms(5000); /* killed before */
+        _exit(0);
+    }
+    CHECK(kid > 0);
+    close(pfd[1]);
+    char ch = 0;
+    CHECK(kid > 0 && read(pfd[0], &ch, 1) == 1 && ch == 'L');
+    close(pfd[0]);
+    setenv("NSPV2_TEST_CATALOG_LOCK_MS", "300", 1);
+    uint64_t t0 = nspv2_now_ns();
+    CHECK_ERR(WSCInstallNameSpaceEx(W("b"), NULL, NS_DNS, 1, &b, NULL), WSANO_RECOVERY);
+    uint64_t took = ms_since(t0);
+    CHECK(took >= 300 && took < 2000);
+    const char *why = nspv2_catalog_error_text();
+    CHECK(strstr(why, "locked by another writer") != NULL && strstr(why, lockp) != NULL);
+    if (!strstr(why, "locked by another writer"))
+        printf("  error text: %s (after %llu ms)\n", why, (unsigned long long)took);
+    CHECK_ERR(WSCUnInstallNameSpace(&a), WSANO_RECOVERY);
+    CHECK_ERR(WSCEnableNSProvider(&a, FALSE), WSANO_RECOVERY);
+    /* readers take no lock */
+    nspv2_catalog *c = NULL;
+    CHECK(nspv2_catalog_snapshot(&c) == 0 && c && c->n == 1);
+    nspv2_catalog_release(c);
+    if (kid > 0) {
+        kill(kid, SIGKILL);
+        int status = 0;
+        CHECK(waitpid(kid, &status, 0) == kid && WIFSIGNALED(status));
+    }
+    CHECK_OK(WSCInstallNameSpaceEx(W("b"), NULL, NS_DNS, 1, &b, NULL));
+    unsetenv("NSPV2_TEST_CATALOG_LOCK_MS");
+    use_memory();
+    rm_tree(tmp_root);
+}
+
+/* Each catalog call on the current location, in a child process with an
+ * alarm (a call that blocks forever is a failed check, not a hung run).
+ * The child exits 0 when every call failed with WSANO_RECOVERY and an error
+ * text containing want; the parent reports the time taken. */
+static void expect_refused_in_child(const char *want, uint64_t *took_ms)
+{
+    uint64_t t0 = nspv2_now_ns();
+    pid_t kid = fork();
+    if (kid == 0) {
+        alarm(5);
+        int bad = 0;
+        DWORD len = 0;
+        GUID g = gid(901);
+        if (WSAEnumNameSpaceProvidersExW(&len, NULL) != SOCKET_ERROR ||
+            WSAGetLastError() != WSANO_RECOVERY || !strstr(nspv2_catalog_error_text(), want))
+            bad |= 2;
+        if (WSCInstallNameSpaceEx(W("g"), NULL, NS_DNS, 1, &g, NULL) != SOCKET_ERROR ||
+            WSAGetLastError() != WSANO_RECOVERY || !strstr(nspv2_catalog_error_text(), want))
+            bad |= 4;
+        if (bad)
+            printf("  child: %s\n", nspv2_catalog_error_text());
+        fflush(stdout);
+        _exit(bad);
+    }
+    CHECK(kid > 0);
+    int status = 0;
+    CHECK(kid > 0 && waitpid(kid, &status, 0) == kid);
+    *took_ms = ms_since(t0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (!WIFEXITED(status))
+        printf("  child killed by signal %d (blocked)\n", WTERMSIG(status));
+}
+
+/* A FIFO (or any file that is not a regular one) at the catalog's path:
+ * readers and writers fail at once with WSANO_RECOVERY instead of blocking
+ * in open(). A symbolic link at "<catalog>.lock" is refused, not followed. */
+TEST(test_catalog_file_not_regular)
+{
+    if (make_tmp_root())
+        return;
+    char path[700], lockp[720], target[720];
+    snprintf(path, sizeof path, "%s/catalog", tmp_root);
+    CHECK_OK(nspv2_catalog_set_path(path));
+    CHECK(mkfifo(path, 0600) == 0);
+    uint64_t took = 0;
+    expect_refused_in_child("not a regular file", &took);
+    CHECK(took < 2000);
+    unlink(path);
+    /* a symbolic link as the lock */
+    snprintf(lockp, sizeof lockp, "%s.lock", path);
+    snprintf(target, sizeof target, "%s/elsewhere", tmp_root);
+    unlink(lockp); /* the refused writer made it */
+    CHECK(symlink(target, lockp) == 0);
+    GUID g = gid(902);
+    CHECK_ERR(WSCInstallNameSpaceEx(W("g"), NULL, NS_DNS, 1, &g, NULL), WSANO_RECOVERY);
+    CHECK(strstr(nspv2_catalog_error_text(), "symbolic link") != NULL &&
+          strstr(nspv2_catalog_error_text(), lockp) != NULL);
+    struct stat st;
+    CHECK(lstat(target, &st) != 0); /* not created through the link */
+    CHECK(lstat(path, &st) != 0);   /* nothing written */
+    unlink(lockp);
+    CHECK_OK(WSCInstallNameSpaceEx(W("g"), NULL, NS_DNS, 1, &g, NULL));
+    use_memory();
+    rm_tree(tmp_root);
+}
+
 #endif /* !_WIN32 */
 
 void run_catalog_tests(void)
@@ -1199,6 +1420,9 @@ void run_catalog_tests(void)
     RUN(test_catalog_file_concurrent);
     RUN(test_catalog_file_cache);
     RUN(test_catalog_file_killed_writer);
+    RUN(test_catalog_file_fork_mid_write);
+    RUN(test_catalog_file_lock_deadline);
+    RUN(test_catalog_file_not_regular);
 #endif
     use_memory();
 }
