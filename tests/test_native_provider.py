@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nspv2 import NS, Host, QuerySet, WinsockError, WSAError
+from nspv2 import LUP, NS, Host, QuerySet, WinsockError, WSAError
 from nspv2.host import NativeProvider, NativeProviderError, NativeTable, library_path
 from nspv2.host.native import host_copies
 from tests.loaderbuild import build
@@ -141,17 +141,20 @@ def test_two_providers_two_tables(lib: Path, host: Host) -> None:
             for pid in (loader_id(1), loader_id(2)):
                 [r] = client.lookup(QuerySet("carol@example.com", provider_id=pid))
                 assert r.comment == "listed"
-            # NS_EMAIL reaches both
-            assert len(client.lookup("carol@example.com")) == 2
+            # NS_EMAIL: the first in catalog order answers; non-authoritative, both do
+            assert len(client.lookup("carol@example.com")) == 1
+            every = LUP.LUP_RETURN_ALL | LUP.LUP_NON_AUTHORITATIVE
+            assert len(client.lookup("carol@example.com", every)) == 2
     assert provider.exit_code == 0
     assert not {loader_id(1), loader_id(2)} & set(advertised(host))
 
 
 def test_install_records_namespace_identifier_and_blob(lib: Path) -> None:
-    args = ["--install", "Loader NSP", "--namespace", str(int(NS.NS_EMAIL)), "--blob"]
+    # NS_DNS: the catalog keeps any blob of it as given (an NS_EMAIL one must follow nsemail.h)
+    args = ["--install", "Loader NSP", "--namespace", str(int(NS.NS_DNS)), "--blob"]
     with NativeProvider.load(lib, args=args) as provider:
         [table] = provider.tables
-        assert table.namespace == NS.NS_EMAIL
+        assert table.namespace == NS.NS_DNS
         assert table.blob == b"loader-blob"
         assert table.name == "Loader NSP"
 

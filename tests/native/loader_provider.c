@@ -8,7 +8,11 @@
  *   --count N         advertise N providers (ids ...-000000000001 .. N)
  *   --null-slots      Startup, Cleanup, SetServiceEx and Rundown left NULL
  *   --install NAME    WSCInstallNameSpaceEx(NAME, --namespace NS) first, with
- *                     the blob "loader-blob" when --blob is given
+ *                     the blob "loader-blob" when --blob is given (failing:
+ *                     return 67). Without it each provider not in the
+ *                     catalog yet is installed without identifier or blob
+ *                     (an advertise needs it: WSAEINVALIDPROVIDER), and
+ *                     what it installed is uninstalled at the end
  *   --return N        return N at once, advertising nothing
  *   --block           advertise nothing, wait for the close event
  *   --leave           on close, return without unadvertising
@@ -448,7 +452,16 @@ int main(int argc, char **argv)
     }
     int rc = 0;
     int advertised = 0;
+    int ours[MAX_PROVIDERS] = {0}; /* installed here without --install */
     if (!block) {
+        for (int i = install ? 1 : 0; i < count; i++) {
+            if (WSCInstallNameSpaceEx(NULL, NULL, name_space, 1, &ids[i], NULL) == NO_ERROR)
+                ours[i] = 1;
+            else if (WSAGetLastError() != WSANO_RECOVERY) { /* WSANO_RECOVERY: installed */
+                rc = 67;
+                goto out;
+            }
+        }
         if (install) {
             WCHAR wname[NAME_CHARS];
             to_wide(install, wname, NAME_CHARS);
@@ -473,6 +486,8 @@ int main(int argc, char **argv)
 out:
     for (int i = 0; i < advertised; i++) unadvertise(&ids[i]);
     if (install && !leave) WSCUnInstallNameSpace(&ids[0]);
+    for (int i = 0; i < count; i++)
+        if (ours[i] && !leave) WSCUnInstallNameSpace(&ids[i]);
     if (handler) SetConsoleCtrlHandler(on_console, FALSE);
     return rc;
 }
