@@ -468,7 +468,7 @@ def _failed(args: argparse.Namespace, what: str, exc: WinsockError) -> int:
         text += f": {exc.message}"
     elif exc.message and ": " in exc.message:  # WinsockClient: the library's explanation
         why = exc.message.split(": ", 1)[1]
-        if why != _PROVIDERS_ANSWER:  # the code alone says it
+        if not why.endswith(_PROVIDERS_ANSWER):  # the code alone says it
             text += f": {why}"
     return fail(args, text, EXIT_PROBLEMS, code=exc.code)
 
