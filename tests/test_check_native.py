@@ -118,7 +118,6 @@ BREAKS = {
     "BREAK_WRONG_SIZE": (SIZES, "result missing"),
     "BREAK_NO_COMPLETION": (new.COMPLETED_ONCE, "never completed"),
     "BREAK_DOUBLE_COMPLETION": (new.COMPLETED_ONCE, "completed twice"),
-    "BREAK_BAD_BLOB": (new.INSTALL_BLOB, "is not a multiple of 4"),
     "BREAK_NO_LAST_ERROR": (new.LAST_ERROR, "SOCKET_ERROR with no last error"),
     "BREAK_END_FREES_TWICE": (ENDED_HANDLE, "killed by SIGABRT"),
     "BREAK_CRASH_IN_NEXT": (SIZES, "killed by SIGSEGV"),
@@ -144,6 +143,19 @@ def test_each_broken_provider_fails_its_rule(native_lib: NativeLib, brk: str) ->
         assert "Traceback (most recent call last)" not in err
         for later in (new.RESTRICTIONS_UNTOUCHED, new.INSTALL_BLOB):
             assert found[later]["status"] == "pass", found[later]
+
+
+def test_a_native_provider_with_a_bad_blob_cannot_install_so_cannot_advertise(
+    native_lib: NativeLib,
+) -> None:
+    """The catalog refuses an NS_EMAIL blob that breaks nsemail.h (WSAEINVAL,
+    the C check of nspv2_email_blob_check), so the provider is not installed
+    and its WSAAdvertiseProvider fails: check says so instead of checking it."""
+    lib = broken_provider(native_lib, "BREAK_BAD_BLOB")
+    code, out, err, _took = check("--native", str(lib), "--timeout", "4")
+    assert code == 1, out + err
+    assert "broken_provider: WSAAdvertiseProvider failed: 10105" in err  # WSAEINVALIDPROVIDER
+    assert "without advertising" in err and "Traceback" not in err
 
 
 def test_end_that_frees_twice_crashes_only_the_rules_that_end_twice(native_lib: NativeLib) -> None:

@@ -16,10 +16,12 @@ import pytest
 
 from nspv2 import NO_ERROR, Host, Provider, QuerySet, Session, WinsockError, WSAError
 from nspv2.examples.email import EmailDirectory
+from nspv2.host.catalog import Catalog
 from nspv2.sdk.winsock2 import SOCKET_ERROR, WSAQUERYSET2W
 from nspv2.testing import SlotHarness
 from nspv2.tools import rules
 from nspv2.tools.check import Rule
+from nspv2.tools.check_target import install_for_check
 
 from .broken_providers import EndAcceptsAnything, Good, Overruns
 
@@ -37,6 +39,8 @@ class Target:
         self.blob = cls.install_blob
         self.installed = self.blob is not None
         self._host = Host(timeout_ms=2000, auto_install=True)
+        # installed as check installs it: a blob the catalog refuses is left out
+        self._installed = install_for_check(cls, self.blob)
         self._host.advertise(self.python)
 
     def harness(self) -> SlotHarness:
@@ -52,6 +56,8 @@ class Target:
 
     def close(self) -> None:
         self._host.close()
+        if self._installed:
+            Catalog(self._host.winsock).uninstall(self.provider_id)
         assert self.python is not None
         self.python.close()
 

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..host.host import Host
 from ..provider.base import Provider
+from ..provider.errors import WinsockError
 from ..sdk.guiddef import GUID
-from ..sdk.winsock2 import SOCKET_ERROR
+from ..sdk.winsock2 import SOCKET_ERROR, WSAError
 from ..testing.harness import SlotHarness
 
 if TYPE_CHECKING:
@@ -205,11 +206,12 @@ class PythonTarget:
         self.timeout_ms = timeout_ms
         self.python: Provider | None = instantiate(cls)
         self._host = Host(timeout_ms=timeout_ms, auto_install=True)
+        self._installed_here = False
         try:
+            self._installed_here = install_for_check(cls, self.blob)
             self._host.advertise(self.python)
         except BaseException:
-            self._host.close()
-            self.python.close()
+            self.close()
             raise
 
     def harness(self) -> SlotHarness:
@@ -234,8 +236,35 @@ class PythonTarget:
         try:
             self._host.close()
         finally:
-            if self.python is not None:
-                self.python.close()
+            try:
+                if self._installed_here:
+                    self._installed_here = False
+                    from ..host.catalog import Catalog
+
+                    Catalog(self._host.winsock).uninstall(self.provider_id)
+            finally:
+                if self.python is not None:
+                    self.python.close()
+
+
+def install_for_check(cls: type[Provider], blob: bytes | None) -> bool:
+    """Install ``cls`` in the catalog in effect (check's own, in memory)
+    unless installed; True when installed here. A blob the catalog refuses
+    (an NS_EMAIL one that breaks nsemail.h: WSAEINVAL) is left out, so that
+    the other rules still exercise the provider; the blob rule reports it."""
+    from ..host.catalog import Catalog
+
+    catalog = Catalog()
+    if catalog.find(cls.provider_id) is not None:
+        return False
+    name = getattr(cls, "name", None) or cls.__name__
+    try:
+        catalog.install(cls.provider_id, int(cls.namespace), name, blob)
+    except WinsockError as exc:
+        if exc.code != WSAError.WSAEINVAL or blob is None:
+            raise
+        catalog.install(cls.provider_id, int(cls.namespace), name, None)
+    return True
 
 
 def exported_names(library: ctypes.CDLL, symbol: str) -> list[str] | None:
