@@ -24,6 +24,7 @@ from pathlib import Path
 from nspv2.examples.email import EmailDirectory
 from nspv2.provider.queryset import QuerySet
 from nspv2.provider.registry import Session
+from nspv2.sdk.nsemail import NAPI_PROVIDER_LEVEL, NAPI_PROVIDER_TYPE, InstallationBlob
 
 GATE_PREFIX = "gate"
 _lock = threading.Lock()
@@ -37,6 +38,15 @@ def _event(line: str) -> None:
 
 
 class GatedDirectory(EmailDirectory):
+    #: The example's domains, and a wildcard provider: the catalog also
+    #: routes names without a domain ("gate-...") to it.
+    install_blob = InstallationBlob(
+        NAPI_PROVIDER_TYPE.ProviderType_Application,
+        level=NAPI_PROVIDER_LEVEL.ProviderLevel_Primary,
+        wildcard=True,
+        domains=["example.com", "example.org"],
+    ).pack()
+
     def startup(self, session: Session) -> None:
         _event(f"startup {session.token}")
 

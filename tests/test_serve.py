@@ -201,6 +201,7 @@ def test_serve_rejects_bad_command_lines() -> None:
     assert both.returncode == 2 and "not both" in both.stderr
     nothing = nspv2_cli("serve")
     assert nothing.returncode == 2 and "MODULE:CLASS" in nothing.stderr
+    assert nspv2_cli("install", "nspv2.examples.email:EmailDirectory").returncode == 0
     args = nspv2_cli("serve", "nspv2.examples.email:EmailDirectory", "--", "x")
     assert args.returncode == 2 and "--native" in args.stderr
     missing = nspv2_cli("serve", "no_such_module_here:Nope")
@@ -438,6 +439,9 @@ def test_root_is_not_special_unless_allowed(allow: bool, scratch: Scratch) -> No
         folder = base / "run"
         folder.mkdir(mode=0o700)
         os.chown(folder, SCRATCH_UID, SCRATCH_UID)
+        catalogs = base / "catalog"  # that user's catalog (the test's own is root's, 0700)
+        catalogs.mkdir(mode=0o700)
+        os.chown(catalogs, SCRATCH_UID, SCRATCH_UID)
         base.chmod(0o755)
         extra = ["--allow-uid", "0"] if allow else []
         with serving(
@@ -447,7 +451,7 @@ def test_root_is_not_special_unless_allowed(allow: bool, scratch: Scratch) -> No
             preexec=AS_SCRATCH,
             cwd=Path("/"),
             python=scratch.python,
-            env=scratch.env,
+            env={**(scratch.env or {}), "NSPV2_CATALOG": str(catalogs / "catalog")},
         ) as served:
             status = json.loads(
                 subprocess.run(
@@ -856,6 +860,9 @@ def test_the_server_survives_fuzzed_frames_while_serving_others() -> None:
 
 def test_serve_native_email_example(native_lib: NativeLib) -> None:
     library = email_provider(native_lib)
+    # --no-install: its entry point does not install it, so it is installed first
+    installed = nspv2_cli("install", "--native", f"{library}:main")
+    assert installed.returncode == 0, installed.stderr
     with serving("--native", f"{library}:main", "--", "--no-install") as served:
         # past a few of serve's checks on the entry point (every 0.5 s): it
         # once crashed there (TypeError) and stopped the server

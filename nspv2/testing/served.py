@@ -189,10 +189,15 @@ def _catalog_child() -> None:
 
 
 def _run_catalog_child(
-    verb: str, arg: str, env: dict[str, str], cwd: str | os.PathLike[str] | None, python: str
+    verb: str,
+    arg: str,
+    env: dict[str, str],
+    cwd: str | os.PathLike[str] | None,
+    python: str,
+    preexec: Sequence[str] = (),
 ) -> str:
     done = subprocess.run(
-        [python, "-c", _CATALOG_CHILD, verb, arg],
+        [*preexec, python, "-c", _CATALOG_CHILD, verb, arg],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -212,12 +217,15 @@ def install_provider(
     env: dict[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     python: str = sys.executable,
+    preexec: Sequence[str] = (),
 ) -> str | None:
     """Install the Python provider ``spec`` (MODULE:CLASS, or a .py file
     with :CLASS) in the catalog of a process with ``env`` (os.environ when
-    None) and ``cwd``, as ``Host(auto_install=True)`` does, unless it is
-    installed. Its GUID when this call installed it, else None."""
-    out = _run_catalog_child("install", spec, dict(os.environ if env is None else env), cwd, python)
+    None) and ``cwd``, run with the command prefix ``preexec`` (the server's
+    user), as ``Host(auto_install=True)`` does, unless it is installed. Its
+    GUID when this call installed it, else None."""
+    base = dict(os.environ if env is None else env)
+    out = _run_catalog_child("install", spec, base, cwd, python, preexec)
     doc = json.loads(out.strip().splitlines()[-1])
     return str(doc["provider_id"]) if doc["installed"] else None
 
@@ -227,11 +235,12 @@ def uninstall_provider(
     *,
     env: dict[str, str] | None = None,
     python: str = sys.executable,
+    preexec: Sequence[str] = (),
+    cwd: str | os.PathLike[str] | None = None,
 ) -> None:
     """Uninstall ``provider_id`` from the catalog of a process with ``env``."""
-    _run_catalog_child(
-        "uninstall", provider_id, dict(os.environ if env is None else env), None, python
-    )
+    base = dict(os.environ if env is None else env)
+    _run_catalog_child("uninstall", provider_id, base, cwd, python, preexec)
 
 
 def _native(spec: str, args: Sequence[str]) -> bool:
@@ -279,7 +288,9 @@ def serving(
     installed: str | None = None
     try:
         if install and not _native(spec, args):
-            installed = install_provider(spec, env=server_env, cwd=cwd, python=python)
+            installed = install_provider(
+                spec, env=server_env, cwd=cwd, python=python, preexec=preexec
+            )
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=cwd, env=server_env
@@ -301,6 +312,6 @@ def serving(
             stop_process(proc)
         shutil.rmtree(base, ignore_errors=True)
         if installed is not None:
-            uninstall_provider(installed, env=server_env, python=python)
+            uninstall_provider(installed, env=server_env, python=python, preexec=preexec, cwd=cwd)
         if own_folder:
             shutil.rmtree(folder, ignore_errors=True)
