@@ -155,3 +155,53 @@ def test_plain_host_advertises_what_is_installed_and_leaves_it_installed() -> No
             assert installed(host)
         finally:
             uninstall_by_hand(host)
+
+
+PID2 = uuid.UUID("aaaaaaaa-0000-4000-8000-00000000c502")
+
+
+class There(Here):
+    provider_id = PID2
+    name = "There directory"
+
+
+def test_auto_install_uninstalls_even_when_the_unadvertise_fails() -> None:
+    """Another Host of the process unadvertised the provider first: this
+    Host's unadvertise fails (WSAEINVAL from the host), yet what it installed
+    is uninstalled; close() goes on through every provider, then raises the
+    first failure."""
+    owner = Host(auto_install=True)
+    other = Host()
+    owner.advertise(Here())
+    owner.advertise(There())
+    assert installed(owner) and installed(owner, PID2)
+    other.unadvertise(PID)  # the host forgets PID: owner's own unadvertise will fail
+    with pytest.raises(WinsockError) as failed:
+        owner.close()
+    assert failed.value.code == WSAError.WSAEINVAL
+    assert not installed(owner)  # uninstalled although its unadvertise failed
+    assert not installed(owner, PID2)  # the provider after the failing one: done too
+    assert owner.advertised == {}
+    with Host() as host:  # PID2 was really unadvertised: a new advertise is not "already"
+        install_by_hand(host, PID2)
+        try:
+            host.advertise(There())
+        finally:
+            host.close()
+            uninstall_by_hand(host, PID2)
+
+
+def test_catalog_failures_carry_the_hosts_explanation(catalog_path: Path) -> None:
+    """A corrupt catalog file: WSAAdvertiseProvider (and auto_install's
+    WSCInstallNameSpaceEx) fail with WSANO_RECOVERY, and the message says
+    which file and line, as nspv2_catalog_error_text does."""
+    catalog_path.write_text("nspv2-catalog 1\ngarbage\n")
+    for auto in (False, True):
+        with Host(auto_install=auto) as host:
+            with pytest.raises(WinsockError) as failed:
+                host.advertise(Here())
+            assert failed.value.code == WSAError.WSANO_RECOVERY
+            message = str(failed.value)
+            what = "WSCInstallNameSpaceEx (auto_install)" if auto else "WSAAdvertiseProvider"
+            assert what in message, message
+            assert str(catalog_path) in message and "line 2" in message, message

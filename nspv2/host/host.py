@@ -71,6 +71,23 @@ _INVALID_PROVIDER = int(WSAError.WSAEINVALIDPROVIDER)
 _ALREADY_INSTALLED = (int(WSAError.WSANO_RECOVERY), int(WSAError.WSAEALREADY))
 
 
+#: WSAAdvertiseProvider's checks of its arguments, made before it reads the
+#: catalog: the catalog's error text is then an older call's, not shown.
+_ARGUMENT_CHECKS = (_EFAULT, int(WSAError.WSAEINVAL), int(WSAError.WSAEALREADY))
+
+
+def _with_catalog_text(native: object, what: str) -> str:
+    """``what``, with the host's explanation of this thread's last catalog
+    failure (nspv2_catalog_error_text) when the library has it and it says
+    something, as :class:`nspv2.host.catalog.Catalog` reports."""
+    try:
+        raw = getattr(native, "nspv2_catalog_error_text")()  # noqa: B009 - older hosts lack it
+    except Exception:  # a host library without it: the code alone
+        return what
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
+    return f"{what}: {text}" if text else what
+
+
 def _not_installed(provider_id: uuid.UUID, name: str | None) -> str:
     """The message of WSAAdvertiseProvider's WSAEINVALIDPROVIDER."""
     who = f"{name} ({provider_id})" if name else str(provider_id)
@@ -240,7 +257,9 @@ class Host:
         self.close()
 
     def close(self) -> None:
-        """Close the sessions it opened, unadvertise what it advertised."""
+        """Close the sessions it opened, unadvertise what it advertised:
+        every provider, even when one fails (each uninstalled when this Host
+        installed it); then the first failure is raised again."""
         with self._lock:
             sessions, self.sessions = self.sessions, []
         for session in sessions:
@@ -251,8 +270,14 @@ class Host:
                     pass
         with self._lock:
             pids = list(self.advertised)
+        first: Exception | None = None
         for pid in pids:
-            self.unadvertise(pid)
+            try:
+                self.unadvertise(pid)
+            except Exception as exc:  # the rest are still unadvertised
+                first = first or exc
+        if first is not None:
+            raise first
 
     def set_timeout(self, timeout_ms: int) -> None:
         """How long the host waits for WSAProviderCompleteAsyncCall."""
@@ -341,7 +366,10 @@ class Host:
                 code = self.winsock.last_error()
                 if code == _INVALID_PROVIDER:
                     raise WinsockError(code, _not_installed(provider_id, name))
-                raise WinsockError(code, "WSAAdvertiseProvider")
+                what = "WSAAdvertiseProvider"
+                if code not in _ARGUMENT_CHECKS:  # the catalog was read: its text is this call's
+                    what = _with_catalog_text(self.native, what)
+                raise WinsockError(code, what)
         except BaseException:
             # Undo what was done, whatever failed (a Winsock error, an
             # exception or an interrupt between the two calls): what this
@@ -376,14 +404,19 @@ class Host:
             if provider is not None
             else contextlib.nullcontext()
         )
-        with running_down:
-            # Retires the table in the process registry: unadvertised, but a
-            # call may be in flight and a Rundown or End deferred past it, so
-            # it is held until the host says it is done.
-            self.winsock.unadvertise(pid)
-        if entry is not None and entry.installed_here:
-            guid = entry.guid
-            self.winsock.WSCUnInstallNameSpace(ctypes.byref(guid))
+        try:
+            with running_down:
+                # Retires the table in the process registry: unadvertised, but a
+                # call may be in flight and a Rundown or End deferred past it, so
+                # it is held until the host says it is done.
+                self.winsock.unadvertise(pid)
+        finally:
+            # What this Host installed is uninstalled even when the host
+            # refused the unadvertise (another Host of the process did it,
+            # or the host was reset).
+            if entry is not None and entry.installed_here:
+                guid = entry.guid
+                self.winsock.WSCUnInstallNameSpace(ctypes.byref(guid))
 
     def _installed(self, guid: GUID) -> bool:
         """``guid`` is in the catalog in effect (nspv2_host_installed)."""
@@ -413,7 +446,9 @@ class Host:
             # `nspv2 install`): theirs, not uninstalled by this Host.
             if code in _ALREADY_INSTALLED and self._installed(guid):
                 return False
-            raise WinsockError(code, "WSCInstallNameSpaceEx (auto_install)")
+            raise WinsockError(
+                code, _with_catalog_text(self.native, "WSCInstallNameSpaceEx (auto_install)")
+            )
         return True
 
     def advertise_reference_provider(self) -> uuid.UUID:
