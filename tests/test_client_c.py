@@ -338,8 +338,10 @@ def test_session_ends_cleanup_on_last_wsacleanup_rundown_on_exit(programs: dict[
         with driver(programs["client_driver"], env) as d:
             assert d.do("startup") == "ok 2.2"
             # both sessions' names are signed out
-            assert d.do("lookup erin@example.com") == f"err {WSASERVICE_NOT_FOUND} " + (
-                "the provider process answered with this error"
+            assert re.fullmatch(
+                rf"err {WSASERVICE_NOT_FOUND} no provider answered: provider [0-9a-f-]{{36}} "
+                rf"\(pid {served.pid}\): its Begin failed with error {WSASERVICE_NOT_FOUND}",
+                d.do("lookup erin@example.com"),
             )
             assert d.do("next-bad").startswith(f"err {int(WSAError.WSA_INVALID_HANDLE)} ")
             assert d.do("abandon") == "ok"
@@ -347,7 +349,13 @@ def test_session_ends_cleanup_on_last_wsacleanup_rundown_on_exit(programs: dict[
                 rf"session of client #\d+ \(pid {d.proc.pid}\) ended: rundown, "
                 r"OTHER_COMMUNICATION_ERROR"
             )
-            assert d.do("lookup erin@example.com").startswith(f"err {WSAECONNRESET} ")
+            # the abandoned connection's provider is routed to and dropped
+            assert re.fullmatch(
+                rf"err {WSASERVICE_NOT_FOUND} no provider answered: provider [0-9a-f-]{{36}} "
+                rf"\(pid {served.pid}\): the connection to provider process {served.pid} was "
+                r"lost earlier: the connection was abandoned \(nspv2_client_abandon\)",
+                d.do("lookup erin@example.com"),
+            )
         assert served.count_log(r"ended: cleanup") == 1
 
 

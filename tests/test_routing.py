@@ -342,12 +342,17 @@ def test_a_lost_connection_fails_its_parts_until_the_last_cleanup(
         assert re.fullmatch(r"ok state=1 .*providers=2 .*", d.do("info"))
         assert d.do("abandon") == "ok"
         assert d.do("info").startswith("ok state=2 ")
+        # routed to both lost connections' providers, neither begun: not
+        # found, the text giving the first one's cause
         lost = d.do(f"lookupx alice@example.com {NS_EMAIL} {ALL}")
         assert re.fullmatch(
-            rf"err {WSAECONNRESET} the connection to provider process \d+ was lost earlier: "
+            rf"err {WSASERVICE_NOT_FOUND} no provider answered: provider {rp.Primary.provider_id} "
+            rf"\(pid \d+\): the connection to provider process \d+ was lost earlier: "
             r"the connection was abandoned \(nspv2_client_abandon\)",
             lost,
         ), lost
+        # registration is not a lookup: the first error
+        assert d.do("register x@example.com").startswith(f"err {WSAECONNRESET} ")
         # abandoned connections are not retried, however long one waits
         time.sleep(RETRY_S + 0.2)
         assert d.do(f"lookupx alice@example.com {NS_EMAIL} {ALL}") == lost

@@ -947,9 +947,11 @@ static void lost_earlier(const conn *c, char *out)
  * holding no lookup part dropped; a connection lost while its server lives
  * connected again, a new session, once no lookup has a part on it, it was
  * not abandoned, and its retry time has come). NO_ERROR when some live
- * server is connected or lost (its parts then fail); else the code (text
- * set): no server, the folder refused, or why none could be connected. */
-static int routed_refresh(void)
+ * server is connected, or (lost_routes) when every live server's
+ * connection is lost and none failed to connect (routed to, their
+ * providers then fail); else the code (text set): no server, the folder
+ * refused, why none could be connected, or that a connection was lost. */
+static int routed_refresh(int lost_routes)
 {
     found_server *live;
     size_t n;
@@ -1021,6 +1023,8 @@ static int routed_refresh(void)
         set_text("%s", NO_SERVER);
         return WSASERVICE_NOT_FOUND;
     }
+    if (lost_routes)
+        return NO_ERROR;
     lost_earlier(lost, first_text);
     set_text("%s", first_text);
     return WSAECONNRESET;
@@ -1357,10 +1361,23 @@ NSPV2_CLIENT_API int WSAAPI WSACleanup(void)
     return 0;
 }
 
-/* Routed WSALookupServiceBeginW: call_lock held; leaves it. */
+/* Record, for a routed Begin, why provider id (served by c) was dropped:
+ * "provider {id} (pid N): why", the first one kept. */
+static void note_dropped(lookup *lk, const GUID *id, const conn *c, int rc, const char *why)
+{
+    char g_text[40];
+    char text[TEXT_MAX];
+    guid_text(id, g_text);
+    snprintf(text, sizeof text, "provider %s (pid %ld): %.900s", g_text, c->found_pid, why);
+    note(&lk->note_code, lk->note, rc, text);
+}
+
+/* Routed WSALookupServiceBeginW: call_lock held; leaves it. Every routed
+ * provider's Begin; those that fail are dropped, and when none is left the
+ * lookup fails with WSASERVICE_NOT_FOUND, the first failure in the text. */
 static INT routed_begin(const WSAQUERYSETW *qs, DWORD flags, LPHANDLE lphLookup)
 {
-    int code = routed_refresh();
+    int code = routed_refresh(1);
     GUID *ids = NULL;
     size_t n = 0;
     if (code == NO_ERROR)
@@ -1389,7 +1406,7 @@ static INT routed_begin(const WSAQUERYSETW *qs, DWORD flags, LPHANDLE lphLookup)
             if (c->state != ST_UP) {
                 char why[TEXT_MAX];
                 lost_earlier(c, why);
-                note(&lk->note_code, lk->note, WSAECONNRESET, why);
+                note_dropped(lk, &ids[i], c, WSAECONNRESET, why);
                 c = NULL;
                 break;
             }
@@ -1398,7 +1415,7 @@ static INT routed_begin(const WSAQUERYSETW *qs, DWORD flags, LPHANDLE lphLookup)
             code = query_set_send(c, &one, NSPV2_WIRE_LOOKUP_BEGIN, flags, 0, &rep, &frame);
             if (code == NO_ERROR)
                 break;
-            note(&lk->note_code, lk->note, code, error_text);
+            note_dropped(lk, &ids[i], c, code, error_text);
             if (c->state == ST_UP) {
                 c = NULL; /* not the transport's failure: not retried */
                 break;
@@ -1410,12 +1427,14 @@ static INT routed_begin(const WSAQUERYSETW *qs, DWORD flags, LPHANDLE lphLookup)
         uint64_t remote = rep.handle;
         free(frame);
         if (rc != NO_ERROR) {
-            note(&lk->note_code, lk->note, rc, ANSWERED);
+            char why[64];
+            snprintf(why, sizeof why, "its Begin failed with error %d", rc);
+            note_dropped(lk, &ids[i], c, rc, why);
             continue;
         }
         if (!remote) {
             lose(c, WSAECONNRESET, "the provider process answered a lookup with handle 0");
-            note(&lk->note_code, lk->note, WSAECONNRESET, c->lost_text);
+            note_dropped(lk, &ids[i], c, WSAECONNRESET, c->lost_text);
             continue;
         }
         lk->parts[lk->nparts++] = (part){c, remote, ids[i]};
@@ -1423,11 +1442,14 @@ static INT routed_begin(const WSAQUERYSETW *qs, DWORD flags, LPHANDLE lphLookup)
     }
     free(ids);
     if (lk->nparts == 0) {
-        code = lk->note_code ? lk->note_code : WSASERVICE_NOT_FOUND;
-        set_text("%s", lk->note_code ? lk->note : "no provider answered the lookup");
+        /* n >= 1 providers were routed; none's Begin succeeded */
+        if (lk->note_code)
+            set_text("no provider answered: %.980s", lk->note);
+        else
+            set_text("no provider answered the lookup");
         lookup_free(lk);
         leave();
-        return fail(code, NULL);
+        return fail(WSASERVICE_NOT_FOUND, NULL);
     }
     nspv2_route_cursor_init(&lk->cursor, lk->nparts, flags);
     uint64_t local = handle_add(lk);
@@ -1626,7 +1648,7 @@ NSPV2_CLIENT_API INT WSAAPI WSALookupServiceEnd(HANDLE hLookup)
 /* Routed WSASetServiceW: call_lock held; leaves it. */
 static INT routed_set(const WSAQUERYSETW *qs, WSAESETSERVICEOP op, DWORD flags)
 {
-    int code = routed_refresh();
+    int code = routed_refresh(0);
     GUID *ids = NULL;
     size_t n = 0;
     if (code == NO_ERROR)
@@ -1763,7 +1785,7 @@ NSPV2_CLIENT_API INT nspv2_client_connect(void)
     conn *c;
     if (enter(&c) != NO_ERROR)
         return SOCKET_ERROR;
-    int code = c ? NO_ERROR : routed_refresh();
+    int code = c ? NO_ERROR : routed_refresh(0);
     leave();
     return code == NO_ERROR ? ok() : fail(code, NULL);
 }

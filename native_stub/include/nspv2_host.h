@@ -164,7 +164,8 @@ NSPV2_HOST_API INT nspv2_session_start(uint64_t session_id, DWORD name_space,
  * docs/host.md "Routing"): lpNSProviderId (when not NULL, only that
  * provider), else dwNameSpace and, for NS_EMAIL, the name's domain
  * (primary, secondary, then wildcard providers; disabled ones never). A
- * lookup begins every routed provider and steps through them in that order
+ * lookup begins every routed provider (those whose Begin fails are dropped;
+ * none left: WSASERVICE_NOT_FOUND) and steps through them in that order
  * (without LUP_NON_AUTHORITATIVE it ends with the first that answered); a
  * registration goes to the first routed provider (NS_ALL: to every one).
  *

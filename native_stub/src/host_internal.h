@@ -90,10 +90,12 @@
  * nspv2_lookup_begin: NULL query set or NULL lphLookup -> WSAEFAULT;
  *   dwSize < sizeof(WSAQUERYSETW) -> WSAEINVAL; unknown session ->
  *   WSAEINVAL. Every routed provider is begun; one whose Startup or Begin
- *   fails is left out; the lookup fails only if every routed provider
- *   failed, with the first error in route order (not WSASERVICE_NOT_FOUND:
- *   a lone provider's own error says more). The Begin's dwControlFlags are
- *   kept for the stepping (LUP_NON_AUTHORITATIVE).
+ *   fails is left out; the lookup fails only if none began: with
+ *   WSASERVICE_NOT_FOUND (as Winsock; the providers' own errors are not
+ *   passed on), or WSAEINPROGRESS when every routed provider was refused
+ *   because this thread runs its Startup, or WSAEINVAL when the session
+ *   was closed meanwhile. The Begin's dwControlFlags are kept for the
+ *   stepping (LUP_NON_AUTHORITATIVE).
  * nspv2_lookup_next: NULL lpdwBufferLength, or NULL lpqsResults with a
  *   non-zero length -> WSAEFAULT. One next at a time per handle (a second
  *   waits for the first). The part asked follows nspv2_route_step: a

@@ -32,10 +32,14 @@ void session_detach_ps_L(session *s, psess *ps)
 
 /* The psess of (session, provider) with a call held, running NSPv2Startup
  * first if the session has not started the provider. Returns 0 or an error;
- * the lock is held on entry and on return (released around Startup). */
-static int ps_acquire_L(uint64_t session_id, provider *p, psess **out, todo *t)
+ * the lock is held on entry and on return (released around Startup).
+ * *reentered (when given) is set when the error is WSAEINPROGRESS because
+ * this thread runs that Startup (the provider was not called). */
+static int ps_acquire_L(uint64_t session_id, provider *p, psess **out, todo *t, int *reentered)
 {
     *out = NULL;
+    if (reentered)
+        *reentered = 0;
     for (;;) {
         session *s = idmap_get(&host_g.sessions, session_id);
         if (!s)
@@ -54,8 +58,11 @@ static int ps_acquire_L(uint64_t session_id, provider *p, psess **out, todo *t)
              * wait for) is in progress on that same thread. The Startup is
              * left to finish; the session starts (or not) with its result.
              * Other threads still wait. */
-            if (startup_running_here(ps))
+            if (startup_running_here(ps)) {
+                if (reentered)
+                    *reentered = 1;
                 return WSAEINPROGRESS;
+            }
             nspv2_cond_wait(&host_g.cv, &host_g.lock);
             continue;
         }
@@ -307,14 +314,18 @@ NSPV2_HOST_API INT nspv2_lookup_begin(uint64_t session_id, LPWSAQUERYSETW lpqsRe
         return host_fail(WSA_NOT_ENOUGH_MEMORY);
     }
     size_t nparts = 0;
+    size_t dropped = 0; /* providers whose Startup or Begin failed */
     int first_err = 0;
     for (size_t i = 0; i < nroute; i++) {
         provider *p = route[i];
         psess *ps;
-        int e = ps_acquire_L(session_id, p, &ps, &t);
+        int reentered;
+        int e = ps_acquire_L(session_id, p, &ps, &t, &reentered);
         if (e) {
-            if (!first_err)
-                first_err = e;
+            if (!reentered)
+                dropped++;
+            else if (!first_err)
+                first_err = e; /* WSAEINPROGRESS, this thread's own */
             continue;
         }
         /* keep the call held until the lookup is registered, so that the
@@ -336,8 +347,7 @@ NSPV2_HOST_API INT nspv2_lookup_begin(uint64_t session_id, LPWSAQUERYSETW lpqsRe
         }
         host_lock();
         if (e) {
-            if (!first_err)
-                first_err = e;
+            dropped++;
             ps_call_release_L(ps, &t);
             continue;
         }
@@ -354,8 +364,12 @@ NSPV2_HOST_API INT nspv2_lookup_begin(uint64_t session_id, LPWSAQUERYSETW lpqsRe
             ok = 0;
             first_err = WSA_NOT_ENOUGH_MEMORY;
         }
-    } else if (nparts > 0) {
+    } else if (!s) {
         first_err = WSAEINVAL; /* the session was closed meanwhile */
+    } else if (dropped) {
+        /* routed providers, none of which began: as Winsock, whatever
+         * their own errors were */
+        first_err = WSASERVICE_NOT_FOUND;
     }
     lk->parts = parts;
     lk->nparts = nparts;
@@ -404,7 +418,7 @@ NSPV2_HOST_API INT nspv2_session_start(uint64_t session_id, DWORD name_space,
     size_t started = 0;
     for (size_t i = 0; i < nroute; i++) {
         psess *ps;
-        int e = ps_acquire_L(session_id, route[i], &ps, &t);
+        int e = ps_acquire_L(session_id, route[i], &ps, &t, NULL);
         if (e) {
             if (!first_err)
                 first_err = e;
@@ -599,7 +613,7 @@ NSPV2_HOST_API INT nspv2_set_service(uint64_t session_id, LPWSAQUERYSETW lpqsReg
         if (!p->fn.set_service_ex)
             e = WSAEOPNOTSUPP;
         else
-            e = ps_acquire_L(session_id, p, &ps, &t);
+            e = ps_acquire_L(session_id, p, &ps, &t, NULL);
         async_call *a = NULL;
         if (!e) {
             /* the provider's own copy of the registration, kept with the

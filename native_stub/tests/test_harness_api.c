@@ -470,7 +470,8 @@ TEST(test_socket_error_without_last_error_is_counted)
     WSAQUERYSETW q = query(NS_ALL, &tp_silent_id, "x");
     HANDLE h;
     WSASetLastError(WSAEACCES); /* stale: the host clears it before the call */
-    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSAEINVAL);
+    /* the provider's Begin failed (WSAEINVAL, last error missing): dropped */
+    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSASERVICE_NOT_FOUND);
     CHECK(stats().missing_last_error == 1);
     CHECK_OK(WSAUnadvertiseProvider(&tp_silent_id));
 
@@ -488,8 +489,10 @@ TEST(test_socket_error_without_last_error_is_counted)
     r = tp_routine();
     NSPV2_SLOT(r, NSPv2Startup, silent_startup);
     CHECK_OK(WSAAdvertiseProvider(&tp_silent_id, &r));
-    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSAEINVAL);
+    CHECK_ERR(nspv2_session_start(s, NS_ALL, &tp_silent_id), WSAEINVAL);
     CHECK(stats().missing_last_error == 3);
+    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSASERVICE_NOT_FOUND);
+    CHECK(stats().missing_last_error == 4);
 
     /* a failure with a last error is not counted */
     r.NSPv2Startup = NULL; /* no session state: no Cleanup either */
@@ -498,8 +501,8 @@ TEST(test_socket_error_without_last_error_is_counted)
     NSPV2_SLOT(r, NSPv2LookupServiceBegin, other_begin);
     advertise_installed(&tp_fail_id, NS_EMAIL, NULL, &r);
     q.lpNSProviderId = (LPGUID)&tp_fail_id;
-    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSAEACCES);
-    CHECK(stats().missing_last_error == 3);
+    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSASERVICE_NOT_FOUND);
+    CHECK(stats().missing_last_error == 4);
     CHECK_OK(nspv2_session_close(s));
     nspv2_host_stats_reset();
     CHECK(stats().missing_last_error == 0);

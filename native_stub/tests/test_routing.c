@@ -361,14 +361,15 @@ TEST(test_route_failing_provider_is_skipped)
     rp_set(1, 0, 0, 0, 0);
     CHECK_DRAIN(s, NS_EMAIL, NULL, "a@example.com", LUP_NON_AUTHORITATIVE, WSA_E_NO_MORE, "");
     /* a failing Begin drops the provider; Begin fails only when every
-     * routed provider's does, with the first error in route order */
+     * routed provider's does, with WSASERVICE_NOT_FOUND (not their own
+     * errors) */
     rp_reset();
     rp_set(2, 1, WSAEACCES, 0, 0);
     CHECK_DRAIN(s, NS_EMAIL, NULL, "a@example.com", LUP_NON_AUTHORITATIVE, WSA_E_NO_MORE,
                 "p1r0 p0r0");
     rp_set(1, 1, WSAENOTCONN, 0, 0);
     rp_set(0, 1, WSATRY_AGAIN, 0, 0);
-    CHECK_DRAIN(s, NS_EMAIL, NULL, "a@example.com", 0, WSAEACCES, "");
+    CHECK_DRAIN(s, NS_EMAIL, NULL, "a@example.com", 0, WSASERVICE_NOT_FOUND, "");
     {
         /* failed Begins are never ended; every part begun, asked or not,
          * is ended exactly once */

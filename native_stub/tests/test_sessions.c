@@ -152,11 +152,17 @@ TEST(test_startup_failure)
     uint64_t s = open_session();
     WSAQUERYSETW q = query(NS_ALL, &tp_fail_id, "x");
     HANDLE h;
-    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSAEACCES);
-    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSAEACCES); /* tried again */
+    /* the provider's Startup fails (WSAEACCES): dropped, none left */
+    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSASERVICE_NOT_FOUND);
+    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSASERVICE_NOT_FOUND); /* tried again */
     q.lpNSProviderId = (LPGUID)&tp_silent_id;
-    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSAEINVAL);
+    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSASERVICE_NOT_FOUND);
     CHECK(stats().startups == 3);
+    /* the Startup's own errors, as the host saw them: nspv2_session_start
+     * still returns the first */
+    CHECK_ERR(nspv2_session_start(s, NS_ALL, &tp_fail_id), WSAEACCES);
+    CHECK_ERR(nspv2_session_start(s, NS_ALL, &tp_silent_id), WSAEINVAL);
+    CHECK(stats().startups == 5);
     CHECK_OK(nspv2_session_close(s));
     CHECK(stats().cleanups == 0); /* nothing started, nothing to clean */
     CHECK(tp.begins == 0);

@@ -751,6 +751,26 @@ int look_error(uint64_t s, const char *name)
     return WSAGetLastError();
 }
 
+int ref_begin_error(const char *name)
+{
+    NSPV2_ROUTINE r;
+    if (nspv2_host_provider_table(&nspv2_ref_provider_id, &r) != NO_ERROR)
+        return -1;
+    WSAQUERYSET2W q;
+    memset(&q, 0, sizeof q);
+    q.dwSize = sizeof q;
+    q.dwNameSpace = NS_EMAIL;
+    q.lpszServiceInstanceName = name ? W(name) : NULL;
+    GUID id = nspv2_ref_provider_id;
+    HANDLE h = NULL;
+    WSASetLastError(0);
+    if (r.NSPv2LookupServiceBegin(&id, &q, LUP_RETURN_ALL, NULL, &h) == NO_ERROR) {
+        r.NSPv2LookupServiceEnd(h);
+        return NO_ERROR;
+    }
+    return WSAGetLastError();
+}
+
 /* The names a lookup returns, joined with ' ' into out; the error code. */
 int look_names(uint64_t s, const char *name, char *out, size_t cap)
 {

@@ -263,8 +263,13 @@ void check_entry(const WSAQUERYSETW *r, size_t size, const char *name, DWORD sta
                  const char *status_name, DWORD output_flags, DWORD version);
 /* One exact lookup that must find exactly one result, into *out. */
 void look_one(uint64_t s, const char *name, DWORD flags, result_buf *out);
-/* The error of a lookup expected to fail at Begin. */
+/* The error of a lookup expected to fail at Begin (through the host: a
+ * provider's own Begin error comes back as WSASERVICE_NOT_FOUND). */
 int look_error(uint64_t s, const char *name);
+/* The reference provider's own NSPv2LookupServiceBegin, called through the
+ * routine table the host holds, with no session argument (only its
+ * argument checks can pass): its error, or NO_ERROR (then ended). */
+int ref_begin_error(const char *name);
 /* The names a lookup returns, joined with ' ' into out; the error code. */
 int look_names(uint64_t s, const char *name, char *out, size_t cap);
 
