@@ -23,7 +23,8 @@
  *   [0]         ctl
  *                 bits 0-1  essOperation for nspv2_set_service (3: invalid)
  *                 bit 2     copy this provider's GUID to *lpNSProviderId
- *                 bit 3     the provider's Begin fails (WSANO_DATA)
+ *                 bit 3     the provider's Begin fails (WSANO_DATA: the lookup,
+ *                           with no provider left, WSASERVICE_NOT_FOUND)
  *                 bit 4     the provider's Startup fails with WSAEOPNOTSUPP
  *                 bit 5     the provider's Startup fails with WSASYSNOTREADY
  *                 bit 6     the provider's SetServiceEx completes WSANO_DATA
@@ -270,6 +271,21 @@ static VOID WSAAPI fz_rundown(LPGUID id, LPVOID arg)
 
 static NSPV2_ROUTINE fz_routine;
 
+/* The host advertises only a provider the catalog in effect lists: install
+ * it first in a catalog private to this process (in memory, never the
+ * user's); already installed (WSANO_RECOVERY) is fine. */
+static void install_in_memory(const GUID *id)
+{
+    static WCHAR ident[] = {'f', 'u', 'z', 'z', 0};
+    static WCHAR path[] = {'f', 'u', 'z', 'z', '.', 'd', 'l', 'l', 0};
+    GUID g = *id;
+    if (nspv2_catalog_set_path(":memory:") != NO_ERROR)
+        die("nspv2_catalog_set_path(\":memory:\") failed");
+    if (WSCInstallNameSpaceEx(ident, path, NS_EMAIL, 1, &g, NULL) != NO_ERROR &&
+        WSAGetLastError() != WSANO_RECOVERY)
+        die("WSCInstallNameSpaceEx failed");
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -284,6 +300,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     NSPV2_SLOT(fz_routine, NSPv2LookupServiceEnd, fz_end);
     NSPV2_SLOT(fz_routine, NSPv2SetServiceEx, fz_set_service);
     NSPV2_SLOT(fz_routine, NSPv2ClientSessionRundown, fz_rundown);
+    install_in_memory(&fz_id);
     if (WSAAdvertiseProvider(&fz_id, &fz_routine) != NO_ERROR)
         die("WSAAdvertiseProvider failed");
     nspv2_host_set_timeout_ms(2000);
@@ -493,9 +510,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (st.begins)
             die("Begin called with lphLookup NULL");
     } else {
-        expect_routed(r, !size_ok ? WSAEINVAL : route_err ? route_err : startup_err, st.begins,
-                      (st.ctl & CTL_BEGIN_FAILS) ? WSANO_DATA : NO_ERROR, "nspv2_lookup_begin",
-                      "Begin");
+        /* the lone routed provider's failing Startup or Begin drops it: no
+         * provider left, WSASERVICE_NOT_FOUND */
+        expect_routed(r,
+                      !size_ok      ? WSAEINVAL
+                      : route_err   ? route_err
+                      : startup_err ? WSASERVICE_NOT_FOUND
+                                    : 0,
+                      st.begins, (st.ctl & CTL_BEGIN_FAILS) ? WSASERVICE_NOT_FOUND : NO_ERROR,
+                      "nspv2_lookup_begin", "Begin");
     }
     int lookup_r = r;
     if (r == NO_ERROR) {

@@ -315,6 +315,21 @@ static INT WSAAPI fr_end(HANDLE lookup)
 static NSPV2_ROUTINE fr_routine;
 static WSAQUERYSETW fr_query;
 
+/* The host advertises only a provider the catalog in effect lists: install
+ * it first in a catalog private to this process (in memory, never the
+ * user's); already installed (WSANO_RECOVERY) is fine. */
+static void install_in_memory(const GUID *id)
+{
+    static WCHAR ident[] = {'f', 'u', 'z', 'z', 0};
+    static WCHAR path[] = {'f', 'u', 'z', 'z', '.', 'd', 'l', 'l', 0};
+    GUID g = *id;
+    if (nspv2_catalog_set_path(":memory:") != NO_ERROR)
+        die("nspv2_catalog_set_path(\":memory:\") failed");
+    if (WSCInstallNameSpaceEx(ident, path, NS_EMAIL, 1, &g, NULL) != NO_ERROR &&
+        WSAGetLastError() != WSANO_RECOVERY)
+        die("WSCInstallNameSpaceEx failed");
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -326,6 +341,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     NSPV2_SLOT(fr_routine, NSPv2LookupServiceBegin, fr_begin);
     NSPV2_SLOT(fr_routine, NSPv2LookupServiceNextEx, fr_next);
     NSPV2_SLOT(fr_routine, NSPv2LookupServiceEnd, fr_end);
+    install_in_memory(&fr_id);
     if (WSAAdvertiseProvider(&fr_id, &fr_routine) != NO_ERROR)
         die("WSAAdvertiseProvider failed");
     nspv2_host_set_timeout_ms(2000);
