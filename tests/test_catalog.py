@@ -207,6 +207,27 @@ def test_what_the_catalog_refuses_to_install(catalog_path: Path) -> None:
     assert rc == SOCKET_ERROR and load_native_host().last_error() == EINVAL
 
 
+def test_install_refuses_what_c_would_wrap_or_cut(catalog_path: Path) -> None:
+    """A namespace or version outside a DWORD would wrap, an identifier with
+    a NUL would be cut there: ValueError before any call."""
+    catalog = Catalog()
+    for kwargs in (
+        {"namespace": 2**32 + 12},
+        {"namespace": -1},
+        {"version": -1},
+        {"version": 2**32},
+        {"identifier": "ab\0cd"},
+    ):
+        args: dict[str, object] = {"namespace": NS.NS_DNS, "identifier": "x", "version": 1}
+        args.update(kwargs)
+        with pytest.raises(ValueError, match=r"outside|NUL"):
+            catalog.install(pid(1), **args)  # type: ignore[arg-type]
+    assert catalog.entries() == [] and not catalog_path.exists()
+    catalog.install(pid(1), 0xFFFFFFFF, "x", version=0xFFFFFFFF)  # the edges are fine
+    [entry] = catalog.entries()
+    assert (entry.namespace, entry.version) == (0xFFFFFFFF, 0xFFFFFFFF)
+
+
 def test_a_corrupt_file_names_its_line_and_is_never_overwritten(catalog_path: Path) -> None:
     good = InstallationBlob(domains=["example.com"]).pack().hex()
     text = (
@@ -422,3 +443,78 @@ def test_c_and_python_agree_on_mutated_valid_blobs(
 @given(st.binary(max_size=200))
 def test_c_and_python_agree_on_random_bytes(data: bytes) -> None:
     agree(data)
+
+
+# -- private_catalog: process-wide, blocks nested or overlapping across threads -------------
+
+
+def test_private_catalog_blocks_overlapping_across_threads(
+    tmp_path: Path, catalog_path: Path
+) -> None:
+    """t1's block (memory) ends while t2's (a file) is open: t2 keeps its
+    catalog, and when t2's ends the catalog of before both comes back."""
+    import threading
+
+    from nspv2.tools.private_catalog import private_catalog
+
+    theirs = tmp_path / "t2" / "catalog"
+    seen: dict[str, str] = {}
+    t1_in, t2_in, t1_out = threading.Event(), threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def t1() -> None:
+        try:
+            with private_catalog():
+                t1_in.set()
+                assert t2_in.wait(10)
+            t1_out.set()
+        except BaseException as exc:
+            errors.append(exc)
+            t1_out.set()
+
+    def t2() -> None:
+        try:
+            assert t1_in.wait(10)
+            with private_catalog(theirs):
+                t2_in.set()
+                assert t1_out.wait(10)
+                seen["inside"] = Catalog().location
+                Catalog().install(pid(9), NS.NS_DNS, "written by t2")
+            seen["after"] = Catalog().location
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=t1), threading.Thread(target=t2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    try:
+        assert errors == []
+        assert seen == {"inside": str(theirs), "after": str(catalog_path)}
+        assert str(pid(9)) in theirs.read_text() and not catalog_path.exists()
+    finally:
+        use_catalog(None)
+
+
+def test_private_catalog_nested_blocks_restore_the_enclosing_one(
+    tmp_path: Path, catalog_path: Path
+) -> None:
+    from nspv2.tools.private_catalog import private_catalog
+
+    outer, inner = tmp_path / "outer", tmp_path / "inner"
+    try:
+        with private_catalog(outer):
+            with private_catalog(inner):
+                assert Catalog().location == str(inner)
+                with private_catalog():
+                    assert Catalog().location == MEMORY
+                assert Catalog().location == str(inner)
+            assert Catalog().location == str(outer)
+        assert Catalog().location == str(catalog_path)
+        use_catalog(outer)  # chosen in this process before the block: chosen again after
+        with private_catalog():
+            assert Catalog().location == MEMORY
+        assert Catalog().location == str(outer)
+    finally:
+        use_catalog(None)

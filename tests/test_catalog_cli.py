@@ -179,6 +179,40 @@ NO_BLOB_PROVIDERS = textwrap.dedent(
         (["catalog", "--wow64"], "Windows"),
         (["install", "--native", "no/such/lib.so"], "no such file"),
         (["disable", "no_such_module_xyz:Thing"], "no_such_module_xyz"),
+        (["uninstall", "not-a-guid"], "neither a GUID, MODULE:CLASS nor a .py file"),
+        (["install", "not-a-guid"], "neither a GUID, MODULE:CLASS nor a .py file"),
+        (["install", EMAIL, "--domain", "."], "empty name"),
+        (["install", EMAIL, "--domain", "alice@example.com"], "'@'"),
+        (["install", EMAIL, "--domain", "example .com"], "whitespace"),
+        (["install", EMAIL, "--domain", "example.com\t"], "whitespace"),
+        (
+            [
+                "install",
+                EMAIL,
+                "--domain",
+                "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 62,
+            ],
+            "longer than 253",
+        ),
+        (["install", EMAIL, "--domain", "x" * 64 + ".com"], "more than 63"),
+        (["install", EMAIL, "--domain", "example.com", "--domain", "Example.COM."], "twice"),
+        (["install", EMAIL, "--domain", "example.com.", "--domain", "EXAMPLE.com"], "twice"),
+        # a GUID alone: --namespace is needed, NS_EMAIL needs domains or --wildcard
+        (["install", "aaaaaaaa-0000-4000-8000-00000000ca09"], "--namespace N"),
+        (
+            ["install", "aaaaaaaa-0000-4000-8000-00000000ca09", "--namespace", "NS_EMAIL"],
+            "--domain D",
+        ),
+        (
+            ["install", "aaaaaaaa-0000-4000-8000-00000000ca09", "--namespace", "NS_NOPE"],
+            "neither a number nor a namespace name",
+        ),
+        (
+            ["install", "aaaaaaaa-0000-4000-8000-00000000ca09", "--namespace", "4294967296"],
+            "outside",
+        ),
+        (["install", EMAIL, "--namespace", "12"], "named by its GUID"),
+        (["install", EMAIL, "--name", "x"], "named by its GUID"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(
@@ -215,13 +249,17 @@ def test_uninstall_and_enable_of_what_is_not_installed_exit_1(catalog_path: Path
 
 def test_a_corrupt_catalog_is_reported_with_its_line(catalog_path: Path) -> None:
     catalog_path.write_text("nspv2-catalog 1\nprovider nonsense\nend 1\n")
-    for args in (["catalog"], ["install", EMAIL]):
+    for args in (["catalog"], ["install", EMAIL], ["uninstall", EMAIL], ["enable", EMAIL]):
         out = nspv2_cli(*args)
         assert out.returncode == 1, out
         [line] = out.stderr.strip().splitlines()
+        assert line.startswith(f"nspv2 {args[0]}: "), line  # not the crash handler's
         assert "WSANO_RECOVERY" in line and "line 2" in line, line
-    doc = json.loads(nspv2_cli("catalog", "--json").stdout)
-    assert doc["code"] == int(WSAError.WSANO_RECOVERY) and "line 2" in doc["error"]
+        out = nspv2_cli(*args, "--json")
+        assert out.returncode == 1, out
+        doc = json.loads(out.stdout)
+        assert set(doc) == {"error", "code"}, doc
+        assert doc["code"] == int(WSAError.WSANO_RECOVERY) and "line 2" in doc["error"]
     assert catalog_path.read_text() == "nspv2-catalog 1\nprovider nonsense\nend 1\n"
 
 
@@ -274,7 +312,43 @@ def test_install_native_reads_what_the_library_installs(
     # a library that installs nothing (--no-install: advertising fails) names no provider
     refused = nspv2_cli("disable", "--native", str(lib), "--", "--no-install")
     assert refused.returncode == 1, refused
-    assert "no provider to name" in refused.stderr and "GUID" in refused.stderr
+    assert "no provider to name" in refused.stderr and "`nspv2 disable GUID`" in refused.stderr
+    assert nspv2_cli("uninstall", str(NATIVE_ID)).returncode == 0
+    refused = nspv2_cli("install", "--native", str(lib), "--", "--no-install")
+    assert refused.returncode == 1, refused
+    assert "`nspv2 install GUID --namespace N" in refused.stderr, refused.stderr
+    # ... and that form installs it; then serve advertises it
+    out = nspv2_cli(
+        "install",
+        str(NATIVE_ID),
+        "--namespace",
+        "NS_EMAIL",
+        "--name",
+        "by hand",
+        "--domain",
+        "example.org",
+        "--json",
+    )
+    assert out.returncode == 0, out
+    [entry] = catalog_json()["providers"]
+    assert entry["provider_id"] == str(NATIVE_ID) and entry["identifier"] == "by hand"
+    assert entry["namespace"] == NS.NS_EMAIL
+    assert entry["installation_blob"]["domains"] == [{"name": "example.org", "level": "primary"}]
+
+
+def test_install_by_guid(catalog_path: Path) -> None:
+    guid = "aaaaaaaa-0000-4000-8000-00000000ca09"
+    out = nspv2_cli("install", f"{{{guid}}}", "--namespace", "12")
+    assert out.returncode == 0, out
+    [entry] = catalog_json()["providers"]
+    assert (entry["provider_id"], entry["namespace"]) == (guid, NS.NS_DNS)
+    assert entry["identifier"] == "" and entry["blob"] is None
+    assert nspv2_cli("uninstall", guid).returncode == 0
+    out = nspv2_cli("install", guid, "--namespace", "email", "--wildcard", "--name", "any")
+    assert out.returncode == 0, out
+    [entry] = catalog_json()["providers"]
+    assert entry["identifier"] == "any" and entry["installation_blob"]["wildcard"] is True
+    assert entry["installation_blob"]["domains"] == []
 
 
 # -- Windows faked -----------------------------------------------------------------------
@@ -516,6 +590,111 @@ def test_windows_wow64_needs_a_64_bit_python(
     assert code == 0 and "32-bit namespace catalog" in json.loads(out)["location"], err
 
 
+class Ws2_32Of32Bit(FakeWs2_32):
+    """A 32-bit ws2_32.dll: no ``*32`` functions."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.endswith("32"):
+            raise AttributeError(name)
+        return super().__getattr__(name)
+
+
+def test_windows_wow64_from_32_bit_python_is_a_usage_error_before_binding(
+    ws2_32: FakeWs2_32, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nspv2.host import catalog
+
+    fake = Ws2_32Of32Bit()
+    monkeypatch.setattr(ctypes, "WinDLL", lambda name, **_kw: fake, raising=False)
+    monkeypatch.setattr(catalog, "_pointer_bits", lambda: 32)
+    for args in (["catalog", "--wow64"], ["uninstall", str(EMAIL_PROVIDER_ID), "--wow64"]):
+        code, _out, err = run_cli(capsys, *args)
+        assert code == 2 and "64-bit Python" in err and "drop --wow64" in err, err
+    # a 64-bit Python whose ws2_32.dll lacks them: a clean failure, exit 1
+    monkeypatch.setattr(catalog, "_pointer_bits", lambda: 64)
+    code, out, err = run_cli(capsys, "catalog", "--wow64")
+    assert code == 1 and out == "", err
+    [line] = err.strip().splitlines()
+    assert line.startswith("nspv2 catalog: ") and "WSCInstallNameSpaceEx32" in line, line
+    code, out, _err = run_cli(capsys, "install", EMAIL, "--wow64", "--json")
+    assert code == 1 and "WSCInstallNameSpaceEx32" in json.loads(out)["error"], out
+    assert fake.calls == []
+
+
+@pytest.fixture
+def native_host_first() -> None:
+    """The native host library loaded before Windows is faked (as it is on
+    Windows: the host DLL beside ws2_32)."""
+    from nspv2.host.native import load_library
+
+    load_library()
+
+
+def test_windows_native_probe_reads_the_native_hosts_catalog(
+    native_host_first: None,
+    ws2_32: FakeWs2_32,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """``--native LIB`` on Windows: the probe lists what the library
+    installed in the native host's memory catalog, never ws2_32's own
+    providers (which ``Catalog()`` is there)."""
+    from nspv2.host.catalog import Catalog, use_catalog
+    from nspv2.host.native_provider import NativeProvider
+    from nspv2.host.winsock import load_native_host
+    from nspv2.tools import catalog as tool
+
+    dns = uuid.UUID("22059d40-7e9e-11cf-ae5a-00aa00a7112b")  # Windows' own providers
+    nla = uuid.UUID("6642243a-3ba8-4aa6-baa5-2e0bd71fdd83")
+    ws2_32.entries = [
+        {"id": dns, "ns": 12, "active": True, "ver": 1, "ident": "Tcpip", "blob": None},
+        {"id": nla, "ns": 15, "active": True, "ver": 1, "ident": "NLA", "blob": None},
+    ]
+    mine = uuid.UUID("aaaaaaaa-0000-4000-8000-00000000ca0a")
+    blob = InstallationBlob(domains=["example.com"]).pack()
+
+    class Loaded:
+        def close(self) -> None:
+            pass
+
+    def load(*_args: Any, **_kwargs: Any) -> Loaded:
+        # what a library's entry point does: install itself, in the host's catalog
+        Catalog(load_native_host()).install(mine, NS.NS_EMAIL, "the library's", blob)
+        return Loaded()
+
+    def run(argv: list[str], **_kwargs: Any) -> Any:  # the probe child, in this process
+        import contextlib
+        import io
+        import types
+
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                tool._probe_native(argv[-1])
+        finally:
+            use_catalog(None)
+        return types.SimpleNamespace(stdout=out.getvalue(), stderr="", returncode=0)
+
+    # the host DLL's own functions bound as on Windows (every one WINFUNCTYPE)
+    monkeypatch.setattr(
+        ctypes,
+        "WINFUNCTYPE",
+        lambda restype, *argtypes, use_last_error=False: ctypes.CFUNCTYPE(
+            restype, *argtypes, use_last_error=use_last_error
+        ),
+        raising=False,
+    )
+    monkeypatch.setattr(NativeProvider, "load", staticmethod(load))
+    monkeypatch.setattr(tool.subprocess, "run", run)
+    lib = tmp_path / "provider.dll"
+    lib.write_bytes(b"")
+    named = tool._native_named(str(lib), [], 1.0)
+    assert [(n.provider_id, n.namespace, n.identifier, n.blob) for n in named] == [
+        (mine, NS.NS_EMAIL, "the library's", blob)
+    ]
+    assert not any(c[0].startswith("WSAEnum") for c in ws2_32.calls)
+
+
 def test_windows_enumeration_is_read_back(
     ws2_32: FakeWs2_32, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -554,7 +733,10 @@ def test_windows_enumeration_is_read_back(
         "active": False,
         "version": 7,
         "blob": None,
+        "installation_blob": None,
+        "blob_problems": [],
     }
+    assert all(p.keys() == second.keys() for p in doc["providers"])
     assert third["identifier"] == "" and third["installation_blob"] is None
     assert third["blob_problems"] and "ends past the blob" in third["blob_problems"][0]
     # the first call's buffer was too small: grown to what WSAEFAULT asked, once

@@ -59,6 +59,7 @@ MEMORY = ":memory:"
 #: winerror.h: what the WSC* functions of a process that is not elevated can fail with.
 ERROR_ACCESS_DENIED = 5
 _EFAULT = int(WSAError.WSAEFAULT)
+_U32_MAX = 0xFFFFFFFF
 _EACCES = int(WSAError.WSAEACCES)
 #: The first buffer WSAEnumNameSpaceProvidersExW gets (grown on WSAEFAULT).
 _FIRST_BUFFER = 256
@@ -76,6 +77,15 @@ _ELEVATE = (
 def _pointer_bits() -> int:
     """This Python's pointer size in bits (64 on a 64-bit Windows Python)."""
     return 8 * ctypes.sizeof(ctypes.c_void_p)
+
+
+def _check_wow64_bits() -> None:
+    """ValueError unless this Python is 64-bit (what ``wow64`` needs)."""
+    if _pointer_bits() != 64:
+        raise ValueError(
+            "--wow64 works on the 32-bit catalog from a 64-bit Python; this Python is "
+            "32-bit, so its calls already reach the 32-bit catalog (drop --wow64)"
+        )
 
 
 def _native_host() -> Winsock:
@@ -154,6 +164,10 @@ class Catalog:
     def __init__(self, winsock: Winsock | None = None, *, wow64: bool = False) -> None:
         if winsock is None:
             if sys.platform == "win32":
+                if wow64:
+                    # before binding: a 32-bit ws2_32.dll has no *32 functions
+                    # (OSError), which would hide what to do instead
+                    _check_wow64_bits()
                 windll = getattr(ctypes, "WinDLL")  # noqa: B009 - absent from typeshed off Windows
                 functions = CatalogFunctions(windll("ws2_32"), native_host=False, wow64=wow64)
                 self._setup(functions, None, wow64)
@@ -178,11 +192,7 @@ class Catalog:
         if wow64:
             if functions.native_host:
                 raise ValueError("the native host has one catalog: no 32-bit (WOW64) one")
-            if _pointer_bits() != 64:
-                raise ValueError(
-                    "--wow64 works on the 32-bit catalog from a 64-bit Python; this Python is "
-                    "32-bit, so its calls already reach the 32-bit catalog (drop --wow64)"
-                )
+            _check_wow64_bits()
         self.functions = functions
         self.winsock = winsock
         self.wow64 = wow64
@@ -254,7 +264,13 @@ class Catalog:
         """WSCInstallNameSpaceEx (``...32`` with wow64): appended, enabled.
         ``identifier`` is the display name (None: NULL); ``blob`` the
         ProviderSpecific bytes (None: no blob). WSANO_RECOVERY when already
-        installed."""
+        installed. ValueError for a namespace or version outside 0..2**32-1
+        and for a NUL in ``identifier`` (C would read it cut there)."""
+        for label, value in (("namespace", namespace), ("version", version)):
+            if not 0 <= int(value) <= _U32_MAX:
+                raise ValueError(f"{label} {value} is outside 0..{_U32_MAX} (a DWORD)")
+        if identifier is not None and "\0" in identifier:
+            raise ValueError(f"identifier {identifier!r} contains a NUL character")
         guid = _guid(provider_id)
         name = None if identifier is None else wstr(identifier)
         path = wstr("")  # lpszPathName: NSPv2 providers are not DLLs ws2_32 loads

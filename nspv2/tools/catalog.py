@@ -2,12 +2,13 @@
 the namespace catalog from the command line (docs/catalog.md).
 
 A provider is named as for ``check``: ``MODULE:CLASS`` (or a .py file), or
-``--native LIB[:ENTRY] [-- ARGS]``; ``uninstall`` / ``enable`` / ``disable``
-also take its GUID. A native library is loaded in a child process with a
-catalog of its own in memory (``NSPV2_CATALOG=:memory:``), and what it
-installs there (its GUID, namespace, identifier and blob) is what these
-commands use; a provider library that does not install itself cannot
-advertise, so it cannot be named this way: name it by GUID.
+``--native LIB[:ENTRY] [-- ARGS]``, or its GUID (``install GUID`` also
+needs ``--namespace N``, and takes ``--name TEXT``). A native library is
+loaded in a child process with a catalog of its own in memory (the native
+host's, on Windows too: never ws2_32's), and what it installs there (its
+GUID, namespace, identifier and blob) is what these commands use; a
+provider library that does not install itself cannot be named this way:
+name it by GUID.
 
 ``install`` installs with WSCInstallNameSpaceEx: identifier the provider's
 display name, its namespace, and as blob an NS_EMAIL installation blob built
@@ -84,13 +85,17 @@ class Named:
 
 
 def open_catalog(args: argparse.Namespace) -> Catalog:
-    """The platform's catalog (the 32-bit one with --wow64)."""
+    """The platform's catalog (the 32-bit one with --wow64): a usage error
+    when --wow64 does not apply, :class:`_RefusedError` when the library
+    lacks the catalog's functions."""
     from ..host.catalog import Catalog
 
     try:
         return Catalog(wow64=bool(getattr(args, "wow64", False)))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise _RefusedError(f"the namespace catalog cannot be opened: {exc}") from None
 
 
 # -- naming a provider ------------------------------------------------------------------
@@ -110,7 +115,9 @@ def _python_named(text: str) -> Named:
     )
 
 
-def _native_named(text: str, entry_args: list[str], timeout: float) -> list[Named]:
+def _native_named(
+    text: str, entry_args: list[str], timeout: float, verb: str = "install"
+) -> list[Named]:
     """What the native library installs in a catalog of its own in memory,
     loaded in a child process."""
     from .check_target import split_native
@@ -150,9 +157,15 @@ def _native_named(text: str, entry_args: list[str], timeout: float) -> list[Name
     ]
     if not installed:
         why = doc.get("error") or "it installed nothing"
+        by_guid = (
+            "nspv2 install GUID --namespace N [--name TEXT] [--domain D ...]"
+            if verb == "install"
+            else f"nspv2 {verb} GUID"
+        )
         raise _RefusedError(
             f"{path}:{entry}: no provider to name ({why}); a provider library installs itself "
-            "(WSCInstallNameSpaceEx) before it advertises: name one that does not by its GUID"
+            f"(WSCInstallNameSpaceEx) before it advertises: name one that does not by its "
+            f"GUID (`{by_guid}`)"
         )
     return installed
 
@@ -162,6 +175,7 @@ def _probe_native(request: str) -> int:
     memory, print what it installed as one JSON line, stop it."""
     from ..host.catalog import MEMORY, Catalog, use_catalog
     from ..host.native_provider import NativeProvider, NativeProviderError
+    from ..host.winsock import load_native_host
 
     spec = json.loads(request)
     use_catalog(MEMORY)
@@ -174,7 +188,9 @@ def _probe_native(request: str) -> int:
     except (NativeProviderError, OSError) as exc:
         error = str(exc)
     try:
-        entries = Catalog().entries()
+        # The native host's catalog in memory, which the library installed
+        # in: on Windows Catalog() would be ws2_32's, every provider of it.
+        entries = Catalog(load_native_host()).entries()
     finally:
         if loaded is not None:
             loaded.close()
@@ -195,31 +211,129 @@ def _probe_native(request: str) -> int:
     return EXIT_OK
 
 
-def _named(args: argparse.Namespace, *, by_guid: bool) -> list[Named]:
+def _guid_text(text: str) -> uuid.UUID | None:
+    """``text`` as a GUID (braces allowed), or None."""
+    try:
+        return uuid.UUID(text.strip().strip("{}"))
+    except ValueError:
+        return None
+
+
+def _named(args: argparse.Namespace, verb: str) -> list[Named]:
     entry_args = list(getattr(args, "entry_args", None) or [])
     if args.native is not None and args.provider is not None:
-        raise UsageError("give MODULE:CLASS or --native LIB[:ENTRY], not both")
+        raise UsageError("give MODULE:CLASS, GUID or --native LIB[:ENTRY], not both")
     if args.native is None and args.provider is None:
-        what = "MODULE:CLASS, --native LIB[:ENTRY]" + (" or its GUID" if by_guid else "")
-        raise UsageError(f"give the provider: {what}")
+        raise UsageError("give the provider: MODULE:CLASS, --native LIB[:ENTRY] or its GUID")
     if entry_args and args.native is None:
         raise UsageError("arguments after -- are for a native provider's entry point (--native)")
+    guid = None if args.provider is None else _guid_text(args.provider)
+    namespace = getattr(args, "namespace", None)
+    name = getattr(args, "name", None)
+    if guid is None and (namespace is not None or name is not None):
+        raise UsageError("--namespace and --name are for a provider named by its GUID")
     if args.native is not None:
-        return _native_named(args.native, entry_args, args.timeout)
+        return _native_named(args.native, entry_args, args.timeout, verb)
     text = args.provider
-    if by_guid:
-        try:
-            return [Named(uuid.UUID(text.strip().strip("{}")), label=text)]
-        except ValueError:
-            pass
+    if guid is not None:
+        if verb != "install":
+            return [Named(guid, label=text)]
+        if namespace is None:
+            raise UsageError(
+                f"installing {text} by GUID needs its namespace: --namespace N (NS_EMAIL, 37, ...)"
+            )
+        return [Named(guid, namespace, name, None, text)]
+    if ":" not in text and not text.endswith(".py") and not os.path.isfile(text):
+        raise UsageError(f"{text!r} is neither a GUID, MODULE:CLASS nor a .py file")
     return [_python_named(text)]
 
 
+def _namespace_arg(text: str) -> int:
+    """``--namespace``: a number (0x... too) or a name (NS_EMAIL, EMAIL)."""
+    word = text.strip()
+    try:
+        value = int(word, 0)
+    except ValueError:
+        key = word.upper()
+        key = key if key.startswith("NS_") else f"NS_{key}"
+        try:
+            return int(NS[key])
+        except KeyError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither a number nor a namespace name (NS_EMAIL, NS_DNS, ...)"
+            ) from None
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..4294967295")
+    return value
+
+
 class _RefusedError(Exception):
-    """The catalog (or loading the provider) refused: exit 1, one line."""
+    """The catalog (or loading the provider) refused: exit 1, one line
+    (``code``: the Winsock code, when the catalog said one)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _refused(args: argparse.Namespace, verb: str, exc: _RefusedError) -> int:
+    extra = {} if exc.code is None else {"code": exc.code}
+    return fail(args, f"nspv2 {verb}: {exc}", EXIT_PROBLEMS, **extra)
+
+
+def _find(catalog: Catalog, provider_id: uuid.UUID) -> CatalogEntry | bool | None:
+    """``catalog.find``, or False when the catalog cannot be read (a corrupt
+    file: the error already caught says why)."""
+    try:
+        return catalog.find(provider_id)
+    except WinsockError:
+        return False
 
 
 # -- install ----------------------------------------------------------------------------
+
+
+#: Longest domain name (RFC 1035's 255 octets on the wire: 253 characters
+#: written, without the trailing dot) and label.
+_MAX_DOMAIN = 253
+_MAX_LABEL = 63
+
+
+def _domain_key(domain: str) -> str:
+    """How routing compares domains: ASCII case-insensitive, one trailing
+    '.' ignored."""
+    bare = domain[:-1] if domain.endswith(".") else domain
+    return "".join(c.lower() if c.isascii() else c for c in bare)
+
+
+def _check_domains(domains: list[str]) -> None:
+    """Usage errors for --domain values routing could never match, or given twice."""
+    seen: dict[str, str] = {}
+    for domain in domains:
+        bare = domain[:-1] if domain.endswith(".") else domain
+        if not bare:
+            raise UsageError(f"--domain {domain!r}: an empty name")
+        if "@" in domain:
+            raise UsageError(f"--domain {domain!r}: a domain, not an address (no '@')")
+        if any(c.isspace() for c in domain):
+            raise UsageError(f"--domain {domain!r}: contains whitespace")
+        if len(bare) > _MAX_DOMAIN:
+            raise UsageError(
+                f"--domain {bare[:20]}...: {len(bare)} characters, longer than {_MAX_DOMAIN}"
+            )
+        long_label = next((label for label in bare.split(".") if len(label) > _MAX_LABEL), None)
+        if long_label is not None:
+            raise UsageError(
+                f"--domain {domain!r}: the label {long_label[:20]}... has {len(long_label)} "
+                f"characters, more than {_MAX_LABEL}"
+            )
+        key = _domain_key(domain)
+        if key in seen:
+            raise UsageError(
+                f"--domain {domain!r} is given twice ({seen[key]!r}: domains compare "
+                "case-insensitively, a trailing '.' ignored)"
+            )
+        seen[key] = domain
 
 
 def _blob_for(args: argparse.Namespace, named: Named) -> bytes | None:
@@ -227,6 +341,7 @@ def _blob_for(args: argparse.Namespace, named: Named) -> bytes | None:
     described = bool(args.domain) or args.wildcard
     if args.level is not None and not args.domain:
         raise UsageError("--level applies to the --domain names: give --domain D")
+    _check_domains(list(args.domain))
     if described:
         if named.namespace != NS.NS_EMAIL:
             raise UsageError(
@@ -267,22 +382,25 @@ def _describe_blob(namespace: int, blob: bytes | None) -> str:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    catalog = open_catalog(args)
     done: list[dict[str, Any]] = []
     try:
-        for named in _named(args, by_guid=False):
+        catalog = open_catalog(args)
+        for named in _named(args, "install"):
             assert named.namespace is not None
             blob = _blob_for(args, named)
             try:
                 catalog.install(named.provider_id, named.namespace, named.identifier, blob)
             except WinsockError as exc:
-                if exc.code == WSAError.WSANO_RECOVERY and catalog.find(named.provider_id):
+                # WSANO_RECOVERY is also a corrupt catalog file: then the
+                # catalog cannot be read either, and exc says why.
+                if exc.code == WSAError.WSANO_RECOVERY and _find(catalog, named.provider_id):
                     raise _RefusedError(
                         f"provider {named.who} is already installed in the namespace catalog at "
                         f"{catalog.location} (WSANO_RECOVERY): `nspv2 uninstall "
-                        f"{named.provider_id}` first to install it again"
+                        f"{named.provider_id}` first to install it again",
+                        exc.code,
                     ) from None
-                raise _RefusedError(f"installing {named.who}: {exc}") from None
+                raise _RefusedError(f"installing {named.who}: {exc}", exc.code) from None
             done.append(
                 {
                     "provider_id": str(named.provider_id),
@@ -293,7 +411,7 @@ def cmd_install(args: argparse.Namespace) -> int:
                 }
             )
     except _RefusedError as exc:
-        return fail(args, f"nspv2 install: {exc}", EXIT_PROBLEMS)
+        return _refused(args, "install", exc)
     location = catalog.location
     if args.json:
         emit_json({"location": location, "installed": done})
@@ -312,25 +430,26 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def _change(args: argparse.Namespace, verb: str) -> int:
-    catalog = open_catalog(args)
     done: list[str] = []
     try:
-        for named in _named(args, by_guid=True):
+        catalog = open_catalog(args)
+        for named in _named(args, verb):
             try:
                 if verb == "uninstall":
                     catalog.uninstall(named.provider_id)
                 else:
                     catalog.enable(named.provider_id, verb == "enable")
             except WinsockError as exc:
-                if exc.code == WSAError.WSAEINVAL and catalog.find(named.provider_id) is None:
+                if exc.code == WSAError.WSAEINVAL and _find(catalog, named.provider_id) is None:
                     raise _RefusedError(
                         f"provider {named.who} is not installed in the namespace catalog at "
-                        f"{catalog.location} (WSAEINVAL)"
+                        f"{catalog.location} (WSAEINVAL)",
+                        exc.code,
                     ) from None
-                raise _RefusedError(f"{verb} {named.who}: {exc}") from None
+                raise _RefusedError(f"{verb} {named.who}: {exc}", exc.code) from None
             done.append(str(named.provider_id))
     except _RefusedError as exc:
-        return fail(args, f"nspv2 {verb}: {exc}", EXIT_PROBLEMS)
+        return _refused(args, verb, exc)
     location = catalog.location
     past = {"uninstall": "uninstalled", "enable": "enabled", "disable": "disabled"}[verb]
     if args.json:
@@ -377,11 +496,12 @@ def entry_doc(entry: CatalogEntry) -> dict[str, Any]:
         "active": entry.active,
         "version": entry.version,
         "blob": None if entry.blob is None else entry.blob.hex(),
+        # the same keys for every entry: null / [] when not an NS_EMAIL blob
+        "installation_blob": None,
+        "blob_problems": entry.blob_problems,
     }
     if entry.namespace == NS.NS_EMAIL and entry.blob is not None:
         parsed = entry.install_blob
-        doc["installation_blob"] = None
-        doc["blob_problems"] = entry.blob_problems
         if parsed is not None:
             doc["installation_blob"] = {
                 "provider_type": _TYPE_NAMES.get(parsed.provider_type, parsed.provider_type),
@@ -429,10 +549,12 @@ def format_entry(entry: CatalogEntry) -> str:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    catalog = open_catalog(args)
     try:
+        catalog = open_catalog(args)
         location = catalog.location
         entries = catalog.entries()
+    except _RefusedError as exc:
+        return _refused(args, "catalog", exc)
     except WinsockError as exc:
         return fail(args, f"nspv2 catalog: {exc}", EXIT_PROBLEMS, code=exc.code)
     if args.json:
@@ -449,13 +571,13 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 # -- the parser ------------------------------------------------------------------------
 
 
-def _add_provider(parser: argparse.ArgumentParser, *, by_guid: bool) -> None:
+def _add_provider(parser: argparse.ArgumentParser, *, install: bool) -> None:
     parser.add_argument(
         "provider",
-        metavar="MODULE:CLASS|GUID" if by_guid else "MODULE:CLASS",
+        metavar="MODULE:CLASS|GUID",
         nargs="?",
-        help="a Provider class (as for check: MODULE:CLASS or a .py file)"
-        + (", or the provider's GUID" if by_guid else ""),
+        help="a Provider class (as for check: MODULE:CLASS or a .py file), or the provider's "
+        "GUID" + (" (with --namespace)" if install else ""),
     )
     parser.add_argument(
         "--native",
@@ -486,14 +608,28 @@ def add_commands(sub: SubParsers) -> None:
     p_install = sub.add_parser(
         "install",
         help="install a provider in the namespace catalog (WSCInstallNameSpaceEx)",
-        usage="%(prog)s [-h] [options] (MODULE:CLASS | --native LIB[:ENTRY] [-- ARGS...])",
+        usage="%(prog)s [-h] [options] (MODULE:CLASS | GUID --namespace N | --native "
+        "LIB[:ENTRY] [-- ARGS...])",
         description="Install a provider in the namespace catalog: identifier its display "
         "name, its namespace, and for NS_EMAIL an installation blob built from --domain, "
-        "--level and --wildcard (or the provider's own blob when none is given). A provider "
+        "--level and --wildcard (or the provider's own blob when none is given); a provider "
+        "named by GUID (a C library that does not install itself) needs --namespace and may "
+        "have --name. A provider "
         "must be installed before it advertises (nspv2 serve). On Windows: ws2_32's catalog, "
         "from an elevated prompt. docs/catalog.md.",
     )
-    _add_provider(p_install, by_guid=False)
+    _add_provider(p_install, install=True)
+    p_install.add_argument(
+        "--namespace",
+        type=_namespace_arg,
+        metavar="N",
+        help="with a GUID: its namespace, a number or a name (NS_EMAIL, NS_DNS, ...)",
+    )
+    p_install.add_argument(
+        "--name",
+        metavar="TEXT",
+        help="with a GUID: its identifier, the display name the catalog lists (default: none)",
+    )
     p_install.add_argument(
         "--domain",
         action="append",
@@ -525,7 +661,7 @@ def add_commands(sub: SubParsers) -> None:
             "[-- ARGS...])",
             description=text[0].upper() + text[1:] + ". docs/catalog.md.",
         )
-        _add_provider(p, by_guid=True)
+        _add_provider(p, install=False)
         p.set_defaults(func=func, entry_args=[])
 
     p_catalog = sub.add_parser(
