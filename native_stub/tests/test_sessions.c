@@ -329,6 +329,13 @@ static INT WSAAPI win32_error_begin(LPGUID id, LPWSAQUERYSET2W qs, DWORD flags, 
     return SOCKET_ERROR;
 }
 
+static INT WSAAPI win32_error_end(HANDLE h)
+{
+    (void)h;
+    SetLastError(WSATYPE_NOT_FOUND);
+    return SOCKET_ERROR;
+}
+
 TEST(test_last_error_is_win32_last_error)
 {
     fresh();
@@ -343,8 +350,20 @@ TEST(test_last_error_is_win32_last_error)
     uint64_t s = open_session();
     WSAQUERYSETW q = query(TP_NAMESPACE, NULL, "x");
     HANDLE h = NULL;
-    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSATYPE_NOT_FOUND);
+    /* the Begin's error was read (not counted as missing); the provider
+     * dropped, the lookup has none left */
+    CHECK_ERR(nspv2_lookup_begin(s, &q, 0, &h), WSASERVICE_NOT_FOUND);
+    CHECK(GetLastError() == WSASERVICE_NOT_FOUND);
+    CHECK(stats().missing_last_error == 0);
+    CHECK_OK(WSAUnadvertiseProvider(&tp_id));
+    /* End's error comes back as it is */
+    r = tp_routine();
+    NSPV2_SLOT(r, NSPv2LookupServiceEnd, win32_error_end);
+    CHECK_OK(WSAAdvertiseProvider(&tp_id, &r));
+    h = begin_lookup(s, TP_NAMESPACE, "x", 0);
+    CHECK_ERR(nspv2_lookup_end(h), WSATYPE_NOT_FOUND);
     CHECK(GetLastError() == WSATYPE_NOT_FOUND);
+    CHECK(stats().missing_last_error == 0);
     CHECK_OK(nspv2_session_close(s));
     fresh();
 }
