@@ -468,7 +468,9 @@ def _failed(args: argparse.Namespace, what: str, exc: WinsockError) -> int:
         text += f": {exc.message}"
     elif exc.message and ": " in exc.message:  # WinsockClient: the library's explanation
         why = exc.message.split(": ", 1)[1]
-        if not why.endswith(_PROVIDERS_ANSWER):  # the code alone says it
+        # the code alone says it: the provider answered with it, or every
+        # provider's Begin failed with it (the route's WSASERVICE_NOT_FOUND)
+        if not why.endswith((_PROVIDERS_ANSWER, f"its Begin failed with error {exc.code}")):
             text += f": {why}"
     return fail(args, text, EXIT_PROBLEMS, code=exc.code)
 
