@@ -268,6 +268,8 @@ def test_use_catalog_chooses_a_file_or_memory(tmp_path: Path, catalog_path: Path
         assert Catalog().location == MEMORY and Catalog().entries() == []
         Catalog().install(pid(2), NS.NS_DNS, "in memory")
         assert [e.identifier for e in Catalog().entries()] == ["in memory"]
+        # the memory catalog lives as long as the process: leave it empty
+        Catalog().uninstall(pid(2))
     finally:
         use_catalog(None)
     assert Catalog().location == str(catalog_path)

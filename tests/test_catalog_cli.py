@@ -639,7 +639,7 @@ def test_windows_native_probe_reads_the_native_hosts_catalog(
     """``--native LIB`` on Windows: the probe lists what the library
     installed in the native host's memory catalog, never ws2_32's own
     providers (which ``Catalog()`` is there)."""
-    from nspv2.host.catalog import Catalog, use_catalog
+    from nspv2.host.catalog import MEMORY, Catalog, use_catalog
     from nspv2.host.native_provider import NativeProvider
     from nspv2.host.winsock import load_native_host
     from nspv2.tools import catalog as tool
@@ -669,6 +669,12 @@ def test_windows_native_probe_reads_the_native_hosts_catalog(
 
         out = io.StringIO()
         try:
+            # a fresh child's memory catalog is empty: so is this one first
+            # (it lives as long as this test process)
+            use_catalog(MEMORY)
+            memory = Catalog(load_native_host())
+            for left in memory.entries():
+                memory.uninstall(left.provider_id)
             with contextlib.redirect_stdout(out):
                 tool._probe_native(argv[-1])
         finally:

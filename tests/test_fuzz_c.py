@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FUZZ = ROOT / "native_stub" / "fuzz"
 SECONDS_PER_FUZZER = 10
 TIMEOUT = 360
-FUZZERS = ("fuzz_queryset", "fuzz_result", "fuzz_wire")
+FUZZERS = ("fuzz_queryset", "fuzz_result", "fuzz_wire", "fuzz_catalog")
 
 DONE = re.compile(r"^Done (\d+) runs in", re.MULTILINE)
 
