@@ -891,6 +891,8 @@ static void do_goodbye(srv *s, conn *c, const req *r)
         mark_ended_L(s, c);
         c->end_kind = CE_GOODBYE;
         won = 1;
+        s->st.requests++; /* counted before GOODBYE_REPLY is written */
+        c->requests++;
     }
     uint64_t session = c->session;
     nspv2_mutex_unlock(&s->lock);
@@ -918,8 +920,6 @@ static void do_goodbye(srv *s, conn *c, const req *r)
             srv_log(s, "session of client #%" PRIu64 " (pid %ld) ended: cleanup", c->num, c->pid);
     }
     nspv2_mutex_lock(&s->lock);
-    s->st.requests++;
-    c->requests++;
     if (session) {
         s->st.sessions_cleanup++;
         record_end_L(s, c, 1, NULL, "orderly close");
@@ -985,6 +985,12 @@ static void run_req(srv *s, req *r)
                     : 1;
     if (owned && type == NSPV2_WIRE_LOOKUP_END)
         disown_L(c, r->m.handle); /* the handle is closed whatever End returns */
+    if (!ended && type != NSPV2_WIRE_GOODBYE) {
+        /* Counted before its reply can be sent (a worker may send it
+         * itself): a client that read the reply and asks STATUS sees it. */
+        c->requests++;
+        s->st.requests++;
+    }
     nspv2_mutex_unlock(&s->lock);
     if (ended)
         goto done; /* dropped: the session is being (or was) run down */
@@ -1043,10 +1049,6 @@ static void run_req(srv *s, req *r)
     default:
         break;
     }
-    nspv2_mutex_lock(&s->lock);
-    c->requests++;
-    s->st.requests++;
-    nspv2_mutex_unlock(&s->lock);
 done:
     nspv2_mutex_lock(&s->lock);
     if (c->ended)
