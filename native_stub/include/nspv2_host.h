@@ -359,6 +359,76 @@ typedef struct nspv2_driver_result {
  * Counts every call's outcome code (NO_ERROR included) in out. */
 NSPV2_HOST_API INT nspv2_driver_run(const nspv2_driver_config *cfg, nspv2_driver_result *out);
 
+/* ---- Python thread-state pinning (src/pin.c) -----------------------------
+ * For providers written in Python (ctypes callbacks). A native thread with
+ * no Python thread state makes ctypes create one and destroy it again
+ * around every callback (PyGILState_Ensure/Release). Once nspv2's Python
+ * package installs these hooks (nspv2_pin_install, at load, GIL held), the
+ * host pins a thread state on every thread that calls a provider entry
+ * point: before its first provider call on a thread that has no thread
+ * state, the host calls gil_ensure() then save_thread() and keeps the
+ * state, so each later callback only takes and releases the GIL. Threads
+ * that already have a thread state (Python's own threads) are never
+ * pinned. The library never links to Python: it only calls these pointers.
+ *
+ * Ownership: a pinned state belongs to its thread and is released on that
+ * thread, exactly once: by nspv2_pin_thread_detach (the host's own threads
+ * call it before they end) or else by the thread-exit hook (a pthread key
+ * destructor; an FLS callback on Windows): restore_thread(state) then
+ * gil_release(PyGILState_UNLOCKED): CPython's own end of an Ensure/Release
+ * pair. Nothing else ever frees one.
+ *
+ * Shutdown: nspv2_pin_shutdown (Python's atexit, before finalization)
+ * stops pinning and closes the gate: every provider call from then on is
+ * refused by the host without calling the provider (INT slots fail with
+ * WSASYSNOTREADY; NextEx / SetServiceEx complete with WSASYSNOTREADY;
+ * Cleanup / Rundown are skipped); it waits up to timeout_ms for the calls
+ * already inside a provider to return. Pinned states of threads still
+ * alive are left to the interpreter's finalization (which frees every
+ * thread state); their thread-exit hooks then do nothing. Before install
+ * and when never installed (C programs), the gate is open and nothing is
+ * pinned: the host behaves as it always did. */
+typedef struct nspv2_python_api {
+    uint32_t size;                    /* sizeof(nspv2_python_api) */
+    int (*gil_ensure)(void);          /* PyGILState_Ensure */
+    void (*gil_release)(int);         /* PyGILState_Release */
+    void *(*save_thread)(void);       /* PyEval_SaveThread */
+    void (*restore_thread)(void *);   /* PyEval_RestoreThread */
+    void *(*this_thread_state)(void); /* PyGILState_GetThisThreadState */
+} nspv2_python_api;
+
+typedef struct nspv2_pin_stats {
+    uint32_t installed;        /* 1 once nspv2_pin_install succeeded */
+    uint32_t stopped;          /* 1 once nspv2_pin_shutdown ran */
+    uint64_t pinned_now;       /* threads holding a pinned state */
+    uint64_t pinned_total;     /* states ever pinned */
+    uint64_t released_detach;  /* released by nspv2_pin_thread_detach */
+    uint64_t released_exit;    /* released by the thread-exit hook */
+    uint64_t left_at_shutdown; /* still pinned when shutdown ran */
+    uint64_t refused_calls;    /* provider calls refused after shutdown */
+    uint64_t in_flight;        /* provider calls inside a provider now */
+} nspv2_pin_stats;
+
+/* Hand over CPython's functions (GIL held). WSAEINVAL for a NULL or short
+ * api or a NULL pointer in it; WSAEALREADY if installed before (the first
+ * stays); WSASYSNOTREADY after shutdown. */
+NSPV2_HOST_API INT nspv2_pin_install(const nspv2_python_api *api);
+/* Stop pinning and refuse provider calls (see above); returns how many
+ * calls were still inside a provider when timeout_ms ran out (0: none).
+ * Call it without the GIL (ctypes.CDLL releases it). Idempotent. */
+NSPV2_HOST_API INT nspv2_pin_shutdown(DWORD timeout_ms);
+/* The calling thread's exit hook, run early: releases its pinned state now
+ * (nothing if it has none or shutdown ran). The host's own threads call it
+ * before they end; a program that owns threads calling providers may too. */
+NSPV2_HOST_API void nspv2_pin_thread_detach(void);
+/* Pin the calling thread from inside a Python callback (GIL held), for
+ * callers that are not this host (a foreign host's threads): bumps the
+ * Ensure count once so the state outlives the callback, released as above.
+ * Returns 1 if pinned now, 0 if already pinned or not pinnable (a Python
+ * thread, not installed, shut down). */
+NSPV2_HOST_API INT nspv2_pin_current_thread(void);
+NSPV2_HOST_API void nspv2_pin_stats_get(nspv2_pin_stats *out);
+
 #if !defined(_WIN32)
 /* ---- provider process: serving client processes (src/server.c) ----------
  * What ws2_32's RPC hop does on Windows: client processes connect to a
