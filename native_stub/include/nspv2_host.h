@@ -358,6 +358,16 @@ typedef struct nspv2_driver_result {
  * [begin -> next until WSA_E_NO_MORE or an error -> end] -> close or abandon.
  * Counts every call's outcome code (NO_ERROR included) in out. */
 NSPV2_HOST_API INT nspv2_driver_run(const nspv2_driver_config *cfg, nspv2_driver_result *out);
+/* Thread exits: total_threads native threads, started in waves of at most
+ * cfg->threads, each running cfg->cycles cycles as nspv2_driver_run's do and
+ * then ending as a program's own thread would (without
+ * nspv2_pin_thread_detach, so a pinned Python thread state is released by
+ * the thread-exit hook). out adds up every thread's counts; elapsed_ns is
+ * the whole run, thread creation and joins included. WSAEINVAL for NULLs,
+ * cfg->threads 0 or above 1024, or total_threads 0; WSA_NOT_ENOUGH_MEMORY
+ * if a thread could not start (the others ran and are counted). */
+NSPV2_HOST_API INT nspv2_driver_thread_exits(const nspv2_driver_config *cfg, uint32_t total_threads,
+                                             nspv2_driver_result *out);
 
 /* ---- Python thread-state pinning (src/pin.c) -----------------------------
  * For providers written in Python (ctypes callbacks). A native thread with

@@ -31,7 +31,8 @@ static void count_code(nspv2_driver_result *r, int32_t code)
 
 static int32_t outcome(INT r) { return r == NO_ERROR ? NO_ERROR : WSAGetLastError(); }
 
-static void driver_main(void *p)
+/* One driver thread's cycles (see nspv2_driver_run). */
+static void driver_cycles(void *p)
 {
     driver_thread *dt = p;
     const nspv2_driver_config *cfg = dt->cfg;
@@ -91,6 +92,31 @@ static void driver_main(void *p)
     free(buf);
 }
 
+/* Adds one thread's counts to the run's. */
+static void add_result(nspv2_driver_result *out, const nspv2_driver_result *r)
+{
+    out->cycles_done += r->cycles_done;
+    out->results += r->results;
+    for (uint32_t k = 0; k < r->n_codes; k++) {
+        uint32_t j = 0;
+        while (j < out->n_codes && out->codes[j] != r->codes[k])
+            j++;
+        if (j == out->n_codes) {
+            if (j == NSPV2_DRIVER_MAX_CODES)
+                continue;
+            out->codes[j] = r->codes[k];
+            out->n_codes++;
+        }
+        out->counts[j] += r->counts[k];
+    }
+}
+
+/* A thread of nspv2_driver_run: the host's own, so it ends as they do. */
+static void driver_main(void *p)
+{
+    driver_cycles(p);
+}
+
 NSPV2_HOST_API INT nspv2_driver_run(const nspv2_driver_config *cfg, nspv2_driver_result *out)
 {
     host_init();
@@ -111,23 +137,51 @@ NSPV2_HOST_API INT nspv2_driver_run(const nspv2_driver_config *cfg, nspv2_driver
     out->elapsed_ns = nspv2_now_ns() - t0;
     int all_started = 1;
     for (uint32_t i = 0; i < cfg->threads; i++) {
-        nspv2_driver_result *r = &dts[i].res;
         all_started &= dts[i].started;
-        out->cycles_done += r->cycles_done;
-        out->results += r->results;
-        for (uint32_t k = 0; k < r->n_codes; k++) {
-            uint32_t j = 0;
-            while (j < out->n_codes && out->codes[j] != r->codes[k])
-                j++;
-            if (j == out->n_codes) {
-                if (j == NSPV2_DRIVER_MAX_CODES)
-                    continue;
-                out->codes[j] = r->codes[k];
-                out->n_codes++;
-            }
-            out->counts[j] += r->counts[k];
-        }
+        add_result(out, &dts[i].res);
     }
+    free(dts);
+    if (!all_started)
+        return host_fail(WSA_NOT_ENOUGH_MEMORY);
+    return NO_ERROR;
+}
+
+/* ------------------------------------------------------------------------ */
+/* thread exits                                                              */
+
+/* A thread of nspv2_driver_thread_exits: driver_cycles, then it ends as a
+ * program's own thread would, without the host threads' detach. */
+static void exits_main(void *p) { driver_cycles(p); }
+
+NSPV2_HOST_API INT nspv2_driver_thread_exits(const nspv2_driver_config *cfg, uint32_t total_threads,
+                                             nspv2_driver_result *out)
+{
+    host_init();
+    if (!cfg || !out || cfg->threads == 0 || cfg->threads > 1024 || total_threads == 0)
+        return host_fail(WSAEINVAL);
+    memset(out, 0, sizeof *out);
+    uint32_t wave = cfg->threads < total_threads ? cfg->threads : total_threads;
+    driver_thread *dts = calloc(wave, sizeof *dts);
+    if (!dts)
+        return host_fail(WSA_NOT_ENOUGH_MEMORY);
+    int all_started = 1;
+    uint64_t t0 = nspv2_now_ns();
+    for (uint32_t done = 0; done < total_threads;) {
+        uint32_t n = total_threads - done < wave ? total_threads - done : wave;
+        memset(dts, 0, n * sizeof *dts);
+        for (uint32_t i = 0; i < n; i++) {
+            dts[i].cfg = cfg;
+            dts[i].started = nspv2_thread_create(&dts[i].thread, exits_main, &dts[i]) == 0;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            if (dts[i].started)
+                nspv2_thread_join(dts[i].thread);
+            all_started &= dts[i].started;
+            add_result(out, &dts[i].res);
+        }
+        done += n;
+    }
+    out->elapsed_ns = nspv2_now_ns() - t0;
     free(dts);
     if (!all_started)
         return host_fail(WSA_NOT_ENOUGH_MEMORY);

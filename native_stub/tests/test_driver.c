@@ -1,5 +1,6 @@
 /*
- * test_driver.c - tests of nspv2_driver_run, the native load driver.
+ * test_driver.c - tests of nspv2_driver_run and nspv2_driver_thread_exits, the
+ * native load driver.
  */
 #include "test_support.h"
 
@@ -120,7 +121,55 @@ TEST(test_driver)
     CHECK(st.provider_faults == 0 && st.late_completions == 0);
 }
 
+TEST(test_driver_thread_exits)
+{
+    fresh();
+    advertise_bench();
+    nspv2_host_stats_reset();
+    nspv2_driver_result r;
+    nspv2_driver_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.cycles = 1;
+    cfg.buffer_size = 4096;
+    cfg.name_space = NS_EMAIL;
+    cfg.provider_id = &nspv2_bench_provider_id;
+    cfg.service_name = W("alice@example.com");
+    cfg.control_flags = LUP_RETURN_ALL;
+    CHECK_ERR(nspv2_driver_thread_exits(&cfg, 10, &r), WSAEINVAL); /* 0 threads at once */
+    cfg.threads = 1025;
+    CHECK_ERR(nspv2_driver_thread_exits(&cfg, 10, &r), WSAEINVAL);
+    cfg.threads = 8;
+    CHECK_ERR(nspv2_driver_thread_exits(&cfg, 0, &r), WSAEINVAL);
+    CHECK_ERR(nspv2_driver_thread_exits(NULL, 10, &r), WSAEINVAL);
+    CHECK_ERR(nspv2_driver_thread_exits(&cfg, 10, NULL), WSAEINVAL);
+
+    /* 1000 threads, 8 at a time (the last wave short), one cycle each */
+    const uint64_t N = 1003;
+    CHECK_OK(nspv2_driver_thread_exits(&cfg, (uint32_t)N, &r));
+    print_driver("1003 thread exits, 8 at a time", &r);
+    CHECK(r.cycles_done == N && r.results == N);
+    /* open, begin, next, end, close succeed; 1 x next ends */
+    CHECK(code_count(&r, NO_ERROR) == 5 * N);
+    CHECK(code_count(&r, WSA_E_NO_MORE) == N);
+    CHECK(r.n_codes == 2 && r.elapsed_ns > 0);
+    nspv2_host_stats st = stats();
+    CHECK(st.startups == N && st.cleanups == N && st.rundowns == 0);
+    CHECK(st.sessions_open == 0 && st.lookups_open == 0 && st.async_pending == 0);
+
+    /* fewer threads than a wave; three cycles each, every second abandoned */
+    nspv2_host_stats_reset();
+    cfg.threads = 64;
+    cfg.cycles = 3;
+    cfg.abandon_every = 2;
+    CHECK_OK(nspv2_driver_thread_exits(&cfg, 5, &r));
+    CHECK(r.cycles_done == 15 && r.results == 15);
+    st = stats();
+    CHECK(st.startups == 15 && st.rundowns == 5 && st.cleanups == 10);
+    CHECK(st.sessions_open == 0 && st.lookups_open == 0);
+}
+
 void run_driver_tests(void)
 {
     RUN(test_driver);
+    RUN(test_driver_thread_exits);
 }

@@ -578,8 +578,13 @@ class Host:
         control_flags: int = LUP.LUP_RETURN_ALL,
         session_only: bool = False,
         grow_on_efault: bool = False,
+        thread_exits: int = 0,
     ) -> DriverResult:
-        """Run the native driver: ``threads`` native threads x ``cycles`` cycles."""
+        """Run the native driver: ``threads`` native threads x ``cycles`` cycles.
+
+        With ``thread_exits`` N: N native threads instead, at most
+        ``threads`` at a time, each running ``cycles`` cycles and then
+        ending as a program's own thread would (nspv2_driver_thread_exits)."""
         numbers = {
             "threads": threads,
             "cycles": cycles,
@@ -605,6 +610,15 @@ class Host:
             1 if grow_on_efault else 0,
         )
         result = DriverResult()
+        if thread_exits:
+            _u32(thread_exits, "thread_exits")
+            self._check(
+                self.native.nspv2_driver_thread_exits(
+                    ctypes.byref(cfg), thread_exits, ctypes.byref(result)
+                ),
+                "nspv2_driver_thread_exits",
+            )
+            return result
         self._check(
             self.native.nspv2_driver_run(ctypes.byref(cfg), ctypes.byref(result)),
             "nspv2_driver_run",

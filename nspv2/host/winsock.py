@@ -157,6 +157,12 @@ _NATIVE_SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "nspv2_host_reset": (None, ()),
     # INT nspv2_driver_run(const nspv2_driver_config *cfg, nspv2_driver_result *out);
     "nspv2_driver_run": (INT, (ctypes.POINTER(DriverConfig), ctypes.POINTER(DriverResult))),
+    # INT nspv2_driver_thread_exits(const nspv2_driver_config *cfg, uint32_t total_threads,
+    #                               nspv2_driver_result *out);
+    "nspv2_driver_thread_exits": (
+        INT,
+        (ctypes.POINTER(DriverConfig), ctypes.c_uint32, ctypes.POINTER(DriverResult)),
+    ),
     # void nspv2_ref_provider_routine(NSPV2_ROUTINE *out);
     "nspv2_ref_provider_routine": (None, (ctypes.c_void_p,)),
     # void nspv2_ref_provider_reset(void);
@@ -238,6 +244,7 @@ _NATIVE_COMPAT = frozenset(
 #: NativeHostUnavailable naming it (so does a compat function on Windows).
 _NATIVE_SINCE_NATIVE_PROVIDERS = frozenset(
     {
+        "nspv2_driver_thread_exits",
         "nspv2_catalog_set_path",
         "nspv2_catalog_location",
         "nspv2_catalog_error_text",
@@ -305,6 +312,7 @@ class NativeHostFunctions:
     nspv2_host_stats_reset: Callable[[], None]
     nspv2_host_reset: Callable[[], None]
     nspv2_driver_run: Callable[[Any, Any], int]
+    nspv2_driver_thread_exits: Callable[[Any, int, Any], int]
     nspv2_ref_provider_routine: Callable[[int], None]
     nspv2_ref_provider_reset: Callable[[], None]
     nspv2_bench_provider_routine: Callable[[int], None]
