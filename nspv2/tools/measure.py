@@ -17,8 +17,10 @@ identical C code for all three.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import ipaddress
 import itertools
+import os
 import socket
 import statistics
 import struct
@@ -57,6 +59,9 @@ __all__ = [
     "advertise_raw",
     "bench_result",
     "drive",
+    "pin_delta",
+    "pinning_state",
+    "pinning_text",
     "subject",
 ]
 
@@ -410,3 +415,59 @@ def drive(
         buffer_size=1024,
     )
     return r.elapsed_ns / (cycles * threads), r.outcomes()
+
+
+# ---- thread-state pinning, as the run used it ------------------------------------------
+
+
+def pinning_state() -> dict[str, Any]:
+    """Whether Python thread-state pinning (``nspv2.host.pinning``) was on for
+    this process, with its stats; call it once the native host is loaded.
+
+    ``available``: this nspv2 has the module; ``installed``: the host pins
+    thread states (its stats say so); ``disabled_by_env``: NSPV2_NO_PINNING=1.
+    """
+    out: dict[str, Any] = {
+        "available": False,
+        "installed": False,
+        "disabled_by_env": os.environ.get("NSPV2_NO_PINNING") == "1",
+        "stats": None,
+    }
+    try:
+        module = importlib.import_module("nspv2.host.pinning")
+    except ImportError:
+        return out
+    out["available"] = True
+    stats = getattr(module, "stats", None)
+    if callable(stats):
+        try:
+            got = stats()
+        except Exception as exc:  # report it, the measurement goes on
+            out["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            if isinstance(got, dict):
+                out["stats"] = dict(got)
+                out["installed"] = bool(got.get("installed"))
+    return out
+
+
+def pin_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int] | None:
+    """What the pin counters did between two :func:`pinning_state` calls."""
+    b, a = before.get("stats"), after.get("stats")
+    if not isinstance(b, dict) or not isinstance(a, dict):
+        return None
+    return {
+        k: int(a[k]) - int(b.get(k, 0))
+        for k in a
+        if isinstance(a[k], int) and not isinstance(a[k], bool)
+    }
+
+
+def pinning_text(state: dict[str, Any]) -> str:
+    """One line saying which pinning state a run used."""
+    if not state["available"]:
+        return "thread-state pinning: not in this nspv2 (every callback from a native thread creates a thread state)"
+    if state["installed"]:
+        return "thread-state pinning: installed"
+    why = "NSPV2_NO_PINNING=1" if state["disabled_by_env"] else state.get("error", "not installed")
+    return f"thread-state pinning: off ({why})"

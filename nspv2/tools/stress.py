@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..client import Client
 from ..examples.email import EmailDirectory
 from ..host.host import Host
+from ..host.native import NativeHostUnavailable
 from ..provider.base import Provider
 from ..provider.errors import WinsockError
 from ..provider.queryset import QuerySet
@@ -35,6 +36,7 @@ from ..provider.registry import Session
 from ..sdk.nsemail import NAPI_PROVIDER_LEVEL, NAPI_PROVIDER_TYPE, InstallationBlob
 from ..sdk.winsock2 import LUP, NO_ERROR, WSAError, code_name
 from .common import (
+    DWORD_MAX,
     EXIT_OK,
     EXIT_PROBLEMS,
     Progress,
@@ -45,7 +47,15 @@ from .common import (
     positive,
     whole,
 )
-from .measure import BENCH_NAME, AsyncScaffoldBench, ScaffoldBench, subject
+from .measure import (
+    BENCH_NAME,
+    AsyncScaffoldBench,
+    ScaffoldBench,
+    pin_delta,
+    pinning_state,
+    pinning_text,
+    subject,
+)
 from .private_catalog import install_in, private_catalog
 from .stress_client import CycleCounts, run_cycles
 
@@ -55,10 +65,15 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_PROCESSES",
     "MAX_THREADS",
+    "Fleet",
     "StressDirectory",
+    "StressError",
     "add_commands",
     "run_process_stress",
     "run_stress",
+    "run_thread_exits",
+    "start_server",
+    "thread_ladder",
 ]
 
 #: The native driver's limit (nspv2_driver_run refuses more threads).
@@ -128,11 +143,14 @@ def run_stress(
     cycles: int = 50_000,
     provider: type[Provider] = ScaffoldBench,
     name: str = BENCH_NAME,
+    thread_exits: int = 10_000,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Native threads hammering ``provider`` (the scaffold's bench provider
-    unless given); every outcome accounted for. Stops early on SIGINT (in
-    the main thread) with ``interrupted`` set and the figures so far."""
+    unless given); every outcome accounted for. Then throughput with 1, 2,
+    4, ... ``threads`` threads, and ``thread_exits`` native threads each
+    making one cycle and ending (0 skips). Stops early on SIGINT (in the
+    main thread) with ``interrupted`` set and the figures so far."""
     say = progress or (lambda _t: None)
     expected = {NO_ERROR, int(WSAError.WSA_E_NO_MORE), int(WSAError.WSAEFAULT)}
     in_thread: type[Provider] = (
@@ -174,6 +192,8 @@ def run_stress(
         Host(timeout_ms=10000, auto_install=True) as host,
     ):
         common = {"service_name": name, "name_space": int(provider.namespace)}
+        pin_before = pinning_state()
+        out["pinning"] = {k: v for k, v in pin_before.items() if k != "stats"}
         for title, cls, opts in phases:
             if stop.requested:
                 break
@@ -214,6 +234,15 @@ def run_stress(
         # throughput: 1 thread vs `threads` threads on the first phase's workload
         if not stop.requested:
             out["throughput"] = _throughput(host, stop, provider, threads, cycles, common, say)
+            if not out["throughput"]["ok"]:
+                problems.append("throughput runs")
+        if thread_exits and not stop.requested:
+            out["thread_exits"] = run_thread_exits(
+                host, provider, thread_exits, threads, common, stop=stop, progress=say
+            )
+            if not out["thread_exits"].get("ok", True):
+                problems.append("thread exits")
+        out["pinning"]["stats_delta"] = pin_delta(pin_before, pinning_state())
         out["host_open"] = {
             k: v for k, v in host.stats().items() if k.endswith(("_open", "_pending"))
         }
@@ -224,6 +253,24 @@ def run_stress(
     return out
 
 
+def thread_ladder(threads: int) -> list[int]:
+    """1, 2, 4, ... below ``threads``, then ``threads``."""
+    out, t = [], 1
+    while t < threads:
+        out.append(t)
+        t *= 2
+    return [*out, threads]
+
+
+def _accounted(provider: Provider, done: int, codes: dict[int, int], expected: set[int]) -> bool:
+    reg = provider.registry
+    return (
+        reg.sessions_started == reg.sessions_ended == done
+        and reg.open_counts() == {"sessions": 0, "lookups": 0}
+        and set(codes) <= expected
+    )
+
+
 def _throughput(
     host: Host,
     stop: _Stop,
@@ -232,25 +279,116 @@ def _throughput(
     cycles: int,
     common: dict[str, Any],
     say: Callable[[str], None],
-) -> dict[str, float]:
+) -> dict[str, Any]:
+    """The same total of lookup cycles on 1, 2, 4, ... ``threads`` native
+    threads (a fresh provider each), cycles per second of each."""
+    total = max(cycles // 4, 100) * threads
+    ladder: list[dict[str, Any]] = []
+    ok = True
+    expected = {NO_ERROR, int(WSAError.WSA_E_NO_MORE)}
+    for t in thread_ladder(threads):
+        if stop.requested:
+            break
+        instance = provider()
+        host.advertise(instance)
+        try:
+            per = total // t
+            say(f"throughput: {t} thread{'s' if t > 1 else ''} x {per}")
+            done, _results, elapsed, codes = _sliced_drive(
+                host, stop, t, per, provider_id=instance.provider_id, **common
+            )
+        finally:
+            host.unadvertise(instance)
+            instance.close()
+        accounted = _accounted(instance, done, codes, expected)
+        ok &= accounted
+        ladder.append(
+            {
+                "threads": t,
+                "cycles": done,
+                "seconds": round(elapsed / 1e9, 3),
+                "cycles_per_second": round(done / (elapsed / 1e9), 1) if elapsed else 0.0,
+                "accounted": accounted,
+            }
+        )
+    rate1 = ladder[0]["cycles_per_second"] if ladder else 0.0
+    for row in ladder:
+        row["vs_1_thread"] = round(row["cycles_per_second"] / rate1, 3) if rate1 else 0.0
+    rate_n = ladder[-1]["cycles_per_second"] if len(ladder) == len(thread_ladder(threads)) else 0.0
+    return {
+        "total_cycles": total,
+        "ladder": ladder,
+        "1_thread_cycles_per_s": rate1,
+        f"{threads}_threads_cycles_per_s": rate_n,
+        "ratio": round(rate_n / rate1, 3) if rate1 else 0.0,
+        "ok": ok,
+    }
+
+
+#: Threads a slice of a thread-exits run starts (Ctrl-C waits at most one slice).
+EXITS_SLICE = 500
+
+
+def run_thread_exits(
+    host: Host,
+    provider: type[Provider],
+    exits: int,
+    concurrent: int,
+    common: dict[str, Any],
+    *,
+    stop: _Stop | None = None,
+    progress: Callable[[str], None] | None = None,
+    after_slice: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """``exits`` native threads, at most ``concurrent`` at a time, each making
+    one lookup cycle on a fresh ``provider`` and ending as a program's own
+    thread would (nspv2_driver_thread_exits); thread exits per second and
+    what the pin counters did. ``after_slice`` runs after each slice."""
+    say = progress or (lambda _t: None)
     instance = provider()
     host.advertise(instance)
+    pin_before = pinning_state()
+    done = cycles = elapsed = 0
+    codes: dict[int, int] = {}
     try:
-        n1 = max(cycles // 4, 100)
-        say(f"throughput: 1 thread x {n1 * threads}")
-        pid = instance.provider_id
-        one = _sliced_drive(host, stop, 1, n1 * threads, provider_id=pid, **common)
-        say(f"throughput: {threads} threads x {n1}")
-        many = _sliced_drive(host, stop, threads, n1, provider_id=pid, **common)
+        while done < exits and not (stop and stop.requested):
+            n = min(EXITS_SLICE, exits - done)
+            try:
+                r = host.drive(
+                    threads=concurrent,
+                    cycles=1,
+                    thread_exits=n,
+                    provider_id=instance.provider_id,
+                    **common,
+                )
+            except NativeHostUnavailable as exc:
+                return {"skipped": str(exc)}
+            done += n
+            cycles += int(r.cycles_done)
+            elapsed += r.elapsed_ns
+            for code, count in r.outcomes().items():
+                codes[code] = codes.get(code, 0) + count
+            if after_slice:
+                after_slice()
+            say(f"thread exits: {done}/{exits}")
     finally:
         host.unadvertise(instance)
         instance.close()
-    rate1 = one[0] / (one[2] / 1e9) if one[2] else 0.0
-    rate_n = many[0] / (many[2] / 1e9) if many[2] else 0.0
+    reg = instance.registry
     return {
-        "1_thread_cycles_per_s": round(rate1, 1),
-        f"{threads}_threads_cycles_per_s": round(rate_n, 1),
-        "ratio": round(rate_n / rate1, 3) if rate1 else 0.0,
+        "threads": done,
+        "concurrent": concurrent,
+        "cycles": cycles,
+        "seconds": round(elapsed / 1e9, 3),
+        "exits_per_second": round(done / (elapsed / 1e9), 1) if elapsed else 0.0,
+        "outcomes": {code_name(c): k for c, k in codes.items()},
+        "sessions_started": reg.sessions_started,
+        "sessions_ended": reg.sessions_ended,
+        "open": reg.open_counts(),
+        "pin_delta": pin_delta(pin_before, pinning_state()),
+        "ok": cycles == done
+        and _accounted(instance, cycles, codes, {NO_ERROR, int(WSAError.WSA_E_NO_MORE)}),
+        "complete": done == exits,
     }
 
 
@@ -372,7 +510,7 @@ def _in_process(
     return _figures(runs), dict(provider.counts), host_counts
 
 
-class _Fleet:
+class Fleet:
     """The processes a ``--processes`` run started: the server (unless
     ``--socket``) and the clients; each ended by its pid."""
 
@@ -401,17 +539,25 @@ class _Fleet:
             self.end(proc, timeout=2.0)
 
 
-def _start_server(fleet: _Fleet, folder: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
+def start_server(
+    fleet: Fleet,
+    folder: Path,
+    provider: type[Provider] = StressDirectory,
+    spec: str = STRESS_PROVIDER,
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """Start ``nspv2 serve SPEC`` (``provider`` is the class it names) on a
+    socket and catalog of its own in ``folder``; wait until it listens.
+    Returns the process, its socket and its log."""
     socket = folder / "serve.sock"
     log = folder / "serve.log"
-    # the server's catalog: a file of its own, the stress provider installed in it
+    # the server's catalog: a file of its own, the provider installed in it
     catalog = folder / "catalog"
-    install_in(catalog, StressDirectory)
+    install_in(catalog, provider)
     env = {**os.environ, "NSPV2_RUNTIME_DIR": str(folder / "run"), "NSPV2_CATALOG": str(catalog)}
     env.pop("NSPV2_SOCKET", None)
     with open(log, "wb") as out:
         proc = fleet.start(
-            [sys.executable, "-m", "nspv2", "serve", STRESS_PROVIDER, "--socket", str(socket)],
+            [sys.executable, "-m", "nspv2", "serve", spec, "--socket", str(socket)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -457,7 +603,7 @@ def _provider_counts(socket: Path) -> dict[str, int]:
 
 
 def _run_clients(
-    fleet: _Fleet, socket: Path, processes: int, cycles: int, abandon_every: int, cwd: Path
+    fleet: Fleet, socket: Path, processes: int, cycles: int, abandon_every: int, cwd: Path
 ) -> list[CycleCounts]:
     clients = [
         fleet.start(
@@ -511,7 +657,7 @@ def run_process_stress(
     against a provider process (started here unless ``socket``), then the
     same against the in-process host; every session accounted for."""
     say = progress or (lambda _t: None)
-    fleet = _Fleet()
+    fleet = Fleet()
     folder = Path(tempfile.mkdtemp(prefix="nspv2-stress-"))
     out: dict[str, Any] = {
         "mode": "processes",
@@ -529,7 +675,7 @@ def run_process_stress(
         server = None
         if socket is None:
             say("starting nspv2 serve")
-            server, socket, log = _start_server(fleet, folder)
+            server, socket, log = start_server(fleet, folder)
         out["server"] = {"socket": str(socket), "started_here": server is not None}
         before = _server_stats(socket)["stats"]
         say(f"{processes} client processes x {cycles} cycles")
@@ -647,13 +793,45 @@ def print_stress(doc: dict[str, Any]) -> None:
         print(f"       outcomes: {', '.join(f'{k} {v}' for k, v in sorted(p['outcomes'].items()))}")
     t = doc.get("throughput")
     if t:
-        keys = list(t)
         print(
-            f"  throughput: 1 thread {t[keys[0]]:.0f} cycles/s, {doc['threads']} threads {t[keys[1]]:.0f} cycles/s (ratio {t['ratio']:.2f})"
+            f"  {'ok  ' if t['ok'] else 'FAIL'} throughput, {t['total_cycles']} lookup cycles in all "
+            "on each number of native threads:"
         )
+        for row in t["ladder"]:
+            print(
+                f"       {row['threads']:>4} thread{'s' if row['threads'] > 1 else ' '}: "
+                f"{row['cycles_per_second']:>9.0f} cycles/s ({row['vs_1_thread']:.2f}x 1 thread)"
+                + ("" if row["accounted"] else ", NOT ACCOUNTED FOR")
+            )
+        print(f"       {doc['threads']} threads / 1 thread: {t['ratio']:.2f}")
+    x = doc.get("thread_exits")
+    if x and "skipped" in x:
+        print(f"  thread exits: skipped: {x['skipped']}")
+    elif x:
+        print(
+            f"  {'ok  ' if x['ok'] else 'FAIL'} thread exits: {x['threads']} native threads "
+            f"({x['concurrent']} at a time), each one lookup cycle then ending: "
+            f"{x['exits_per_second']:.0f} threads/s"
+        )
+        print(
+            f"       sessions {x['sessions_started']} started / {x['sessions_ended']} ended, "
+            f"open {x['open']}; outcomes: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(x["outcomes"].items()))
+        )
+        if x["pin_delta"] is not None:
+            print(f"       pin counters over the run: {_pin_counts(x['pin_delta'])}")
+    pin = doc.get("pinning")
+    if pin:
+        print(f"  {pinning_text(pin)}")
     print(f"  host left open: {doc['host_open']}")
     if doc["interrupted"]:
         print("  interrupted: the figures above are partial")
+
+
+def _pin_counts(delta: dict[str, int]) -> str:
+    keys = ("pinned_total", "released_detach", "released_exit", "pinned_now", "refused_calls")
+    shown = [f"{k} {delta[k]:+d}" for k in keys if k in delta]
+    return ", ".join(shown or [f"{k} {v:+d}" for k, v in delta.items()])
 
 
 def cmd_stress(args: argparse.Namespace) -> int:
@@ -669,6 +847,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
         cycles=args.cycles if args.cycles is not None else 50_000,
         provider=cls,
         name=name,
+        thread_exits=args.thread_exits if args.thread_exits is not None else 10_000,
         progress=progress,
     )
     progress.done()
@@ -692,6 +871,8 @@ def _cmd_process_stress(args: argparse.Namespace) -> int:
         )
     if args.threads_given:
         raise UsageError("--threads and --processes do not go together")
+    if args.thread_exits is not None:
+        raise UsageError("--thread-exits and --processes do not go together")
     progress = Progress()
     started = time.monotonic()
     try:
@@ -726,6 +907,8 @@ def add_commands(sub: SubParsers) -> None:
         help="native threads against Python providers; or client processes against a provider process",
         description="Native threads mixing closes and abandons, short buffers retried, LUP_FLUSHPREVIOUS, and a provider "
         "completing from another thread; every session must end once and every outcome be accounted for. "
+        "Then the throughput of 1, 2, 4, ... --threads native threads on the same total of lookup cycles, and "
+        "--thread-exits native threads each making one cycle and ending (threads per second, pin counters). "
         "Ctrl-C stops it within a second and prints the figures so far. "
         "With --processes N: start nspv2 serve (or use --socket), run N client processes of --cycles cycles each "
         "(open a session, register a name, look it up, close or every --abandon-every'th abandon), report "
@@ -745,6 +928,14 @@ def add_commands(sub: SubParsers) -> None:
         type=positive,
         default=None,
         help="cycles per thread and phase (default 50000); with --processes, per process (default 200)",
+    )
+    p_stress.add_argument(
+        "--thread-exits",
+        type=whole(0, DWORD_MAX),
+        metavar="N",
+        default=None,
+        help="native threads that each make one lookup cycle and end, --threads at a time "
+        "(default 10000; 0 skips)",
     )
     p_stress.add_argument(
         "--processes",
