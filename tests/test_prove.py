@@ -8,6 +8,7 @@ figures come from ``python -m nspv2 bench|memory|stress|fuzz``.
 from __future__ import annotations
 
 import random
+import shutil
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,25 +16,29 @@ from hypothesis import strategies as st
 
 from nspv2 import WinsockError, WSAError
 from nspv2.provider.queryset import MAX_STRING_CHARS, QuerySet
-from nspv2.tools.bench import run_bench
+from nspv2.tools.bench import count_instructions, run_bench
 from nspv2.tools.fuzz import GuardedArena, build_image, run_fuzz
 from nspv2.tools.memory import run_memory
-from nspv2.tools.stress import run_stress
+from nspv2.tools.stress import run_stress, thread_ladder
 
 
 def test_memory_short_run_leaves_nothing_open() -> None:
-    doc = run_memory(cycles=20_000, chunk=5_000)
+    doc = run_memory(cycles=20_000, chunk=5_000, thread_exits=2_000)
     assert doc["open"]["provider"] == {"sessions": 0, "lookups": 0}
     assert not any(doc["open"]["host"].values())
     assert doc["sessions"]["started"] == doc["sessions"]["ended"]
-    for kind in ("lookup", "rundown"):
+    for kind in ("lookup", "rundown", "exits"):
         assert doc[kind]["growth_kib"] < 8 * 1024, (
             doc
         )  # generous: the real target is checked by `nspv2 memory`
+    exits = doc["exits"]
+    assert exits["threads"] == 2_000 and exits["accounted"], exits
+    assert exits["exits_per_second"] > 0
+    assert isinstance(doc["pinning"]["installed"], bool)
 
 
 def test_stress_short_run_accounts_for_everything() -> None:
-    doc = run_stress(threads=8, cycles=300)
+    doc = run_stress(threads=8, cycles=300, thread_exits=600)
     assert doc["problems"] == [], doc
     for phase in doc["phases"]:
         assert phase["sessions_started"] == phase["sessions_ended"] == 8 * 300
@@ -42,15 +47,61 @@ def test_stress_short_run_accounts_for_everything() -> None:
     assert (
         flush["results"] == 0 and flush["outcomes"]["WSAEFAULT"] == 8 * 300
     )  # every held result dropped
+    # throughput: the same total on 1, 2, 4 and 8 threads, each accounted for
+    t = doc["throughput"]
+    assert [row["threads"] for row in t["ladder"]] == [1, 2, 4, 8]
+    for row in t["ladder"]:
+        assert row["cycles"] == t["total_cycles"] and row["accounted"], row
+        assert row["cycles_per_second"] > 0
+    assert t["ratio"] > 0 and t["ok"]
+    # thread exits: every thread made its one cycle, its session ended once
+    x = doc["thread_exits"]
+    assert x["threads"] == x["cycles"] == x["sessions_started"] == x["sessions_ended"] == 600
+    assert x["open"] == {"sessions": 0, "lookups": 0}
+    assert x["outcomes"] == {"NO_ERROR": 5 * 600, "WSA_E_NO_MORE": 600}
+    assert x["exits_per_second"] > 0 and x["ok"]
+
+
+def test_thread_ladder() -> None:
+    assert thread_ladder(1) == [1]
+    assert thread_ladder(8) == [1, 2, 4, 8]
+    assert thread_ladder(6) == [1, 2, 4, 6]
 
 
 def test_bench_runs_and_the_three_providers_agree() -> None:
-    doc = run_bench(cycles=200, repeats=1, sessions_open=50)
+    doc = run_bench(cycles=200, repeats=1, sessions_open=50, served_lookups=50)
     assert doc["same_answers"]
     assert set(doc["cycle_kinds"]) == {"lookup", "session", "rundown"}
     assert doc["many_open"]["sessions_open"] == 50
     assert doc["open_after"]["A"] == {"sessions": 0, "lookups": 0}
     assert doc["open_after"]["B"] == {"sessions": 0, "lookups": 0}
+    assert isinstance(doc["pinning"]["installed"], bool)
+    served = doc["served"]
+    if "skipped" in served:
+        pytest.skip(f"served round trip: {served['skipped']}")
+    assert served["same_answers"] and served["results_per_lookup"] == {
+        "served": 1,
+        "in_process": 1,
+    }
+    assert served["served"]["median_ns"] > 0 and served["in_process"]["median_ns"] > 0
+    assert served["served/in_process"] > 0
+    assert served["server_exit"] == 0
+
+
+@pytest.mark.skipif(
+    shutil.which("valgrind") is None, reason="valgrind (callgrind) is not installed"
+)
+def test_bench_instructions_counts_every_cycle_of_a_b_c() -> None:
+    doc = count_instructions(cycles=10)
+    assert doc["mode"] == "instructions" and doc["cycles"] == 10
+    assert set(doc["cycle_kinds"]) == {"lookup", "session", "rundown"}
+    for row in doc["cycle_kinds"].values():
+        for key in "ABC":
+            fig = row[key]
+            # twice the cycles cost more: the driver thread's work was counted
+            assert fig["at_2n"] > fig["at_n"] > 0, row
+            assert fig["instructions_per_cycle"] > 0
+        assert row["A/B"] > 0 and row["A/C"] > 0
 
 
 @pytest.fixture(scope="module")
