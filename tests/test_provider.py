@@ -112,7 +112,14 @@ def test_startup_writes_a_fresh_token_and_calls_the_hook(h: SlotHarness) -> None
     assert [e for e, _ in prov(h).events] == ["startup"] * 50
     s = prov(h).registry.session(tokens[0])
     assert s is not None and s.token == s.id == tokens[0] and s.provider_id == PID
-    assert s.started_at <= time.time()
+    # No clock read per session unless the registry records times.
+    assert s.started_at is None and s.ended_at is None
+    prov(h).registry.record_times = True
+    timed = prov(h).registry.session(h.startup().value)
+    assert timed is not None and timed.started_at is not None
+    assert timed.started_at <= time.time()
+    assert h.cleanup(timed.token).returned == NO_ERROR
+    assert timed.ended_at is not None and timed.started_at <= timed.ended_at <= time.time()
 
 
 def test_cleanup_ends_normally_once(h: SlotHarness) -> None:

@@ -41,11 +41,11 @@ from typing import Any, ClassVar
 
 from ..sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
 from ..sdk.winsock2 import LUP, NO_ERROR, NS, WSAESETSERVICEOP, WSAError
-from .channel import ErrorChannel
+from .channel import ErrorChannel, current_channel
 from .errors import WinsockError
-from .queryset import QuerySet
+from .queryset import QuerySet, _read_queryset
 from .registry import EndedBy, Lookup, Registry, Session, close_taken
-from .routine import Routine, log_failure, report_exception
+from .routine import Routine, fail_async, fail_int, fail_void, log_failure, report_exception
 
 __all__ = ["Provider"]
 
@@ -61,8 +61,35 @@ _COMMUNICATION_ERROR = Reason.CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_E
 _FLUSH = int(LUP.LUP_FLUSHPREVIOUS)
 _u32_at = ctypes.c_uint32.from_address
 _ptr_at = ctypes.c_void_p.from_address
+_string_at = ctypes.string_at
+_INVALID_PROVIDER = int(WSAError.WSAEINVALIDPROVIDER)
+_EINVAL = int(WSAError.WSAEINVAL)
+_OTHER_FAILURE = Reason.CPNATFWT_SESSION_TERMINATION_PROVIDER_OTHER_FAILURE
 #: The optional hooks a subclass may override.
 _HOOKS = ("startup", "cleanup", "client_session_rundown", "set_service")
+#: The methods whose override sends :meth:`Provider.routine` down the
+#: guarded-callables path (see there).
+_SLOT_METHODS = (
+    "_slot_callables",
+    "_slot_startup",
+    "_slot_cleanup",
+    "_slot_rundown",
+    "_slot_begin",
+    "_slot_next_ex",
+    "_slot_end",
+    "_slot_set_service",
+)
+
+
+class _Open:
+    """The table of slots built to run inside a Routine's guards: those
+    guards check for a closed table, so this one never reads as closed."""
+
+    __slots__ = ()
+    _closed = False
+
+
+_OPEN = _Open()
 
 
 class Provider:
@@ -106,6 +133,7 @@ class Provider:
 
     _routine_obj: Routine | None = None
     _registry_obj: Registry | None = None
+    _raising: dict[str, Callable[..., Any]] | None = None
 
     def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> Iterable[QuerySet]:
         """Return the results of a lookup (an iterable of QuerySet).
@@ -184,15 +212,28 @@ class Provider:
             raise TypeError(f"{cls.__name__}.provider_id must be a uuid.UUID, not {pid!r}")
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
+        self._raising = None
         self.registry.reopen()
+        # The fast path: each slot is one function, its guard and its body in
+        # one frame. A subclass overriding _slot_callables or a _slot_*
+        # method gets those callables inside Routine's guards instead.
+        bind = None
+        if all(getattr(cls, n) is getattr(Provider, n) for n in _SLOT_METHODS):
+            slots, bind = self._build_slots(fused=True)
+            guarded = frozenset(slots)
+        else:
+            slots, guarded = self._slot_callables(), frozenset()
         routine = Routine(
-            **self._slot_callables(),
+            **slots,
             version=cls.version,
             channel=channel,
             pointers="int",
             name=self.display_name,
             on_close=self._on_close,
+            guarded=guarded,
         )
+        if bind is not None:
+            bind(routine)
         self._routine_obj = routine
         return routine
 
@@ -200,7 +241,10 @@ class Provider:
         """The callables :meth:`routine` installs, by Routine keyword.
 
         The one place to wrap them (a subclass instrumenting its entry
-        points, as ``nspv2 demo`` does, overrides this).
+        points, as ``nspv2 demo`` does, overrides this). They raise on
+        failure, and the table calls them inside its guards; a provider
+        overriding neither this nor a ``_slot_*`` method gets the same slot
+        bodies built with their guard in the same frame instead.
         """
         slots: dict[str, Callable[..., Any]] = {
             "startup": self._slot_startup,
@@ -269,76 +313,295 @@ class Provider:
         yield
 
     # -- slots (pointers arrive as integers) --------------------------------------------
+    #
+    # Each slot body is written once, in _build_slots. fused=True builds the
+    # table's own slots: the guard (closed check, try/except reporting the
+    # failure through the channel) is in the same frame as the body, and the
+    # success path calls no channel. fused=False builds the raising bodies
+    # the _slot_* methods run, for a table whose Routine guards them.
+
+    def _raising_slots(self) -> dict[str, Callable[..., Any]]:
+        slots = self._raising
+        if slots is None:
+            slots = self._raising = self._build_slots(fused=False)[0]
+        return slots
 
     def _slot_startup(self, provider_id: int | None, pp_session: int | None) -> int:
-        if not pp_session:
-            raise WinsockError(WSAError.WSAEINVAL, "ppvClientSessionArg is NULL")
-        pid = uuid.UUID(bytes_le=ctypes.string_at(provider_id, 16)) if provider_id else None
-        session = self.registry.new_session(pid)  # WSAEINVALIDPROVIDER once closed
-        hook = self._hook("startup")
-        if hook is not None:
-            try:
-                hook(session)
-            except BaseException:
-                self.registry.end_session(
-                    session.token,
-                    EndedBy.STARTUP_FAILED,
-                    Reason.CPNATFWT_SESSION_TERMINATION_PROVIDER_OTHER_FAILURE,
-                )
-                raise
-        if session.ended:  # ended meanwhile (the table closed): it was ended once, there
-            raise WinsockError(
-                WSAError.WSAEINVALIDPROVIDER, f"client session {session.token:#x} ended in Startup"
-            )
-        _ptr_at(pp_session).value = session.token
-        return NO_ERROR
+        result: int = self._raising_slots()["startup"](provider_id, pp_session)
+        return result
 
-    def _slot_cleanup(self, _provider_id: int | None, token: int | None) -> int:
-        session = self.registry.end_session(token, EndedBy.CLEANUP, None)
-        if session is None:
-            raise WinsockError(WSAError.WSAEINVAL, f"no open client session {token!r}")
-        hook = self._hook("cleanup")
-        if hook is not None:
-            try:
-                hook(session)
-            except BaseException:
-                session.end_reason = Reason.CPNATFWT_SESSION_TERMINATION_PROVIDER_OTHER_FAILURE
-                raise
-        return NO_ERROR
+    def _slot_cleanup(self, provider_id: int | None, token: int | None) -> int:
+        result: int = self._raising_slots()["cleanup"](provider_id, token)
+        return result
 
-    def _slot_rundown(self, _provider_id: int | None, token: int | None) -> None:
-        session = self.registry.end_session(token, EndedBy.RUNDOWN, _COMMUNICATION_ERROR)
-        if session is None:
-            log.warning(
-                "%s: NSPv2ClientSessionRundown for unknown or ended session %r ignored",
-                self.display_name,
-                token,
-            )
-            return
-        hook = self._hook("client_session_rundown")
-        if hook is not None:
-            hook(session)
+    def _slot_rundown(self, provider_id: int | None, token: int | None) -> None:
+        self._raising_slots()["client_session_rundown"](provider_id, token)
 
     def _slot_begin(
         self,
-        _provider_id: int | None,
+        provider_id: int | None,
         restrictions: int | None,
         flags: int,
         token: int | None,
         ph_lookup: int | None,
     ) -> int:
-        session = self.registry.session(token)
-        if session is None:
-            raise WinsockError(WSAError.WSAEINVAL, f"no open client session {token!r}")
-        if not ph_lookup:
-            raise WinsockError(WSAError.WSAEINVAL, "lphLookup is NULL")
-        query = QuerySet.from_address(restrictions)
-        results = iter(self.lookup(session, query, flags))
-        # If the session ended since the check above, this closes results
-        # and fails Begin with WSAEINVAL.
-        lookup = self.registry.new_lookup(session, query, flags, results)
-        _ptr_at(ph_lookup).value = lookup.handle
-        return NO_ERROR
+        result: int = self._raising_slots()["begin"](
+            provider_id, restrictions, flags, token, ph_lookup
+        )
+        return result
+
+    def _slot_next_ex(
+        self,
+        h_async: int | None,
+        h_lookup: int | None,
+        flags: int,
+        p_length: int | None,
+        p_results: int | None,
+    ) -> None:
+        self._raising_slots()["next_ex"](h_async, h_lookup, flags, p_length, p_results)
+
+    def _slot_end(self, h_lookup: int | None) -> int:
+        result: int = self._raising_slots()["end"](h_lookup)
+        return result
+
+    def _slot_set_service(
+        self,
+        h_async: int | None,
+        provider_id: int | None,
+        reg_info: int | None,
+        operation: int,
+        flags: int,
+        token: int | None,
+    ) -> None:
+        self._raising_slots()["set_service_ex"](
+            h_async, provider_id, reg_info, operation, flags, token
+        )
+
+    def _build_slots(
+        self, *, fused: bool
+    ) -> tuple[dict[str, Callable[..., Any]], Callable[[Routine], None]]:
+        """The slot functions by Routine keyword, and the function that binds
+        fused ones to their table once it exists (before C can call them)."""
+        registry = self.registry
+        sessions = registry._sessions
+        lookups = registry._lookups
+        startup_hook = self._hook("startup")
+        cleanup_hook = self._hook("cleanup")
+        rundown_hook = self._hook("client_session_rundown")
+        lookup_fn = self.lookup
+        next_step = self._next_step
+        threaded = self.complete_from_thread
+        name = self.display_name
+        table: Any = _OPEN  # the Routine once bound (fused); its _closed is read per call
+
+        def bind(routine: Routine) -> None:
+            nonlocal table
+            table = routine
+
+        def channel_now() -> ErrorChannel:
+            if fused:
+                channel: ErrorChannel | None = table._channel
+                return channel if channel is not None else current_channel()
+            routine = self._routine_obj
+            assert routine is not None
+            return routine.channel_now()
+
+        def startup(provider_id: int | None, pp_session: int | None) -> int:
+            try:
+                if table._closed:
+                    raise WinsockError(_INVALID_PROVIDER, "routine table closed")
+                if not pp_session:
+                    raise WinsockError(_EINVAL, "ppvClientSessionArg is NULL")
+                # WSAEINVALIDPROVIDER once closed; the GUID's bytes are kept
+                # and parsed when session.provider_id is read.
+                session = registry.new_session(_string_at(provider_id, 16) if provider_id else None)
+                if startup_hook is not None:
+                    try:
+                        startup_hook(session)
+                    except BaseException:
+                        registry.end_session(session.token, EndedBy.STARTUP_FAILED, _OTHER_FAILURE)
+                        raise
+                if session.ended:  # ended meanwhile (the table closed): it was ended once
+                    raise WinsockError(
+                        _INVALID_PROVIDER, f"client session {session.token:#x} ended in Startup"
+                    )
+                _ptr_at(pp_session).value = session.token
+                return NO_ERROR
+            except BaseException as exc:
+                if not fused:
+                    raise
+                return fail_int("NSPv2Startup", exc, channel_now)
+
+        def cleanup(_provider_id: int | None, token: int | None) -> int:
+            try:
+                if table._closed:
+                    raise WinsockError(_INVALID_PROVIDER, "routine table closed")
+                session = registry.end_session(token, EndedBy.CLEANUP, None)
+                if session is None:
+                    raise WinsockError(_EINVAL, f"no open client session {token!r}")
+                if cleanup_hook is not None:
+                    try:
+                        cleanup_hook(session)
+                    except BaseException:
+                        session.end_reason = _OTHER_FAILURE
+                        raise
+                return NO_ERROR
+            except BaseException as exc:
+                if not fused:
+                    raise
+                return fail_int("NSPv2Cleanup", exc, channel_now)
+
+        def rundown(_provider_id: int | None, token: int | None) -> None:
+            try:
+                if table._closed:
+                    log.warning(
+                        "NSPv2ClientSessionRundown called on a closed routine table; ignored"
+                    )
+                    return
+                session = registry.end_session(token, EndedBy.RUNDOWN, _COMMUNICATION_ERROR)
+                if session is None:
+                    log.warning(
+                        "%s: NSPv2ClientSessionRundown for unknown or ended session %r ignored",
+                        name,
+                        token,
+                    )
+                    return
+                if rundown_hook is not None:
+                    rundown_hook(session)
+            except BaseException as exc:
+                if not fused:
+                    raise
+                fail_void("NSPv2ClientSessionRundown", exc)
+
+        def begin(
+            _provider_id: int | None,
+            restrictions: int | None,
+            flags: int,
+            token: int | None,
+            ph_lookup: int | None,
+        ) -> int:
+            try:
+                if table._closed:
+                    raise WinsockError(_INVALID_PROVIDER, "routine table closed")
+                session = sessions.get(token) if token else None  # atomic, no lock
+                if session is None:
+                    raise WinsockError(_EINVAL, f"no open client session {token!r}")
+                if not ph_lookup:
+                    raise WinsockError(_EINVAL, "lphLookup is NULL")
+                # Read (and validated) entirely here: nothing reads the
+                # host's buffer after Begin returns.
+                query = _read_queryset(restrictions, "2W")
+                results = iter(lookup_fn(session, query, flags))
+                # If the session ended since the check above, this closes
+                # results and fails Begin with WSAEINVAL.
+                lookup = registry.new_lookup(session, query, flags, results)
+                _ptr_at(ph_lookup).value = lookup.handle
+                return NO_ERROR
+            except BaseException as exc:
+                if not fused:
+                    raise
+                return fail_int("NSPv2LookupServiceBegin", exc, channel_now)
+
+        def next_ex(
+            h_async: int | None,
+            h_lookup: int | None,
+            flags: int,
+            p_length: int | None,
+            p_results: int | None,
+        ) -> None:
+            try:
+                if table._closed:
+                    raise WinsockError(_INVALID_PROVIDER, "routine table closed")
+                channel = channel_now()
+                lookup = lookups.get(h_lookup) if h_lookup else None  # atomic, no lock
+                if lookup is None:
+                    raise WinsockError(_INVALID_HANDLE, f"no open lookup {h_lookup!r}")
+                if not h_async:
+                    raise WinsockError(_EINVAL, "hAsyncCall is NULL")
+                with lookup.lock:
+                    if lookup.ended:
+                        raise WinsockError(_CANCELLED, "the lookup has ended")
+                    if lookup.in_flight is not None:
+                        raise WinsockError(_ALREADY, "another NextEx on this lookup is in flight")
+                    lookup.in_flight = h_async  # from here on, _next_step owns the call
+                if threaded:
+                    try:
+                        self._pool().submit(
+                            next_step, channel, h_async, lookup, flags, p_length, p_results
+                        )
+                    except BaseException:
+                        with lookup.lock:  # not handed over: this slot completes it
+                            lookup.in_flight = None
+                        raise
+                    return
+            except BaseException as exc:
+                if not fused:
+                    raise
+                fail_async(_NEXT_SLOT, h_async, exc, channel_now)
+                return
+            # Synchronous: this thread owns the call; _next_step completes it
+            # exactly once and never raises.
+            next_step(channel, h_async, lookup, flags, p_length, p_results)
+
+        def end(h_lookup: int | None) -> int:
+            # Marks the lookup ended and closes its generator unless a NextEx
+            # is running it; never completes that NextEx (its owner does).
+            try:
+                if table._closed:
+                    raise WinsockError(_INVALID_PROVIDER, "routine table closed")
+                if registry.end_lookup(h_lookup) is None:
+                    raise WinsockError(_INVALID_HANDLE, f"no open lookup {h_lookup!r}")
+                return NO_ERROR
+            except BaseException as exc:
+                if not fused:
+                    raise
+                return fail_int("NSPv2LookupServiceEnd", exc, channel_now)
+
+        def set_service(
+            h_async: int | None,
+            _provider_id: int | None,
+            reg_info: int | None,
+            operation: int,
+            flags: int,
+            token: int | None,
+        ) -> None:
+            try:
+                if table._closed:
+                    raise WinsockError(_INVALID_PROVIDER, "routine table closed")
+                session = sessions.get(token) if token else None  # atomic, no lock
+                if session is None:
+                    raise WinsockError(_EINVAL, f"no open client session {token!r}")
+                # Read entirely here, like Begin's restrictions.
+                query = _read_queryset(reg_info, "2W")
+                try:
+                    op = WSAESETSERVICEOP(operation)
+                except ValueError:
+                    raise WinsockError(_EINVAL, f"unknown WSAESETSERVICEOP {operation}") from None
+                self.set_service(session, query, op, flags)
+            except BaseException as exc:
+                if not fused:
+                    raise
+                fail_async("NSPv2SetServiceEx", h_async, exc, channel_now)
+                return
+            # The slot owns the call: a failure above completed it with its
+            # code; otherwise it is completed here, once, and nothing after
+            # this can raise.
+            try:
+                channel_now().complete(h_async, NO_ERROR)
+            except BaseException as exc:
+                log_failure("%s: completing SetServiceEx", name, exc)
+
+        slots: dict[str, Callable[..., Any]] = {
+            "startup": startup,
+            "cleanup": cleanup,
+            "begin": begin,
+            "next_ex": next_ex,
+            "end": end,
+            "client_session_rundown": rundown,
+        }
+        if self.implements("set_service"):
+            slots["set_service_ex"] = set_service
+        return slots, bind
 
     # NextEx: one owner per call. ---------------------------------------------------
     #
@@ -350,40 +613,6 @@ class Provider:
     # Ending a lookup only marks it ended under the same lock, so nothing is
     # ever written after a completion. One NextEx at a time per lookup: a second
     # one while the first is in flight completes at once with WSAEALREADY.
-
-    def _slot_next_ex(
-        self,
-        h_async: int | None,
-        h_lookup: int | None,
-        flags: int,
-        p_length: int | None,
-        p_results: int | None,
-    ) -> None:
-        routine = self._routine_obj
-        assert routine is not None
-        channel = routine.channel_now()
-        lookup = self.registry.lookup(h_lookup)
-        if lookup is None:
-            raise WinsockError(_INVALID_HANDLE, f"no open lookup {h_lookup!r}")
-        if not h_async:
-            raise WinsockError(WSAError.WSAEINVAL, "hAsyncCall is NULL")
-        with lookup.lock:
-            if lookup.ended:
-                raise WinsockError(_CANCELLED, "the lookup has ended")
-            if lookup.in_flight is not None:
-                raise WinsockError(_ALREADY, "another NextEx on this lookup is in flight")
-            lookup.in_flight = h_async  # from here on, _next_step owns the call
-        if not self.complete_from_thread:
-            self._next_step(channel, h_async, lookup, flags, p_length, p_results)
-            return
-        try:
-            self._pool().submit(
-                self._next_step, channel, h_async, lookup, flags, p_length, p_results
-            )
-        except BaseException:
-            with lookup.lock:  # not handed over: the guard completes it
-                lookup.in_flight = None
-            raise
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._executor_lock:
@@ -435,27 +664,26 @@ class Provider:
 
     def _pull(self, lookup: Lookup, flags: int, p_length: int | None) -> None:
         """Pull the next result into ``lookup.pulled`` unless the held one
-        will be returned. Runs without the lock; the owner alone touches
-        ``results`` while ``in_flight`` is set (End leaves it to the owner)."""
+        will be returned. Runs without the lock: while ``in_flight`` is set,
+        the owner alone touches ``results`` and ``pulled`` (ending the lookup
+        leaves them to it). ``ended`` and ``held`` may change meanwhile; read
+        here they only decide whether to pull, and what the call does is
+        decided again under the lock in :meth:`_next_step`."""
         if not p_length:
             raise WinsockError(WSAError.WSAEINVAL, "lpdwBufferLength is NULL")
-        with lookup.lock:
-            if lookup.ended or (lookup.held is not None and not flags & _FLUSH):
-                return
-            results = lookup.results
+        if lookup.ended or (lookup.held is not None and not flags & _FLUSH):
+            return
+        results = lookup.results
         if results is None:
             return
         try:
             result = next(results)
         except StopIteration:
-            with lookup.lock:
-                if lookup.results is results:
-                    lookup.results = None
+            lookup.results = None
             return
         if not isinstance(result, QuerySet):
             raise TypeError(f"lookup() yielded {type(result).__name__}, not QuerySet")
-        with lookup.lock:
-            lookup.pulled = result
+        lookup.pulled = result
 
     def _produce(
         self, lookup: Lookup, flags: int, p_length: int | None, p_results: int | None
@@ -474,50 +702,13 @@ class Provider:
         if not p_length:
             raise WinsockError(WSAError.WSAEINVAL, "lpdwBufferLength is NULL")
         length = _u32_at(p_length)
-        size = result.required_size()
+        image = result._image_2w  # built once per result, relocated per call
+        size = image.size
         if length.value < size:
             length.value = size
             return _EFAULT
         if not p_results:
             raise WinsockError(WSAError.WSAEINVAL, "lpqsResults is NULL")
-        result.pack_into(p_results, length.value)
+        image.pack_into(p_results, size)
         lookup.held = None
         return NO_ERROR
-
-    def _slot_end(self, h_lookup: int | None) -> int:
-        # Marks the lookup ended and closes its generator unless a NextEx is
-        # running it; never completes that NextEx (its owner does).
-        lookup = self.registry.end_lookup(h_lookup)
-        if lookup is None:
-            raise WinsockError(WSAError.WSA_INVALID_HANDLE, f"no open lookup {h_lookup!r}")
-        return NO_ERROR
-
-    def _slot_set_service(
-        self,
-        h_async: int | None,
-        _provider_id: int | None,
-        reg_info: int | None,
-        operation: int,
-        flags: int,
-        token: int | None,
-    ) -> None:
-        routine = self._routine_obj
-        assert routine is not None
-        session = self.registry.session(token)
-        if session is None:
-            raise WinsockError(WSAError.WSAEINVAL, f"no open client session {token!r}")
-        query = QuerySet.from_address(reg_info)
-        try:
-            op = WSAESETSERVICEOP(operation)
-        except ValueError:
-            raise WinsockError(
-                WSAError.WSAEINVAL, f"unknown WSAESETSERVICEOP {operation}"
-            ) from None
-        self.set_service(session, query, op, flags)
-        # The slot owns the call: the guard completes it with the code of
-        # anything raised above; otherwise it is completed here, once, and
-        # nothing after this can raise into the guard.
-        try:
-            routine.channel_now().complete(h_async, NO_ERROR)
-        except BaseException as exc:
-            log_failure("%s: completing SetServiceEx", self.display_name, exc)

@@ -5,7 +5,10 @@ NULL, ``dwSize`` below the structure size, a count with a NULL array, a
 count above a sane bound, a socket address whose length does not fit its
 family, a string with no terminator within :data:`MAX_STRING_CHARS` units;
 each raises ``WinsockError(WSAEINVAL)``. It reads no byte past what the
-counts and terminators allow.
+counts and terminators allow, and it reads everything before it returns:
+the memory is never read again (the caller's buffer may be freed or reused
+at once). Only a GUID's ``uuid.UUID`` is built later, on first access, from
+the 16 bytes copied then; the result is an ordinary ``QuerySet``.
 
 Packing writes only what the reader reads back equal: a query set the
 reader would refuse or change (a string holding a NUL character or longer
@@ -264,6 +267,43 @@ class QuerySet:
         """Read from a ctypes pointer (``LPWSAQUERYSET2W``) or ``c_void_p``."""
         address = ctypes.cast(pointer, ctypes.c_void_p).value  # type: ignore[arg-type]
         return _read_queryset(address, kind)
+
+
+class _LazyGuid:
+    """A GUID field of a :class:`QuerySet` the reader copied as 16 raw bytes
+    (while the memory was valid) and turns into a ``uuid.UUID`` on first
+    access; building a UUID costs more than the rest of a small query set.
+
+    A non-data descriptor: a value in the instance's ``__dict__`` (set by
+    ``__init__``, or by the first access) wins over it, so only the reader's
+    instances ever reach :meth:`__get__`, once per field. Read on the class,
+    it is the field's default, None.
+    """
+
+    __slots__ = ("name", "raw")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.raw = "_raw_" + name
+
+    def __get__(self, obj: object, owner: object = None) -> uuid.UUID | None:
+        if obj is None:
+            return None
+        values = obj.__dict__
+        raw = values.get(self.raw)
+        value = None if raw is None else uuid.UUID(bytes_le=raw)
+        values[self.name] = value  # two threads racing here store equal values
+        values.pop(self.raw, None)
+        return value
+
+
+# The dataclass keeps the defaults it captured (None); the class attributes
+# become the lazy readers.
+for _name in ("provider_id", "service_class_id"):
+    setattr(QuerySet, _name, _LazyGuid(_name))
+del _name
+_new_queryset = object.__new__
+_string_at = ctypes.string_at
 
 
 # ---- the packed image ----------------------------------------------------
@@ -657,7 +697,7 @@ def _at(address: int, size: int, bounds: _Bounds, what: str) -> bytes:
     """``size`` bytes at ``address``, checked against ``bounds``."""
     if bounds is not None and (address < bounds[0] or address + size > bounds[1]):
         raise _fail(f"{what} lies outside the query set's memory")
-    return ctypes.string_at(address, size)
+    return _string_at(address, size)
 
 
 def _read_wstr(address: int, what: str, bounds: _Bounds = None) -> str | None:
@@ -705,19 +745,91 @@ def _read_guid(address: int, bounds: _Bounds = None) -> uuid.UUID | None:
     return uuid.UUID(bytes_le=_at(address, 16, bounds, "a GUID"))
 
 
+_ALIGN_QS = ctypes.alignment(WSAQUERYSET2W)
+_DWSIZE = struct.Struct("<I")
+# Where each header field sits in the unpacked tuple, per kind.
+_INDEX = {hdr: {name: i for i, name in enumerate(hdr.names)} for hdr in (_QS2W, _QSW)}
+# The fields that need more than a string or a GUID read: when all are zero,
+# the query set is read without building anything else.
+_NESTED = ("lpVersion", "dwNumberOfProtocols", "dwNumberOfCsAddrs", "lpBlob")
+# Per kind: the tuple positions the fast path reads.
+_FAST = {
+    hdr: (
+        tuple(_INDEX[hdr][name] for name in _NESTED),
+        _INDEX[hdr]["lpszServiceInstanceName"],
+        _INDEX[hdr]["lpszComment"],
+        _INDEX[hdr]["lpszContext"],
+        _INDEX[hdr]["lpszQueryString"],
+        _INDEX[hdr]["dwNameSpace"],
+        _INDEX[hdr]["dwOutputFlags"],
+        _INDEX[hdr]["lpNSProviderId"],
+        _INDEX[hdr].get("lpServiceClassId"),
+        hdr.offsets["dwSize"],
+    )
+    for hdr in (_QS2W, _QSW)
+}
+
+
 def _read_queryset(address: int | None, kind: Kind, bounds: _Bounds = None) -> QuerySet:
-    if kind not in ("2W", "W"):
-        raise ValueError(f"unknown query set kind {kind!r}; choose '2W' or 'W'")
+    # Everything is read (and validated) here, while the memory is valid:
+    # strings, counts, arrays, blob. Only the GUIDs' uuid.UUID objects are
+    # built later, from bytes copied now (_LazyGuid). Nothing reads the
+    # memory at ``address`` after this returns.
     if not address:
         raise _fail("query set pointer is NULL")
-    hdr = _QS2W if kind == "2W" else _QSW
-    if address % ctypes.alignment(WSAQUERYSET2W):
+    if kind == "2W":
+        hdr = _QS2W
+    elif kind == "W":
+        hdr = _QSW
+    else:
+        raise ValueError(f"unknown query set kind {kind!r}; choose '2W' or 'W'")
+    if address % _ALIGN_QS:
         raise _fail("query set pointer is misaligned")
-    size_at = hdr.offsets["dwSize"]
-    (dw_size,) = struct.unpack("<I", _at(address + size_at, 4, bounds, "dwSize"))
+    nested, i_name, i_comment, i_context, i_query, i_ns, i_flags, i_pid, i_class, size_at = _FAST[
+        hdr
+    ]
+    (dw_size,) = _DWSIZE.unpack(_at(address + size_at, 4, bounds, "dwSize"))
     if dw_size < hdr.size:
         raise _fail(f"dwSize {dw_size} is smaller than the structure ({hdr.size})")
-    fields = hdr.unpack(_at(address, hdr.size, bounds, "the header"))
+    values = hdr.packer.unpack(_at(address, hdr.size, bounds, "the header"))
+    for i in nested:
+        if values[i]:
+            break
+    else:  # the common restrictions: strings, GUIDs and integers only
+        at = values[i_name]
+        name = _read_wstr(at, "lpszServiceInstanceName", bounds) if at else None
+        at = values[i_comment]
+        comment = _read_wstr(at, "lpszComment", bounds) if at else None
+        at = values[i_context]
+        context = _read_wstr(at, "lpszContext", bounds) if at else None
+        at = values[i_query]
+        query = _read_wstr(at, "lpszQueryString", bounds) if at else None
+        qs = _new_queryset(QuerySet)
+        found = qs.__dict__
+        found.update(
+            service_instance_name=name,
+            version=None,
+            comment=comment,
+            namespace=values[i_ns],
+            context=context,
+            protocols=(),
+            query_string=query,
+            cs_addrs=(),
+            output_flags=values[i_flags],
+            blob=None,
+        )
+        at = values[i_pid]
+        if at:
+            found["_raw_provider_id"] = _at(at, 16, bounds, "a GUID")
+        else:
+            found["provider_id"] = None
+        at = 0 if i_class is None else values[i_class]
+        if at:
+            found["_raw_service_class_id"] = _at(at, 16, bounds, "a GUID")
+        else:
+            found["service_class_id"] = None
+        return qs
+    fields = dict(zip(hdr.names, values, strict=True))
     class_id_ptr = fields.get("lpServiceClassId", 0)
     name_ptr = fields["lpszServiceInstanceName"]
     version_ptr = fields["lpVersion"]

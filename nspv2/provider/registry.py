@@ -7,15 +7,22 @@ resolves to the same object. ``NSPv2LookupServiceBegin`` creates a
 process-wide counter: non-zero, never reused, never an address or ``id()``,
 and a lookup handle is never a valid session token (or the reverse).
 
-Every operation, reads included, takes the registry's lock, so calls may
-arrive from any number of native threads (correctness does not rest on the
-GIL). A session ends exactly once; so does a lookup.
+Calls may arrive from any number of native threads. Every check-then-act
+(creating, ending, closing) takes the registry's lock; a plain lookup of a
+token or handle is one ``dict.get``, which is atomic in CPython (a single
+operation under the GIL, and under the dict's own lock in free-threaded
+builds), so it takes no lock: it sees the session either before or after
+an end, never half-ended, and everything that matters after it (ending
+a lookup, completing a NextEx) is decided under a lock again. A session
+ends exactly once; so does a lookup.
 
 Lookup ownership (enforced here and in :mod:`nspv2.provider.base`):
 
-- A lookup's ``results``, ``held`` and ``in_flight`` are read and written
-  only under ``lookup.lock``. Lock order: the registry's lock, then a
-  lookup's lock; no provider code runs under either.
+- A lookup's ``held`` and ``in_flight`` are written only under
+  ``lookup.lock``; ``results`` is taken out of the lookup (to close it) only
+  under that lock, and while a NextEx is in flight only its owner touches
+  it. Lock order: the registry's lock, then a lookup's lock; no provider
+  code runs under either.
 - Ending a lookup (End, its session ending, the table closing) only marks
   it ``ended`` under its lock. It never completes a NextEx in flight: that
   call's owner (the thread running it) completes it, exactly once, under
@@ -23,6 +30,12 @@ Lookup ownership (enforced here and in :mod:`nspv2.provider.base`):
   else it writes the result and completes NO_ERROR.
 - The generator is closed exactly once: by whoever ends the lookup, or, if
   a NextEx is running it at that moment, by that NextEx when it is done.
+
+Sessions and lookups are slotted objects built for the hot path: a
+session's ``data`` dict is made on first access, its ``provider_id`` is
+kept as the 16 bytes Startup received and turned into a ``uuid.UUID`` on
+first access, and ``started_at`` / ``ended_at`` are recorded only when the
+registry's ``record_times`` is set (a debugging aid; None otherwise).
 """
 
 from __future__ import annotations
@@ -31,11 +44,11 @@ import collections
 import enum
 import itertools
 import logging
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
@@ -52,10 +65,15 @@ _tokens_lock = threading.Lock()
 log = logging.getLogger("nspv2")
 
 
-def new_token() -> int:
-    """A fresh non-zero identifier, unique in this process."""
-    with _tokens_lock:  # not the GIL: next() on a shared counter is not atomic everywhere
+def _locked_next() -> int:
+    with _tokens_lock:
         return next(_tokens)
+
+
+#: A fresh non-zero identifier, unique in this process. With the GIL,
+#: ``itertools.count.__next__`` is one C call that cannot be interrupted, so
+#: it needs no lock; a free-threaded build (no GIL) takes one.
+new_token = _tokens.__next__ if getattr(sys, "_is_gil_enabled", lambda: True)() else _locked_next
 
 
 class EndedBy(enum.Enum):
@@ -68,28 +86,75 @@ class EndedBy(enum.Enum):
     STARTUP_FAILED = "NSPv2Startup failed"
 
 
-@dataclass(eq=False)
 class Session:
     """One client session, from NSPv2Startup to its end.
 
-    ``data`` is the provider's own state for the session. ``end_reason`` is
-    None after a normal NSPv2Cleanup and a CPNATFWT reason otherwise.
+    ``data`` is the provider's own state for the session (a dict, made on
+    first access). ``provider_id`` is the ``lpProviderId`` Startup received
+    (a ``uuid.UUID``, or None). ``end_reason`` is None after a normal
+    NSPv2Cleanup and a CPNATFWT reason otherwise. ``rundown_reason`` is set
+    when the host started running the session's provider down (e.g.
+    unadvertise): the reason its rundown then reports, on whatever thread
+    the host delivers it; never cleared. ``started_at`` / ``ended_at``
+    (``time.time()``) are recorded only when the registry's
+    ``record_times`` is set, else None.
     """
 
-    token: int
-    provider_id: uuid.UUID | None
-    started_at: float = field(default_factory=time.time)
-    data: dict[str, Any] = field(default_factory=dict)
-    ended: bool = False
-    ended_by: EndedBy | None = None
-    end_reason: Reason | None = None
-    ended_at: float | None = None
-    #: Set when the host started running the session's provider down (e.g.
-    #: unadvertise): the reason its rundown then reports, on whatever thread
-    #: the host delivers it. Never cleared.
-    rundown_reason: Reason | None = None
-    _registry: Registry | None = field(default=None, repr=False)
-    _lookups: set[int] = field(default_factory=set, repr=False)
+    __slots__ = (
+        "_data",
+        "_lookups",
+        "_pid",
+        "_registry",
+        "end_reason",
+        "ended",
+        "ended_at",
+        "ended_by",
+        "rundown_reason",
+        "started_at",
+        "token",
+    )
+
+    def __init__(
+        self,
+        token: int,
+        provider_id: uuid.UUID | bytes | None = None,
+        started_at: float | None = None,
+    ) -> None:
+        self.token = token
+        # The 16 bytes as Startup read them (bytes_le), or a UUID given.
+        self._pid: uuid.UUID | bytes | None = provider_id
+        self.started_at = started_at
+        self._data: dict[str, Any] | None = None
+        self.ended = False
+        self.ended_by: EndedBy | None = None
+        self.end_reason: Reason | None = None
+        self.ended_at: float | None = None
+        self.rundown_reason: Reason | None = None
+        self._registry: Registry | None = None
+        # Handles of the session's open lookups (None until its first).
+        self._lookups: set[int] | None = None
+
+    @property
+    def provider_id(self) -> uuid.UUID | None:
+        pid = self._pid
+        if type(pid) is bytes:
+            pid = self._pid = uuid.UUID(bytes_le=pid)
+        return pid  # type: ignore[return-value]
+
+    @provider_id.setter
+    def provider_id(self, value: uuid.UUID | None) -> None:
+        self._pid = value
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data = self._data
+        if data is None:
+            data = self._data = {}
+        return data
+
+    @data.setter
+    def data(self, value: dict[str, Any]) -> None:
+        self._data = value
 
     @property
     def id(self) -> int:
@@ -116,23 +181,52 @@ class Session:
             return f"ended by {by} (normal)"
         return f"ended by {by}: {self.end_reason.name}"
 
+    def __repr__(self) -> str:
+        return (
+            f"Session(token={self.token:#x}, provider_id={self.provider_id}, {self.describe_end()})"
+        )
 
-@dataclass(eq=False)
+
 class Lookup:
-    """One lookup, from NSPv2LookupServiceBegin to NSPv2LookupServiceEnd."""
+    """One lookup, from NSPv2LookupServiceBegin to NSPv2LookupServiceEnd.
 
-    handle: int
-    session: Session
-    restrictions: QuerySet | None
-    flags: int
-    results: Iterator[QuerySet] | None = None
-    held: QuerySet | None = None  # a result that did not fit, returned again next time
-    #: The result the NextEx in flight pulled from ``results`` (its owner's).
-    pulled: QuerySet | None = None
-    #: Async handle of the NextEx in flight (its owner completes it), or None.
-    in_flight: int | None = None
-    ended: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    ``held`` is a result that did not fit, returned again next time;
+    ``pulled`` the result the NextEx in flight pulled from ``results`` (its
+    owner's); ``in_flight`` the async handle of the NextEx in flight (its
+    owner completes it), or None.
+    """
+
+    __slots__ = (
+        "ended",
+        "flags",
+        "handle",
+        "held",
+        "in_flight",
+        "lock",
+        "pulled",
+        "restrictions",
+        "results",
+        "session",
+    )
+
+    def __init__(
+        self,
+        handle: int,
+        session: Session,
+        restrictions: QuerySet | None,
+        flags: int,
+        results: Iterator[QuerySet] | None = None,
+    ) -> None:
+        self.handle = handle
+        self.session = session
+        self.restrictions = restrictions
+        self.flags = flags
+        self.results = results
+        self.held: QuerySet | None = None
+        self.pulled: QuerySet | None = None
+        self.in_flight: int | None = None
+        self.ended = False
+        self.lock = threading.Lock()
 
     def end_locked(self) -> Iterator[QuerySet] | None:
         """Mark ended (caller holds ``lock``); return the generator to close,
@@ -143,6 +237,10 @@ class Lookup:
             return None
         results, self.results = self.results, None
         return results
+
+    def __repr__(self) -> str:
+        state = "ended" if self.ended else "open"
+        return f"Lookup(handle={self.handle:#x}, session={self.session.token:#x}, {state})"
 
 
 class Registry:
@@ -159,13 +257,18 @@ class Registry:
         self.lookups_started = 0
         self.lookups_ended = 0
         self._closed = False
+        #: Record ``started_at`` / ``ended_at`` on sessions (off: no clock
+        #: read per session).
+        self.record_times = False
 
     # -- sessions -------------------------------------------------------------
 
-    def new_session(self, provider_id: uuid.UUID | None) -> Session:
+    def new_session(self, provider_id: uuid.UUID | bytes | None) -> Session:
         """A new open session; WSAEINVALIDPROVIDER once :meth:`close` ran
-        (a Startup racing the table's close never leaves a session open)."""
-        session = Session(new_token(), provider_id)
+        (a Startup racing the table's close never leaves a session open).
+        ``provider_id`` may be the GUID's 16 bytes (``bytes_le``), turned
+        into a UUID when ``session.provider_id`` is first read."""
+        session = Session(new_token(), provider_id, time.time() if self.record_times else None)
         session._registry = self
         with self._lock:
             if self._closed:
@@ -178,8 +281,7 @@ class Registry:
         """The open session for ``token``, or None."""
         if not token:
             return None
-        with self._lock:
-            return self._sessions.get(token)
+        return self._sessions.get(token)  # atomic: no lock (module docstring)
 
     def end_session(
         self, token: int | None, ended_by: EndedBy, reason: Reason | None
@@ -200,11 +302,15 @@ class Registry:
             session.ended = True
             session.ended_by = ended_by
             session.end_reason = reason
-            session.ended_at = time.time()
+            if self.record_times:
+                session.ended_at = time.time()
             self.sessions_ended += 1
             self.ended.append(session)
-            orphans = [self._lookups.pop(h) for h in session._lookups if h in self._lookups]
-            session._lookups.clear()
+            handles = session._lookups
+            if not handles:
+                return session
+            session._lookups = None
+            orphans = [self._lookups.pop(h) for h in handles if h in self._lookups]
             to_close = []
             for lk in orphans:
                 with lk.lock:
@@ -240,7 +346,10 @@ class Registry:
             ended = session.ended
             if not ended:
                 self._lookups[lookup.handle] = lookup
-                session._lookups.add(lookup.handle)
+                if session._lookups is None:
+                    session._lookups = {lookup.handle}
+                else:
+                    session._lookups.add(lookup.handle)
                 self.lookups_started += 1
         if ended:
             close_taken(lookup, results)
@@ -250,8 +359,7 @@ class Registry:
     def lookup(self, handle: int | None) -> Lookup | None:
         if not handle:
             return None
-        with self._lock:
-            return self._lookups.get(handle)
+        return self._lookups.get(handle)  # atomic: no lock (module docstring)
 
     def end_lookup(self, handle: int | None) -> Lookup | None:
         """End an open lookup exactly once; None if unknown or already ended."""
@@ -263,7 +371,8 @@ class Registry:
                 return None
             with lookup.lock:
                 results = lookup.end_locked()
-            lookup.session._lookups.discard(handle)
+            if lookup.session._lookups is not None:
+                lookup.session._lookups.discard(handle)
             self.lookups_ended += 1
         close_taken(lookup, results)
         return lookup

@@ -51,6 +51,9 @@ __all__ = [
     "Routine",
     "RoutineClosedError",
     "code_for_exception",
+    "fail_async",
+    "fail_int",
+    "fail_void",
     "log_failure",
     "report_exception",
 ]
@@ -150,6 +153,45 @@ def report_exception(slot: str, exc: BaseException) -> int:
 ChannelSource = Callable[[], ErrorChannel]
 
 
+def fail_int(slot: str, exc: BaseException, channel: ChannelSource) -> int:
+    """An INT slot failed with ``exc``: log it, set the last error, return
+    SOCKET_ERROR. Never raises (each step has its own fallback)."""
+    code = _failure_code(slot, exc)
+    try:
+        channel().set_last_error(code)
+    except BaseException:
+        try:
+            log.error("%s: could not set the last error", slot)
+        except BaseException:
+            pass
+    return SOCKET_ERROR
+
+
+def fail_async(slot: str, h_async: Any, exc: BaseException, channel: ChannelSource) -> None:
+    """An async slot (NextEx, SetServiceEx) that still owns its call failed
+    with ``exc``: complete the call with its code. Never raises."""
+    code = _failure_code(slot, exc)
+    try:
+        rc = channel().complete(h_async, code)
+    except BaseException:
+        rc = None
+    if rc != NO_ERROR:
+        try:
+            log.warning(
+                "%s: completing async call %s after an exception returned %s", slot, h_async, rc
+            )
+        except BaseException:
+            pass
+
+
+def fail_void(slot: str, exc: BaseException) -> None:
+    """ClientSessionRundown failed with ``exc``: log it. Never raises."""
+    try:
+        _report(slot, exc)
+    except BaseException:
+        pass
+
+
 def guard_int(
     slot: str, fn: Callable[..., Any], channel: ChannelSource, closed: Callable[[], bool]
 ) -> Callable[..., int]:
@@ -167,7 +209,9 @@ def guard_int(
                 return result
             return int(result)
         except BaseException as exc:
-            # No call below may raise out of here: each has its own fallback.
+            # Inline, not fail_int: one frame less when the stack is nearly
+            # exhausted. No call below may raise out of here: each has its
+            # own fallback.
             code = _failure_code(slot, exc)
             try:
                 channel().set_last_error(code)
@@ -206,7 +250,7 @@ def guard_async(
                 raise WinsockError(WSAError.WSAEINVALIDPROVIDER, "routine table closed")
             fn(h_async, *args)
         except BaseException as exc:
-            # No call below may raise out of here: each has its own fallback.
+            # Inline, not fail_async: one frame less near the recursion limit.
             code = _failure_code(slot, exc)
             try:
                 rc = channel().complete(h_async, code)
@@ -238,10 +282,7 @@ def guard_void(
                 return
             fn(*args)
         except BaseException as exc:
-            try:
-                _report(slot, exc)
-            except BaseException:
-                pass
+            fail_void(slot, exc)
 
     return thunk
 
@@ -269,6 +310,13 @@ class Routine:
     WSAEOPNOTSUPP, NextEx/SetServiceEx complete with WSAEOPNOTSUPP, and
     ClientSessionRundown's stub only logs.
 
+    ``guarded`` names keywords whose callables guard themselves: each
+    checks :attr:`closed` itself (refusing with WSAEINVALIDPROVIDER as the
+    guards do), never raises, and reports its own failures with
+    :func:`fail_int`, :func:`fail_async` or :func:`fail_void`; the table
+    calls them directly, with no guard frame around them (the scaffold's
+    :class:`~nspv2.provider.base.Provider` slots are built this way).
+
     ``channel`` is the error channel the guards and stubs use; by default the
     process's current one (:func:`nspv2.provider.channel.current_channel`), looked up
     at call time. Close the table (``close()`` or ``with``) once C can no
@@ -291,6 +339,7 @@ class Routine:
         pointers: Literal["ctypes", "int"] = "ctypes",
         name: str = "provider",
         on_close: Callable[[], None] | None = None,
+        guarded: frozenset[str] = frozenset(),
     ) -> None:
         given = {
             "begin": begin,
@@ -311,6 +360,11 @@ class Routine:
         for key, fn in given.items():
             if fn is not None and not callable(fn):
                 raise TypeError(f"{key} must be callable, not {type(fn).__name__}")
+        unknown = sorted(set(guarded) - set(SLOT_OF))
+        if unknown or any(given[k] is None for k in guarded):
+            raise ValueError(
+                f"guarded names slots that are not given: {unknown or sorted(guarded)}"
+            )
         if pointers not in ("ctypes", "int"):
             raise ValueError(f"pointers must be 'ctypes' or 'int', not {pointers!r}")
         self.name = name
@@ -329,7 +383,10 @@ class Routine:
         for key, slot in SLOT_OF.items():
             fn = given[key]
             wrapped: Callable[..., Any]
-            if slot in _INT_SLOTS:
+            if key in guarded:
+                assert fn is not None
+                wrapped = fn
+            elif slot in _INT_SLOTS:
                 wrapped = guard_int(slot, fn or _stub_int, self.channel_now, self.is_closed)
             elif slot in _ASYNC_SLOTS:
                 wrapped = guard_async(slot, fn or _stub_async, self.channel_now, self.is_closed)
