@@ -145,3 +145,14 @@ def test_fuzz_through_the_host() -> None:
     assert doc["unexpected"] == []
     assert sum(doc["outcomes"]["host Begin"].values()) == 400
     assert doc["outcomes"]["reader 2W (bounded)"].get("WSAEINVAL", 0) > 0
+
+
+def test_bench_instructions_without_valgrind_exits_2_naming_the_package(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nspv2.tools.cli import main
+
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    assert main(["bench", "--instructions", "--cycles", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "valgrind" in err and "apt-get install valgrind" in err
