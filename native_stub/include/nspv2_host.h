@@ -383,10 +383,15 @@ NSPV2_HOST_API INT nspv2_driver_thread_exits(const nspv2_driver_config *cfg, uin
  *
  * Ownership: a pinned state belongs to its thread and is released on that
  * thread, exactly once: by nspv2_pin_thread_detach (the host's own threads
- * call it before they end) or else by the thread-exit hook (a pthread key
- * destructor; an FLS callback on Windows): restore_thread(state) then
- * gil_release(PyGILState_UNLOCKED): CPython's own end of an Ensure/Release
- * pair. Nothing else ever frees one.
+ * call it before they end): restore_thread(state) then
+ * gil_release(PyGILState_UNLOCKED), CPython's own end of an Ensure/Release
+ * pair; or else by the thread-exit hook (a pthread key destructor; an FLS
+ * callback on Windows): restore_thread(state), clear_state(state) then
+ * delete_current(), as CPython ends its own threads. (The exit hook cannot
+ * use gil_release: the C library clears every thread-specific value, CPython's
+ * PyGILState key included, before it calls a key's destructor, and
+ * PyGILState_Release aborts on a thread whose key is empty.) Nothing else
+ * ever frees one.
  *
  * Shutdown: nspv2_pin_shutdown (Python's atexit, before finalization)
  * stops pinning and closes the gate: every provider call from then on is
@@ -405,6 +410,8 @@ typedef struct nspv2_python_api {
     void *(*save_thread)(void);       /* PyEval_SaveThread */
     void (*restore_thread)(void *);   /* PyEval_RestoreThread */
     void *(*this_thread_state)(void); /* PyGILState_GetThisThreadState */
+    void (*clear_state)(void *);      /* PyThreadState_Clear */
+    void (*delete_current)(void);     /* PyThreadState_DeleteCurrent */
 } nspv2_python_api;
 
 typedef struct nspv2_pin_stats {

@@ -115,6 +115,7 @@ static void add_result(nspv2_driver_result *out, const nspv2_driver_result *r)
 static void driver_main(void *p)
 {
     driver_cycles(p);
+    nspv2_pin_thread_detach();
 }
 
 NSPV2_HOST_API INT nspv2_driver_run(const nspv2_driver_config *cfg, nspv2_driver_result *out)

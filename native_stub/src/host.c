@@ -270,21 +270,31 @@ int todo_run(todo *t)
         provider *p = it.ps->prov;
         GUID id = p->id;
         if (it.kind == TODO_END) {
-            WSASetLastError(0);
-            if (p->fn.end(it.handle) != NO_ERROR && first_err == NO_ERROR)
-                first_err = provider_error();
+            int pin = prov_enter();
+            int err = WSASYSNOTREADY; /* refused: as the provider's error */
+            if (pin != PIN_REFUSED) {
+                WSASetLastError(0);
+                err = p->fn.end(it.handle) == NO_ERROR ? NO_ERROR : -1;
+            }
+            prov_leave(pin);
+            if (err != NO_ERROR && first_err == NO_ERROR)
+                first_err = err == -1 ? provider_error() : err;
             host_lock();
             ps_call_release_L(it.ps, t);
             host_unlock();
         } else {
             int called = 0;
-            if (it.ps->end_kind == END_CLEANUP && p->fn.cleanup) {
+            /* refused: skipped; the session ends host-side all the same */
+            int pin = prov_enter();
+            int kind = pin == PIN_REFUSED ? END_NONE : it.ps->end_kind;
+            if (kind == END_CLEANUP && p->fn.cleanup) {
                 p->fn.cleanup(&id, it.ps->arg);
                 called = END_CLEANUP;
-            } else if (it.ps->end_kind == END_RUNDOWN && p->fn.rundown) {
+            } else if (kind == END_RUNDOWN && p->fn.rundown) {
                 p->fn.rundown(&id, it.ps->arg);
                 called = END_RUNDOWN;
             }
+            prov_leave(pin);
             host_lock();
             if (called == END_CLEANUP)
                 host_g.cleanups++;
@@ -485,6 +495,16 @@ NSPV2_HOST_API INT WSAAPI WSAProviderCompleteAsyncCall(HANDLE hAsyncCall, INT iR
 
 /* ------------------------------------------------------------------------ */
 /* async calls                                                               */
+
+void async_complete_L(async_call *a, INT code)
+{
+    if (a->state != AS_PENDING)
+        return;
+    a->state = AS_COMPLETED;
+    a->code = code;
+    host_g.async_pending--;
+    nspv2_cond_broadcast(&host_g.cv);
+}
 
 /* A new async call record with scratch_size bytes of zeroed scratch buffer
  * followed by the guard (with_scratch), not yet registered. Called without

@@ -14,6 +14,8 @@
  *   session.c   client sessions, lookups, registration, and the
  *               Winsock-named client calls (WSALookupServiceBeginW, ...)
  *   driver.c    nspv2_driver_run, the native load driver
+ *   pin.c       Python thread-state pinning and the gate every provider
+ *               call passes (prov_enter / prov_leave below)
  *   catalog.c   the namespace catalog, the route order and the NextEx
  *               stepping (catalog.h); catalog_api.c its Winsock-named calls
  *
@@ -167,6 +169,7 @@
 #include "platform.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -367,6 +370,8 @@ async_call *async_alloc(size_t scratch_size, int with_scratch);
 void async_free(async_call *a);
 int async_register_L(async_call *a);
 int async_wait_L(async_call *a, uint64_t deadline_ns, const provider *p);
+/* Completes a PENDING call with code as the host itself (a refused call). */
+void async_complete_L(async_call *a, INT code);
 /* Releases held (EXPIRED) calls: of provider id (NULL: all). */
 void held_release_L(const GUID *id);
 uint64_t deadline_after_L(void);
@@ -401,6 +406,41 @@ int guard_intact(const unsigned char *scratch, size_t scratch_size);
 /* Returns 0 on success, -1 on a provider fault. The client buffer holds at
  * least scratch_size + NSPV2_QS_DELTA bytes. */
 int relocate_result(const unsigned char *scratch, size_t scratch_size, unsigned char *client);
+
+/* ---- pin.c: the gate around every provider call ------------------------- */
+
+/* 1 once nspv2_pin_install or nspv2_pin_shutdown ran (then every provider
+ * call goes through pin_enter); 0 in a program that never installs. */
+extern atomic_int pin_active;
+#define PIN_REFUSED (-1)
+int pin_enter(void);
+void pin_leave(void);
+/* Tests only: back to never installed (no thread may hold a pinned state). */
+void pin_test_reset(void);
+
+/* Around EVERY call into a provider, outside host_g.lock:
+ *     int pin = prov_enter();
+ *     if (pin != PIN_REFUSED) { call the provider; }  else { refused: see below }
+ *     prov_leave(pin);
+ * 0 when pinning was never installed (nothing counted), 1 when the call
+ * passed the gate (counted in flight; the thread's Python state pinned on
+ * its first call), PIN_REFUSED after nspv2_pin_shutdown: the provider must
+ * not be called. A refused INT slot fails with WSASYSNOTREADY as the
+ * provider's error; a refused NextEx / SetServiceEx is completed by the
+ * host with WSASYSNOTREADY (async_complete_L); a refused Cleanup / Rundown
+ * is skipped (not counted) while the session still ends host-side.
+ * prov_leave changes no last error (the provider's error is read after it). */
+static inline int prov_enter(void)
+{
+    if (!atomic_load_explicit(&pin_active, memory_order_relaxed))
+        return 0;
+    return pin_enter();
+}
+static inline void prov_leave(int pin)
+{
+    if (pin > 0)
+        pin_leave();
+}
 
 /* ---- session.c ---------------------------------------------------------- */
 

@@ -1090,6 +1090,7 @@ static void worker_main(void *p)
         nspv2_cond_wait(&s->cv, &s->lock);
     }
     nspv2_mutex_unlock(&s->lock);
+    nspv2_pin_thread_detach(); /* a host thread: its pinned Python state goes now */
 }
 
 /* ------------------------------------------------------------------------ */

@@ -99,9 +99,16 @@ static int ps_acquire_L(uint64_t session_id, provider *p, psess **out, todo *t, 
             startup_frame frame; /* ps is held until after startup_leave */
             startup_enter(&frame, ps);
             host_unlock();
-            WSASetLastError(0);
-            INT r = p->fn.startup(&id, &arg);
-            if (r != NO_ERROR) {
+            int pin = prov_enter();
+            INT r = SOCKET_ERROR;
+            if (pin != PIN_REFUSED) {
+                WSASetLastError(0);
+                r = p->fn.startup(&id, &arg);
+            }
+            prov_leave(pin);
+            if (pin == PIN_REFUSED) {
+                err = WSASYSNOTREADY; /* as the provider's error */
+            } else if (r != NO_ERROR) {
                 err = provider_error();
                 /* An optional Startup left to a WSAEOPNOTSUPP stub: the
                  * provider keeps no session state; go on with a NULL
@@ -113,7 +120,8 @@ static int ps_acquire_L(uint64_t session_id, provider *p, psess **out, todo *t, 
             }
             host_lock();
             startup_leave(&frame);
-            host_g.startups++;
+            if (pin != PIN_REFUSED)
+                host_g.startups++;
         }
         nspv2_cond_broadcast(&host_g.cv);
         if (err) {
@@ -340,9 +348,15 @@ NSPV2_HOST_API INT nspv2_lookup_begin(uint64_t session_id, LPWSAQUERYSETW lpqsRe
         size_t qs2_size = 0;
         e = copy_query_set2(lpqsRestrictions, &qs2, &qs2_size);
         if (!e) {
-            WSASetLastError(0);
-            INT r = p->fn.begin(&id, qs2, dwControlFlags, arg, &h);
-            e = r == NO_ERROR ? 0 : provider_error();
+            int pin = prov_enter();
+            if (pin == PIN_REFUSED) {
+                e = WSASYSNOTREADY; /* as the provider's error */
+            } else {
+                WSASetLastError(0);
+                INT r = p->fn.begin(&id, qs2, dwControlFlags, arg, &h);
+                prov_leave(pin);
+                e = r == NO_ERROR ? 0 : provider_error();
+            }
             free(qs2);
         }
         host_lock();
@@ -504,9 +518,14 @@ NSPV2_HOST_API INT nspv2_lookup_next(HANDLE hLookup, DWORD dwControlFlags,
         a->len = (DWORD)scratch_size;
         a->provider_id = ps->prov->id; /* for releasing it held (unadvertise) */
         host_unlock();
-        next_ex(id_to_handle(a->id), hprov, dwControlFlags, &a->len,
-                (LPWSAQUERYSET2W)(void *)a->scratch);
+        int pin = prov_enter();
+        if (pin != PIN_REFUSED)
+            next_ex(id_to_handle(a->id), hprov, dwControlFlags, &a->len,
+                    (LPWSAQUERYSET2W)(void *)a->scratch);
+        prov_leave(pin);
         host_lock();
+        if (pin == PIN_REFUSED)
+            async_complete_L(a, WSASYSNOTREADY); /* the host completes it itself */
         ps_call_release_L(ps, &t);
         int completed = async_wait_L(a, deadline, ps->prov); /* lk's part keeps ps */
         lk->pending = NULL;
@@ -637,9 +656,14 @@ NSPV2_HOST_API INT nspv2_set_service(uint64_t session_id, LPWSAQUERYSETW lpqsReg
         LPVOID arg = ps->arg;
         uint64_t deadline = deadline_after_L();
         host_unlock();
-        p->fn.set_service_ex(id_to_handle(a->id), &a->provider_id, a->qs, essOperation,
-                             dwControlFlags, arg);
+        int pin = prov_enter();
+        if (pin != PIN_REFUSED)
+            p->fn.set_service_ex(id_to_handle(a->id), &a->provider_id, a->qs, essOperation,
+                                 dwControlFlags, arg);
+        prov_leave(pin);
         host_lock();
+        if (pin == PIN_REFUSED)
+            async_complete_L(a, WSASYSNOTREADY); /* the host completes it itself */
         ps_call_release_L(ps, &t);
         if (async_wait_L(a, deadline, p)) { /* the route keeps p */
             e = a->code;

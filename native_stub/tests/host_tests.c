@@ -11,6 +11,7 @@ void run_wire_tests(void);        /* test_wire.c */
 void run_server_tests(void);      /* test_server.c */
 void run_routing_tests(void);     /* test_routing.c */
 void run_catalog_tests(void);     /* test_catalog.c */
+void run_pin_tests(void);         /* test_pin.c */
 
 int main(void)
 {
@@ -26,6 +27,7 @@ int main(void)
     run_harness_api_tests();
     run_wire_tests();
     run_server_tests();
+    run_pin_tests();
     fresh();
     printf("%lu checks, %lu failed\n", checks_run, checks_failed);
     return checks_failed ? 1 : 0;

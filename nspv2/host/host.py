@@ -51,7 +51,7 @@ from ..sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa
 from ..sdk.winsock2 import BLOB, LUP, NO_ERROR, NS, SOCKET_ERROR, WSAESETSERVICEOP, WSAError
 from ..sdk.wintypes import wstr
 from ..sdk.ws2spi import NSPV2_ROUTINE
-from . import tables
+from . import pinning, tables
 from .winsock import (
     DriverConfig,
     DriverResult,
@@ -222,6 +222,8 @@ class Host:
     def __init__(
         self, winsock: Winsock | None = None, *, timeout_ms: int = 5000, auto_install: bool = False
     ) -> None:
+        # ctypes callbacks run in the main interpreter's thread states
+        pinning.check_interpreter()
         #: advertise installs what is not installed (see the class docstring).
         self.auto_install = bool(auto_install)
         self.winsock = winsock or load_native_host()
@@ -564,6 +566,13 @@ class Host:
 
     def reset_stats(self) -> None:
         self.native.nspv2_host_stats_reset()
+
+    def pin_stats(self) -> dict[str, int]:
+        """Thread-state pinning's counters (:func:`nspv2.host.pinning.stats`):
+        ``installed``, ``stopped``, ``pinned_now``, ``pinned_total``,
+        ``released_detach``, ``released_exit``, ``left_at_shutdown``,
+        ``refused_calls``, ``in_flight``."""
+        return pinning.stats()
 
     def drive(
         self,

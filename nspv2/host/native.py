@@ -26,6 +26,8 @@ import sys
 import threading
 from pathlib import Path
 
+from . import pinning
+
 __all__ = [
     "NativeHostUnavailable",
     "client_library_path",
@@ -106,6 +108,10 @@ def client_library_path() -> Path:
 def load_library() -> ctypes.CDLL:
     """Load the native host once per process and return it.
 
+    Right after loading, thread-state pinning is installed
+    (:func:`nspv2.host.pinning.install`: not with ``NSPV2_NO_PINNING=1``, not
+    in a sub-interpreter).
+
     On Windows it is a ``WinDLL``: its Winsock functions are WSAAPI
     (stdcall on x86). The bindings do not depend on the class: every
     function is bound through its own prototype, WINFUNCTYPE for WSAAPI and
@@ -123,6 +129,8 @@ def load_library() -> ctypes.CDLL:
                     _loaded = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
             except OSError as exc:
                 raise NativeHostUnavailable(f"cannot load the native host {path}: {exc}") from exc
+            # thread-state pinning for Python providers (nspv2.host.pinning)
+            pinning.install(_loaded)
         return _loaded
 
 
