@@ -62,6 +62,7 @@ _FLUSH = int(LUP.LUP_FLUSHPREVIOUS)
 _u32_at = ctypes.c_uint32.from_address
 _ptr_at = ctypes.c_void_p.from_address
 _string_at = ctypes.string_at
+_NO_RECOVERY = int(WSAError.WSANO_RECOVERY)
 _INVALID_PROVIDER = int(WSAError.WSAEINVALIDPROVIDER)
 _EINVAL = int(WSAError.WSAEINVAL)
 _OTHER_FAILURE = Reason.CPNATFWT_SESSION_TERMINATION_PROVIDER_OTHER_FAILURE
@@ -632,12 +633,35 @@ class Provider:
         p_results: int | None,
     ) -> None:
         """Run a NextEx this thread owns; complete it exactly once."""
-        code = int(WSAError.WSANO_RECOVERY)
+        code = _NO_RECOVERY
         to_close: object = None
         failure: BaseException | None = None
         try:
+            # Pull the next result into lookup.pulled unless the held one will
+            # be returned. No lock here: while in_flight is set the owner
+            # alone touches results and pulled (ending the lookup leaves them
+            # to it); ended and held, read racily, only decide whether to
+            # pull: what the call does is decided under the lock below. The
+            # generator runs unlocked.
             try:
-                self._pull(lookup, flags, p_length)  # the generator runs unlocked
+                if not p_length:
+                    raise WinsockError(_EINVAL, "lpdwBufferLength is NULL")
+                results = lookup.results
+                if (
+                    results is not None
+                    and not lookup.ended
+                    and (lookup.held is None or flags & _FLUSH)
+                ):
+                    try:
+                        result = next(results)
+                    except StopIteration:
+                        lookup.results = None
+                    else:
+                        if not isinstance(result, QuerySet):
+                            raise TypeError(
+                                f"lookup() yielded {type(result).__name__}, not QuerySet"
+                            )
+                        lookup.pulled = result
             except BaseException as exc:
                 failure = exc
             with lookup.lock:
@@ -661,29 +685,6 @@ class Provider:
         finally:
             if to_close is not None:
                 close_taken(lookup, to_close)
-
-    def _pull(self, lookup: Lookup, flags: int, p_length: int | None) -> None:
-        """Pull the next result into ``lookup.pulled`` unless the held one
-        will be returned. Runs without the lock: while ``in_flight`` is set,
-        the owner alone touches ``results`` and ``pulled`` (ending the lookup
-        leaves them to it). ``ended`` and ``held`` may change meanwhile; read
-        here they only decide whether to pull, and what the call does is
-        decided again under the lock in :meth:`_next_step`."""
-        if not p_length:
-            raise WinsockError(WSAError.WSAEINVAL, "lpdwBufferLength is NULL")
-        if lookup.ended or (lookup.held is not None and not flags & _FLUSH):
-            return
-        results = lookup.results
-        if results is None:
-            return
-        try:
-            result = next(results)
-        except StopIteration:
-            lookup.results = None
-            return
-        if not isinstance(result, QuerySet):
-            raise TypeError(f"lookup() yielded {type(result).__name__}, not QuerySet")
-        lookup.pulled = result
 
     def _produce(
         self, lookup: Lookup, flags: int, p_length: int | None, p_results: int | None
