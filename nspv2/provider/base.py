@@ -61,7 +61,8 @@ _COMMUNICATION_ERROR = Reason.CPNATFWT_SESSION_TERMINATION_OTHER_COMMUNICATION_E
 _FLUSH = int(LUP.LUP_FLUSHPREVIOUS)
 _u32_at = ctypes.c_uint32.from_address
 _ptr_at = ctypes.c_void_p.from_address
-_string_at = ctypes.string_at
+_GUID_BYTES = ctypes.c_char * 16
+_memmove = ctypes.memmove
 _NO_RECOVERY = int(WSAError.WSANO_RECOVERY)
 _INVALID_PROVIDER = int(WSAError.WSAEINVALIDPROVIDER)
 _EINVAL = int(WSAError.WSAEINVAL)
@@ -415,7 +416,9 @@ class Provider:
                     raise WinsockError(_EINVAL, "ppvClientSessionArg is NULL")
                 # WSAEINVALIDPROVIDER once closed; the GUID's bytes are kept
                 # and parsed when session.provider_id is read.
-                session = registry.new_session(_string_at(provider_id, 16) if provider_id else None)
+                session = registry.new_session(
+                    bytes(_GUID_BYTES.from_address(provider_id)) if provider_id else None
+                )
                 if startup_hook is not None:
                     try:
                         startup_hook(session)
@@ -513,7 +516,9 @@ class Provider:
             try:
                 if table._closed:
                     raise WinsockError(_INVALID_PROVIDER, "routine table closed")
-                channel = channel_now()
+                channel = table._channel if fused else None
+                if channel is None:
+                    channel = channel_now()
                 lookup = lookups.get(h_lookup) if h_lookup else None  # atomic, no lock
                 if lookup is None:
                     raise WinsockError(_INVALID_HANDLE, f"no open lookup {h_lookup!r}")
@@ -710,6 +715,6 @@ class Provider:
             return _EFAULT
         if not p_results:
             raise WinsockError(WSAError.WSAEINVAL, "lpqsResults is NULL")
-        image.pack_into(p_results, size)
+        _memmove(p_results, image.relocated(p_results), size)
         lookup.held = None
         return NO_ERROR

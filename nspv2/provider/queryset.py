@@ -747,11 +747,17 @@ def _read_guid(address: int, bounds: _Bounds = None) -> uuid.UUID | None:
 
 _ALIGN_QS = ctypes.alignment(WSAQUERYSET2W)
 _DWSIZE = struct.Struct("<I")
+_u32_at = ctypes.c_uint32.from_address
+#: 16 bytes in place: ``bytes(_GUID_BYTES.from_address(at))`` copies a GUID
+#: (cheaper than ctypes.string_at, a foreign call).
+_GUID_BYTES = ctypes.c_char * 16
 # Where each header field sits in the unpacked tuple, per kind.
 _INDEX = {hdr: {name: i for i, name in enumerate(hdr.names)} for hdr in (_QS2W, _QSW)}
 # The fields that need more than a string or a GUID read: when all are zero,
 # the query set is read without building anything else.
 _NESTED = ("lpVersion", "dwNumberOfProtocols", "dwNumberOfCsAddrs", "lpBlob")
+# Each header in place, for struct's unpack_from.
+_HEADER = {hdr: ctypes.c_char * hdr.size for hdr in (_QS2W, _QSW)}
 # Per kind: the tuple positions the fast path reads.
 _FAST = {
     hdr: (
@@ -788,10 +794,16 @@ def _read_queryset(address: int | None, kind: Kind, bounds: _Bounds = None) -> Q
     nested, i_name, i_comment, i_context, i_query, i_ns, i_flags, i_pid, i_class, size_at = _FAST[
         hdr
     ]
-    (dw_size,) = _DWSIZE.unpack(_at(address + size_at, 4, bounds, "dwSize"))
-    if dw_size < hdr.size:
-        raise _fail(f"dwSize {dw_size} is smaller than the structure ({hdr.size})")
-    values = hdr.packer.unpack(_at(address, hdr.size, bounds, "the header"))
+    if bounds is None:  # no bounds to check: read in place (no ctypes call)
+        dw_size = _u32_at(address + size_at).value
+        if dw_size < hdr.size:
+            raise _fail(f"dwSize {dw_size} is smaller than the structure ({hdr.size})")
+        values = hdr.packer.unpack_from(_HEADER[hdr].from_address(address))
+    else:
+        (dw_size,) = _DWSIZE.unpack(_at(address + size_at, 4, bounds, "dwSize"))
+        if dw_size < hdr.size:
+            raise _fail(f"dwSize {dw_size} is smaller than the structure ({hdr.size})")
+        values = hdr.packer.unpack(_at(address, hdr.size, bounds, "the header"))
     for i in nested:
         if values[i]:
             break
@@ -820,12 +832,20 @@ def _read_queryset(address: int | None, kind: Kind, bounds: _Bounds = None) -> Q
         )
         at = values[i_pid]
         if at:
-            found["_raw_provider_id"] = _at(at, 16, bounds, "a GUID")
+            found["_raw_provider_id"] = (
+                bytes(_GUID_BYTES.from_address(at))
+                if bounds is None
+                else _at(at, 16, bounds, "a GUID")
+            )
         else:
             found["provider_id"] = None
         at = 0 if i_class is None else values[i_class]
         if at:
-            found["_raw_service_class_id"] = _at(at, 16, bounds, "a GUID")
+            found["_raw_service_class_id"] = (
+                bytes(_GUID_BYTES.from_address(at))
+                if bounds is None
+                else _at(at, 16, bounds, "a GUID")
+            )
         else:
             found["service_class_id"] = None
         return qs

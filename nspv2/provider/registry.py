@@ -374,7 +374,8 @@ class Registry:
             if lookup.session._lookups is not None:
                 lookup.session._lookups.discard(handle)
             self.lookups_ended += 1
-        close_taken(lookup, results)
+        if results is not None:
+            close_taken(lookup, results)
         return lookup
 
     def lookups(self) -> list[Lookup]:
