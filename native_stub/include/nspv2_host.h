@@ -438,12 +438,6 @@ NSPV2_HOST_API INT nspv2_pin_shutdown(DWORD timeout_ms);
  * (nothing if it has none or shutdown ran). The host's own threads call it
  * before they end; a program that owns threads calling providers may too. */
 NSPV2_HOST_API void nspv2_pin_thread_detach(void);
-/* Pin the calling thread from inside a Python callback (GIL held), for
- * callers that are not this host (a foreign host's threads): bumps the
- * Ensure count once so the state outlives the callback, released as above.
- * Returns 1 if pinned now, 0 if already pinned or not pinnable (a Python
- * thread, not installed, shut down). */
-NSPV2_HOST_API INT nspv2_pin_current_thread(void);
 NSPV2_HOST_API void nspv2_pin_stats_get(nspv2_pin_stats *out);
 
 #if !defined(_WIN32)

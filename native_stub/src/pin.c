@@ -11,8 +11,8 @@
  *                  after an acquire load of it).
  *   g.stopped      nspv2_pin_shutdown ran: the gate is closed.
  *   g.in_flight    provider calls that passed the gate and have not returned.
- *   g.busy         releases and nspv2_pin_current_thread calls in progress
- *                  (they run CPython code too, so shutdown waits for them).
+ *   g.busy         releases in progress (they run CPython code too, so
+ *                  shutdown waits for them).
  *   per thread     the pinned thread state, in a pthread key whose
  *                  destructor is the thread-exit hook (POSIX), or in an FLS
  *                  slot whose callback is (Windows; the index is never
@@ -85,10 +85,29 @@ static void pin_key_exit(void *state);
 static pthread_key_t pin_key;
 static int pin_key_made;
 
+/* This thread's provider calls inside the gate (its share of g.in_flight). */
+static _Thread_local long pin_depth;
+
+/* fork: only the forking thread goes on in the child. Its counters must
+ * not keep the other threads' calls and releases (nspv2_pin_shutdown at the
+ * child's exit would wait for threads that do not exist there), and g.lock
+ * must not be inherited held. */
+static void pin_fork_prepare(void) { nspv2_mutex_lock(&g.lock); }
+static void pin_fork_parent(void) { nspv2_mutex_unlock(&g.lock); }
+static void pin_fork_child(void)
+{
+    nspv2_mutex_init(&g.lock);
+    atomic_store(&g.in_flight, pin_depth);
+    atomic_store(&g.busy, 0);
+    g.st.pinned_now = pthread_getspecific(pin_key) ? 1 : 0;
+}
+
 static int tls_create(void)
 {
-    if (!pin_key_made && pthread_key_create(&pin_key, pin_key_exit) == 0)
+    if (!pin_key_made && pthread_key_create(&pin_key, pin_key_exit) == 0) {
         pin_key_made = 1; /* under g.lock; never deleted */
+        pthread_atfork(pin_fork_prepare, pin_fork_parent, pin_fork_child);
+    }
     return pin_key_made ? 0 : -1;
 }
 static void *tls_get(void) { return pthread_getspecific(pin_key); }
@@ -161,6 +180,9 @@ int pin_enter(void)
         nspv2_mutex_unlock(&g.lock);
         return PIN_REFUSED;
     }
+#ifndef _WIN32
+    pin_depth++;
+#endif
     if (!atomic_load_explicit(&g.installed, memory_order_acquire) || tls_get())
         return 1;
     /* A thread with no Python thread state: pin one (gil_ensure creates it
@@ -185,7 +207,13 @@ int pin_enter(void)
     return 1;
 }
 
-void pin_leave(void) { atomic_fetch_sub(&g.in_flight, 1); }
+void pin_leave(void)
+{
+#ifndef _WIN32
+    pin_depth--;
+#endif
+    atomic_fetch_sub(&g.in_flight, 1);
+}
 
 void pin_test_reset(void)
 {
@@ -258,27 +286,6 @@ NSPV2_HOST_API void nspv2_pin_thread_detach(void)
         tls_set(NULL); /* the exit hook has nothing left to do */
         release_state(state, RELEASED_DETACH);
     }
-}
-
-NSPV2_HOST_API INT nspv2_pin_current_thread(void)
-{
-    if (!atomic_load_explicit(&g.installed, memory_order_acquire) || !gate_pass(&g.busy))
-        return 0;
-    int pinned = 0;
-    void *state;
-    if (!tls_get() && (state = g.api.this_thread_state()) != NULL) {
-        /* one more Ensure on the callback's state: the callback's own
-         * Release then leaves it alive, GIL released, for later callbacks */
-        g.api.gil_ensure();
-        tls_set(state);
-        nspv2_mutex_lock(&g.lock);
-        g.st.pinned_now++;
-        g.st.pinned_total++;
-        nspv2_mutex_unlock(&g.lock);
-        pinned = 1;
-    }
-    atomic_fetch_sub(&g.busy, 1);
-    return pinned;
 }
 
 NSPV2_HOST_API void nspv2_pin_stats_get(nspv2_pin_stats *out)

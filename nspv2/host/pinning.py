@@ -45,7 +45,6 @@ __all__ = [
     "check_interpreter",
     "in_main_interpreter",
     "install",
-    "pin_this_thread",
     "stats",
     "status",
 ]
@@ -98,8 +97,6 @@ class PinStats(ctypes.Structure):
 _INSTALL = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.POINTER(PythonApi))
 # INT nspv2_pin_shutdown(DWORD timeout_ms);  -- GIL released (CFUNCTYPE)
 _SHUTDOWN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32)
-# INT nspv2_pin_current_thread(void);  -- GIL held (PYFUNCTYPE)
-_PIN_CURRENT = ctypes.PYFUNCTYPE(ctypes.c_int)
 # void nspv2_pin_stats_get(nspv2_pin_stats *out);
 _STATS_GET = ctypes.CFUNCTYPE(None, ctypes.POINTER(PinStats))
 
@@ -225,19 +222,3 @@ def stats(library: Any = None) -> dict[str, int]:
     out = PinStats()
     _STATS_GET(("nspv2_pin_stats_get", library))(ctypes.byref(out))
     return out.as_dict()
-
-
-def pin_this_thread() -> bool:
-    """From inside a provider callback called by another host than nspv2's
-    (a foreign host's native thread): keep this thread's state for its later
-    callbacks (``nspv2_pin_current_thread``). True if pinned now; False if
-    already pinned, if this is a Python thread, or pinning is not installed.
-    nspv2's own host pins its threads itself."""
-    if _status != "installed":
-        return False
-    active: dict[int, threading.Thread] = getattr(threading, "_active", {})
-    dummy: Any = getattr(threading, "_DummyThread", None)
-    thread = active.get(threading.get_ident())
-    if thread is not None and not (dummy is not None and isinstance(thread, dummy)):
-        return False  # Python's own thread (a dummy one is a foreign thread): never pinned
-    return bool(_PIN_CURRENT(("nspv2_pin_current_thread", _library))())
