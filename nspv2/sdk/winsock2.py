@@ -179,6 +179,7 @@ class WSAError(enum.IntEnum):
     WSAEPFNOSUPPORT = 10046
     WSAEAFNOSUPPORT = 10047
     WSAENOBUFS = 10055
+    WSAETIMEDOUT = 10060
     WSASYSNOTREADY = 10091
     WSAVERNOTSUPPORTED = 10092
     WSANOTINITIALISED = 10093
@@ -219,6 +220,7 @@ _MEANINGS: dict[int, str] = {
     WSAError.WSAEPFNOSUPPORT: "protocol family not supported",
     WSAError.WSAEAFNOSUPPORT: "address family not supported",
     WSAError.WSAENOBUFS: "no buffer space available",
+    WSAError.WSAETIMEDOUT: "the operation timed out",
     WSAError.WSASYSNOTREADY: "the network subsystem is unavailable",
     WSAError.WSAVERNOTSUPPORTED: "Winsock version not supported",
     WSAError.WSANOTINITIALISED: "WSAStartup has not been called",
