@@ -30,17 +30,20 @@ overridden. Any method may raise ``WinsockError(code)``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import inspect
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from ..sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
 from ..sdk.winsock2 import LUP, NO_ERROR, NS, WSAESETSERVICEOP, WSAError
+from .aio import AsyncResults, AsyncRunner, NextStep, ServiceStep
 from .channel import ErrorChannel, current_channel
 from .errors import WinsockError
 from .queryset import QuerySet, _read_queryset
@@ -67,6 +70,8 @@ _NO_RECOVERY = int(WSAError.WSANO_RECOVERY)
 _INVALID_PROVIDER = int(WSAError.WSAEINVALIDPROVIDER)
 _EINVAL = int(WSAError.WSAEINVAL)
 _OTHER_FAILURE = Reason.CPNATFWT_SESSION_TERMINATION_PROVIDER_OTHER_FAILURE
+#: Passed as ``failure`` to _next_step: pull the next result synchronously.
+_PULL: Any = object()
 #: The optional hooks a subclass may override.
 _HOOKS = ("startup", "cleanup", "client_session_rundown", "set_service")
 #: The methods whose override sends :meth:`Provider.routine` down the
@@ -132,16 +137,37 @@ class Provider:
     #: NAPI_PROVIDER_INSTALLATION_BLOB (``nspv2.sdk.nsemail.InstallationBlob(...).pack()``),
     #: which ``nspv2 check`` validates. None: installed without one.
     install_blob: ClassVar[bytes | None] = None
+    #: Async providers (docs/provider.md, "Async providers"): seconds one
+    #: step of an async lookup (one result) or one async ``set_service`` may
+    #: take; past it the step's task is cancelled and the call completed
+    #: with WSAETIMEDOUT. Keep it below the host's completion timeout (the
+    #: native host's is 5 s by default), or the host gives up first.
+    async_timeout: ClassVar[float] = 4.0
+    #: Seconds an async ``startup``/``cleanup``/``client_session_rundown``
+    #: may take: those slots return synchronously, so their thread waits for
+    #: the hook at most this long, then the hook's task is cancelled and the
+    #: slot fails with WSAETIMEDOUT (a rundown only logs it).
+    async_hook_timeout: ClassVar[float] = 2.0
+    #: Async NextEx / SetServiceEx calls running on the provider's event loop
+    #: at once. One more completes at once with WSATRY_AGAIN: nothing queues,
+    #: and no host thread waits for room.
+    async_max_in_flight: ClassVar[int] = 256
 
     _routine_obj: Routine | None = None
     _registry_obj: Registry | None = None
     _raising: dict[str, Callable[..., Any]] | None = None
+    _aio: AsyncRunner | None = None
+    _user_loop: asyncio.AbstractEventLoop | None = None
 
-    def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> Iterable[QuerySet]:
-        """Return the results of a lookup (an iterable of QuerySet).
+    def lookup(
+        self, session: Session, restrictions: QuerySet, flags: int
+    ) -> Iterable[QuerySet] | AsyncIterator[QuerySet]:
+        """Return the results of a lookup (an iterable of QuerySet), or
+        write it as an async generator (``async def`` with ``yield``).
 
         Called by NSPv2LookupServiceBegin. A generator's body runs at the
-        first NextEx; to fail Begin itself, raise before returning.
+        first NextEx; to fail Begin itself, raise before returning (a plain
+        ``def`` may validate, then return an async iterator).
         """
         raise NotImplementedError(f"{type(self).__name__} must implement lookup()")
 
@@ -165,23 +191,24 @@ class Provider:
     # scaffold calls a hook only if the subclass (or the instance) overrides
     # it; :meth:`implements` tells which do.
 
-    def startup(self, session: Session) -> None:
+    def startup(self, session: Session) -> Awaitable[None] | None:
         """Hook: NSPv2Startup created ``session``. Raising fails Startup and
         ends the session (STARTUP_FAILED, PROVIDER_OTHER_FAILURE)."""
 
-    def cleanup(self, session: Session) -> None:
+    def cleanup(self, session: Session) -> Awaitable[None] | None:
         """Hook: NSPv2Cleanup ended ``session`` (normally). Raising fails
         Cleanup; the session stays ended, with PROVIDER_OTHER_FAILURE."""
 
-    def client_session_rundown(self, session: Session) -> None:
+    def client_session_rundown(self, session: Session) -> Awaitable[None] | None:
         """Hook: ``session`` ended without Cleanup (NSPv2ClientSessionRundown,
         or the table closing). Called once per session; cannot fail."""
 
     def set_service(
         self, session: Session, reg_info: QuerySet, operation: WSAESETSERVICEOP, flags: int
-    ) -> None:
+    ) -> Awaitable[None] | None:
         """Hook: NSPv2SetServiceEx (register, deregister or delete
-        ``reg_info``). Without an override, the slot is the WSAEOPNOTSUPP stub."""
+        ``reg_info``), plain or ``async def``. Without an override, the slot
+        is the WSAEOPNOTSUPP stub."""
         raise WinsockError(WSAError.WSAEOPNOTSUPP, "set_service is not implemented")
 
     def implements(self, hook: str) -> bool:
@@ -200,6 +227,54 @@ class Provider:
             return None
         return found  # type: ignore[no-any-return]
 
+    # -- the event loop of an async provider ------------------------------------------
+
+    def use_event_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run this provider's coroutines on ``loop`` (which the caller runs,
+        on a thread that never calls the host) instead of a loop thread of
+        the provider's own. Call it before :meth:`routine`."""
+        if not isinstance(loop, asyncio.AbstractEventLoop):
+            raise TypeError(f"use_event_loop needs an asyncio event loop, not {loop!r}")
+        if self._routine_obj is not None and not self._routine_obj.closed:
+            raise RuntimeError("use_event_loop must be called before routine()")
+        self._user_loop = loop
+
+    @property
+    def is_async(self) -> bool:
+        """Whether any of lookup, set_service or the hooks is a coroutine or
+        async generator function."""
+        if inspect.isasyncgenfunction(self.lookup) or inspect.iscoroutinefunction(self.lookup):
+            return True
+        return any(inspect.iscoroutinefunction(self._hook(h)) for h in _HOOKS)
+
+    def _runner(self) -> AsyncRunner:
+        runner = self._aio
+        if runner is None:
+            with self._executor_lock:
+                runner = self._aio
+                if runner is None:
+                    runner = self._aio = AsyncRunner(self.display_name, self._user_loop)
+        return runner
+
+    def async_stats(self) -> dict[str, int]:
+        """The event loop's counters: ``in_flight`` (calls admitted, not yet
+        completed), ``tasks`` (tasks alive or about to start: steps, hooks,
+        generators closing), and since the table was built ``steps``
+        admitted, ``cancelled``, ``timed_out`` and ``refused``
+        (WSATRY_AGAIN). All 0 before any async work."""
+        runner = self._aio
+        if runner is None:
+            return dict.fromkeys(
+                ("in_flight", "tasks", "steps", "cancelled", "timed_out", "refused"), 0
+            )
+        return runner.stats()
+
+    def wait_async_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until no task of this provider is alive on its loop (e.g.
+        generators still closing after End); False if ``timeout`` passed."""
+        runner = self._aio
+        return True if runner is None else runner.wait_idle(timeout)
+
     def routine(self, channel: ErrorChannel | None = None) -> Routine:
         """The provider's routine table (built on first use, then reused)."""
         if self._routine_obj is not None and not self._routine_obj.closed:
@@ -214,6 +289,7 @@ class Provider:
             raise TypeError(f"{cls.__name__}.provider_id must be a uuid.UUID, not {pid!r}")
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
+        self._aio = None  # a fresh event loop runner per table, made on first use
         self._raising = None
         self.registry.reopen()
         # The fast path: each slot is one function, its guard and its body in
@@ -277,7 +353,7 @@ class Provider:
         ended = self.registry.close(
             EndedBy.CLOSE, Reason.CPNATFWT_SESSION_TERMINATION_PLATFORM_SHUTDOWN
         )
-        hook = self._hook("client_session_rundown")
+        hook = self._blocking_hook("client_session_rundown")
         for session in ended:
             if hook is not None:
                 try:
@@ -287,6 +363,11 @@ class Provider:
         executor = getattr(self, "_executor", None)
         if executor is not None:
             executor.shutdown(wait=True)
+        # After the sessions' hooks ran: every step left is cancelled and
+        # completed (WSA_E_CANCELLED) before close returns.
+        runner = self._aio
+        if runner is not None:
+            runner.close(self.async_timeout + self.async_hook_timeout)
 
     def end_sessions(self, reason: Reason) -> list[Session]:
         """End every open session with ``reason`` (e.g. on unadvertise)."""
@@ -387,11 +468,18 @@ class Provider:
         registry = self.registry
         sessions = registry._sessions
         lookups = registry._lookups
-        startup_hook = self._hook("startup")
-        cleanup_hook = self._hook("cleanup")
-        rundown_hook = self._hook("client_session_rundown")
+        # An async hook becomes a plain callable that runs it on the loop and
+        # waits for it (bounded): the slot bodies below stay the same.
+        startup_hook = self._blocking_hook("startup")
+        cleanup_hook = self._blocking_hook("cleanup")
+        rundown_hook = self._blocking_hook("client_session_rundown")
         lookup_fn = self.lookup
+        async_lookup = inspect.isasyncgenfunction(lookup_fn)
+        async_service = inspect.iscoroutinefunction(self._hook("set_service"))
         next_step = self._next_step
+        next_async = self._next_async
+        runner_now = self._runner
+        step_timeout = float(self.async_timeout)
         threaded = self.complete_from_thread
         name = self.display_name
         table: Any = _OPEN  # the Routine once bound (fused); its _closed is read per call
@@ -495,7 +583,17 @@ class Provider:
                 # Read (and validated) entirely here: nothing reads the
                 # host's buffer after Begin returns.
                 query = _read_queryset(restrictions, "2W")
-                results = iter(lookup_fn(session, query, flags))
+                raw: Any = lookup_fn(session, query, flags)
+                results: Any
+                if async_lookup:  # an async generator: its body starts at NextEx
+                    results = AsyncResults(raw, runner_now(), step_timeout)
+                else:
+                    try:
+                        results = iter(raw)
+                    except TypeError:
+                        if not hasattr(raw, "__anext__"):
+                            raise
+                        results = AsyncResults(raw, runner_now(), step_timeout)
                 # If the session ended since the check above, this closes
                 # results and fails Begin with WSAEINVAL.
                 lookup = registry.new_lookup(session, query, flags, results)
@@ -530,7 +628,13 @@ class Provider:
                     if lookup.in_flight is not None:
                         raise WinsockError(_ALREADY, "another NextEx on this lookup is in flight")
                     lookup.in_flight = h_async  # from here on, _next_step owns the call
-                if threaded:
+                pulling: Any = lookup.results  # the owner's from here on
+                if type(pulling) is AsyncResults:
+                    if p_length and (lookup.held is None or flags & _FLUSH):
+                        # Handed to the loop, or completed here; never raises.
+                        next_async(channel, h_async, lookup, flags, p_length, p_results, pulling)
+                        return
+                elif threaded:
                     try:
                         self._pool().submit(
                             next_step, channel, h_async, lookup, flags, p_length, p_results
@@ -583,6 +687,11 @@ class Provider:
                     op = WSAESETSERVICEOP(operation)
                 except ValueError:
                     raise WinsockError(_EINVAL, f"unknown WSAESETSERVICEOP {operation}") from None
+                if async_service:
+                    # Admitted (the step owns the call from here and its
+                    # task's end completes it) or raises: completed below.
+                    self._service_async(channel_now(), h_async, session, query, op, flags)
+                    return
                 self.set_service(session, query, op, flags)
             except BaseException as exc:
                 if not fused:
@@ -628,6 +737,74 @@ class Provider:
                 )
             return self._executor
 
+    def _next_async(
+        self,
+        channel: ErrorChannel,
+        h_async: int,
+        lookup: Lookup,
+        flags: int,
+        p_length: int | None,
+        p_results: int | None,
+        results: AsyncResults,
+    ) -> None:
+        """Hand a claimed NextEx of an async lookup to the provider's loop;
+        if it cannot be (the in-flight bound, a closed loop), complete it here
+        through the owner code. Never raises."""
+
+        def finish(failure: BaseException | None) -> None:
+            self._next_step(channel, h_async, lookup, flags, p_length, p_results, failure)
+
+        try:
+            runner = results.runner
+            step = NextStep(runner, lookup, results.it, finish, results.timeout)
+            runner.admit(step.start, self.async_max_in_flight)
+        except BaseException as exc:
+            finish(exc)
+
+    def _service_async(
+        self,
+        channel: ErrorChannel,
+        h_async: int | None,
+        session: Session,
+        query: QuerySet,
+        op: WSAESETSERVICEOP,
+        flags: int,
+    ) -> None:
+        """Hand an async SetServiceEx to the loop (its ServiceStep completes
+        it), or raise, the call not handed over, for the slot to complete."""
+        runner = self._runner()
+        hook = self.set_service
+        name = self.display_name
+
+        def complete(code: int) -> None:
+            rc = channel.complete(h_async, code)
+            if rc != NO_ERROR:
+                log.warning("%s: completing SetServiceEx returned %s", name, rc)
+
+        step = ServiceStep(
+            runner,
+            self.registry,
+            session,
+            lambda: hook(session, query, op, flags),  # type: ignore[arg-type, return-value]
+            complete,
+            float(self.async_timeout),
+        )
+        runner.admit(step.start, self.async_max_in_flight)
+
+    def _blocking_hook(self, hook: str) -> Callable[[Session], Any] | None:
+        """The hook, or for an async one a callable that runs it on the loop
+        and waits for it at most ``async_hook_timeout``."""
+        found = self._hook(hook)
+        if found is None or not inspect.iscoroutinefunction(found):
+            return found
+        fn = found
+        timeout = float(self.async_hook_timeout)
+
+        def wait(session: Session) -> None:
+            self._runner().wait_hook(lambda: fn(session), timeout, hook)
+
+        return wait
+
     def _next_step(
         self,
         channel: ErrorChannel,
@@ -636,11 +813,16 @@ class Provider:
         flags: int,
         p_length: int | None,
         p_results: int | None,
+        failure: BaseException | None = _PULL,
     ) -> None:
-        """Run a NextEx this thread owns; complete it exactly once."""
+        """Run a NextEx this thread owns; complete it exactly once.
+
+        ``failure`` left out: pull the next result here (a synchronous
+        lookup). Given (None or an exception): an async step already pulled
+        it into ``lookup.pulled``, or failed; only the completion is left.
+        Synchronous and async lookups share everything from here on."""
         code = _NO_RECOVERY
         to_close: object = None
-        failure: BaseException | None = None
         try:
             # Pull the next result into lookup.pulled unless the held one will
             # be returned. No lock here: while in_flight is set the owner
@@ -648,27 +830,29 @@ class Provider:
             # to it); ended and held, read racily, only decide whether to
             # pull: what the call does is decided under the lock below. The
             # generator runs unlocked.
-            try:
-                if not p_length:
-                    raise WinsockError(_EINVAL, "lpdwBufferLength is NULL")
-                results = lookup.results
-                if (
-                    results is not None
-                    and not lookup.ended
-                    and (lookup.held is None or flags & _FLUSH)
-                ):
-                    try:
-                        result = next(results)
-                    except StopIteration:
-                        lookup.results = None
-                    else:
-                        if not isinstance(result, QuerySet):
-                            raise TypeError(
-                                f"lookup() yielded {type(result).__name__}, not QuerySet"
-                            )
-                        lookup.pulled = result
-            except BaseException as exc:
-                failure = exc
+            if failure is _PULL:
+                failure = None
+                try:
+                    if not p_length:
+                        raise WinsockError(_EINVAL, "lpdwBufferLength is NULL")
+                    results = lookup.results
+                    if (
+                        results is not None
+                        and not lookup.ended
+                        and (lookup.held is None or flags & _FLUSH)
+                    ):
+                        try:
+                            result = next(results)
+                        except StopIteration:
+                            lookup.results = None
+                        else:
+                            if not isinstance(result, QuerySet):
+                                raise TypeError(
+                                    f"lookup() yielded {type(result).__name__}, not QuerySet"
+                                )
+                            lookup.pulled = result
+                except BaseException as exc:
+                    failure = exc
             with lookup.lock:
                 try:
                     lookup.in_flight = None

@@ -56,7 +56,16 @@ from ..sdk.winsock2 import WSAError
 from .errors import WinsockError
 from .queryset import QuerySet
 
-__all__ = ["EndedBy", "Lookup", "Registry", "Session", "close_results", "close_taken", "new_token"]
+__all__ = [
+    "EndedBy",
+    "Lookup",
+    "Registry",
+    "Session",
+    "cancel_step",
+    "close_results",
+    "close_taken",
+    "new_token",
+]
 
 # One counter for every token and handle in the process. It starts well
 # above small integers so that a stray 0/1/-1 never names anything.
@@ -101,6 +110,7 @@ class Session:
     """
 
     __slots__ = (
+        "_calls",
         "_data",
         "_lookups",
         "_pid",
@@ -133,6 +143,10 @@ class Session:
         self._registry: Registry | None = None
         # Handles of the session's open lookups (None until its first).
         self._lookups: set[int] | None = None
+        # Async SetServiceEx calls running on the provider's loop (None
+        # until the first), cancelled when the session ends; under the
+        # registry's lock.
+        self._calls: set[Any] | None = None
 
     @property
     def provider_id(self) -> uuid.UUID | None:
@@ -193,10 +207,13 @@ class Lookup:
     ``held`` is a result that did not fit, returned again next time;
     ``pulled`` the result the NextEx in flight pulled from ``results`` (its
     owner's); ``in_flight`` the async handle of the NextEx in flight (its
-    owner completes it), or None.
+    owner completes it), or None; ``canceller`` the object whose
+    ``cancel()`` stops that NextEx's task on the provider's event loop (an
+    async lookup's step, set under ``lock``), or None.
     """
 
     __slots__ = (
+        "canceller",
         "ended",
         "flags",
         "handle",
@@ -227,6 +244,7 @@ class Lookup:
         self.in_flight: int | None = None
         self.ended = False
         self.lock = threading.Lock()
+        self.canceller: Any = None
 
     def end_locked(self) -> Iterator[QuerySet] | None:
         """Mark ended (caller holds ``lock``); return the generator to close,
@@ -306,19 +324,42 @@ class Registry:
                 session.ended_at = time.time()
             self.sessions_ended += 1
             self.ended.append(session)
+            calls, session._calls = session._calls, None
             handles = session._lookups
-            if not handles:
+            if not handles and not calls:
                 return session
             session._lookups = None
-            orphans = [self._lookups.pop(h) for h in handles if h in self._lookups]
+            orphans = [self._lookups.pop(h) for h in handles or () if h in self._lookups]
             to_close = []
             for lk in orphans:
                 with lk.lock:
                     to_close.append(lk.end_locked())
                 self.lookups_ended += 1
+        # Outside the locks: cancelling schedules work on the provider's
+        # event loop; closing runs (or schedules) generators' finally.
+        for call in calls or ():
+            call.cancel()
         for lk, results in zip(orphans, to_close, strict=True):
+            cancel_step(lk)
             close_taken(lk, results)
         return session
+
+    def track_call(self, session: Session, call: Any) -> bool:
+        """Record an async call of ``session`` (cancelled when it ends);
+        False, nothing recorded, if it has ended."""
+        with self._lock:
+            if session.ended:
+                return False
+            if session._calls is None:
+                session._calls = {call}
+            else:
+                session._calls.add(call)
+            return True
+
+    def untrack_call(self, session: Session, call: Any) -> None:
+        with self._lock:
+            if session._calls is not None:
+                session._calls.discard(call)
 
     def mark_rundown(self, reason: Reason) -> None:
         """Mark every open session: a later rundown of it reports ``reason``."""
@@ -374,6 +415,7 @@ class Registry:
             if lookup.session._lookups is not None:
                 lookup.session._lookups.discard(handle)
             self.lookups_ended += 1
+        cancel_step(lookup)
         if results is not None:
             close_taken(lookup, results)
         return lookup
@@ -425,6 +467,23 @@ def close_results(lookup: Lookup) -> None:
             return
         results, lookup.results = lookup.results, None
     close_taken(lookup, results)
+
+
+def cancel_step(lookup: Lookup) -> None:
+    """Cancel the async step of a lookup just ended (no lock held; never
+    raises). The step completes the call itself when its task ends; a step
+    that starts after the end sees ``ended`` under the lookup's lock and
+    cancels itself, so no cancellation is lost (see nspv2.provider.aio)."""
+    step = lookup.canceller
+    if step is None:
+        return
+    try:
+        step.cancel()
+    except BaseException as exc:
+        try:
+            log.error("cancelling the step of lookup %#x raised", lookup.handle, exc_info=exc)
+        except BaseException:
+            pass
 
 
 def close_taken(lookup: Lookup, results: object) -> None:
