@@ -26,6 +26,11 @@ hooks, declared on :class:`Provider` with their signatures (so ``mypy
 --strict`` checks an override) and called only when overridden.
 NSPv2SetServiceEx gets the WSAEOPNOTSUPP stub when ``set_service`` is not
 overridden. Any method may raise ``WinsockError(code)``.
+
+``lookup`` may be an async generator and ``set_service`` and the hooks
+``async def``: they run on the provider's event loop, and NextEx /
+SetServiceEx are completed from there (:mod:`nspv2.provider.aio` states
+who completes what; docs/provider.md, "Async providers").
 """
 
 from __future__ import annotations
@@ -479,7 +484,6 @@ class Provider:
         next_step = self._next_step
         next_async = self._next_async
         runner_now = self._runner
-        step_timeout = float(self.async_timeout)
         threaded = self.complete_from_thread
         name = self.display_name
         table: Any = _OPEN  # the Routine once bound (fused); its _closed is read per call
@@ -586,14 +590,14 @@ class Provider:
                 raw: Any = lookup_fn(session, query, flags)
                 results: Any
                 if async_lookup:  # an async generator: its body starts at NextEx
-                    results = AsyncResults(raw, runner_now(), step_timeout)
+                    results = AsyncResults(raw, runner_now(), float(self.async_timeout))
                 else:
                     try:
                         results = iter(raw)
                     except TypeError:
                         if not hasattr(raw, "__anext__"):
                             raise
-                        results = AsyncResults(raw, runner_now(), step_timeout)
+                        results = AsyncResults(raw, runner_now(), float(self.async_timeout))
                 # If the session ended since the check above, this closes
                 # results and fails Begin with WSAEINVAL.
                 lookup = registry.new_lookup(session, query, flags, results)
@@ -798,9 +802,9 @@ class Provider:
         if found is None or not inspect.iscoroutinefunction(found):
             return found
         fn = found
-        timeout = float(self.async_hook_timeout)
 
         def wait(session: Session) -> None:
+            timeout = float(self.async_hook_timeout)  # read at each call
             self._runner().wait_hook(lambda: fn(session), timeout, hook)
 
         return wait

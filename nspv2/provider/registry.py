@@ -30,6 +30,11 @@ Lookup ownership (enforced here and in :mod:`nspv2.provider.base`):
   else it writes the result and completes NO_ERROR.
 - The generator is closed exactly once: by whoever ends the lookup, or, if
   a NextEx is running it at that moment, by that NextEx when it is done.
+- An async lookup's NextEx runs as a task on the provider's event loop
+  (:mod:`nspv2.provider.aio`): ending the lookup also cancels that task
+  (``Lookup.canceller``, after the locks are released), and the task's end
+  completes the call, still under the rules above. An ended session's
+  async SetServiceEx calls (``Session._calls``) are cancelled the same way.
 
 Sessions and lookups are slotted objects built for the hot path: a
 session's ``data`` dict is made on first access, its ``provider_id`` is
