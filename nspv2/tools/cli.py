@@ -21,13 +21,39 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..host.native import NativeHostUnavailable
-from . import bench, catalog, check, compare, config, demo, fuzz, layout, memory, serve, stress
+from . import (
+    async_proof,
+    bench,
+    catalog,
+    check,
+    compare,
+    config,
+    demo,
+    fuzz,
+    layout,
+    memory,
+    serve,
+    stress,
+)
 from .check import CheckError
 from .common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, Parser, UsageError, fail
 
 __all__ = ["main"]
 
-_FAMILIES = (demo, serve, catalog, check, compare, layout, bench, memory, stress, fuzz, config)
+_FAMILIES = (
+    demo,
+    serve,
+    catalog,
+    check,
+    compare,
+    layout,
+    bench,
+    memory,
+    stress,
+    async_proof,
+    fuzz,
+    config,
+)
 _DEBUG_HELP = "show tracebacks"
 #: The commands whose ``-- ARGS`` go to a native provider's entry point.
 _TAKE_ENTRY_ARGS = ("check", "serve", "install", "uninstall", "enable", "disable")
