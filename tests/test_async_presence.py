@@ -6,21 +6,49 @@ cancellation reaching the backend), ``nspv2 check``, and the real processes
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
+import signal
 import socket
+import socketserver
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from nspv2 import (
+    LUP,
+    MISTATUS,
+    RESULT_IS,
+    WSAESETSERVICEOP,
+    Host,
+    QuerySet,
+    Version,
+    WinsockError,
+    WSAError,
+)
+from nspv2.client import ConnectionLost
+from nspv2.examples.async_presence import (
+    HTTP_PRESENCE_PROVIDER_ID,
+    URL_VARIABLE,
+    HttpPresenceDirectory,
+)
+from nspv2.examples.email import encode_presence, sign_in, sign_out
 from nspv2.examples.presence_backend import (
     SEED,
     BackendThread,
     PresenceBackend,
     running_backend,
 )
+
+from .clirun import OUTSIDE, command, nspv2_cli
+from .served import serving, stop_process
 
 ALICE = "alice@example.net"
 
@@ -287,3 +315,446 @@ def test_backend_close_ends_waiting_requests() -> None:
     running.stop()  # idempotent
     with pytest.raises(ValueError, match="loopback"):
         PresenceBackend(host="0.0.0.0")
+
+
+# -- the provider, through the native host ---------------------------------------
+
+
+@contextlib.contextmanager
+def advertised(provider: HttpPresenceDirectory) -> Iterator[Host]:
+    """``provider`` advertised on an in-process host; closed (its loop
+    thread stopped) after the host."""
+    with provider, Host(auto_install=True) as host:
+        host.advertise(provider)
+        yield host
+
+
+@pytest.fixture
+def directory(backend: BackendThread) -> Iterator[tuple[Host, HttpPresenceDirectory]]:
+    provider = HttpPresenceDirectory(backend.url)
+    with advertised(provider) as host:
+        yield host, provider
+    assert provider.async_stats()["tasks"] == 0
+
+
+def names(results: list[QuerySet]) -> list[str | None]:
+    return [r.service_instance_name for r in results]
+
+
+def code_of(call: Callable[[], object]) -> int:
+    with pytest.raises(WinsockError) as raised:
+        call()
+    return raised.value.code
+
+
+def test_lookups_answer_from_the_backend(
+    directory: tuple[Host, HttpPresenceDirectory], backend: BackendThread
+) -> None:
+    host, _ = directory
+    with host.open_session() as client:
+        [alice] = client.lookup(ALICE)
+        assert (alice.service_instance_name, alice.comment) == (ALICE, "MISTATUS_ONLINE")
+        assert [str(c.remote) for c in alice.cs_addrs] == ["192.0.2.20:5060"]
+        assert alice.blob == encode_presence(MISTATUS.MISTATUS_ONLINE)
+        assert alice.output_flags == RESULT_IS.RESULT_IS_ADDED
+        assert alice.provider_id == HTTP_PRESENCE_PROVIDER_ID
+        [bare] = client.lookup("Alice@EXAMPLE.net", LUP.LUP_RETURN_NAME)
+        assert (bare.service_instance_name, bare.comment, bare.blob) == (ALICE, None, None)
+        everyone = client.lookup("*@example.net")
+        assert names(everyone) == [a for a, _, _ in SEED]
+        assert [r.comment for r in everyone] == [s.name for _, s, _ in SEED]
+        assert code_of(lambda: client.lookup("zed@example.net")) == WSAError.WSASERVICE_NOT_FOUND
+    # alice twice; the listing and three entries; zed
+    assert backend.stats["requests"] == 7
+
+
+def test_a_wildcard_fetches_each_entry_at_its_own_nextex(
+    directory: tuple[Host, HttpPresenceDirectory], backend: BackendThread
+) -> None:
+    host, _ = directory
+    with host.open_session() as client:
+        handle = host.lookup_begin(client, "*@example.net")
+        assert backend.stats["requests"] == 0  # Begin asks nothing
+        first = host.lookup_next(handle, buffer_size=4096)
+        assert first.result is not None and first.result.service_instance_name == ALICE
+        assert backend.stats["requests"] == 2  # the listing, alice
+        # bob signs out between two NextEx: skipped
+        assert call(backend, "DELETE", "/v1/presence/bob@example.net?owner=seed")[0] == 204
+        second = host.lookup_next(handle, buffer_size=4096)
+        assert second.result is not None
+        assert second.result.service_instance_name == "carol@example.net"
+        assert host.lookup_next(handle).code == WSAError.WSA_E_NO_MORE
+        host.lookup_end(handle)
+
+
+def test_a_wildcard_with_nobody_signed_in_is_not_found() -> None:
+    with running_backend(seed=False) as empty, advertised(HttpPresenceDirectory(empty.url)) as host:
+        with host.open_session() as client:
+            handle = host.lookup_begin(client, "*@example.net")  # Begin asks nothing
+            assert host.lookup_next(handle).code == WSAError.WSASERVICE_NOT_FOUND
+            host.lookup_end(handle)
+
+
+def test_sign_in_and_out_through_the_host(
+    directory: tuple[Host, HttpPresenceDirectory], backend: BackendThread
+) -> None:
+    host, provider = directory
+    dave = "dave@example.net"
+    with host.open_session() as a, host.open_session() as b:
+        sign_in(a, dave, MISTATUS.MISTATUS_BUSY, ["192.0.2.9:5060"])
+        status, entry = call(backend, "GET", f"/v1/presence/{dave}")
+        assert status == 200 and entry["status"] == "MISTATUS_BUSY"
+        assert entry["addresses"] == ["192.0.2.9:5060"]
+        assert entry["owner"].startswith("nspv2/")
+        [found] = b.lookup(dave)
+        assert (found.comment, found.version) == ("MISTATUS_BUSY", Version(1))
+        sign_in(a, dave, MISTATUS.MISTATUS_AWAY)  # again: an update
+        [found] = b.lookup(dave)
+        assert (found.comment, found.version) == ("MISTATUS_AWAY", Version(2))
+        assert found.output_flags == RESULT_IS.RESULT_IS_CHANGED
+        assert found.cs_addrs == ()  # replaced by none
+
+        # the e-mail example's SESSION_RESULT codes
+        assert code_of(lambda: sign_in(b, dave)) == WSAError.WSAEALREADY
+        assert code_of(lambda: sign_out(b, dave)) == WSAError.WSAEACCES
+        assert code_of(lambda: sign_in(b, "erin@example.net", MISTATUS.MISTATUS_OFFLINE)) == (
+            WSAError.WSAEINVAL
+        )
+        bad_blob = QuerySet("erin@example.net", blob=b"NSPP")
+        register = WSAESETSERVICEOP.RNRSERVICE_REGISTER
+        assert code_of(lambda: b.set_service(bad_blob, register)) == WSAError.WSAEINVAL
+        assert call(backend, "GET", "/v1/presence/erin@example.net")[0] == 404
+
+        sign_out(a, dave)
+        assert code_of(lambda: b.lookup(dave)) == WSAError.WSASERVICE_NOT_FOUND
+        assert code_of(lambda: sign_out(a, dave)) == WSAError.WSASERVICE_NOT_FOUND
+        sign_in(a, dave)
+        deregister = WSAESETSERVICEOP.RNRSERVICE_DEREGISTER
+        a.set_service(QuerySet(dave), deregister)  # signs out too
+        assert call(backend, "GET", f"/v1/presence/{dave}")[0] == 404
+    assert provider.async_stats()["timed_out"] == 0
+
+
+@pytest.mark.parametrize("end", ["close", "abandon"])
+def test_a_sessions_end_signs_its_names_out(
+    directory: tuple[Host, HttpPresenceDirectory], backend: BackendThread, end: str
+) -> None:
+    host, _ = directory
+    client = host.open_session()
+    for name in ("dave@example.net", "erin@example.net"):
+        sign_in(client, name)
+    assert len(call(backend, "GET", "/v1/presence?domain=example.net")[1]["addresses"]) == 5
+    getattr(client, end)()  # NSPv2Cleanup, or NSPv2ClientSessionRundown
+    assert call(backend, "GET", "/v1/presence?domain=example.net")[1] == {
+        "addresses": [a for a, _, _ in SEED]
+    }
+
+
+# -- errors: what the backend does, as Winsock codes -------------------------------
+
+
+@contextlib.contextmanager
+def canned(reply: bytes) -> Iterator[str]:
+    """A server answering every request with ``reply`` (then closing): its URL."""
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = self.request.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            self.request.sendall(reply)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def reply(status: str, body: bytes, length: int | None = None) -> bytes:
+    size = len(body) if length is None else length
+    return f"HTTP/1.1 {status}\r\nContent-Length: {size}\r\n\r\n".encode() + body
+
+
+@pytest.mark.parametrize(
+    "answer, code",
+    [
+        (reply("404 Not Found", b'{"error": "no"}'), WSAError.WSASERVICE_NOT_FOUND),
+        (reply("400 Bad Request", b"{}"), WSAError.WSAEINVAL),
+        (reply("409 Conflict", b"{}"), WSAError.WSAEALREADY),
+        (reply("500 Internal Server Error", b""), WSAError.WSATRY_AGAIN),
+        (reply("503 Service Unavailable", b"{}"), WSAError.WSATRY_AGAIN),
+        (b"", WSAError.WSATRY_AGAIN),  # closed without answering
+        (b"SSH-2.0-OpenSSH\r\n\r\n", WSAError.WSANO_RECOVERY),
+        (b"HTTP/1.1 200 OK\r\nContent-", WSAError.WSANO_RECOVERY),  # head cut short
+        (reply("200 OK", b'{"address": 1}', 100), WSAError.WSANO_RECOVERY),  # body cut short
+        (reply("200 OK", b"<html>"), WSAError.WSANO_RECOVERY),
+        (reply("200 OK", b'{"address": "alice@example.net"}'), WSAError.WSANO_RECOVERY),
+        (reply("200 OK", b"{}", 1 << 21), WSAError.WSANO_RECOVERY),  # over the body limit
+        (reply("302 Found", b""), WSAError.WSANO_RECOVERY),
+    ],
+    ids=lambda v: v[:24].decode(errors="replace") if isinstance(v, bytes) else v.name,
+)
+def test_backend_answers_map_to_winsock_codes(answer: bytes, code: WSAError) -> None:
+    with canned(answer) as url, advertised(HttpPresenceDirectory(url)) as host:
+        with host.open_session() as client:
+            assert code_of(lambda: client.lookup(ALICE)) == code
+
+
+def test_a_backend_that_is_down_is_try_again() -> None:
+    provider = HttpPresenceDirectory(f"http://127.0.0.1:{free_port()}")
+    with advertised(provider) as host, host.open_session() as client:
+        assert code_of(lambda: client.lookup(ALICE)) == WSAError.WSATRY_AGAIN
+        assert code_of(lambda: client.lookup("*@example.net")) == WSAError.WSATRY_AGAIN
+        assert code_of(lambda: sign_in(client, "dave@example.net")) == WSAError.WSATRY_AGAIN
+        assert code_of(lambda: sign_out(client, "dave@example.net")) == WSAError.WSATRY_AGAIN
+    # a backend refusing connections past its limit answers 503: the same
+    with BackendThread(PresenceBackend(max_connections=0)) as full:
+        with advertised(HttpPresenceDirectory(full.url)) as host, host.open_session() as client:
+            assert code_of(lambda: client.lookup(ALICE)) == WSAError.WSATRY_AGAIN
+
+
+def test_a_slow_backend_times_out_and_sees_the_client_go() -> None:
+    with running_backend(delay=2.0) as slow:
+        provider = HttpPresenceDirectory(slow.url, timeout=0.2)
+        with advertised(provider) as host, host.open_session() as client:
+            start = time.monotonic()
+            assert code_of(lambda: client.lookup(ALICE)) == WSAError.WSAETIMEDOUT
+            assert code_of(lambda: sign_in(client, "dave@example.net")) == WSAError.WSAETIMEDOUT
+            assert time.monotonic() - start < 1.5
+            until(lambda: slow.stats["disconnected"] == 2, "both requests abandoned")
+        assert slow.stats["answered"] == 0
+        # the sign-in never happened; the session's end asked to sign it out
+        assert (
+            call(slow, "GET", "/v1/presence/dave@example.net", headers={"X-Delay-Ms": "0"})[0]
+            == 404
+        )
+
+
+# -- cancellation reaches the backend ---------------------------------------------
+
+
+@pytest.mark.parametrize("end", ["lookup_end", "close", "abandon"])
+def test_ending_a_lookup_while_its_nextex_waits_cancels_the_backend_request(end: str) -> None:
+    with running_backend(delay=30) as slow:
+        provider = HttpPresenceDirectory(slow.url)
+        with advertised(provider) as host:
+            client = host.open_session()
+            handle = host.lookup_begin(client, ALICE)
+            got: dict[str, Any] = {}
+            waiting = threading.Thread(target=lambda: got.update(r=host.lookup_next(handle)))
+            waiting.start()
+            until(lambda: slow.stats["in_flight"] == 1, "the backend request waiting")
+            start = time.monotonic()
+            if end == "lookup_end":
+                host.lookup_end(handle)
+            else:
+                getattr(client, end)()  # NSPv2Cleanup / NSPv2ClientSessionRundown
+            waiting.join(10)
+            assert not waiting.is_alive()
+            assert got["r"].code == WSAError.WSA_E_CANCELLED
+            until(lambda: slow.stats["disconnected"] == 1, "the backend seeing the hang-up")
+            assert time.monotonic() - start < 1.0  # not the request's timeout (1.5 s)
+            assert slow.stats == {"requests": 1, "in_flight": 0, "answered": 0, "disconnected": 1}
+            assert provider.wait_async_idle(5)
+            stats = provider.async_stats()
+            assert (stats["tasks"], stats["in_flight"], stats["cancelled"]) == (0, 0, 1)
+            client.close()
+
+
+# -- where the backend comes from -------------------------------------------------
+
+
+def test_without_a_url_the_provider_runs_a_backend_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(URL_VARIABLE, raising=False)
+    provider = HttpPresenceDirectory()
+    assert provider.backend_url is None and provider.embedded_backend is None
+    with advertised(provider) as host:
+        with host.open_session() as client:
+            assert names(client.lookup("*@example.net")) == [a for a, _, _ in SEED]
+            sign_in(client, "dave@example.net")
+            assert names(client.lookup("dave@example.net")) == ["dave@example.net"]
+        embedded = provider.embedded_backend
+        assert embedded is not None and embedded.serving
+        assert provider.backend_url == embedded.url
+        assert embedded.stats["requests"] == 7  # listing, 3 entries, PUT, GET, DELETE
+    assert provider.embedded_backend is None and not embedded.serving  # closed with it
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port_of(embedded.url)), timeout=5).close()
+
+
+def test_the_url_comes_from_the_argument_else_the_environment(
+    monkeypatch: pytest.MonkeyPatch, backend: BackendThread
+) -> None:
+    monkeypatch.setenv(URL_VARIABLE, backend.url)
+    assert HttpPresenceDirectory().backend_url == backend.url
+    assert HttpPresenceDirectory("http://127.0.0.1:1").backend_url == "http://127.0.0.1:1"
+    with pytest.raises(ValueError, match="http://HOST:PORT"):
+        HttpPresenceDirectory("https://127.0.0.1:1")
+
+
+# -- the commands -----------------------------------------------------------------
+
+SPEC = "nspv2.examples.async_presence:HttpPresenceDirectory"
+
+
+def without_url() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop(URL_VARIABLE, None)
+    return env
+
+
+def test_check_passes_the_example() -> None:
+    out = nspv2_cli("check", SPEC, env=without_url())
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "16 of 16 rules pass" in out.stdout
+
+
+@contextlib.contextmanager
+def presence_backend_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``nspv2 presence-backend ARGS`` as a child process, and its URL; always ended."""
+    proc = subprocess.Popen(
+        [*command(), "presence-backend", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=OUTSIDE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = threading.Event()
+        lines: list[str] = []
+
+        def first_line() -> None:
+            assert proc.stdout is not None
+            lines.append(proc.stdout.readline())
+            ready.set()
+
+        threading.Thread(target=first_line, daemon=True).start()
+        assert ready.wait(20), "nspv2 presence-backend did not print its URL in 20 s"
+        prefix = "presence backend listening on "
+        assert lines[0].startswith(prefix), lines[0] + (proc.stderr.read() if proc.stderr else "")
+        yield proc, lines[0][len(prefix) :].strip()
+    finally:
+        stop_process(proc, signal.SIGKILL, timeout=5)
+
+
+def test_presence_backend_command_serves_until_a_signal() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with presence_backend_process("--delay-ms", "100", "--no-seed") as (proc, url):
+            assert url.startswith("http://127.0.0.1:")
+            start = time.monotonic()
+            status, _ = http_get(url, f"/v1/presence/{ALICE}")
+            assert status == 404 and time.monotonic() - start >= 0.1  # no seed, delayed
+            os.kill(proc.pid, sig)
+            assert proc.wait(10) == 0
+    usage = nspv2_cli("presence-backend", "--delay-ms", "60001")
+    assert usage.returncode == 2 and "out of range" in usage.stderr
+
+
+def http_get(url: str, path: str) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port_of(url), timeout=10)
+    try:
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        return answer.status, json.loads(answer.read() or b"null")
+    finally:
+        conn.close()
+
+
+def test_served_provider_answers_from_the_backend_process() -> None:
+    """``nspv2 presence-backend`` + ``nspv2 install`` + ``nspv2 serve`` with
+    NSPV2_PRESENCE_URL, then ``nspv2 lookup`` and an ``nspv2.Client``; a
+    lookup ended while its NextEx waits reaches the backend as a hang-up."""
+    with presence_backend_process() as (backend_proc, url):
+        installed = nspv2_cli("install", SPEC)
+        assert installed.returncode == 0, installed.stderr
+        assert str(HTTP_PRESENCE_PROVIDER_ID) in installed.stdout
+        with serving(SPEC, env={URL_VARIABLE: url}, install=False) as served:
+            env = dict(served.env)
+            env.pop("NSPV2_SOCKET", None)  # found through the runtime folder
+            found = nspv2_cli("lookup", ALICE, env=env, timeout=60)
+            assert found.returncode == 0, found.stderr
+            assert found.stdout.splitlines()[:3] == [
+                ALICE,
+                "  presence  MISTATUS_ONLINE",
+                "  addresses 192.0.2.20:5060",
+            ]
+            with served.client() as client:
+                sign_in(client, "dave@example.net", MISTATUS.MISTATUS_BUSY)
+                assert http_get(url, "/v1/presence/dave@example.net")[1]["status"] == (
+                    "MISTATUS_BUSY"
+                )
+                assert names(client.lookup("*@example.net")) == sorted(
+                    [a for a, _, _ in SEED] + ["dave@example.net"]
+                )
+            # the client's session closed: dave signed out by the provider process
+            assert http_get(url, "/v1/presence/dave@example.net")[0] == 404
+            missing = nspv2_cli("lookup", "zed@example.net", env=env, timeout=60)
+            assert missing.returncode == 1 and "WSASERVICE_NOT_FOUND" in missing.stderr
+        assert http_get(url, "/v1/stats")[1]["disconnected"] == 0
+        os.kill(backend_proc.pid, signal.SIGTERM)
+        assert backend_proc.wait(10) == 0
+
+
+PATIENT = """
+from nspv2.examples.async_presence import HttpPresenceDirectory
+
+
+class Patient(HttpPresenceDirectory):
+    request_timeout = 3.5  # so that only a cancellation ends the request early
+"""
+
+
+def test_served_client_gone_while_nextex_waits_cancels_the_backend_request(
+    tmp_path: Path,
+) -> None:
+    spec = tmp_path / "patient.py"
+    spec.write_text(PATIENT)
+    with presence_backend_process("--delay-ms", "30000") as (_proc, url):
+        with serving(f"{spec}:Patient", env={URL_VARIABLE: url}) as served:
+            client = served.client()
+            handle = client.lookup_begin(ALICE)
+            got: dict[str, Any] = {}
+
+            def next_result() -> None:
+                try:
+                    got["r"] = client.lookup_next(handle)
+                except WinsockError as exc:
+                    got["r"] = exc
+
+            waiting = threading.Thread(target=next_result)
+            waiting.start()
+            until(lambda: http_get(url, "/v1/stats")[1]["in_flight"] == 1, "request waiting")
+            start = time.monotonic()
+            client.abandon()  # the client process vanishes: its session is run down
+            waiting.join(10)
+            assert isinstance(got["r"], ConnectionLost), got
+            until(
+                lambda: http_get(url, "/v1/stats")[1]["disconnected"] == 1,
+                "the backend seeing the hang-up",
+                timeout=3.0,
+            )
+            assert time.monotonic() - start < 3.0  # before the provider's own timeout
+            assert http_get(url, "/v1/stats")[1]["answered"] == 0
+            served.wait_log(r"ended: rundown, OTHER_COMMUNICATION_ERROR")

@@ -32,6 +32,7 @@ from . import (
     fuzz,
     layout,
     memory,
+    presence,
     serve,
     stress,
 )
@@ -53,6 +54,7 @@ _FAMILIES = (
     async_proof,
     fuzz,
     config,
+    presence,
 )
 _DEBUG_HELP = "show tracebacks"
 #: The commands whose ``-- ARGS`` go to a native provider's entry point.
