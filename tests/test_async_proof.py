@@ -16,7 +16,7 @@ import json
 from typing import Any, ClassVar
 
 from nspv2.provider.registry import Session
-from nspv2.tools.async_proof import ChaosDirectory, run_concurrency, run_mixed
+from nspv2.tools.async_proof import ChaosDirectory, run_cancellation, run_concurrency, run_mixed
 
 from .clirun import nspv2_cli
 
@@ -70,6 +70,25 @@ def test_served_async_lookups_are_bounded_by_the_servers_threads() -> None:
     assert fast["codes"] == {"NO_ERROR": 64}, doc
     assert fast["wall_ms"] >= TWIN_FLOOR_MS * 0.95, doc
     assert not doc["ok"] and any("served async" in p for p in doc["problems"]), doc
+
+
+def test_64_sessions_of_the_http_example_waiting_50_ms_take_well_under_64_x_50_ms() -> None:
+    doc = run_concurrency(sessions=64, delay=0.05, backend="http", twin=False, cancel=0)
+    [fast] = doc["runs"]
+    assert doc["provider"] == "HttpPresenceDirectory" and "cancellation" not in doc
+    assert fast["codes"] == {"NO_ERROR": 64}, doc
+    assert fast["wall_ms"] < SERIAL_MS / 4, doc
+    # every lookup made its request, and the backend answered each one (and the warm-up's)
+    assert doc["backend_stats"]["answered"] == 65 and doc["backend_stats"]["disconnected"] == 0
+
+
+def test_a_cancelled_lookups_backend_request_is_cancelled_too() -> None:
+    doc = run_cancellation(lookups=8, wait=2.0)
+    assert doc["all_waiting"], doc
+    assert doc["codes"] == {"WSA_E_CANCELLED": 8}, doc
+    assert doc["backend_stats"]["disconnected"] == 8 and doc["backend_stats"]["answered"] == 0
+    assert doc["disconnects_seen_ms"] < 2000, doc  # seen before the wait could have ended
+    assert doc["ok"]
 
 
 def test_mixed_cycles_leave_nothing_open_pending_or_unfinalized() -> None:

@@ -570,6 +570,69 @@ def _served(
     return out
 
 
+def run_cancellation(*, lookups: int = 16, wait: float = 1.0) -> dict[str, Any]:
+    """``lookups`` lookups of the HTTP presence example whose backend
+    requests each wait ``wait`` s, ended from another thread while their
+    NextEx waits: each NextEx must be WSA_E_CANCELLED and the backend must
+    see each request's client hang up (``disconnected``), none answered."""
+    from ..examples import async_presence, presence_backend
+
+    running = presence_backend.BackendThread(presence_backend.PresenceBackend(delay=wait))
+    running.start()
+    provider = async_presence.HttpPresenceDirectory(running.url)
+    name = async_presence.HttpPresenceDirectory.check_queries[0]
+    codes: Counter[str] = Counter()
+    lock = threading.Lock()
+    out: dict[str, Any] = {"lookups": lookups, "backend_wait_ms": round(wait * 1000, 1)}
+
+    def until(what: Callable[[], bool], seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not what():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    try:
+        with private_catalog(), Host(timeout_ms=30000, auto_install=True) as host:
+            host.advertise(provider)
+            sessions = [host.open_session() for _ in range(lookups)]
+            handles = [host.lookup_begin(s, name) for s in sessions]
+
+            def one(handle: int) -> None:
+                code = code_name(host.lookup_next(handle).code)
+                with lock:
+                    codes[code] += 1
+
+            threads = [threading.Thread(target=one, args=(h,)) for h in handles]
+            for t in threads:
+                t.start()
+            out["all_waiting"] = until(lambda: running.stats["in_flight"] >= lookups, 10.0)
+            start = time.monotonic()
+            for h in handles:
+                host.lookup_end(h)
+            for t in threads:
+                t.join()
+            out["ended_ms"] = round((time.monotonic() - start) * 1000, 1)
+            until(lambda: running.stats["disconnected"] >= lookups, 5.0)
+            out["disconnects_seen_ms"] = round((time.monotonic() - start) * 1000, 1)
+            for s in sessions:
+                s.close()
+    finally:
+        _close_provider(provider)
+        out["backend_stats"] = dict(running.stats)
+        running.stop()
+    out["codes"] = dict(codes)
+    stats = out["backend_stats"]
+    out["ok"] = (
+        out["all_waiting"]
+        and out["codes"] == {"WSA_E_CANCELLED": lookups}
+        and stats["disconnected"] == lookups
+        and stats["answered"] == 0
+    )
+    return out
+
+
 def run_concurrency(
     *,
     sessions: int = 64,
@@ -581,12 +644,14 @@ def run_concurrency(
     progress: Callable[[str], None] | None = None,
     in_process: bool = True,
     twin: bool = True,
+    cancel: int = 16,
 ) -> dict[str, Any]:
     """``sessions`` lookups at once, each waiting ``delay`` s on ``backend``
     (``http`` or ``sleep``): the async provider, then (``twin``) its
     blocking twin, in-process (``in_process``) and (``served``) through
     ``nspv2 serve``. ``ok`` when the async runs took at most ``max_ratio``
-    of the serial bound and every lookup answered."""
+    of the serial bound and every lookup answered. With the HTTP backend,
+    then :func:`run_cancellation` of ``cancel`` lookups (0: none)."""
     say = progress or (lambda _t: None)
     made = _http_backend(delay) if backend == "http" else _sleep_backend(delay)
     serial_ms = sessions * delay * 1000
@@ -624,6 +689,9 @@ def run_concurrency(
             out["backend_stats"] = made.stats()
     finally:
         made.close()
+    if made.kind == "http" and cancel:
+        say(f"concurrency: {cancel} lookups ended while their backend requests wait")
+        out["cancellation"] = run_cancellation(lookups=cancel)
     problems = []
     for run in out["runs"]:
         if run["codes"] != {"NO_ERROR": sessions}:
@@ -633,6 +701,9 @@ def run_concurrency(
                 f"{run['where']} async: {run['wall_ms']} ms is {run['ratio']:.2f} of the "
                 f"serial bound, above {max_ratio}"
             )
+    cancelled = out.get("cancellation")
+    if cancelled is not None and not cancelled["ok"]:
+        problems.append(f"cancellation: {cancelled}")
     out["problems"] = problems
     out["ok"] = not problems
     return out
@@ -971,6 +1042,16 @@ def print_concurrency(doc: dict[str, Any]) -> None:
     stats = doc.get("backend_stats")
     if stats:
         print(f"       backend: {json.dumps(stats, sort_keys=True)}")
+    c = doc.get("cancellation")
+    if c:
+        b = c["backend_stats"]
+        print(
+            f"  {'ok  ' if c['ok'] else 'FAIL'} cancellation: {c['lookups']} lookups ended by "
+            f"another thread while their backend requests waited ({c['backend_wait_ms']:g} ms "
+            f"each): NextEx {', '.join(f'{k} {v}' for k, v in sorted(c['codes'].items()))} "
+            f"within {c['ended_ms']:g} ms; the backend saw {b['disconnected']} disconnects "
+            f"(answered {b['answered']}) within {c['disconnects_seen_ms']:g} ms"
+        )
     for p in doc["problems"]:
         print(f"       problem: {p}")
 
