@@ -653,6 +653,9 @@ def presence_backend_process(*args: str) -> Iterator[tuple[subprocess.Popen[str]
         threading.Thread(target=first_line, daemon=True).start()
         assert ready.wait(20), "nspv2 presence-backend did not print its URL in 20 s"
         prefix = "presence backend listening on "
+        if "--json" in args:
+            yield proc, json.loads(lines[0])["url"]
+            return
         assert lines[0].startswith(prefix), lines[0] + (proc.stderr.read() if proc.stderr else "")
         yield proc, lines[0][len(prefix) :].strip()
     finally:
@@ -670,6 +673,16 @@ def test_presence_backend_command_serves_until_a_signal() -> None:
             assert proc.wait(10) == 0
     usage = nspv2_cli("presence-backend", "--delay-ms", "60001")
     assert usage.returncode == 2 and "out of range" in usage.stderr
+    helped = nspv2_cli("presence-backend", "--help")
+    assert helped.returncode == 0 and "--debug" in helped.stdout and "--json" in helped.stdout
+
+
+def test_presence_backend_json_prints_the_url() -> None:
+    with presence_backend_process("--json") as (proc, url):
+        assert url.startswith("http://127.0.0.1:")
+        assert http_get(url, "/v1/stats")[0] == 200
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(10) == 0
 
 
 def http_get(url: str, path: str) -> tuple[int, Any]:

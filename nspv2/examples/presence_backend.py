@@ -382,8 +382,8 @@ class PresenceBackend:
             status, body, keep_alive, allow = answer
             keep_alive = keep_alive and request.keep_alive
             self._write(writer, status, body, keep_alive, allow)
+            self._counts["answered"] += 1  # counted before the client can read it
             await writer.drain()
-            self._counts["answered"] += 1
             if not keep_alive:
                 return
 
