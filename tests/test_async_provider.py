@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -459,9 +459,12 @@ def test_a_plain_lookup_may_validate_in_begin_and_return_an_async_iterator() -> 
     provider.close()
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_racing_ends_complete_every_next_exactly_once() -> None:
     """End and rundown racing NextEx's hand-over to the loop, with the
-    switch interval at its smallest so threads interleave inside it."""
+    switch interval at its smallest so threads interleave inside it. A step
+    cancelled before it started used to leave a coroutine never awaited
+    (a RuntimeWarning, an error here and so an unraisable exception)."""
     provider = Recorder()
     provider.delay = 0.0005
     old = sys.getswitchinterval()
@@ -525,3 +528,145 @@ def test_slot_harness_drives_an_async_provider_in_isolation() -> None:
         h.rundown(token)
         assert provider.rundowns == [token]
     assert provider.async_stats()["tasks"] == 0
+
+
+# -- regressions found by review ---------------------------------------------------------
+
+
+def test_keyboard_interrupt_in_a_task_the_provider_made_leaves_the_loop_running() -> None:
+    """asyncio re-raises KeyboardInterrupt/SystemExit from any task out of the
+    loop; the loop used to die, stranding every call on it."""
+
+    class Gathering(Recorder):
+        async def lookup(
+            self, session: Session, restrictions: QuerySet, flags: int
+        ) -> AsyncIterator[QuerySet]:
+            name = restrictions.service_instance_name or ""
+
+            async def part() -> None:
+                if name.startswith("interrupt"):
+                    raise KeyboardInterrupt
+                await asyncio.sleep(0.3 if name.startswith("waiting") else 0)
+
+            await asyncio.gather(part())
+            yield QuerySet(name)
+
+    provider = Gathering()
+    with Host(timeout_ms=5000, auto_install=True) as host:
+        host.advertise(provider)
+        client = host.open_session()
+        other = host.open_session()
+        waiting = host.lookup_begin(other, "waiting@example.com")
+        thread, out = next_in_thread(host, waiting)
+        time.sleep(0.05)  # the other step is on the loop, awaiting
+        handle = host.lookup_begin(client, "interrupt@example.com")
+        assert host.lookup_next(handle).code == WSAError.WSANO_RECOVERY
+        host.lookup_end(handle)
+        thread.join(10)
+        assert out[0].code == 0  # completed, not stranded until the host's timeout
+        assert [r.service_instance_name for r in client.lookup("after@example.com")] == [
+            "after@example.com"
+        ]
+        host.lookup_end(waiting)
+        client.close()
+        other.close()
+        drained(provider, host)
+    provider.close()
+
+
+def test_close_lets_a_cancelled_generators_finally_finish_its_awaits() -> None:
+    """close() used to cancel the step again at once and every 50 ms, so an
+    await in the generator's finally (closing a connection) was cut short."""
+
+    class Tidy(Recorder):
+        cleaned: ClassVar[list[str]] = []
+
+        async def lookup(
+            self, session: Session, restrictions: QuerySet, flags: int
+        ) -> AsyncIterator[QuerySet]:
+            try:
+                self.waiting.release()
+                await asyncio.sleep(3600)
+                yield QuerySet("never")
+            finally:
+                await asyncio.sleep(0.1)  # the clean-up awaits
+                self.cleaned.append("done")
+
+    provider = Tidy()
+    host = Host(timeout_ms=5000, auto_install=True)
+    try:
+        host.advertise(provider)
+        client = host.open_session()
+        handle = host.lookup_begin(client, "a@example.com")
+        thread, out = next_in_thread(host, handle)
+        assert provider.waiting.acquire(timeout=5)
+        provider.close()
+        assert provider.cleaned == ["done"]
+        thread.join(10)
+        assert out[0].code == CANCELLED
+    finally:
+        host.close()
+
+
+def test_close_racing_the_first_async_call_leaves_no_loop_thread() -> None:
+    """The first async call makes the provider's runner; close() used to read
+    it without the lock it is made under, so a loop thread could start after
+    close() had returned, never to be stopped."""
+    in_runner = threading.Event()
+    closing = threading.Event()
+
+    class Racy(Provider):
+        provider_id = PID
+
+        @property
+        def display_name(self) -> str:  # read inside _runner(), under its lock
+            if threading.current_thread().name == "racer" and not in_runner.is_set():
+                in_runner.set()
+                closing.wait(0.5)
+            return "Racy"
+
+        def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> list[QuerySet]:
+            return []
+
+        async def set_service(
+            self, session: Session, reg_info: QuerySet, operation: WSAESETSERVICEOP, flags: int
+        ) -> None:
+            await asyncio.sleep(0)
+
+    provider = Racy()
+    with Host(timeout_ms=5000, auto_install=True) as host:
+        host.advertise(provider)
+        client = host.open_session()
+        errors: list[BaseException] = []
+
+        def racer() -> None:
+            try:
+                host.set_service(client, QuerySet("x@example.com"), 0)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=racer, name="racer")
+        thread.start()
+        assert in_runner.wait(5)
+        provider.close()
+        closing.set()
+        thread.join(10)
+        client.abandon()
+    time.sleep(0.2)
+    alive = [t.name for t in threading.enumerate() if t.name == "nspv2-Racy-loop"]
+    assert alive == []
+    runner = provider._aio
+    assert runner is not None and runner.closed
+
+
+def test_an_async_def_lookup_without_yield_is_refused_when_the_table_is_built() -> None:
+    class Eager(Provider):
+        provider_id = PID
+
+        async def lookup(  # type: ignore[override]
+            self, session: Session, restrictions: QuerySet, flags: int
+        ) -> list[QuerySet]:
+            return [QuerySet("a")]
+
+    with pytest.raises(TypeError, match="async generator"):
+        Eager().routine()

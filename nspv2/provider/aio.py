@@ -87,11 +87,13 @@ class EscapedBaseError(Exception):
         self.original = original
 
 
-async def guarded(awaitable: Awaitable[Any]) -> Any:
-    """Await ``awaitable``; a KeyboardInterrupt/SystemExit (anything but an
-    Exception or a cancellation) comes out as :class:`EscapedBaseError`."""
+async def guarded(make: Callable[[], Awaitable[Any]]) -> Any:
+    """Make the provider's awaitable and await it; a KeyboardInterrupt or
+    SystemExit (anything but an Exception or a cancellation) comes out as
+    :class:`EscapedBaseError`. The awaitable is made here, inside the task,
+    so a task cancelled before it starts leaves no coroutine un-awaited."""
     try:
-        return await awaitable
+        return await make()
     except (Exception, asyncio.CancelledError):
         raise
     except BaseException as exc:
@@ -119,6 +121,7 @@ class AsyncRunner:
         self._thread_id: int | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._stopping = False  # set on the loop's thread before close stops it
         #: Tasks alive on the loop (added and removed on the loop's thread).
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Starts scheduled on the loop and not yet run (under _lock).
@@ -150,7 +153,24 @@ class AsyncRunner:
             asyncio.set_event_loop(loop)
             loop.call_soon(ready.set)
             try:
-                loop.run_forever()
+                while True:
+                    try:
+                        loop.run_forever()
+                    except BaseException as exc:
+                        # KeyboardInterrupt/SystemExit from a task the
+                        # provider made itself (gather, create_task,
+                        # wait_for on 3.10/3.11): asyncio re-raises them out
+                        # of the loop. The loop stays: one call failed, not
+                        # every call after it.
+                        log.error(
+                            "%s: %s escaped a task on the event loop; the loop goes on",
+                            self.name,
+                            type(exc).__name__,
+                            exc_info=exc,
+                        )
+                        continue
+                    if self._stopping:
+                        break
             finally:
                 try:
                     loop.run_until_complete(loop.shutdown_asyncgens())
@@ -211,12 +231,14 @@ class AsyncRunner:
             return True
 
     def _run_start(self, start: Callable[[], None]) -> None:
-        with self._lock:
-            self._queued -= 1
         try:
             start()
         except BaseException as exc:  # a start never raises; if it did, say so
             log.error("%s: starting async work failed", self.name, exc_info=exc)
+        finally:
+            # After start() tracked its task: pending() never reads 0 between.
+            with self._lock:
+                self._queued -= 1
 
     def bump(self, counter: str) -> None:
         """Add one to ``cancelled`` or ``timed_out`` (any thread)."""
@@ -264,7 +286,7 @@ class AsyncRunner:
 
         def start() -> None:
             try:
-                task = self.spawn(guarded(make()))
+                task = self.spawn(guarded(make))
             except BaseException as exc:
                 result.set_exception(exc)
                 return
@@ -343,30 +365,47 @@ class AsyncRunner:
         finished = threading.Event()
 
         async def drain() -> None:
-            # Everything admitted before _closed was scheduled before this.
+            # Everything admitted before _closed was scheduled before this,
+            # and ending the sessions already cancelled every step once: wait
+            # for the tasks (a generator's finally may await its clean-up),
+            # and cancel what is left only when the budget has run out.
+            deadline = loop.time() + timeout
+            cancelled: set[asyncio.Task[Any]] = set()
             while True:
                 tasks = [t for t in self._tasks if not t.done()]
                 if not tasks and not self._queued:
                     break
-                for t in tasks:
-                    t.cancel()
-                await asyncio.wait(tasks, timeout=0.05) if tasks else await asyncio.sleep(0)
+                left = deadline - loop.time()
+                if left <= 0:
+                    for t in tasks:
+                        if t not in cancelled:
+                            cancelled.add(t)
+                            t.cancel()
+                    left = 0.05
+                if tasks:
+                    await asyncio.wait(tasks, timeout=min(left, 0.05))
+                else:
+                    await asyncio.sleep(0)
+
+        def drained_now(_task: asyncio.Task[Any]) -> None:
+            finished.set()
+            if self._own:  # stop the loop from its own thread, once drained
+                self._stopping = True
+                loop.stop()
 
         def start() -> None:
-            task = loop.create_task(drain())
-            task.add_done_callback(lambda _t: finished.set())
+            loop.create_task(drain()).add_done_callback(drained_now)
 
         if self.on_loop_thread():
-            # Closed from one of its own coroutines: cannot wait for itself.
+            # Closed from one of its own coroutines: it cannot wait for
+            # itself; the drain stops the loop when it is done.
             start()
-            if self._own:
-                loop.call_soon(loop.stop)
             return False
         try:
             loop.call_soon_threadsafe(start)
         except RuntimeError:  # the loop is already closed
             return True
-        drained = finished.wait(timeout)
+        drained = finished.wait(timeout + 1.0)
         if not drained:
             log.error(
                 "%s: %d async tasks still running %g s after close; left to the loop",
@@ -374,14 +413,19 @@ class AsyncRunner:
                 len(self._tasks),
                 timeout,
             )
-        if self._own:
-            try:
-                loop.call_soon_threadsafe(loop.stop)
-            except RuntimeError:
-                pass
-            thread = self._thread
-            if thread is not None:
-                thread.join(timeout)
+            if self._own:
+
+                def stop() -> None:
+                    self._stopping = True
+                    loop.stop()
+
+                try:
+                    loop.call_soon_threadsafe(stop)
+                except RuntimeError:
+                    pass
+        thread = self._thread
+        if self._own and thread is not None:
+            thread.join(timeout + 1.0)
         return drained
 
 
@@ -407,7 +451,7 @@ class AsyncResults:
         runner = self.runner
 
         def start() -> None:
-            task = runner.spawn(guarded(aclose()))
+            task = runner.spawn(guarded(aclose))
             timer = asyncio.get_running_loop().call_later(self.timeout, task.cancel)
 
             def done(t: asyncio.Task[Any]) -> None:
@@ -446,7 +490,17 @@ class NextStep:
     completes the call exactly once, under ``lookup.lock``.
     """
 
-    __slots__ = ("finish", "it", "lookup", "runner", "task", "timed_out", "timeout", "timer")
+    __slots__ = (
+        "cancel_requested",
+        "finish",
+        "it",
+        "lookup",
+        "runner",
+        "task",
+        "timed_out",
+        "timeout",
+        "timer",
+    )
 
     def __init__(
         self,
@@ -464,32 +518,45 @@ class NextStep:
         self.task: asyncio.Task[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.timed_out = False
+        self.cancel_requested = False
 
     def start(self) -> None:
         lookup = self.lookup
+        # Read ended and set the canceller under the lookup's lock: an end
+        # either happened before (seen here: no task at all) or comes after
+        # and finds this step to cancel.
+        with lookup.lock:
+            ended = lookup.ended
+            if not ended:
+                lookup.canceller = self
+        if ended:
+            self.runner.call_done()
+            self.finish(None)  # the owner code sees the end: WSA_E_CANCELLED
+            return
         try:
-            task = self.runner.spawn(guarded(self.it.__anext__()))
+            task = self.runner.spawn(guarded(self.it.__anext__))
         except BaseException as exc:
+            lookup.canceller = None
             self.runner.call_done()
             self.finish(exc)
             return
         self.task = task
-        # Set the canceller and read ended under the lookup's lock: an end
-        # either sees this step (and cancels it) or is seen here.
-        with lookup.lock:
-            lookup.canceller = self
-            ended = lookup.ended
-        if ended:
+        if self.cancel_requested:  # an end between the lock and the task
             task.cancel()
         else:
             self.timer = task.get_loop().call_later(self.timeout, self._time_out)
         task.add_done_callback(self._done)
 
     def cancel(self) -> None:
-        """Cancel the step's task (any thread; the task's end completes the call)."""
+        """Cancel the step's task (any thread; the task's end completes the
+        call). Runs on the loop after :meth:`start`, or start sees the flag."""
+        self.cancel_requested = True
+        self.runner.call_soon(self._cancel_now)
+
+    def _cancel_now(self) -> None:
         task = self.task
-        if task is not None:
-            self.runner.call_soon(task.cancel)
+        if task is not None and not task.done():
+            task.cancel()
 
     def _time_out(self) -> None:
         self.timed_out = True
@@ -536,6 +603,7 @@ class ServiceStep:
     same rules as :class:`NextStep`; the session's end cancels it)."""
 
     __slots__ = (
+        "cancel_requested",
         "complete",
         "make",
         "registry",
@@ -565,26 +633,41 @@ class ServiceStep:
         self.task: asyncio.Task[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.timed_out = False
+        self.cancel_requested = False
 
     def start(self) -> None:
-        try:
-            task = self.runner.spawn(guarded(self.make()))
-        except BaseException as exc:
+        if not self.registry.track_call(self.session, self):  # the session has ended
             self.runner.call_done()
-            self.complete(report_exception("NSPv2SetServiceEx", unwrap(exc)))
+            self._complete(_CANCELLED)
+            return
+        try:
+            task = self.runner.spawn(guarded(self.make))
+        except BaseException as exc:
+            self.registry.untrack_call(self.session, self)
+            self.runner.call_done()
+            self._complete(report_exception("NSPv2SetServiceEx", unwrap(exc)))
             return
         self.task = task
-        ended = not self.registry.track_call(self.session, self)
-        if ended:
+        if self.cancel_requested:  # the session ended between the two
             task.cancel()
         else:
             self.timer = task.get_loop().call_later(self.timeout, self._time_out)
         task.add_done_callback(self._done)
 
     def cancel(self) -> None:
+        self.cancel_requested = True
+        self.runner.call_soon(self._cancel_now)
+
+    def _cancel_now(self) -> None:
         task = self.task
-        if task is not None:
-            self.runner.call_soon(task.cancel)
+        if task is not None and not task.done():
+            task.cancel()
+
+    def _complete(self, code: int) -> None:
+        try:
+            self.complete(code)
+        except BaseException as exc:
+            log_failure("%s: completing SetServiceEx", self.runner.name, exc)
 
     def _time_out(self) -> None:
         self.timed_out = True
@@ -618,7 +701,4 @@ class ServiceStep:
         except BaseException as exc:
             code = report_exception("NSPv2SetServiceEx", exc)
         self.runner.call_done()
-        try:
-            self.complete(code)
-        except BaseException as exc:
-            log_failure("%s: completing SetServiceEx", self.runner.name, exc)
+        self._complete(code)

@@ -162,6 +162,7 @@ class Provider:
     _registry_obj: Registry | None = None
     _raising: dict[str, Callable[..., Any]] | None = None
     _aio: AsyncRunner | None = None
+    _aio_closed = False
     _user_loop: asyncio.AbstractEventLoop | None = None
 
     def lookup(
@@ -258,7 +259,11 @@ class Provider:
             with self._executor_lock:
                 runner = self._aio
                 if runner is None:
+                    # Made under the lock _on_close takes to close it: a slot
+                    # racing close() never starts a loop after it.
                     runner = self._aio = AsyncRunner(self.display_name, self._user_loop)
+                    if self._aio_closed:
+                        runner.close(0)
         return runner
 
     def async_stats(self) -> dict[str, int]:
@@ -289,12 +294,18 @@ class Provider:
         cls = type(self)
         if cls.lookup is Provider.lookup:
             raise TypeError(f"{cls.__name__} must implement lookup(session, restrictions, flags)")
+        if inspect.iscoroutinefunction(cls.lookup):
+            raise TypeError(
+                f"{cls.__name__}.lookup is an async def without yield: write it as an async "
+                "generator (yield each result), or as a plain def that returns an async iterator"
+            )
         pid = getattr(cls, "provider_id", None)
         if not isinstance(pid, uuid.UUID):
             raise TypeError(f"{cls.__name__}.provider_id must be a uuid.UUID, not {pid!r}")
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         self._aio = None  # a fresh event loop runner per table, made on first use
+        self._aio_closed = False
         self._raising = None
         self.registry.reopen()
         # The fast path: each slot is one function, its guard and its body in
@@ -370,7 +381,9 @@ class Provider:
             executor.shutdown(wait=True)
         # After the sessions' hooks ran: every step left is cancelled and
         # completed (WSA_E_CANCELLED) before close returns.
-        runner = self._aio
+        with self._executor_lock:
+            self._aio_closed = True
+            runner = self._aio
         if runner is not None:
             runner.close(self.async_timeout + self.async_hook_timeout)
 
