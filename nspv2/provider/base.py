@@ -44,7 +44,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ..sdk.iphlpapi import CPNATFWT_SESSION_TERMINATION_REASON as Reason  # noqa: N811
 from ..sdk.winsock2 import LUP, NO_ERROR, NS, WSAESETSERVICEOP, WSAError
@@ -56,6 +56,8 @@ from .registry import EndedBy, Lookup, Registry, Session, close_taken
 from .routine import Routine, fail_async, fail_int, fail_void, log_failure, report_exception
 
 __all__ = ["Provider"]
+
+_P = TypeVar("_P", bound="Provider")
 
 log = logging.getLogger("nspv2")
 
@@ -357,7 +359,7 @@ class Provider:
         if self._routine_obj is not None:
             self._routine_obj.close()
 
-    def __enter__(self) -> Provider:
+    def __enter__(self: _P) -> _P:
         return self
 
     def __exit__(self, *_exc: object) -> None:
