@@ -704,6 +704,8 @@ def test_served_provider_answers_from_the_backend_process() -> None:
         assert installed.returncode == 0, installed.stderr
         assert str(HTTP_PRESENCE_PROVIDER_ID) in installed.stdout
         with serving(SPEC, env={URL_VARIABLE: url}, install=False) as served:
+            # an async provider's default pool: its served lookups only wait
+            assert "; 64 threads, keepalive" in served.log()
             env = dict(served.env)
             env.pop("NSPV2_SOCKET", None)  # found through the runtime folder
             found = nspv2_cli("lookup", ALICE, env=env, timeout=60)

@@ -188,6 +188,7 @@ def test_done_when_register_lookup_status_kill_rundown_stop() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_register_interrupted_closes_in_order_and_signs_out(sig: int) -> None:
     with serving() as served:
+        assert "; 4 threads, keepalive" in served.log()  # a synchronous provider's default
         env = discovering(served)
         with background(env, "register", DAVE, "--status", "away") as register:
             register.wait_output(HELD)

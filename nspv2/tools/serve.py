@@ -67,6 +67,11 @@ def _log(line: str) -> None:
 #: The C server's limits (nspv2_server_start refuses more with WSAEINVAL).
 KEEPALIVE_MAX_SECONDS = 3600
 THREADS_MAX = 1024
+#: Worker threads by default; an async Python provider gets more, since a
+#: served NextEx holds its worker until the provider's loop completes it
+#: and those workers only wait (docs/serve.md, "The pool and the limits").
+THREADS_DEFAULT = 4
+THREADS_DEFAULT_ASYNC = 64
 #: The server's NSPV2_SERVER_MAX_CLIENTS (also the most file descriptors a
 #: Linux process may have by default: fs.nr_open).
 MAX_CLIENTS_MAX = 1 << 20
@@ -205,6 +210,16 @@ def _provider_lines(target: PythonTarget | NativeTarget) -> str:
     return ", ".join(f"{{{t.provider_id}}}" for t in tables)
 
 
+def _threads(args: argparse.Namespace, target: PythonTarget | NativeTarget) -> int:
+    """``--threads``, else the default for this provider."""
+    if args.threads is not None:
+        return int(args.threads)
+    python = getattr(target, "python", None)
+    if python is not None and python.is_async:
+        return THREADS_DEFAULT_ASYNC
+    return THREADS_DEFAULT
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..host.server import Server
 
@@ -231,7 +246,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             server = Server(
                 path,
-                threads=args.threads,
+                threads=_threads(args, target),
                 max_clients=args.max_clients,
                 max_in_flight=args.max_in_flight,
                 keepalive_ms=keepalive,
@@ -482,9 +497,11 @@ def add_commands(sub: SubParsers) -> None:
     p_serve.add_argument(
         "--threads",
         type=whole(1, THREADS_MAX),
-        default=4,
+        default=None,
         metavar="N",
-        help=f"worker threads running provider calls, 1 to {THREADS_MAX} (default: %(default)s)",
+        help=f"worker threads running provider calls, 1 to {THREADS_MAX} (default: "
+        f"{THREADS_DEFAULT}, or {THREADS_DEFAULT_ASYNC} for an async Python provider, whose "
+        "lookups each hold a thread only while they wait)",
     )
     p_serve.add_argument(
         "--max-clients",
