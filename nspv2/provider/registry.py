@@ -345,7 +345,8 @@ class Registry:
         for call in calls or ():
             call.cancel()
         for lk, results in zip(orphans, to_close, strict=True):
-            cancel_step(lk)
+            if lk.canceller is not None:  # an async step in flight
+                cancel_step(lk)
             close_taken(lk, results)
         return session
 
@@ -420,7 +421,8 @@ class Registry:
             if lookup.session._lookups is not None:
                 lookup.session._lookups.discard(handle)
             self.lookups_ended += 1
-        cancel_step(lookup)
+        if lookup.canceller is not None:  # an async step in flight (no frame otherwise)
+            cancel_step(lookup)
         if results is not None:
             close_taken(lookup, results)
         return lookup
