@@ -670,3 +670,33 @@ def test_an_async_def_lookup_without_yield_is_refused_when_the_table_is_built() 
 
     with pytest.raises(TypeError, match="async generator"):
         Eager().routine()
+
+
+def test_is_async_sees_each_async_form_and_only_those() -> None:
+    """``nspv2 serve`` sizes its pool by is_async: a plain def lookup that
+    returns an async iterator (the form that can fail Begin) used to read as
+    synchronous, and so got 4 threads."""
+
+    class Plain(Provider):
+        provider_id = PID
+
+        def lookup(self, session: Session, restrictions: QuerySet, flags: int) -> list[QuerySet]:
+            return []
+
+    class ReturnsAsync(Plain):
+        def lookup(  # type: ignore[override]
+            self, session: Session, restrictions: QuerySet, flags: int
+        ) -> AsyncIterator[QuerySet]:
+            return self._more()
+
+        async def _more(self) -> AsyncIterator[QuerySet]:
+            yield QuerySet("a")
+
+    class AsyncHook(Plain):
+        async def client_session_rundown(self, session: Session) -> None:
+            pass
+
+    assert not Plain().is_async
+    assert ReturnsAsync().is_async
+    assert AsyncHook().is_async
+    assert Recorder().is_async

@@ -79,6 +79,8 @@ _EINVAL = int(WSAError.WSAEINVAL)
 _OTHER_FAILURE = Reason.CPNATFWT_SESSION_TERMINATION_PROVIDER_OTHER_FAILURE
 #: Passed as ``failure`` to _next_step: pull the next result synchronously.
 _PULL: Any = object()
+#: Return annotations that mark a plain ``def lookup`` as async (is_async).
+_ASYNC_RETURNS = ("AsyncIterator", "AsyncIterable", "AsyncGenerator")
 #: The optional hooks a subclass may override.
 _HOOKS = ("startup", "cleanup", "client_session_rundown", "set_service")
 #: The methods whose override sends :meth:`Provider.routine` down the
@@ -249,10 +251,20 @@ class Provider:
 
     @property
     def is_async(self) -> bool:
-        """Whether any of lookup, set_service or the hooks is a coroutine or
-        async generator function."""
-        if inspect.isasyncgenfunction(self.lookup) or inspect.iscoroutinefunction(self.lookup):
+        """Whether the provider runs work on an event loop: ``lookup`` is an
+        async generator function, or a plain ``def`` whose return annotation
+        is an async iterator type (``AsyncIterator[...]``,
+        ``AsyncIterable[...]``, ``AsyncGenerator[...]``: what it returns
+        cannot be known before it is called), or ``set_service`` or a hook
+        is ``async def``. ``nspv2 serve`` sizes its pool by it."""
+        lookup = self.lookup
+        if inspect.isasyncgenfunction(lookup) or inspect.iscoroutinefunction(lookup):
             return True
+        returns = getattr(lookup, "__annotations__", {}).get("return")
+        if returns is not None:
+            text = returns if isinstance(returns, str) else repr(returns)
+            if any(name in text for name in _ASYNC_RETURNS):
+                return True
         return any(inspect.iscoroutinefunction(self._hook(h)) for h in _HOOKS)
 
     def _runner(self) -> AsyncRunner:
