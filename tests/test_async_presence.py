@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import os
 import signal
 import socket
@@ -175,6 +176,11 @@ def test_backend_routes(backend: BackendThread) -> None:
         ("DELETE", f"/v1/presence/{ALICE}", None, 400),  # no ?owner=
         ("GET", "/v1/presence", None, 400),  # no ?domain=
         ("GET", "/v1/presence?domain=", None, 400),
+        ("GET", "/v1/presence?domain=example.net&domain=x.org", None, 400),
+        ("DELETE", "/v1/presence", None, 400),  # no ?owner=
+        ("DELETE", "/v1/presence?owner=a&owner=b", None, 400),
+        ("PUT", "/v1/presence/dave@example.net", b"[" * 15000, 400),  # too deep for json
+        ("PUT", "/v1/presence/dave@example.net", b"[" * 100 + b"]" * 100, 400),
         ("POST", f"/v1/presence/{ALICE}", {}, 405),
         ("DELETE", "/v1/stats", None, 405),
         ("GET", "/v2/anything", None, 404),
@@ -186,6 +192,13 @@ def test_backend_refuses_bad_requests(
     got, doc = call(backend, method, path, body)
     assert got == status and doc["error"]
     assert call(backend, "GET", f"/v1/presence/{ALICE}")[1]["version"] == 1  # unchanged
+    counted = 1 if path.startswith("/v1/stats") else 2  # /v1/stats is not counted
+    assert backend.stats == {
+        "requests": counted,
+        "in_flight": 0,
+        "answered": counted,
+        "disconnected": 0,
+    }
 
 
 def test_backend_keeps_a_connection_alive_and_answers_in_order(backend: BackendThread) -> None:
@@ -228,13 +241,22 @@ def test_backend_keeps_a_connection_alive_and_answers_in_order(backend: BackendT
         (b"GET /v1/stats HTTP/1.1\r\n" + b"X: 1\r\n" * 65 + b"\r\n", 431),
         (b"GET /v1/presence/alice@example.net HTTP/1.1\r\nX-Delay-Ms: soon\r\n\r\n", 400),
         (b"GET /v1/presence/alice@example.net HTTP/1.1\r\nX-Delay-Ms: 60001\r\n\r\n", 400),
+        # thousands of digits: past what int() converts
+        (b"GET /v1/presence/alice@example.net HTTP/1.1\r\nX-Delay-Ms: " + b"1" * 5000, 400),
+        (b"PUT /v1/presence/a@b.net HTTP/1.1\r\nContent-Length: " + b"1" * 5000, 400),
+        (b"PUT /v1/presence/a@b.net HTTP/1.1\r\nContent-Length: " + b"0" * 19, 400),
     ],
+    ids=lambda v: v[:60].decode(errors="replace") if isinstance(v, bytes) else str(v),
 )
 def test_backend_answers_malformed_requests_with_an_error(
     backend: BackendThread, data: bytes, status: int
 ) -> None:
+    if not data.endswith(b"\r\n\r\n"):
+        data += b"\r\n\r\n"
     out = raw(backend, data + b"GET /v1/stats HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert out.startswith(f"HTTP/1.1 {status} ".encode()), out[:80]
+    stats = backend.stats  # a refused head is not counted; any other request is answered
+    assert stats["requests"] == stats["answered"] and stats["disconnected"] == 0
     if b"X-Delay-Ms" in data:  # a bad value of a header keeps the connection
         assert out.count(b"HTTP/1.1 ") == 2 and b"Connection: keep-alive" in out
     else:
@@ -315,6 +337,85 @@ def test_backend_close_ends_waiting_requests() -> None:
     running.stop()  # idempotent
     with pytest.raises(ValueError, match="loopback"):
         PresenceBackend(host="0.0.0.0")
+
+
+def test_backend_signs_out_everything_an_owner_holds_in_one_request(
+    backend: BackendThread,
+) -> None:
+    for name, owner in [("dave", "me"), ("erin", "me"), ("fred", "you")]:
+        body = {"status": "MISTATUS_ONLINE", "owner": owner}
+        assert call(backend, "PUT", f"/v1/presence/{name}@example.net", body)[0] == 201
+    assert call(backend, "DELETE", "/v1/presence?owner=me") == (
+        200,
+        {"deleted": ["dave@example.net", "erin@example.net"]},
+    )
+    assert call(backend, "DELETE", "/v1/presence?owner=me") == (200, {"deleted": []})
+    assert call(backend, "GET", "/v1/presence?domain=example.net")[1]["addresses"] == sorted(
+        [a for a, _, _ in SEED] + ["fred@example.net"]
+    )
+
+
+def test_backend_bounds_its_entries() -> None:
+    with BackendThread(PresenceBackend(max_entries=len(SEED) + 1)) as running:
+        body = {"status": "MISTATUS_ONLINE", "owner": "me"}
+        assert call(running, "PUT", "/v1/presence/dave@example.net", body)[0] == 201
+        status, doc = call(running, "PUT", "/v1/presence/erin@example.net", body)
+        assert status == 507 and "4 names" in doc["error"]
+        assert call(running, "PUT", "/v1/presence/dave@example.net", body)[0] == 200  # update
+        assert call(running, "DELETE", "/v1/presence/dave@example.net?owner=me")[0] == 204
+        assert call(running, "PUT", "/v1/presence/erin@example.net", body)[0] == 201
+        assert len(call(running, "GET", "/v1/presence?domain=example.net")[1]["addresses"]) == 4
+
+
+def test_backend_drops_a_client_that_does_not_read_its_answers() -> None:
+    """Pipelined requests from a client that never reads: once an answer
+    waits longer than write_timeout to be taken, the connection is dropped
+    (its slot freed)."""
+    with BackendThread(PresenceBackend(max_connections=1, write_timeout=0.3)) as running:
+        hog = socket.socket()
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.connect(("127.0.0.1", port_of(running.url)))
+        with hog:
+            hog.setblocking(False)
+            request = b"GET /v1/presence/carol@example.net HTTP/1.1\r\n\r\n" * 100
+            blocked_since = None
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # until the server stops reading
+                try:
+                    hog.send(request)
+                    blocked_since = None
+                except BlockingIOError:
+                    blocked_since = blocked_since or time.monotonic()
+                    if time.monotonic() - blocked_since > 0.2:
+                        break
+                    time.sleep(0.01)
+                except (ConnectionError, OSError):
+                    break  # dropped already
+            until(lambda: not running.backend._handlers, "the hog dropped", timeout=5)
+            assert call(running, "GET", "/v1/stats")[0] == 200  # its slot is free
+            stats = running.stats
+            assert stats["requests"] == stats["answered"] and stats["in_flight"] == 0
+
+
+def test_backend_closes_open_connections_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    """Closing with idle connections (served, and refused past the limit)
+    logs nothing: no 'Exception in callback ... CancelledError' per
+    connection (Python 3.11's streams)."""
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        running = BackendThread(PresenceBackend(max_connections=2)).start()
+        port = port_of(running.url)
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        try:
+            held[0].sendall(b"GET /v1/stats HTTP/1.1\r\n\r\n")
+            assert held[0].recv(65536).startswith(b"HTTP/1.1 200 ")  # then idle
+            until(lambda: len(running.backend._handlers) == 2, "two connections served")
+            assert held[2].recv(65536).startswith(b"HTTP/1.1 503 ")  # refused, lingering
+            running.stop()
+        finally:
+            for s in held:
+                s.close()
+    noise = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert noise == [], [r.getMessage() for r in noise]
 
 
 # -- the provider, through the native host ---------------------------------------
@@ -450,6 +551,51 @@ def test_a_sessions_end_signs_its_names_out(
     }
 
 
+def test_a_sessions_end_signs_out_any_number_of_names_in_one_request() -> None:
+    """More names than the backend takes connections: still one request,
+    well within the hook's time."""
+    with BackendThread(PresenceBackend(max_connections=4)) as running:
+        with advertised(HttpPresenceDirectory(running.url)) as host:
+            client = host.open_session()
+            mine = [f"user{i}@example.net" for i in range(40)]
+            for name in mine:
+                sign_in(client, name)
+            before = running.stats["requests"]
+            client.close()
+            assert running.stats["requests"] == before + 1
+            listed = call(running, "GET", "/v1/presence?domain=example.net")[1]["addresses"]
+            assert listed == [a for a, _, _ in SEED]
+
+
+def test_a_sign_out_the_backend_missed_is_retried_at_a_later_sessions_end() -> None:
+    with BackendThread(PresenceBackend(max_connections=2)) as running:
+        provider = HttpPresenceDirectory(running.url)
+        with advertised(provider) as host:
+            first = host.open_session()
+            sign_in(first, "dave@example.net")
+            port = port_of(running.url)
+            held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+            try:  # the backend answers 503 (too many connections) while these are held
+                until(lambda: len(running.backend._handlers) == 2, "two connections held")
+                first.close()
+            finally:
+                for s in held:
+                    s.close()
+            assert call(running, "GET", "/v1/presence/dave@example.net")[0] == 200  # missed
+            until(lambda: not running.backend._handlers, "held connections closed")
+            with host.open_session() as later:
+                assert names(later.lookup(ALICE)) == [ALICE]
+            # the later session's end signed the first session's names out too
+            assert call(running, "GET", "/v1/presence/dave@example.net")[0] == 404
+
+
+def test_a_full_backend_is_no_buffers() -> None:
+    with BackendThread(PresenceBackend(max_entries=len(SEED))) as full:
+        with advertised(HttpPresenceDirectory(full.url)) as host, host.open_session() as client:
+            assert code_of(lambda: sign_in(client, "dave@example.net")) == WSAError.WSAENOBUFS
+            assert names(client.lookup(ALICE)) == [ALICE]  # lookups go on
+
+
 # -- errors: what the backend does, as Winsock codes -------------------------------
 
 
@@ -501,6 +647,7 @@ def reply(status: str, body: bytes, length: int | None = None) -> bytes:
         (reply("409 Conflict", b"{}"), WSAError.WSAEALREADY),
         (reply("500 Internal Server Error", b""), WSAError.WSATRY_AGAIN),
         (reply("503 Service Unavailable", b"{}"), WSAError.WSATRY_AGAIN),
+        (reply("507 Insufficient Storage", b"{}"), WSAError.WSAENOBUFS),
         (b"", WSAError.WSATRY_AGAIN),  # closed without answering
         (b"SSH-2.0-OpenSSH\r\n\r\n", WSAError.WSANO_RECOVERY),
         (b"HTTP/1.1 200 OK\r\nContent-", WSAError.WSANO_RECOVERY),  # head cut short
@@ -602,6 +749,28 @@ def test_without_a_url_the_provider_runs_a_backend_of_its_own(
         socket.create_connection(("127.0.0.1", port_of(embedded.url)), timeout=5).close()
 
 
+def test_an_embedded_backend_that_fails_to_start_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(URL_VARIABLE, raising=False)
+    real_start = PresenceBackend.start
+    failures = [OSError(24, "Too many open files")]
+
+    async def flaky_start(self: PresenceBackend) -> None:
+        if failures:
+            raise failures.pop()
+        await real_start(self)
+
+    monkeypatch.setattr(PresenceBackend, "start", flaky_start)
+    provider = HttpPresenceDirectory()
+    with advertised(provider) as host, host.open_session() as client:
+        assert code_of(lambda: client.lookup(ALICE)) == WSAError.WSATRY_AGAIN
+        assert provider.embedded_backend is None
+        assert names(client.lookup(ALICE)) == [ALICE]  # started this time
+        embedded = provider.embedded_backend
+        assert embedded is not None and embedded.serving
+
+
 def test_the_url_comes_from_the_argument_else_the_environment(
     monkeypatch: pytest.MonkeyPatch, backend: BackendThread
 ) -> None:
@@ -610,6 +779,10 @@ def test_the_url_comes_from_the_argument_else_the_environment(
     assert HttpPresenceDirectory("http://127.0.0.1:1").backend_url == "http://127.0.0.1:1"
     with pytest.raises(ValueError, match="http://HOST:PORT"):
         HttpPresenceDirectory("https://127.0.0.1:1")
+    for wrong in ("http://127.0.0.1:1/api", "http://127.0.0.1:1?x=1", "http://u@127.0.0.1:1"):
+        with pytest.raises(ValueError, match=r"http://HOST:PORT URL \(.*no path"):
+            HttpPresenceDirectory(wrong)
+    assert HttpPresenceDirectory("http://127.0.0.1:1/").backend_url == "http://127.0.0.1:1"
 
 
 # -- the commands -----------------------------------------------------------------
@@ -675,6 +848,20 @@ def test_presence_backend_command_serves_until_a_signal() -> None:
     assert usage.returncode == 2 and "out of range" in usage.stderr
     helped = nspv2_cli("presence-backend", "--help")
     assert helped.returncode == 0 and "--debug" in helped.stdout and "--json" in helped.stdout
+
+
+def test_presence_backend_command_ends_quietly_with_clients_connected() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with presence_backend_process("--json") as (proc, url):
+            idle = socket.create_connection(("127.0.0.1", port_of(url)), timeout=10)
+            with idle:
+                idle.sendall(b"GET /v1/stats HTTP/1.1\r\n\r\n")
+                assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")  # kept alive, idle
+                os.kill(proc.pid, sig)
+                assert proc.wait(10) == 0
+                assert idle.recv(65536) == b""  # closed by the backend
+            assert proc.stderr is not None
+            assert proc.stderr.read() == ""
 
 
 def test_presence_backend_json_prints_the_url() -> None:

@@ -15,7 +15,10 @@ describes both.
 - RNRSERVICE_REGISTER signs the name in for this client session (``PUT``,
   status from the presence blob, addresses from the CS addresses);
   RNRSERVICE_DEREGISTER and RNRSERVICE_DELETE sign it out (``DELETE``).
-- A client session's names are signed out when it ends (Cleanup, rundown).
+- A client session's names are signed out when it ends (Cleanup, rundown):
+  one request, ``DELETE /v1/presence?owner=SESSION``, however many it has.
+  If the backend cannot be reached then, the session is remembered and its
+  names are signed out when a later session of the provider ends.
 
 Results have the shape of :mod:`nspv2.examples.email`'s (its ``Entry``, its
 presence blob), so ``nspv2 lookup`` and the e-mail example's clients read
@@ -31,7 +34,8 @@ first use and closed with the provider (``nspv2 check`` and ``nspv2 serve``
 work with no setup; its users are gone when the provider closes).
 
 Backend outcomes as Winsock errors: no answer in ``timeout`` s:
-WSAETIMEDOUT; refused, reset or 5xx: WSATRY_AGAIN; 404:
+WSAETIMEDOUT; refused, reset or 5xx (the embedded backend failing to
+start too): WSATRY_AGAIN; 507 (the backend is full): WSAENOBUFS; 404:
 WSASERVICE_NOT_FOUND; 409: WSAEALREADY (sign-in) or WSAEACCES (sign-out),
 as the e-mail example's SESSION_RESULTs; 400: WSAEINVAL; a reply that is not
 the protocol: WSANO_RECOVERY.
@@ -88,6 +92,8 @@ URL_VARIABLE = "NSPV2_PRESENCE_URL"
 #: The largest reply head and body the client reads.
 _MAX_HEAD = 8192
 _MAX_BODY = 1 << 20
+#: At most this many sessions' sign-outs are kept to retry.
+_MAX_UNSIGNED = 1024
 
 
 class _Malformed(Exception):  # noqa: N818 (internal: becomes WSANO_RECOVERY)
@@ -119,11 +125,26 @@ class PresenceHttp:
 
     def __init__(self, url: str, timeout: float = 1.5) -> None:
         split = urllib.parse.urlsplit(url)
-        if split.scheme != "http" or not split.hostname:
-            raise ValueError(f"{url!r} is not an http://HOST:PORT URL")
-        self.url = url
+        try:
+            port = split.port
+        except ValueError:
+            port = -1
+        if (
+            split.scheme != "http"
+            or not split.hostname
+            or split.path not in ("", "/")
+            or split.query
+            or split.fragment
+            or split.username is not None
+            or port == -1
+        ):
+            raise ValueError(
+                f"{url!r} is not an http://HOST:PORT URL (the API is at /v1 of the "
+                "server's root: no path, query, fragment or user)"
+            )
+        self.url = url.rstrip("/")
         self.host = split.hostname
-        self.port = split.port or 80
+        self.port = port or 80
         self.timeout = timeout
 
     async def request(self, method: str, path: str, body: Any = None) -> Reply:
@@ -210,6 +231,8 @@ def _status_error(reply: Reply, what: str) -> WinsockError:
         return WinsockError(WSAError.WSAEALREADY, message)
     if reply.status == 400:
         return WinsockError(WSAError.WSAEINVAL, message)
+    if reply.status == 507:
+        return WinsockError(WSAError.WSAENOBUFS, message)
     if 500 <= reply.status <= 599:
         return WinsockError(WSAError.WSATRY_AGAIN, message)
     return WinsockError(WSAError.WSANO_RECOVERY, message)
@@ -272,6 +295,9 @@ class HttpPresenceDirectory(Provider):
         self._embedded_loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Future[PresenceHttp] | None = None
         self._closing = False
+        #: Owners whose sign-out failed at their session's end (the backend
+        #: unreachable): retried when a later session ends.
+        self._unsigned: set[str] = set()
         #: Owners in the backend: this instance's prefix and a session's token.
         self._owner_prefix = f"nspv2/{uuid.uuid4().hex[:12]}/"
 
@@ -297,7 +323,11 @@ class HttpPresenceDirectory(Provider):
         if self._external is not None:
             return self._external
         starting = self._starting
-        if starting is None or starting.get_loop() is not asyncio.get_running_loop():
+        if (
+            starting is None
+            or starting.get_loop() is not asyncio.get_running_loop()
+            or (starting.done() and (starting.cancelled() or starting.exception() is not None))
+        ):  # first use, a new loop, or the last start failed: start (again)
             starting = self._starting = asyncio.ensure_future(self._start_embedded())
         return await asyncio.shield(starting)
 
@@ -307,7 +337,17 @@ class HttpPresenceDirectory(Provider):
             if self._closing:
                 raise WinsockError(WSAError.WSASYSNOTREADY, "the provider is closing")
             self._embedded, self._embedded_loop = backend, asyncio.get_running_loop()
-        await backend.start()
+        try:
+            await backend.start()
+        except BaseException as exc:  # the next call starts one again
+            with self._state_lock:
+                if self._embedded is backend:
+                    self._embedded = self._embedded_loop = None
+            if isinstance(exc, Exception):
+                raise WinsockError(
+                    WSAError.WSATRY_AGAIN, f"the embedded presence backend did not start: {exc!r}"
+                ) from exc
+            raise
         with self._state_lock:
             kept = self._embedded is backend
         if not kept:  # the provider closed while it started
@@ -459,23 +499,49 @@ class HttpPresenceDirectory(Provider):
         await self._sign_out_session(session)
 
     async def _sign_out_session(self, session: Session) -> None:
-        """Sign the session's names out, all at once; failures are logged
-        (the session has ended whatever the backend says)."""
+        """Sign the session's names out: one request for all of them
+        (``DELETE /v1/presence?owner=...``). If the backend cannot be reached
+        (or fails), it is logged and the owner kept (at most
+        ``_MAX_UNSIGNED``): a later session's end asks again. The session
+        has ended whatever the backend says."""
         names: dict[str, str] = session.data.get("names", {})
-        if not names or (self._closing and self._external is None):
-            session.data["signed_out"] = []
-            return  # closing: the embedded backend is gone, and its users with it
-        http = await self._client()
-        owner = self._owner(session)
-        replies = await asyncio.gather(
-            *(http.request("DELETE", f"/v1/presence/{n}?owner={owner}") for n in names.values()),
-            return_exceptions=True,
-        )
-        signed_out = []
-        for name, reply in zip(names.values(), replies, strict=True):
-            if isinstance(reply, Reply) and reply.status == 204:
-                signed_out.append(name)
-            elif not (isinstance(reply, Reply) and reply.status == 404):
-                log.warning("%s: signing %s out: %r", self.display_name, name, reply)
+        owners = [self._owner(session)] if names else []
+        owners += sorted(self._unsigned)
         names.clear()
-        session.data["signed_out"] = signed_out
+        session.data["signed_out"] = signed_out = []
+        if not owners or (self._closing and self._external is None):
+            return  # closing: the embedded backend is gone, and its users with it
+        try:
+            http = await self._client()
+        except WinsockError as exc:
+            log.warning("%s: signing out: %s", self.display_name, exc)
+            self._keep_unsigned(owners)
+            return
+        for at, owner in enumerate(owners):
+            deleted = await self._sign_out_owner(http, owner)
+            if deleted is None:  # the backend is down: keep this one and the rest
+                self._keep_unsigned(owners[at:])
+                return
+            self._unsigned.discard(owner)
+            signed_out += deleted
+
+    def _keep_unsigned(self, owners: list[str]) -> None:
+        for owner in owners:
+            if len(self._unsigned) >= _MAX_UNSIGNED:
+                log.warning("%s: %s left signed in (too many to retry)", self.display_name, owner)
+            else:
+                self._unsigned.add(owner)
+
+    async def _sign_out_owner(self, http: PresenceHttp, owner: str) -> list[str] | None:
+        """Every name ``owner`` holds, signed out: the names; None if the
+        backend could not be asked (logged)."""
+        try:
+            reply = await http.request("DELETE", f"/v1/presence?owner={owner}")
+        except WinsockError as exc:
+            log.warning("%s: signing %s out: %s", self.display_name, owner, exc)
+            return None
+        deleted = reply.body.get("deleted") if isinstance(reply.body, dict) else None
+        if reply.status != 200 or not isinstance(deleted, list):
+            log.warning("%s: signing %s out: %r", self.display_name, owner, reply)
+            return None if reply.status >= 500 else []
+        return [n for n in deleted if isinstance(n, str)]

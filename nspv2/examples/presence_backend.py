@@ -12,8 +12,10 @@ request                                     answer
 ``PUT /v1/presence/{address}``              body ``{"status": "MISTATUS_...", "owner": O,
                                             "addresses": ["192.0.2.1:5060", ...]}``
                                             (addresses optional): 201 signed in, 200
-                                            updated, 409 another owner holds it, 400
+                                            updated, 409 another owner holds it, 400,
+                                            507 ``max_entries`` names signed in already
 ``DELETE /v1/presence/{address}?owner=O``   204 signed out, 404, 409 another owner
+``DELETE /v1/presence?owner=O``              200 ``{"deleted": [...]}``: every name O holds
 ``GET /v1/stats``                           200 ``{"requests", "in_flight", "answered",
                                             "disconnected"}``
 ==========================================  ===========================================
@@ -29,8 +31,12 @@ lookup in a provider cancelled its backend request too.
 
 Bounded: connections (past the limit: 503 and close), request head and
 body sizes (431, 413), the time to receive a request (``read_timeout``,
-then 408 or a silent close when nothing arrived) and the delay (at most 60
-s). A malformed request gets 400 and the connection is closed.
+then 408 or a silent close when nothing arrived), the time to hand an
+answer to a client that does not read (``write_timeout``, then the
+connection is dropped), the entries (``max_entries``, then 507) and the
+delay (at most 60 s). A malformed request gets 400 and the connection is
+closed. Requests refused while their head is read (400, 408, 413, 431,
+501) are not counted; every other one ends answered or disconnected.
 
 In process::
 
@@ -53,6 +59,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import logging
 import re
 import threading
 import urllib.parse
@@ -61,6 +68,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..sdk.msgrua import MISTATUS
+
+log = logging.getLogger("nspv2")
 
 __all__ = [
     "SEED",
@@ -94,13 +103,18 @@ _REASONS = {
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
     501: "Not Implemented",
+    500: "Internal Server Error",
     503: "Service Unavailable",
+    507: "Insufficient Storage",
 }
 #: The longest delay a request may ask for.
 MAX_DELAY = 60.0
 #: At most this many addresses per entry; owners at most this long.
 MAX_ADDRESSES = 16
 MAX_OWNER = 200
+#: Content-Length and X-Delay-Ms: at most this many digits (int() of a
+#: longer text is refused by Python past 4300 digits; no valid value needs 19).
+_MAX_DIGITS = 18
 _MAX_HEADERS = 64
 #: After a last answer, read what the client still sends at most this long / much.
 _LINGER = 0.5
@@ -226,6 +240,17 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         await asyncio.wait_for(_drain_input(reader), _LINGER)
 
 
+async def _end(writer: asyncio.StreamWriter) -> None:
+    """Close the connection: at once (dropping what is unsent) when the
+    client has not taken everything written, else after it has."""
+    if writer.transport.get_write_buffer_size():
+        writer.transport.abort()
+    else:
+        writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+
+
 async def _drain_input(reader: asyncio.StreamReader) -> None:
     dropped = 0
     while dropped < _LINGER_BYTES and (chunk := await reader.read(65536)):
@@ -238,7 +263,9 @@ class PresenceBackend:
     ``delay``: seconds every request (but /v1/stats) waits unless it sends
     ``X-Delay-Ms``; ``seed``: start with :data:`SEED`'s users. The other
     arguments bound it: connections at once, request head and body bytes,
-    and seconds to receive a request.
+    seconds to receive a request, seconds to hand over an answer (a client
+    that does not read its replies loses its connection), and names signed
+    in at once (the seeded ones included; past it a sign-in gets 507).
     """
 
     def __init__(
@@ -252,6 +279,8 @@ class PresenceBackend:
         max_head_bytes: int = 8192,
         max_body_bytes: int = 16384,
         read_timeout: float = 5.0,
+        write_timeout: float = 5.0,
+        max_entries: int = 10000,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the presence backend listens on loopback only, not {host}")
@@ -264,6 +293,8 @@ class PresenceBackend:
         self.max_head_bytes = max_head_bytes
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.max_entries = max_entries
         self._entries: dict[str, _Entry] = {}
         if seed:
             for address, status, addresses in SEED:
@@ -271,6 +302,7 @@ class PresenceBackend:
         self._counts = {"requests": 0, "in_flight": 0, "answered": 0, "disconnected": 0}
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._refusing: set[asyncio.Task[None]] = set()
 
     # -- lifetime -------------------------------------------------------------------
 
@@ -290,9 +322,10 @@ class PresenceBackend:
         if server is None:
             return
         server.close()
-        handlers = list(self._handlers)
+        await asyncio.sleep(0)  # connections accepted just now: their tasks start
+        handlers = [*self._handlers, *self._refusing]
         for task in handlers:
-            task.cancel()
+            task.cancel()  # each ends quietly (_connected)
         await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
 
@@ -324,31 +357,36 @@ class PresenceBackend:
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._handlers) >= self.max_connections:
-            await self._refuse(reader, writer)
-            return
-        self._handlers.add(task)
+        refuse = len(self._handlers) >= self.max_connections
+        tasks = self._refusing if refuse else self._handlers
+        tasks.add(task)
+        # The task ends normally whatever happens, cancellation (close())
+        # included: on Python 3.11 asyncio's streams log a traceback for a
+        # connection task that ends cancelled.
         try:
-            await self._serve(_Input(reader), writer)
-        except (ConnectionError, OSError):
+            try:
+                if refuse:
+                    await self._refuse(reader, writer)
+                else:
+                    await self._serve(_Input(reader), writer)
+            except (ConnectionError, OSError, asyncio.TimeoutError):
+                pass  # reset, or an answer not taken in write_timeout
+            finally:
+                tasks.discard(task)
+                await _end(writer)
+        except asyncio.CancelledError:
             pass
-        finally:
-            self._handlers.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
     async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            self._write(writer, 503, {"error": "too many connections"}, False)
-            await writer.drain()
-            await _linger(reader, writer)
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        self._write(writer, 503, {"error": "too many connections"}, False)
+        await self._send(writer)
+        await _linger(reader, writer)
+
+    async def _send(self, writer: asyncio.StreamWriter) -> None:
+        """Wait until the client takes what was written, at most
+        ``write_timeout`` s (then asyncio.TimeoutError: the connection is
+        dropped, with what it could not send)."""
+        await asyncio.wait_for(writer.drain(), self.write_timeout)
 
     async def _serve(self, data: _Input, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -356,7 +394,7 @@ class PresenceBackend:
                 request = await self._read_request(data)
             except _RequestError as reject:
                 self._write(writer, reject.status, {"error": str(reject)}, False)
-                await writer.drain()
+                await self._send(writer)
                 await _linger(data.reader, writer)
                 return
             if request is None:
@@ -366,7 +404,7 @@ class PresenceBackend:
                     self._write(writer, 200, self.stats, request.keep_alive)
                 else:
                     self._write(writer, 405, {"error": "use GET"}, request.keep_alive, "GET")
-                await writer.drain()
+                await self._send(writer)
                 if not request.keep_alive:
                     return
                 continue
@@ -381,9 +419,9 @@ class PresenceBackend:
                 return
             status, body, keep_alive, allow = answer
             keep_alive = keep_alive and request.keep_alive
+            self._counts["answered"] += 1  # before writing: the client can read it at once
             self._write(writer, status, body, keep_alive, allow)
-            self._counts["answered"] += 1  # counted before the client can read it
-            await writer.drain()
+            await self._send(writer)
             if not keep_alive:
                 return
 
@@ -421,7 +459,7 @@ class PresenceBackend:
         if "transfer-encoding" in headers:
             raise _RequestError(501, "Transfer-Encoding is not supported; send Content-Length")
         length_text = headers.get("content-length", "0")
-        if not length_text.isdigit() or not length_text.isascii():
+        if not length_text.isdigit() or not length_text.isascii() or len(length_text) > _MAX_DIGITS:
             raise _RequestError(400, "malformed Content-Length")
         length = int(length_text)
         if length > self.max_body_bytes:
@@ -474,12 +512,20 @@ class PresenceBackend:
             return status, body, keep_alive, ""
         except _RequestError as reject:
             return reject.status, {"error": str(reject)}, not reject.close, reject.allow
+        except Exception:  # a bug: answered (500), logged, the connection closed
+            log.exception("presence backend: %s %s", request.method, request.path[:100])
+            return 500, {"error": "internal error"}, False, ""
 
     def _delay(self, request: _Request) -> float:
         text = request.headers.get("x-delay-ms")
         if text is None:
             return self.delay
-        if not text.isdigit() or not text.isascii() or int(text) > MAX_DELAY * 1000:
+        if (
+            not text.isdigit()
+            or not text.isascii()
+            or len(text) > _MAX_DIGITS
+            or int(text) > MAX_DELAY * 1000
+        ):
             raise _RequestError(
                 400, f"X-Delay-Ms must be 0 to {int(MAX_DELAY * 1000)}", close=False
             )
@@ -510,8 +556,13 @@ class PresenceBackend:
     def _route(self, request: _Request) -> tuple[int, Any, bool]:
         path = request.path
         if path == "/v1/presence":
-            self._allow(request, "GET")
-            [domain] = request.query.get("domain") or [""]
+            self._allow(request, "GET", "DELETE")
+            if request.method == "DELETE":
+                owner = self._one(request, "owner")
+                gone = sorted(k for k, e in self._entries.items() if e.owner == owner)
+                deleted = [self._entries.pop(k).address for k in gone]
+                return 200, {"deleted": deleted}, True
+            domain = self._one(request, "domain")
             if not _DOMAIN.fullmatch(domain):
                 raise _RequestError(400, "give ?domain=DOMAIN", close=False)
             found = sorted(
@@ -533,6 +584,8 @@ class PresenceBackend:
         if request.method == "PUT":
             status, owner, addresses = self._put_body(request.body)
             if entry is None:
+                if len(self._entries) >= self.max_entries:
+                    return 507, {"error": f"{self.max_entries} names are signed in"}, True
                 entry = _Entry(address, status, owner, addresses if addresses is not None else [])
                 self._entries[_key(address)] = entry
                 return 201, entry.as_json(), True
@@ -543,21 +596,27 @@ class PresenceBackend:
                 entry.addresses = addresses
             entry.version += 1
             return 200, entry.as_json(), True
-        owners = request.query.get("owner")
-        if not owners or len(owners) != 1:
-            raise _RequestError(400, "give ?owner=OWNER", close=False)
+        owner = self._one(request, "owner")
         if entry is None:
             return 404, {"error": f"{address} is not signed in"}, True
-        if entry.owner != owners[0]:
+        if entry.owner != owner:
             return 409, {"error": f"{address} is signed in by another owner"}, True
         del self._entries[_key(address)]
         return 204, None, True
 
     @staticmethod
+    def _one(request: _Request, name: str) -> str:
+        """The query's one ``name`` parameter (400 if none, empty or repeated)."""
+        values = request.query.get(name)
+        if not values or len(values) != 1 or not values[0]:
+            raise _RequestError(400, f"give one ?{name}={name.upper()}", close=False)
+        return values[0]
+
+    @staticmethod
     def _put_body(body: bytes) -> tuple[MISTATUS, str, list[str] | None]:
         try:
             doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # too deep: RecursionError
             raise _RequestError(400, "the body is not JSON", close=False) from None
         if not isinstance(doc, dict):
             raise _RequestError(400, "the body is not a JSON object", close=False)
