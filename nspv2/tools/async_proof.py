@@ -2,7 +2,9 @@
 
 Two parts, each printed with the figures it measured:
 
-- **concurrency**: ``--sessions`` client sessions (64), each one lookup that
+- **concurrency**: ``--sessions`` client sessions (64, up to 1024: the
+  proof's providers admit that many steps at once, ``async_max_in_flight``,
+  and its HTTP backend that many connections), each one lookup that
   waits ``--delay-ms`` (50 ms) on the backend, all at once from as many
   Python threads through the in-process host (``nspv2.Host``; a NextEx waits
   in C with the GIL released), and with ``--served`` the same through a
@@ -26,11 +28,16 @@ Two parts, each printed with the figures it measured:
   nothing open in the provider's registry or in the host, no call pending,
   no task left on the provider's loop, every generator's ``finally`` run
   exactly once, no double completion, no exception reaching
-  ``sys.unraisablehook`` or asyncio's error log, and every client call's
-  code one the cycle's kind allows.
+  ``sys.unraisablehook`` or asyncio's error log, no warning or error of the
+  scaffold's own on the ``nspv2`` logger (the event loop's: a close that
+  timed out, tasks left after close, a ``finally`` that did not run, an
+  exception escaping a task; not the guard's report of an exception the
+  provider raised, which the codes show), no task or call left after
+  ``close()``, and every client call's code one the cycle's kind allows.
 
 Exit codes: 0 every check passed, 1 a check failed, 2 usage error, 130
-interrupted (the figures so far are printed).
+interrupted (Ctrl-C: the lookups under way are ended, a ``nspv2 serve`` it
+started is stopped, and the figures measured so far are printed).
 """
 
 from __future__ import annotations
@@ -85,7 +92,15 @@ _NOT_FOUND = int(WSAError.WSASERVICE_NOT_FOUND)
 _TIMED_OUT = int(WSAError.WSAETIMEDOUT)
 EXIT_INTERRUPTED = 130
 #: The most client sessions of the concurrency part (threads of this process).
+#: The proof's providers admit this many steps at once (``async_max_in_flight``)
+#: and the HTTP backend this many connections, so any ``--sessions`` is measured.
 MAX_SESSIONS = 1024
+#: What each concurrency lookup waits by default, and the most (milliseconds).
+DEFAULT_DELAY_MS = 50
+MAX_DELAY_MS = 2000
+#: The environment variable giving :class:`SleepDirectory`'s wait in a
+#: provider process (``--served`` sets it for ``nspv2 serve``).
+DELAY_VARIABLE = "NSPV2_PROOF_DELAY_MS"
 #: The most threads of the mixed part.
 MAX_THREADS = 256
 #: How long the checks wait for the provider's loop to settle (tasks, finally).
@@ -97,6 +112,24 @@ SERVE_SECONDS = 30.0
 # ---- the concurrency part's providers ---------------------------------------------------
 
 
+def proof_delay() -> float:
+    """Seconds from ``NSPV2_PROOF_DELAY_MS`` (default 50 ms); ValueError
+    saying what is wrong when it is no number of milliseconds from 0 to
+    :data:`MAX_DELAY_MS`. Read only when a :class:`SleepDirectory` is made."""
+    text = os.environ.get(DELAY_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_DELAY_MS / 1000
+    try:
+        ms = float(text)
+    except ValueError:
+        ms = -1.0
+    if not 0 <= ms <= MAX_DELAY_MS:  # also NaN
+        raise ValueError(
+            f"{DELAY_VARIABLE}={text!r} is not a number of milliseconds from 0 to {MAX_DELAY_MS}"
+        )
+    return ms / 1000
+
+
 class SleepDirectory(Provider):
     """Answers any name with one result after ``delay`` seconds of
     ``asyncio.sleep``: a backend wait with no backend."""
@@ -104,14 +137,20 @@ class SleepDirectory(Provider):
     provider_id = uuid.UUID("c36b3217-5453-4067-aa98-df4404fef973")
     name = "nspv2 async proof (sleep)"
     check_queries = ("alice@proof.test",)
-    #: Seconds each lookup waits (``NSPV2_PROOF_DELAY_MS`` overrides it in a
-    #: provider process, as ``--served`` starts one).
-    delay: ClassVar[float] = float(os.environ.get("NSPV2_PROOF_DELAY_MS", "50")) / 1000
+    #: Seconds each lookup waits; None: ``NSPV2_PROOF_DELAY_MS`` (default
+    #: 50), read when an instance is made (in a provider process, as
+    #: ``--served`` starts one), so a bad value fails only there.
+    delay: ClassVar[float | None] = None
+    #: Every session of the largest ``--sessions`` waits at once.
+    async_max_in_flight: ClassVar[int] = MAX_SESSIONS
+
+    def __init__(self) -> None:
+        self.wait = self.delay if self.delay is not None else proof_delay()
 
     async def lookup(
         self, session: Session, restrictions: QuerySet, flags: int
     ) -> AsyncIterator[QuerySet]:
-        await asyncio.sleep(self.delay)
+        await asyncio.sleep(self.wait)
         yield QuerySet(restrictions.service_instance_name, comment="waited")
 
 
@@ -285,21 +324,44 @@ class ChaosDirectory(Provider):
 
 
 class _ErrorLog(logging.Handler):
-    """Counts ERROR records of the ``asyncio`` logger (a task destroyed while
-    pending, an exception never retrieved)."""
+    """Keeps the messages of the records it is handed at ``level`` and above
+    that ``wanted`` accepts."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+    def __init__(self, level: int, wanted: Callable[[logging.LogRecord], bool]) -> None:
+        super().__init__(level)
+        self.wanted = wanted
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage()[:300])
+        if self.wanted(record):
+            self.messages.append(f"{record.levelname} {record.getMessage()}"[:300])
+
+
+def _scaffold_trouble(record: logging.LogRecord) -> bool:
+    """Whether a WARNING/ERROR record of the ``nspv2`` logger tells of the
+    scaffold's own trouble: the event loop (``nspv2.provider.aio``: a
+    generator slow to close, tasks still running after close, a finally
+    that did not run, an exception escaping a task), cancelling, closing or
+    completing a call. Not the guard's report of an exception the provider
+    raised (``routine._report``, e.g. a WinsockError of ChaosDirectory's
+    failing lookups at another level): each call's code is checked for that."""
+    return not (record.module == "routine" and record.funcName == "_report")
+
+
+@dataclass
+class _Watched:
+    """What reached ``sys.unraisablehook``, asyncio's error log and the
+    ``nspv2`` logger's warnings and errors about the scaffold's own work."""
+
+    unraisable: list[str]
+    asyncio_errors: list[str]
+    nspv2_errors: list[str]
 
 
 @contextlib.contextmanager
-def _watching_errors() -> Iterator[tuple[list[str], list[str]]]:
-    """(unraisable, asyncio errors): what reached ``sys.unraisablehook`` and
-    asyncio's error log while the block ran."""
+def _watching_errors() -> Iterator[_Watched]:
+    """Watch ``sys.unraisablehook``, the ``asyncio`` logger's errors and
+    the ``nspv2`` logger's warnings and errors while the block runs."""
     unraisable: list[str] = []
     previous = sys.unraisablehook
 
@@ -307,14 +369,22 @@ def _watching_errors() -> Iterator[tuple[list[str], list[str]]]:
         unraisable.append(f"{info.exc_type.__name__}: {info.exc_value} ({info.object!r})"[:300])
         previous(info)
 
-    handler = _ErrorLog()
-    log = logging.getLogger("asyncio")
+    asyncio_log = logging.getLogger("asyncio")
+    nspv2_log = logging.getLogger("nspv2")
+    asyncio_handler = _ErrorLog(logging.ERROR, lambda _r: True)
+    nspv2_handler = _ErrorLog(logging.WARNING, _scaffold_trouble)
+    level = nspv2_log.level
+    if nspv2_log.getEffectiveLevel() > logging.WARNING:  # or the records are never made
+        nspv2_log.setLevel(logging.WARNING)
     sys.unraisablehook = hook
-    log.addHandler(handler)
+    asyncio_log.addHandler(asyncio_handler)
+    nspv2_log.addHandler(nspv2_handler)
     try:
-        yield unraisable, handler.messages
+        yield _Watched(unraisable, asyncio_handler.messages, nspv2_handler.messages)
     finally:
-        log.removeHandler(handler)
+        nspv2_log.removeHandler(nspv2_handler)
+        asyncio_log.removeHandler(asyncio_handler)
+        nspv2_log.setLevel(level)
         sys.unraisablehook = previous
 
 
@@ -335,6 +405,21 @@ def _settle(provider: Provider, ready: Callable[[], bool], seconds: float) -> fl
             break
         time.sleep(0.01)
     return round(time.monotonic() - start, 3)
+
+
+def _enough_files(sessions: int) -> None:
+    """Raise this process's open-file limit (soft, up to the hard one) for
+    ``sessions`` client sockets and as many backend connections."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    want = sessions * 4 + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        top = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))
 
 
 def _close_provider(provider: Provider) -> None:
@@ -361,6 +446,8 @@ class _Backend:
     twin_spec: str = ""
     stats: Callable[[], dict[str, Any]] | None = None
     close: Callable[[], None] = lambda: None
+    #: The provider's name in the figures (default: its class's).
+    label: str = ""
 
 
 def _sleep_backend(delay: float) -> _Backend:
@@ -382,14 +469,18 @@ def _sleep_backend(delay: float) -> _Backend:
     )
 
 
-def _http_backend(delay: float) -> _Backend:
-    """The presence example's backend on a thread of this process."""
+def _http_backend(delay: float, sessions: int) -> _Backend:
+    """The presence example's backend on a thread of this process, taking
+    a connection from every session at once (and the warm-up's)."""
     from ..examples import async_presence, presence_backend
 
-    running = presence_backend.BackendThread(presence_backend.PresenceBackend(delay=delay))
+    backend = presence_backend.PresenceBackend(
+        delay=delay, max_connections=max(MAX_SESSIONS, sessions) + 16
+    )
+    running = presence_backend.BackendThread(backend)
     running.start()
     url = running.url
-    cls: type[Provider] = async_presence.HttpPresenceDirectory
+    cls: type[Provider] = __getattr__("ProofHttpPresenceDirectory")
 
     def stats() -> dict[str, Any]:
         return dict(running.stats)
@@ -401,23 +492,59 @@ def _http_backend(delay: float) -> _Backend:
         cls.check_queries[0],
         lambda c: c(url),  # type: ignore[call-arg]
         env={"NSPV2_PRESENCE_URL": url},
-        spec=f"{cls.__module__}:{cls.__qualname__}",
+        spec=f"{__name__}:ProofHttpPresenceDirectory",
         twin_spec=f"{__name__}:BlockingHttpPresenceDirectory",
         stats=stats,
         close=running.stop,
+        label=async_presence.HttpPresenceDirectory.__qualname__,
     )
 
 
 def __getattr__(name: str) -> Any:
-    """``BlockingHttpPresenceDirectory``, made on first use (for ``nspv2 serve``)."""
-    if name == "BlockingHttpPresenceDirectory":
+    """``ProofHttpPresenceDirectory`` (the HTTP example admitting
+    :data:`MAX_SESSIONS` steps at once) and its ``BlockingHttpPresenceDirectory``,
+    made on first use (importable by ``nspv2 serve``; the example is not
+    imported with this module)."""
+    if name == "ProofHttpPresenceDirectory":
         from ..examples.async_presence import HttpPresenceDirectory
 
-        twin = blocking_twin(HttpPresenceDirectory)
-        twin.__qualname__ = twin.__name__ = name
-        globals()[name] = twin
-        return twin
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        made: type[Provider] = type(
+            name,
+            (HttpPresenceDirectory,),
+            {
+                "async_max_in_flight": MAX_SESSIONS,
+                "__module__": __name__,
+                "__qualname__": name,
+                "__doc__": "The HTTP presence example, every --sessions lookup in flight at once.",
+            },
+        )
+    elif name == "BlockingHttpPresenceDirectory":
+        made = blocking_twin(__getattr__("ProofHttpPresenceDirectory"))
+        made.__qualname__ = made.__name__ = name
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    made = globals().setdefault(name, made)
+    return made
+
+
+def _join(
+    threads: list[threading.Thread], barrier: threading.Barrier, stop: Callable[[], None]
+) -> bool:
+    """Release ``threads`` (the barrier) and wait for them. On Ctrl-C:
+    ``stop()`` (which makes their calls return), then wait for them (at most
+    :data:`SETTLE_SECONDS`); True if so interrupted."""
+    try:
+        barrier.wait()
+        for t in threads:
+            t.join()
+        return False
+    except (KeyboardInterrupt, threading.BrokenBarrierError):
+        barrier.abort()
+        stop()
+        deadline = time.monotonic() + SETTLE_SECONDS
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return True
 
 
 def _in_process(backend: _Backend, cls: type[Provider], sessions: int) -> dict[str, Any]:
@@ -426,6 +553,8 @@ def _in_process(backend: _Backend, cls: type[Provider], sessions: int) -> dict[s
     codes: Counter[str] = Counter()
     ends: list[float] = []
     lock = threading.Lock()
+    start = time.monotonic()
+    interrupted = False
     try:
         with private_catalog(), Host(timeout_ms=30000, auto_install=True) as host:
             host.advertise(provider)
@@ -435,7 +564,10 @@ def _in_process(backend: _Backend, cls: type[Provider], sessions: int) -> dict[s
             barrier = threading.Barrier(sessions + 1)
 
             def one(session: ClientSession) -> None:
-                barrier.wait()
+                try:
+                    barrier.wait()
+                except threading.BrokenBarrierError:  # interrupted before the start
+                    return
                 try:
                     found = host.lookup(session, backend.name)
                     code = "NO_ERROR" if found else "no result"
@@ -446,21 +578,28 @@ def _in_process(backend: _Backend, cls: type[Provider], sessions: int) -> dict[s
                     codes[code] += 1
                     ends.append(now)
 
-            threads = [threading.Thread(target=one, args=(s,)) for s in opened]
+            threads = [threading.Thread(target=one, args=(s,), daemon=True) for s in opened]
             for t in threads:
                 t.start()
-            barrier.wait()
             start = time.monotonic()
-            for t in threads:
-                t.join()
+
+            def abandon() -> None:  # a waiting NextEx completes WSA_E_CANCELLED
+                for s in opened:
+                    with contextlib.suppress(WinsockError):
+                        s.abandon()
+
+            interrupted = _join(threads, barrier, abandon)
             for s in opened:
-                s.close()
+                if not s.closed:
+                    s.close()
     finally:
         _close_provider(provider)
-    return _timing(start, ends, codes, sessions)
+    return _timing(start, ends, codes, sessions, interrupted)
 
 
-def _timing(start: float, ends: list[float], codes: Counter[str], sessions: int) -> dict[str, Any]:
+def _timing(
+    start: float, ends: list[float], codes: Counter[str], sessions: int, interrupted: bool
+) -> dict[str, Any]:
     waits = sorted(e - start for e in ends)
     wall = waits[-1] if waits else 0.0
     return {
@@ -468,6 +607,7 @@ def _timing(start: float, ends: list[float], codes: Counter[str], sessions: int)
         "median_ms": round(waits[len(waits) // 2] * 1000, 1) if waits else 0.0,
         "codes": dict(codes),
         "lookups": sessions,
+        "interrupted": interrupted,
     }
 
 
@@ -495,33 +635,41 @@ def _serve(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=folder, env=env
         )
     deadline = time.monotonic() + SERVE_SECONDS
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"nspv2 serve exited with {proc.returncode}:\n{log.read_text(errors='replace')}"
-            )
-        if socket.exists():
-            try:
-                Client.monitor(socket).close()
-                return proc, socket, log
-            except WinsockError:
-                pass
-        if time.monotonic() > deadline:
-            _stop(proc)
-            raise RuntimeError(f"nspv2 serve did not listen within {SERVE_SECONDS:.0f} s")
-        time.sleep(0.05)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"nspv2 serve exited with {proc.returncode}:\n{log.read_text(errors='replace')}"
+                )
+            if socket.exists():
+                try:
+                    Client.monitor(socket).close()
+                    return proc, socket, log
+                except WinsockError:
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nspv2 serve did not listen within {SERVE_SECONDS:.0f} s")
+            time.sleep(0.05)
+    except BaseException:  # also Ctrl-C while it starts: the child goes too
+        _stop(proc)
+        raise
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
+    """End ``nspv2 serve``: SIGTERM, then SIGKILL after 30 s or at a
+    Ctrl-C meanwhile (which is raised again once the child is gone)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt) as exc:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if isinstance(exc, KeyboardInterrupt):
+            raise
 
 
 def _served(
@@ -533,6 +681,8 @@ def _served(
     codes: Counter[str] = Counter()
     ends: list[float] = []
     lock = threading.Lock()
+    start = time.monotonic()
+    interrupted = False
     with tempfile.TemporaryDirectory(prefix="nspv2-prove-") as tmp:
         folder = Path(tmp)
         proc, socket, _log = _serve(backend, spec, cls, folder, threads, sessions)
@@ -543,7 +693,10 @@ def _served(
             barrier = threading.Barrier(sessions + 1)
 
             def one(client: Client) -> None:
-                barrier.wait()
+                try:
+                    barrier.wait()
+                except threading.BrokenBarrierError:  # interrupted before the start
+                    return
                 try:
                     found = client.lookup(backend.name)
                     code = "NO_ERROR" if found else "no result"
@@ -554,18 +707,17 @@ def _served(
                     codes[code] += 1
                     ends.append(now)
 
-            workers = [threading.Thread(target=one, args=(c,)) for c in clients]
+            workers = [threading.Thread(target=one, args=(c,), daemon=True) for c in clients]
             for t in workers:
                 t.start()
-            barrier.wait()
             start = time.monotonic()
-            for t in workers:
-                t.join()
+            # Interrupted: the server goes first, and each waiting client sees it hang up.
+            interrupted = _join(workers, barrier, lambda: _stop(proc))
             for c in clients:
                 c.close()
         finally:
             _stop(proc)
-    out = _timing(start, ends, codes, sessions)
+    out = _timing(start, ends, codes, sessions, interrupted)
     out["serve_threads"] = threads
     return out
 
@@ -604,17 +756,27 @@ def run_cancellation(*, lookups: int = 16, wait: float = 1.0) -> dict[str, Any]:
                 with lock:
                     codes[code] += 1
 
-            threads = [threading.Thread(target=one, args=(h,)) for h in handles]
+            threads = [threading.Thread(target=one, args=(h,), daemon=True) for h in handles]
             for t in threads:
                 t.start()
-            out["all_waiting"] = until(lambda: running.stats["in_flight"] >= lookups, 10.0)
             start = time.monotonic()
-            for h in handles:
-                host.lookup_end(h)
-            for t in threads:
-                t.join()
+            try:
+                out["all_waiting"] = until(lambda: running.stats["in_flight"] >= lookups, 10.0)
+                start = time.monotonic()
+                for h in handles:
+                    host.lookup_end(h)
+                for t in threads:
+                    t.join()
+            except KeyboardInterrupt:
+                out["interrupted"] = True
+                for h in handles:  # each waiting NextEx completes WSA_E_CANCELLED
+                    with contextlib.suppress(WinsockError):
+                        host.lookup_end(h)
+                for t in threads:
+                    t.join(SETTLE_SECONDS)
             out["ended_ms"] = round((time.monotonic() - start) * 1000, 1)
-            until(lambda: running.stats["disconnected"] >= lookups, 5.0)
+            if not out.get("interrupted"):
+                until(lambda: running.stats["disconnected"] >= lookups, 5.0)
             out["disconnects_seen_ms"] = round((time.monotonic() - start) * 1000, 1)
             for s in sessions:
                 s.close()
@@ -623,9 +785,12 @@ def run_cancellation(*, lookups: int = 16, wait: float = 1.0) -> dict[str, Any]:
         out["backend_stats"] = dict(running.stats)
         running.stop()
     out["codes"] = dict(codes)
+    out.setdefault("interrupted", False)
+    out.setdefault("all_waiting", False)
     stats = out["backend_stats"]
     out["ok"] = (
-        out["all_waiting"]
+        not out["interrupted"]
+        and out["all_waiting"]
         and out["codes"] == {"WSA_E_CANCELLED": lookups}
         and stats["disconnected"] == lookups
         and stats["answered"] == 0
@@ -653,17 +818,19 @@ def run_concurrency(
     of the serial bound and every lookup answered. With the HTTP backend,
     then :func:`run_cancellation` of ``cancel`` lookups (0: none)."""
     say = progress or (lambda _t: None)
-    made = _http_backend(delay) if backend == "http" else _sleep_backend(delay)
+    _enough_files(sessions)
+    made = _http_backend(delay, sessions) if backend == "http" else _sleep_backend(delay)
     serial_ms = sessions * delay * 1000
     out: dict[str, Any] = {
         "backend": made.kind,
-        "provider": made.provider.__qualname__,
+        "provider": made.label or made.provider.__qualname__,
         "name": made.name,
         "sessions": sessions,
         "delay_ms": round(delay * 1000, 3),
         "serial_bound_ms": round(serial_ms, 1),
         "max_ratio": max_ratio,
         "runs": [],
+        "interrupted": False,
     }
     try:
         plan: list[tuple[str, str, type[Provider], str]] = [
@@ -685,15 +852,27 @@ def run_concurrency(
                 run = _in_process(made, cls, sessions)
             run.update(where=where, provider=which, ratio=round(run["wall_ms"] / serial_ms, 3))
             out["runs"].append(run)
+            if run["interrupted"]:
+                out["interrupted"] = True
+                break
         if made.stats is not None:
             out["backend_stats"] = made.stats()
+    except KeyboardInterrupt:  # between runs: each run has stopped what it started
+        out["interrupted"] = True
     finally:
         made.close()
-    if made.kind == "http" and cancel:
+    if made.kind == "http" and cancel and not out["interrupted"]:
         say(f"concurrency: {cancel} lookups ended while their backend requests wait")
-        out["cancellation"] = run_cancellation(lookups=cancel)
+        try:
+            out["cancellation"] = run_cancellation(lookups=cancel)
+        except KeyboardInterrupt:
+            out["interrupted"] = True
+        if out.get("cancellation", {}).get("interrupted"):
+            out["interrupted"] = True
     problems = []
     for run in out["runs"]:
+        if run["interrupted"]:
+            continue  # its figures are partial, not wrong
         if run["codes"] != {"NO_ERROR": sessions}:
             problems.append(f"{run['where']} {run['provider']}: codes {run['codes']}")
         if run["provider"] == "async" and run["ratio"] > max_ratio:
@@ -702,7 +881,7 @@ def run_concurrency(
                 f"serial bound, above {max_ratio}"
             )
     cancelled = out.get("cancellation")
-    if cancelled is not None and not cancelled["ok"]:
+    if cancelled is not None and not cancelled["ok"] and not cancelled["interrupted"]:
         problems.append(f"cancellation: {cancelled}")
     out["problems"] = problems
     out["ok"] = not problems
@@ -929,16 +1108,18 @@ def run_mixed(
     progress: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
     provider_class: type[ChaosDirectory] = ChaosDirectory,
+    settle: float = SETTLE_SECONDS,
 ) -> dict[str, Any]:
     """``threads`` threads x ``cycles`` mixed cycles against a
     :class:`ChaosDirectory` (or ``provider_class``); the outcome codes per
-    kind and the checks."""
+    kind and the checks. ``settle``: how long the loop gets to finish its
+    tasks before the checks."""
     say = progress or (lambda _t: None)
     stop = stop or threading.Event()
     provider = provider_class(seed)
     tallies = [_Tally() for _ in range(threads)]
     out: dict[str, Any] = {"threads": threads, "cycles_per_thread": cycles, "seed": seed}
-    with _watching_errors() as (unraisable, asyncio_errors):
+    with _watching_errors() as watched:
         try:
             with private_catalog(), Host(timeout_ms=10000, auto_install=True) as host:
                 before = host.stats()
@@ -971,7 +1152,7 @@ def run_mixed(
                 out["settle_seconds"] = _settle(
                     provider,
                     lambda: counts()["started"] == counts()["finalized"],
-                    SETTLE_SECONDS,
+                    settle,
                 )
                 after = host.stats()
                 out["async_stats"] = _async_stats(provider)
@@ -990,10 +1171,18 @@ def run_mixed(
         for kind, rec in t.kinds.items():
             kinds.setdefault(kind, Counter()).update(rec)
     out["outcomes"] = {k: dict(sorted(v.items())) for k, v in sorted(kinds.items())}
+    unraisable, asyncio_errors, nspv2_errors = (
+        watched.unraisable,
+        watched.asyncio_errors,
+        watched.nspv2_errors,
+    )
     out["unraisable"] = unraisable[:20]
     out["unraisable_count"] = len(unraisable)
     out["asyncio_errors"] = asyncio_errors[:20]
     out["asyncio_error_count"] = len(asyncio_errors)
+    out["nspv2_errors"] = nspv2_errors[:20]
+    out["nspv2_error_count"] = len(nspv2_errors)
+    closed = out["async_stats_after_close"]
     problems = [p for t in tallies for p in t.problems][:20]
     c = out["provider_counts"]
     checks = {
@@ -1001,6 +1190,8 @@ def run_mixed(
         "host: nothing open, no call pending or held": not any(out["host_open"].values()),
         "no task left on the loop": out["async_stats"].get("tasks", 0) == 0,
         "no step in flight": out["async_stats"].get("in_flight", 0) == 0,
+        "after close: no task, no step in flight": closed.get("tasks", 0) == 0
+        and closed.get("in_flight", 0) == 0,
         "every generator's finally ran once": c["started"] == c["finalized"]
         and c["finalized_twice"] == 0,
         "every session ended once (cleanup or rundown)": c["startups"]
@@ -1008,6 +1199,7 @@ def run_mixed(
         "no double completion": out["host_counters"]["double_completions"] == 0,
         "nothing reached sys.unraisablehook": not unraisable,
         "nothing in asyncio's error log": not asyncio_errors,
+        "no scaffold warning or error on the nspv2 logger": not nspv2_errors,
         "every code one its kind allows": not problems,
     }
     out["checks"] = checks
@@ -1035,9 +1227,10 @@ def print_concurrency(doc: dict[str, Any]) -> None:
             f" (serve --threads {run['serve_threads']})" if "serve_threads" in run else ""
         )
         codes = ", ".join(f"{k} {v}" for k, v in sorted(run["codes"].items()))
+        cut = " (interrupted: the lookups done by then)" if run["interrupted"] else ""
         print(
             f"       {where:<32} {run['provider']:<14} wall {run['wall_ms']:>8.1f} ms "
-            f"(median {run['median_ms']:.1f} ms), {run['ratio']:.3f} of the bound; {codes}"
+            f"(median {run['median_ms']:.1f} ms), {run['ratio']:.3f} of the bound; {codes}{cut}"
         )
     stats = doc.get("backend_stats")
     if stats:
@@ -1046,7 +1239,8 @@ def print_concurrency(doc: dict[str, Any]) -> None:
     if c:
         b = c["backend_stats"]
         print(
-            f"  {'ok  ' if c['ok'] else 'FAIL'} cancellation: {c['lookups']} lookups ended by "
+            f"  {'cut ' if c['interrupted'] else 'ok  ' if c['ok'] else 'FAIL'} cancellation: "
+            f"{c['lookups']} lookups ended by "
             f"another thread while their backend requests waited ({c['backend_wait_ms']:g} ms "
             f"each): NextEx {', '.join(f'{k} {v}' for k, v in sorted(c['codes'].items()))} "
             f"within {c['ended_ms']:g} ms; the backend saw {b['disconnected']} disconnects "
@@ -1081,9 +1275,10 @@ def print_mixed(doc: dict[str, Any]) -> None:
     )
     print(
         f"       unraisable exceptions: {doc['unraisable_count']}; asyncio errors: "
-        f"{doc['asyncio_error_count']}"
+        f"{doc['asyncio_error_count']}; nspv2 scaffold warnings and errors: "
+        f"{doc['nspv2_error_count']}"
     )
-    for text in doc["unraisable"] + doc["asyncio_errors"]:
+    for text in doc["unraisable"] + doc["asyncio_errors"] + doc["nspv2_errors"]:
         print(f"         {text}")
     for check, ok in doc["checks"].items():
         print(f"       {'ok  ' if ok else 'FAIL'} {check}")
@@ -1099,6 +1294,7 @@ def cmd_prove_async(args: argparse.Namespace) -> int:
     progress = Progress()
     doc: dict[str, Any] = {}
     stop = threading.Event()
+    interrupted = False
     try:
         if args.only in (None, "concurrency"):
             doc["concurrency"] = run_concurrency(
@@ -1110,7 +1306,8 @@ def cmd_prove_async(args: argparse.Namespace) -> int:
                 max_ratio=args.max_ratio,
                 progress=progress,
             )
-        if args.only in (None, "mixed"):
+            interrupted = doc["concurrency"]["interrupted"]
+        if args.only in (None, "mixed") and not interrupted:
             doc["mixed"] = run_mixed(
                 threads=args.threads,
                 cycles=args.cycles,
@@ -1118,9 +1315,11 @@ def cmd_prove_async(args: argparse.Namespace) -> int:
                 progress=progress,
                 stop=stop,
             )
+            interrupted = doc["mixed"]["interrupted"]
+    except KeyboardInterrupt:  # outside a run's measuring: what it started is stopped
+        interrupted = True
     finally:
         progress.done()
-    interrupted = bool(doc.get("mixed", {}).get("interrupted"))
     ok = all(part["ok"] for part in doc.values())
     doc["ok"] = ok
     if args.json:
@@ -1132,7 +1331,7 @@ def cmd_prove_async(args: argparse.Namespace) -> int:
         if "mixed" in doc:
             print_mixed(doc["mixed"])
         if interrupted:
-            print("  interrupted: the figures above are partial")
+            print("  interrupted: the figures above are those measured so far")
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if ok else EXIT_PROBLEMS
@@ -1161,8 +1360,10 @@ def add_commands(sub: SubParsers) -> None:
         "abandoned by another thread while a NextEx waits, abandoned or closed with the lookup "
         "open, ended at a random moment, failing, timing out, registering; then nothing may "
         "be left open or pending, no task on the loop, every generator finalized once, no "
-        "double completion, no unraisable exception. Exit 1 if a check fails. "
-        "docs/performance.md.",
+        "double completion, no unraisable exception, nothing in asyncio's error log, no "
+        "warning or error of the scaffold's own on the nspv2 logger, no task left after "
+        "close. Exit 1 if a check fails; Ctrl-C prints the figures measured so far (exit 130) "
+        "and stops the nspv2 serve it started. docs/performance.md.",
     )
     p.add_argument("--only", choices=("concurrency", "mixed"), help="run one part (default: both)")
     p.add_argument(
@@ -1170,7 +1371,9 @@ def add_commands(sub: SubParsers) -> None:
         type=whole(1, MAX_SESSIONS),
         default=64,
         metavar="N",
-        help=f"concurrency: client sessions at once, 1 to {MAX_SESSIONS} (default: %(default)s)",
+        help=f"concurrency: client sessions at once, 1 to {MAX_SESSIONS}; the proof's providers "
+        f"admit {MAX_SESSIONS} steps at once (async_max_in_flight, 256 by default) and its HTTP "
+        "backend as many connections, so every size is measured (default: %(default)s)",
     )
     p.add_argument(
         "--delay-ms",
