@@ -152,6 +152,16 @@ def test_backend_routes(backend: BackendThread) -> None:
     assert backend.stats == stats
 
 
+def test_brackets_inside_json_strings_are_not_nesting(backend: BackendThread) -> None:
+    """The depth check before parsing skips strings: an owner full of
+    brackets is a valid body, while 9 real levels are refused."""
+    owner = "[{" * 50
+    body = {"status": "MISTATUS_ONLINE", "owner": owner, "addresses": ["[2001:db8::1]:5061"]}
+    assert call(backend, "PUT", "/v1/presence/dave@example.net", body)[0] == 201
+    deep = b'{"status": "MISTATUS_ONLINE", "owner": "me", "x": ' + b"[" * 8 + b"]" * 8 + b"}"
+    assert call(backend, "PUT", "/v1/presence/erin@example.net", deep)[0] == 400
+
+
 @pytest.mark.parametrize(
     "method, path, body, status",
     [

@@ -112,6 +112,32 @@ MAX_DELAY = 60.0
 #: At most this many addresses per entry; owners at most this long.
 MAX_ADDRESSES = 16
 MAX_OWNER = 200
+#: The deepest JSON a PUT body may nest (a valid one nests 2 levels).
+MAX_NESTING = 8
+
+
+def _nesting(body: bytes) -> int:
+    """How deep ``body``'s JSON arrays and objects nest (outside strings)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
 #: Content-Length and X-Delay-Ms: at most this many digits (int() of a
 #: longer text is refused by Python past 4300 digits; no valid value needs 19).
 _MAX_DIGITS = 18
@@ -614,9 +640,15 @@ class PresenceBackend:
 
     @staticmethod
     def _put_body(body: bytes) -> tuple[MISTATUS, str, list[str] | None]:
+        # Refused before parsing: json would raise RecursionError past ~1000
+        # levels, and a RecursionError leaves CPython 3.11's recursion
+        # accounting of that thread suspect (SystemError from a later
+        # compile there), so none is provoked.
+        if _nesting(body) > MAX_NESTING:
+            raise _RequestError(400, f"JSON nested deeper than {MAX_NESTING}", close=False)
         try:
             doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):  # too deep: RecursionError
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise _RequestError(400, "the body is not JSON", close=False) from None
         if not isinstance(doc, dict):
             raise _RequestError(400, "the body is not a JSON object", close=False)
