@@ -700,3 +700,49 @@ def test_is_async_sees_each_async_form_and_only_those() -> None:
     assert ReturnsAsync().is_async
     assert AsyncHook().is_async
     assert Recorder().is_async
+
+
+def test_a_task_left_pending_at_close_is_destroyed_without_an_unraisable_error() -> None:
+    """A generator that ignores cancellation outlives close()'s budget; its
+    task is destroyed with the loop. The coroutine's close (GeneratorExit)
+    used to be wrapped as a provider failure, and so became an exception
+    that reached sys.unraisablehook."""
+    import gc
+    import logging
+
+    class Stubborn(Recorder):
+        async_timeout = 0.1
+        async_hook_timeout = 0.1
+
+        async def lookup(
+            self, session: Session, restrictions: QuerySet, flags: int
+        ) -> AsyncIterator[QuerySet]:
+            self.waiting.release()
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    continue  # what the docs say never to do
+            yield QuerySet("never")  # pragma: no cover
+
+    provider = Stubborn()
+    host = Host(timeout_ms=5000, auto_install=True)
+    asyncio_log = logging.getLogger("asyncio")
+    level = asyncio_log.level
+    asyncio_log.setLevel(logging.CRITICAL)  # "Task was destroyed but it is pending!"
+    try:
+        host.advertise(provider)
+        client = host.open_session()
+        handle = host.lookup_begin(client, "a@example.com")
+        thread, out = next_in_thread(host, handle)
+        assert provider.waiting.acquire(timeout=5)
+        host.lookup_end(handle)  # cancelled once, ignored
+        provider.close()  # the budget runs out; the loop stops with the task pending
+        assert provider.async_stats()["tasks"] == 1
+        client.abandon()
+        host.close()
+        thread.join(10)
+        del provider
+        gc.collect()
+    finally:
+        asyncio_log.setLevel(level)

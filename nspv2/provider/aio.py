@@ -94,7 +94,9 @@ async def guarded(make: Callable[[], Awaitable[Any]]) -> Any:
     so a task cancelled before it starts leaves no coroutine un-awaited."""
     try:
         return await make()
-    except (Exception, asyncio.CancelledError):
+    except (Exception, asyncio.CancelledError, GeneratorExit):
+        # GeneratorExit: the coroutine itself is being closed (a task
+        # destroyed while pending); it must go through untouched.
         raise
     except BaseException as exc:
         raise EscapedBaseError(exc) from exc
