@@ -734,7 +734,7 @@ def test_a_task_left_pending_at_close_is_destroyed_without_an_unraisable_error()
         host.advertise(provider)
         client = host.open_session()
         handle = host.lookup_begin(client, "a@example.com")
-        thread, out = next_in_thread(host, handle)
+        thread, _out = next_in_thread(host, handle)
         assert provider.waiting.acquire(timeout=5)
         host.lookup_end(handle)  # cancelled once, ignored
         provider.close()  # the budget runs out; the loop stops with the task pending
