@@ -482,7 +482,68 @@ class AsyncResults:
             )
 
 
-class NextStep:
+class _Step:
+    """What a NextEx step and a SetServiceEx step share: a task on the loop,
+    its timeout timer, and cancellation from any thread. :meth:`_launch`
+    and the done callback run on the loop's thread."""
+
+    __slots__ = ("cancel_requested", "runner", "task", "timed_out", "timeout", "timer")
+
+    def __init__(self, runner: AsyncRunner, timeout: float) -> None:
+        self.runner = runner
+        self.timeout = timeout
+        self.task: asyncio.Task[Any] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.timed_out = False
+        self.cancel_requested = False
+
+    def _launch(
+        self, make: Callable[[], Awaitable[Any]], done: Callable[[asyncio.Task[Any]], None]
+    ) -> None:
+        """The task for ``make`` (raises if it cannot be made): cancelled at
+        once if an end came first, else timed; ``done`` runs at its end."""
+        task = self.runner.spawn(guarded(make))
+        self.task = task
+        if self.cancel_requested:  # an end between the start's check and the task
+            task.cancel()
+        else:
+            self.timer = task.get_loop().call_later(self.timeout, self._time_out)
+        task.add_done_callback(done)
+
+    def cancel(self) -> None:
+        """Cancel the step's task (any thread; the task's end completes the
+        call). Runs on the loop after the start, or the start sees the flag."""
+        self.cancel_requested = True
+        self.runner.call_soon(self._cancel_now)
+
+    def _cancel_now(self) -> None:
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()
+
+    def _time_out(self) -> None:
+        self.timed_out = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def _ended(self, task: asyncio.Task[Any], what: str) -> BaseException | None:
+        """How the task ended, as the exception to report (None: it returned;
+        a timeout or a cancellation counted and made a WinsockError)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if task.cancelled():
+            if self.timed_out:
+                self.runner.bump("timed_out")
+                return WinsockError(
+                    _TIMED_OUT, f"{what} took longer than async_timeout ({self.timeout:g} s)"
+                )
+            self.runner.bump("cancelled")
+            return WinsockError(_CANCELLED, f"{what} was cancelled")
+        exc = task.exception()
+        return None if exc is None else unwrap(exc)
+
+
+class NextStep(_Step):
     """One NextEx of an async lookup, from its hand-over to its completion.
 
     Made by the slot that claimed the call; from :meth:`AsyncRunner.admit`
@@ -492,17 +553,7 @@ class NextStep:
     completes the call exactly once, under ``lookup.lock``.
     """
 
-    __slots__ = (
-        "cancel_requested",
-        "finish",
-        "it",
-        "lookup",
-        "runner",
-        "task",
-        "timed_out",
-        "timeout",
-        "timer",
-    )
+    __slots__ = ("finish", "it", "lookup")
 
     def __init__(
         self,
@@ -512,15 +563,10 @@ class NextStep:
         finish: Callable[[BaseException | None], None],
         timeout: float,
     ) -> None:
-        self.runner = runner
+        super().__init__(runner, timeout)
         self.lookup = lookup
         self.it = it
         self.finish = finish
-        self.timeout = timeout
-        self.task: asyncio.Task[Any] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.timed_out = False
-        self.cancel_requested = False
 
     def start(self) -> None:
         lookup = self.lookup
@@ -536,63 +582,25 @@ class NextStep:
             self.finish(None)  # the owner code sees the end: WSA_E_CANCELLED
             return
         try:
-            task = self.runner.spawn(guarded(self.it.__anext__))
+            self._launch(self.it.__anext__, self._done)
         except BaseException as exc:
             lookup.canceller = None
             self.runner.call_done()
             self.finish(exc)
-            return
-        self.task = task
-        if self.cancel_requested:  # an end between the lock and the task
-            task.cancel()
-        else:
-            self.timer = task.get_loop().call_later(self.timeout, self._time_out)
-        task.add_done_callback(self._done)
-
-    def cancel(self) -> None:
-        """Cancel the step's task (any thread; the task's end completes the
-        call). Runs on the loop after :meth:`start`, or start sees the flag."""
-        self.cancel_requested = True
-        self.runner.call_soon(self._cancel_now)
-
-    def _cancel_now(self) -> None:
-        task = self.task
-        if task is not None and not task.done():
-            task.cancel()
-
-    def _time_out(self) -> None:
-        self.timed_out = True
-        if self.task is not None:
-            self.task.cancel()
 
     def _done(self, task: asyncio.Task[Any]) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
         lookup = self.lookup
-        failure: BaseException | None = None
+        failure: BaseException | None
         try:
-            if task.cancelled():
-                runner = self.runner
-                if self.timed_out:
-                    runner.bump("timed_out")
-                    failure = WinsockError(
-                        _TIMED_OUT,
-                        f"the lookup's step took longer than async_timeout ({self.timeout:g} s)",
-                    )
-                else:
-                    runner.bump("cancelled")
-                    failure = WinsockError(_CANCELLED, "the lookup's step was cancelled")
-            else:
-                exc = task.exception()
-                if exc is None:
-                    result = task.result()
-                    if not isinstance(result, QuerySet):
-                        raise TypeError(f"lookup() yielded {type(result).__name__}, not QuerySet")
-                    lookup.pulled = result  # the owner's, while in flight
-                elif isinstance(exc, StopAsyncIteration):
-                    lookup.results = None
-                else:
-                    failure = unwrap(exc)
+            failure = self._ended(task, "the lookup's step")
+            if failure is None:
+                result = task.result()
+                if not isinstance(result, QuerySet):
+                    raise TypeError(f"lookup() yielded {type(result).__name__}, not QuerySet")
+                lookup.pulled = result  # the owner's, while in flight
+            elif isinstance(failure, StopAsyncIteration):
+                failure = None
+                lookup.results = None  # exhausted: WSA_E_NO_MORE
         except BaseException as exc:
             failure = exc
         lookup.canceller = None
@@ -600,22 +608,11 @@ class NextStep:
         self.finish(failure)
 
 
-class ServiceStep:
+class ServiceStep(_Step):
     """One async SetServiceEx, from its hand-over to its completion (the
     same rules as :class:`NextStep`; the session's end cancels it)."""
 
-    __slots__ = (
-        "cancel_requested",
-        "complete",
-        "make",
-        "registry",
-        "runner",
-        "session",
-        "task",
-        "timed_out",
-        "timeout",
-        "timer",
-    )
+    __slots__ = ("complete", "make", "registry", "session")
 
     def __init__(
         self,
@@ -626,16 +623,11 @@ class ServiceStep:
         complete: Callable[[int], None],
         timeout: float,
     ) -> None:
-        self.runner = runner
+        super().__init__(runner, timeout)
         self.registry = registry
         self.session = session
         self.make = make
         self.complete = complete
-        self.timeout = timeout
-        self.task: asyncio.Task[Any] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.timed_out = False
-        self.cancel_requested = False
 
     def start(self) -> None:
         if not self.registry.track_call(self.session, self):  # the session has ended
@@ -643,27 +635,11 @@ class ServiceStep:
             self._complete(_CANCELLED)
             return
         try:
-            task = self.runner.spawn(guarded(self.make))
+            self._launch(self.make, self._done)
         except BaseException as exc:
             self.registry.untrack_call(self.session, self)
             self.runner.call_done()
             self._complete(report_exception("NSPv2SetServiceEx", unwrap(exc)))
-            return
-        self.task = task
-        if self.cancel_requested:  # the session ended between the two
-            task.cancel()
-        else:
-            self.timer = task.get_loop().call_later(self.timeout, self._time_out)
-        task.add_done_callback(self._done)
-
-    def cancel(self) -> None:
-        self.cancel_requested = True
-        self.runner.call_soon(self._cancel_now)
-
-    def _cancel_now(self) -> None:
-        task = self.task
-        if task is not None and not task.done():
-            task.cancel()
 
     def _complete(self, code: int) -> None:
         try:
@@ -671,35 +647,16 @@ class ServiceStep:
         except BaseException as exc:
             log_failure("%s: completing SetServiceEx", self.runner.name, exc)
 
-    def _time_out(self) -> None:
-        self.timed_out = True
-        if self.task is not None:
-            self.task.cancel()
-
     def _done(self, task: asyncio.Task[Any]) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
         self.registry.untrack_call(self.session, self)
-        code = NO_ERROR
         try:
-            if task.cancelled():
-                if self.timed_out:
-                    self.runner.bump("timed_out")
-                    code = report_exception(
-                        "NSPv2SetServiceEx",
-                        WinsockError(
-                            _TIMED_OUT,
-                            f"set_service took longer than async_timeout ({self.timeout:g} s)",
-                        ),
-                    )
-                else:
-                    self.runner.bump("cancelled")
-                    code = _CANCELLED
-            elif task.exception() is not None:
-                code = report_exception(
-                    "NSPv2SetServiceEx",
-                    unwrap(task.exception()),  # type: ignore[arg-type]
-                )
+            failure = self._ended(task, "set_service")
+            if failure is None:
+                code = NO_ERROR
+            elif isinstance(failure, WinsockError) and failure.code == _CANCELLED:
+                code = _CANCELLED  # its session ended: not a failure to log
+            else:
+                code = report_exception("NSPv2SetServiceEx", failure)
         except BaseException as exc:
             code = report_exception("NSPv2SetServiceEx", exc)
         self.runner.call_done()
