@@ -746,3 +746,21 @@ def test_a_task_left_pending_at_close_is_destroyed_without_an_unraisable_error()
         gc.collect()
     finally:
         asyncio_log.setLevel(level)
+
+
+def test_slot_harness_end_while_next_waits_shows_the_cancellation() -> None:
+    from nspv2.testing import SlotHarness
+
+    with Recorder() as provider, SlotHarness(provider) as h:
+        token = h.startup().value
+        begun = h.begin(token, QuerySet("slow@example.com"))
+        calls: list[Any] = []
+        waiter = threading.Thread(target=lambda: calls.append(h.next(begun.value)))
+        waiter.start()
+        assert provider.waiting.acquire(timeout=5)
+        assert h.end(begun.value).returned == 0
+        waiter.join(10)
+        assert calls[0].completion == CANCELLED and calls[0].result is None
+        assert provider.wait_async_idle(5.0) and provider.finalized == 1
+        h.cleanup(token)
+    assert provider.async_stats()["tasks"] == 0
