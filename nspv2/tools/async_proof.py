@@ -71,6 +71,7 @@ from ..provider.registry import Session
 from ..sdk.winsock2 import NO_ERROR, WSAESETSERVICEOP, WSAError, code_name
 from .common import EXIT_OK, EXIT_PROBLEMS, Progress, UsageError, add_json, positive, whole
 from .private_catalog import install_in, private_catalog
+from .stress import wait_listening
 
 if TYPE_CHECKING:
     from .common import SubParsers
@@ -615,8 +616,6 @@ def _serve(
     backend: _Backend, spec: str, cls: type[Provider], folder: Path, threads: int, sessions: int
 ) -> tuple[subprocess.Popen[bytes], Path, Path]:
     """``nspv2 serve SPEC --threads N`` on a socket and catalog of its own."""
-    from ..client import Client
-
     socket = folder / "serve.sock"
     log = folder / "serve.log"
     catalog = folder / "catalog"
@@ -634,22 +633,9 @@ def _serve(
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=folder, env=env
         )
-    deadline = time.monotonic() + SERVE_SECONDS
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"nspv2 serve exited with {proc.returncode}:\n{log.read_text(errors='replace')}"
-                )
-            if socket.exists():
-                try:
-                    Client.monitor(socket).close()
-                    return proc, socket, log
-                except WinsockError:
-                    pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nspv2 serve did not listen within {SERVE_SECONDS:.0f} s")
-            time.sleep(0.05)
+        wait_listening(proc, socket, log, RuntimeError, SERVE_SECONDS)
+        return proc, socket, log
     except BaseException:  # also Ctrl-C while it starts: the child goes too
         _stop(proc)
         raise

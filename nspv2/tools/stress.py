@@ -564,20 +564,34 @@ def start_server(
             cwd=folder,
             env=env,
         )
-    deadline = time.monotonic() + SERVE_SECONDS
+    wait_listening(proc, socket, log, StressError)
+    return proc, socket, log
+
+
+def wait_listening(
+    proc: subprocess.Popen[bytes],
+    socket: Path,
+    log: Path,
+    error: Callable[[str], Exception],
+    seconds: float = SERVE_SECONDS,
+) -> None:
+    """Wait until the ``nspv2 serve`` in ``proc`` answers a monitor on
+    ``socket``; raise ``error(message)`` (with its ``log``) if it exits, or
+    does not listen within ``seconds``."""
+    deadline = time.monotonic() + seconds
     while True:
         if proc.poll() is not None:
-            raise StressError(
+            raise error(
                 f"nspv2 serve exited with {proc.returncode}:\n{log.read_text(errors='replace')}"
             )
         if socket.exists():
             try:
                 Client.monitor(socket).close()
-                return proc, socket, log
+                return
             except WinsockError:
                 pass
         if time.monotonic() > deadline:
-            raise StressError(f"nspv2 serve did not listen within {SERVE_SECONDS:.0f} s")
+            raise error(f"nspv2 serve did not listen within {seconds:.0f} s")
         time.sleep(0.05)
 
 
