@@ -921,3 +921,42 @@ def test_stopping_does_not_wait_for_ever_on_a_provider_call_that_never_returns(
             assert "stopped" not in served.log().splitlines()[-1]
         finally:
             stop_process(proc, signal.SIGKILL)
+
+
+class _Interrupted(BaseException):
+    """What the test's SIGINT handler raises (not KeyboardInterrupt, which
+    pytest would take as the user stopping the run)."""
+
+
+def test_a_client_call_interrupted_before_its_reply_gives_up_the_connection(
+    events: tuple[Path, Path],
+) -> None:
+    """A signal while a lookup's NextEx waited for its reply used to leave the
+    client's reply stream out of step: lookup()'s End then read the NextEx's
+    reply and raised ConnectionLost ("answered NEXT_REPLY #n to END_REPLY
+    #n+1") in place of the interruption. Now the connection is given up at
+    once and the interruption goes on."""
+    from nspv2.client import ConnectionLost
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise _Interrupted
+
+    with gated(events) as served:
+        client = served.client()
+        previous = signal.signal(signal.SIGINT, interrupt)
+        sender = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        opener = threading.Timer(1.0, events[1].touch)  # the NextEx's reply comes then
+        sender.start()
+        opener.start()
+        try:
+            with pytest.raises(_Interrupted):
+                client.lookup("gate-interrupted")
+        finally:
+            sender.cancel()
+            opener.cancel()
+            signal.signal(signal.SIGINT, previous)
+        assert client.closed
+        with pytest.raises(ConnectionLost, match="interrupted"):
+            client.lookup("alice@example.com")
+        events[1].touch()
+        served.wait_log(r"session of client #\d+ \(pid \d+\) ended: rundown", timeout=10)

@@ -54,6 +54,9 @@ __all__ = ["Client", "status"]
 
 _U32_MAX = 0xFFFFFFFF
 _CLOSED_TEXT = "the provider process closed the connection"
+_INTERRUPTED_TEXT = (
+    "a call was interrupted before its reply was read; the connection was given up"
+)
 #: wait_closed holds the request lock at most this long at a time (s).
 _WAIT_SLICE = 0.05
 #: ... and leaves it free this long between two slices (s).
@@ -229,6 +232,14 @@ class Client:
             raise self._lose(
                 WSAECONNRESET, f"the provider process sent a malformed frame: {exc}"
             ) from None
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, a signal handler's exception)
+            # before the whole reply was read: the next bytes on the socket
+            # belong to this request, so no later call could read its own
+            # reply. The connection is given up (the server runs the session
+            # down) and the interruption goes on, not a ConnectionLost later.
+            self._lose(WSAECONNRESET, _INTERRUPTED_TEXT)
+            raise
 
     def _call(self, expect: MsgType, build: Callable[..., bytes], *args: Any) -> Reply:
         """Send one request (``build(request_id, *args)``) and read its reply."""
@@ -250,6 +261,9 @@ class Client:
                 ) from None
             except OSError as exc:
                 raise self._lose(WSAECONNRESET, f"{_CLOSED_TEXT} ({exc.strerror or exc})") from None
+            except BaseException:  # interrupted mid-request: the stream is out of step
+                self._lose(WSAECONNRESET, _INTERRUPTED_TEXT)
+                raise
             reply = self._read_frame()
             if reply.type == MsgType.ERROR:
                 raise self._lose(reply.code, reply.text or "the server ended the connection")
