@@ -187,9 +187,12 @@ def test_command_prints_the_figures_and_checks_as_json() -> None:
 
 
 def test_command_text_output() -> None:
+    # The output is the point here, not the ratio: with 8 sessions one 50 ms
+    # wait is already 0.125 of the 400 ms bound, and a loaded machine (the
+    # ASan run) went past the default 0.25, so the bound is loosened.
     done = nspv2_cli(
         "prove-async", "--backend", "sleep", "--sessions", "8", "--threads", "2", "--cycles",
-        "20", timeout=120,
+        "20", "--max-ratio", "0.9", timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "serial bound 8 x 50 ms = 400 ms" in done.stdout
