@@ -528,6 +528,29 @@ def __getattr__(name: str) -> Any:
     return made
 
 
+def _timed_lookup(
+    barrier: threading.Barrier,
+    lookup: Callable[[], list[QuerySet]],
+    lock: threading.Lock,
+    codes: Counter[str],
+    ends: list[float],
+) -> None:
+    """One measured lookup (a thread's body, in-process or served): start
+    with the others at ``barrier``, count its outcome, note when it ended."""
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:  # interrupted before the start
+        return
+    try:
+        code = "NO_ERROR" if lookup() else "no result"
+    except WinsockError as exc:
+        code = code_name(exc.code)
+    now = time.monotonic()
+    with lock:
+        codes[code] += 1
+        ends.append(now)
+
+
 def _join(
     threads: list[threading.Thread], barrier: threading.Barrier, stop: Callable[[], None]
 ) -> bool:
@@ -565,19 +588,9 @@ def _in_process(backend: _Backend, cls: type[Provider], sessions: int) -> dict[s
             barrier = threading.Barrier(sessions + 1)
 
             def one(session: ClientSession) -> None:
-                try:
-                    barrier.wait()
-                except threading.BrokenBarrierError:  # interrupted before the start
-                    return
-                try:
-                    found = host.lookup(session, backend.name)
-                    code = "NO_ERROR" if found else "no result"
-                except WinsockError as exc:
-                    code = code_name(exc.code)
-                now = time.monotonic()
-                with lock:
-                    codes[code] += 1
-                    ends.append(now)
+                _timed_lookup(
+                    barrier, lambda: host.lookup(session, backend.name), lock, codes, ends
+                )
 
             threads = [threading.Thread(target=one, args=(s,), daemon=True) for s in opened]
             for t in threads:
@@ -679,19 +692,7 @@ def _served(
             barrier = threading.Barrier(sessions + 1)
 
             def one(client: Client) -> None:
-                try:
-                    barrier.wait()
-                except threading.BrokenBarrierError:  # interrupted before the start
-                    return
-                try:
-                    found = client.lookup(backend.name)
-                    code = "NO_ERROR" if found else "no result"
-                except WinsockError as exc:
-                    code = code_name(exc.code)
-                now = time.monotonic()
-                with lock:
-                    codes[code] += 1
-                    ends.append(now)
+                _timed_lookup(barrier, lambda: client.lookup(backend.name), lock, codes, ends)
 
             workers = [threading.Thread(target=one, args=(c,), daemon=True) for c in clients]
             for t in workers:
